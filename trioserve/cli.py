@@ -1,0 +1,90 @@
+"""``trioserve APP [options]``: the command line, generated from the config's metadata.
+
+Flags use Uvicorn's names (``--host``, ``--port``, ``--timeout-keep-alive`` ...) and
+Hypercorn's where Uvicorn has none (``-b/--bind``, ``-c/--config``); each is declared once,
+on its :class:`~trioserve.config.Config` field.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import typing
+from collections.abc import Sequence
+from typing import Any
+
+from .config import OPTIONS, ConfigError, _hint, _strip_optional
+from .run import EXIT_USAGE, make_config, serve_config
+
+# List options given as one comma-separated value rather than a repeated flag.
+_COMMA_LISTS = {"forwarded_allow_ips"}
+
+
+def _version() -> str:
+    import h11
+    import trio
+    import wsproto
+
+    from . import __version__
+
+    return (
+        f"trioserve {__version__} (trio {trio.__version__}, h11 {h11.__version__}, "  # type: ignore[attr-defined]
+        f"wsproto {wsproto.__version__}, Python {sys.version.split()[0]})"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="trioserve",
+        description="Serve an ASGI app with trio. Example: trioserve main:app --reload",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        argument_default=argparse.SUPPRESS,
+    )
+    parser.add_argument("app", nargs="?", help="the ASGI app, as MODULE:ATTRIBUTE")
+    parser.add_argument("--version", action="version", version=_version())
+    parser.add_argument(
+        "-c",
+        "--config",
+        dest="config_file",
+        metavar="FILE",
+        help="config file: FILE.toml, python:MODULE or file:PATH.py (Hypercorn keys)",
+    )
+    parser.add_argument("--host", help="bind to this host (default 127.0.0.1)")
+    parser.add_argument(
+        "--port", type=int, help="bind to this port (0: any free port; default 8000)"
+    )
+    parser.add_argument("--uds", metavar="PATH", help="bind to a unix domain socket")
+    parser.add_argument("--fd", type=int, metavar="N", help="serve on an inherited socket fd")
+    for name, field in OPTIONS.items():
+        flags = field.metadata["cli"]
+        if not flags:
+            continue
+        tp, _ = _strip_optional(_hint(name))
+        kwargs: dict[str, Any] = {"dest": name, "help": field.metadata["help"]}
+        if tp is bool:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        elif typing.get_origin(tp) is list and name not in _COMMA_LISTS:
+            kwargs["action"] = "append"
+        if field.metadata["choices"]:
+            kwargs["choices"] = field.metadata["choices"]
+        if field.metadata["metavar"]:
+            kwargs["metavar"] = field.metadata["metavar"]
+        parser.add_argument(*flags, **kwargs)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = vars(parser.parse_args(argv))
+    app = args.pop("app", None)
+    config_file = args.pop("config_file", None)
+    try:
+        config = make_config(app, config_file=config_file, **args)
+    except ConfigError as exc:
+        print(f"trioserve: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if not config.application_path:
+        parser.print_usage(sys.stderr)
+        print("trioserve: error: no app given (MODULE:ATTRIBUTE)", file=sys.stderr)
+        return EXIT_USAGE
+    return serve_config(config)

@@ -1,0 +1,544 @@
+"""The one configuration object, and the loaders that fill it.
+
+Every option is written once, as a field of :class:`Config`. Its metadata says which CLI
+flags set it, whether it is implemented yet, and its help text; the TOML/Python file
+loader, the ``TRIOSERVE_<NAME>`` environment loader, the CLI and the reference table in
+``docs/configuration.md`` are all generated from that metadata. Field names are
+Hypercorn's config keys, with Hypercorn's units (seconds, bytes), so a Hypercorn config
+file works unchanged. Precedence: CLI > environment > config file > defaults.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import importlib
+import importlib.util
+import os
+import sys
+import types
+import typing
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = ["OPTIONS", "Config", "ConfigError", "load_config_file"]
+
+ENV_PREFIX = "TRIOSERVE_"
+
+
+class ConfigError(ValueError):
+    """A configuration value or key is wrong; the message names the key and the source."""
+
+
+def _opt(
+    default: Any = None,
+    *,
+    help: str,
+    cli: tuple[str, ...] = (),
+    implemented: bool = True,
+    metavar: str | None = None,
+    choices: tuple[str, ...] | None = None,
+    factory: Any = None,
+    toml: bool = True,
+) -> Any:
+    """Declare one option. ``cli`` flags starting ``--no-`` are generated for booleans."""
+    meta = {
+        "help": help,
+        "cli": cli,
+        "implemented": implemented,
+        "metavar": metavar,
+        "choices": choices,
+        "toml": toml,
+    }
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def _list() -> list[Any]:
+    return []
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything that shapes how trioserve serves. Immutable once built: use ``replace()``."""
+
+    # --- binding ---------------------------------------------------------------------------
+    bind: list[str] = _opt(
+        factory=lambda: ["127.0.0.1:8000"],
+        cli=("-b", "--bind"),
+        metavar="ADDRESS",
+        help="Address to listen on (repeatable): HOST:PORT, [V6]:PORT, unix:PATH or fd://N.",
+    )
+    insecure_bind: list[str] = _opt(
+        factory=_list,
+        cli=("--insecure-bind",),
+        metavar="ADDRESS",
+        help="Plain-text address to listen on beside TLS binds (repeatable).",
+    )
+    quic_bind: list[str] = _opt(
+        factory=_list, implemented=False, help="UDP address for HTTP/3 (not yet supported)."
+    )
+    backlog: int = _opt(100, cli=("--backlog",), help="Listen backlog per socket.")
+    umask: int | None = _opt(None, help="Umask applied when creating unix sockets.")
+    user: int | None = _opt(None, help="Owner (uid) for unix sockets.")
+    group: int | None = _opt(None, help="Group (gid) for unix sockets.")
+
+    # --- application -----------------------------------------------------------------------
+    application_path: str = _opt(
+        "", toml=True, help="The app import string (MODULE:ATTRIBUTE); usually given on the CLI."
+    )
+    app_dir: str = _opt(
+        ".",
+        cli=("--app-dir",),
+        help="Directory put first on sys.path before importing the app.",
+    )
+    factory: bool = _opt(
+        False,
+        cli=("--factory",),
+        help="Treat the app string as a zero-argument callable that returns the app.",
+    )
+    root_path: str = _opt(
+        "", cli=("--root-path",), help="ASGI root_path for apps mounted below a URL prefix."
+    )
+    lifespan: str = _opt(
+        "auto",
+        cli=("--lifespan",),
+        choices=("auto", "on", "off"),
+        help="Lifespan protocol: auto (use it if the app supports it), on (required), off.",
+    )
+    startup_timeout: float = _opt(60.0, help="Seconds the app's lifespan startup may take.")
+    shutdown_timeout: float = _opt(60.0, help="Seconds the app's lifespan shutdown may take.")
+
+    # --- HTTP ------------------------------------------------------------------------------
+    keep_alive_timeout: float = _opt(
+        5.0,
+        cli=("--timeout-keep-alive", "--keep-alive"),
+        help="Seconds an idle keep-alive connection is kept open.",
+    )
+    keep_alive_max_requests: int = _opt(
+        1000, help="Requests served on one connection before it is closed."
+    )
+    read_timeout: float | None = _opt(
+        None,
+        cli=("--read-timeout",),
+        help="Seconds a read may stall while a request head or body is being received.",
+    )
+    request_head_timeout: float = _opt(
+        10.0,
+        cli=("--timeout-request-head",),
+        help="Seconds from a request's first byte until its head must be complete (slowloris).",
+    )
+    h11_max_incomplete_size: int = _opt(
+        16 * 1024,
+        cli=("--h11-max-incomplete-size",),
+        help="Largest request head in bytes; larger gets 431.",
+    )
+    h11_pass_raw_headers: bool = _opt(
+        False, help="Pass header names to the app with their original case."
+    )
+    max_request_body_size: int | None = _opt(
+        None,
+        cli=("--limit-request-body",),
+        help="Largest request body in bytes; larger gets 413 (default: no limit).",
+    )
+    include_date_header: bool = _opt(
+        True, cli=("--date-header",), help="Send a Date header on every response."
+    )
+    include_server_header: bool = _opt(
+        True, cli=("--server-header",), help="Send 'Server: trioserve' on every response."
+    )
+    headers: list[str] = _opt(
+        factory=_list,
+        cli=("--header",),
+        metavar="NAME:VALUE",
+        help="Default response header (repeatable); the app's own header of that name wins.",
+    )
+    server_names: list[str] = _opt(
+        factory=_list, help="Host header values to serve; others get 404 (empty: all)."
+    )
+    alt_svc_headers: list[str] = _opt(
+        factory=_list, implemented=False, help="Alt-Svc headers to send (for HTTP/3)."
+    )
+    limit_concurrency: int | None = _opt(
+        None,
+        cli=("--limit-concurrency",),
+        help="Most requests in flight at once; over it requests get 503.",
+    )
+    max_app_queue_size: int = _opt(
+        10, help="Messages buffered between a connection and its app (WebSocket frames)."
+    )
+    wsgi_max_body_size: int = _opt(
+        16 * 1024 * 1024, implemented=False, help="Hypercorn WSGI body limit (ASGI only here)."
+    )
+
+    # --- HTTP/2 (accepted for Hypercorn compatibility) ------------------------------------
+    alpn_protocols: list[str] = _opt(
+        factory=lambda: ["h2", "http/1.1"], help="ALPN protocols advertised over TLS."
+    )
+    h2_max_concurrent_streams: int = _opt(
+        100, implemented=False, help="HTTP/2 concurrent streams per connection."
+    )
+    h2_max_header_list_size: int = _opt(
+        2**16, implemented=False, help="HTTP/2 largest header list."
+    )
+    h2_max_inbound_frame_size: int = _opt(
+        2**14 * 8, implemented=False, help="HTTP/2 largest inbound frame."
+    )
+
+    # --- WebSocket -------------------------------------------------------------------------
+    websocket_max_message_size: int = _opt(
+        16 * 1024 * 1024,
+        cli=("--ws-max-size",),
+        help="Largest WebSocket message in bytes; larger closes with 1009.",
+    )
+    websocket_ping_interval: float | None = _opt(
+        None, cli=("--ws-ping-interval",), help="Seconds between server pings (off if unset)."
+    )
+    websocket_ping_timeout: float | None = _opt(
+        20.0,
+        cli=("--ws-ping-timeout",),
+        help="Seconds to wait for a pong before closing the WebSocket.",
+    )
+    websocket_per_message_deflate: bool = _opt(
+        True, cli=("--ws-per-message-deflate",), help="Offer permessage-deflate compression."
+    )
+
+    # --- TLS -------------------------------------------------------------------------------
+    certfile: str | None = _opt(
+        None, cli=("--certfile", "--ssl-certfile"), help="TLS certificate chain (PEM)."
+    )
+    keyfile: str | None = _opt(
+        None, cli=("--keyfile", "--ssl-keyfile"), help="TLS private key (PEM)."
+    )
+    keyfile_password: str | None = _opt(
+        None, cli=("--keyfile-password", "--ssl-keyfile-password"), help="Password of keyfile."
+    )
+    ca_certs: str | None = _opt(
+        None, cli=("--ca-certs", "--ssl-ca-certs"), help="CA bundle to verify client certificates."
+    )
+    ciphers: str = _opt(
+        "ECDHE+AESGCM", cli=("--ciphers", "--ssl-ciphers"), help="OpenSSL cipher string."
+    )
+    verify_mode: str | None = _opt(
+        None,
+        cli=("--verify-mode",),
+        help="Client certificate policy: CERT_NONE, CERT_OPTIONAL or CERT_REQUIRED.",
+    )
+    verify_flags: str | None = _opt(None, help="ssl.VerifyFlags name applied to the context.")
+    ssl_handshake_timeout: float = _opt(60.0, help="Seconds a TLS handshake may take.")
+
+    # --- proxies ---------------------------------------------------------------------------
+    proxy_headers: bool = _opt(
+        True,
+        cli=("--proxy-headers",),
+        help="Trust X-Forwarded-* and Forwarded from --forwarded-allow-ips.",
+    )
+    forwarded_allow_ips: list[str] = _opt(
+        factory=lambda: ["127.0.0.1", "::1"],
+        cli=("--forwarded-allow-ips",),
+        metavar="IPS",
+        help="Peers whose proxy headers are trusted: IPs, CIDRs, 'unix' or '*' (comma list).",
+    )
+    proxy_protocol: bool = _opt(
+        False, cli=("--proxy-protocol",), help="Expect a PROXY protocol v1/v2 header."
+    )
+
+    # --- lifecycle -------------------------------------------------------------------------
+    graceful_timeout: float = _opt(
+        3.0,
+        cli=("--timeout-graceful-shutdown", "--graceful-timeout"),
+        help="Seconds in-flight requests get to finish on shutdown.",
+    )
+    workers: int = _opt(1, cli=("-w", "--workers"), help="Worker processes.")
+    worker_class: str = _opt(
+        "trio", help="Accepted for Hypercorn compatibility; trioserve always runs trio."
+    )
+    max_requests: int | None = _opt(
+        None,
+        cli=("--limit-max-requests", "--max-requests"),
+        help="Requests before a worker restarts.",
+    )
+    max_requests_jitter: int = _opt(0, help="Random extra requests added to max_requests.")
+    use_reloader: bool = _opt(False, cli=("--reload",), help="Restart when code changes.")
+    reload_dirs: list[str] = _opt(
+        factory=_list, cli=("--reload-dir",), help="Directories watched by --reload."
+    )
+    reload_includes: list[str] = _opt(
+        factory=_list, cli=("--reload-include",), help="Glob patterns watched by --reload."
+    )
+    reload_excludes: list[str] = _opt(
+        factory=_list, cli=("--reload-exclude",), help="Glob patterns ignored by --reload."
+    )
+    reload_delay: float = _opt(0.25, cli=("--reload-delay",), help="Seconds between checks.")
+    pid_path: str | None = _opt(None, cli=("--pid",), help="File to write the process id to.")
+    daemon: bool = _opt(True, implemented=False, help="Hypercorn's daemon flag (ignored).")
+
+    # --- logging ---------------------------------------------------------------------------
+    loglevel: str = _opt(
+        "info",
+        cli=("--log-level",),
+        choices=("critical", "error", "warning", "info", "debug", "trace"),
+        help="Log level of the trioserve loggers.",
+    )
+    access_log: bool = _opt(True, cli=("--access-log",), help="Write one line per request.")
+    accesslog: str | None = _opt(
+        "-", cli=("--access-logfile",), help="Access log target: '-' for stderr or a file path."
+    )
+    errorlog: str | None = _opt(
+        "-", cli=("--error-logfile",), help="Error log target: '-' for stderr or a file path."
+    )
+    access_log_format: str = _opt(
+        '%(h)s %(l)s %(l)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s"',
+        cli=("--access-log-format",),
+        help="Access log line, with Hypercorn/gunicorn %(atom)s atoms.",
+    )
+    logconfig: str | None = _opt(
+        None, cli=("--log-config",), help="Logging config file (ini, json, toml)."
+    )
+    logconfig_dict: dict[str, Any] | None = _opt(None, help="Logging dictConfig mapping.")
+    use_colors: bool | None = _opt(None, cli=("--use-colors",), help="Colour log output.")
+    debug: bool = _opt(False, help="Hypercorn's debug flag (enables debug logging).")
+
+    # --- metrics (accepted, not implemented) -----------------------------------------------
+    statsd_host: str | None = _opt(None, implemented=False, help="StatsD host:port.")
+    statsd_prefix: str = _opt("", implemented=False, help="StatsD metric prefix.")
+    dogstatsd_tags: str = _opt("", implemented=False, help="DogStatsD tags.")
+
+    def replace(self, **changes: Any) -> Config:
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any], *, source: str = "options") -> Config:
+        """Build from already-typed or raw values (TOML, env, kwargs), checking every key."""
+        return cls(**coerce_all(values, source=source))
+
+    @property
+    def ssl_enabled(self) -> bool:
+        return self.certfile is not None and self.keyfile is not None
+
+
+OPTIONS: dict[str, dataclasses.Field[Any]] = {f.name: f for f in dataclasses.fields(Config)}
+
+# Hypercorn spellings that differ from ours, mapped onto our field names.
+ALIASES: dict[str, str] = {
+    "log_level": "loglevel",
+    "timeout_keep_alive": "keep_alive_timeout",
+    "timeout_graceful_shutdown": "graceful_timeout",
+    "reload": "use_reloader",
+    "pid": "pid_path",
+    "log_config": "logconfig",
+}
+
+
+_HINTS: dict[str, Any] = {}
+
+
+def _hint(name: str) -> Any:
+    if not _HINTS:
+        _HINTS.update(typing.get_type_hints(Config))
+    return _HINTS[name]
+
+
+def _strip_optional(tp: Any) -> tuple[Any, bool]:
+    args = typing.get_args(tp)
+    if typing.get_origin(tp) in (typing.Union, types.UnionType) and type(None) in args:
+        rest = [a for a in args if a is not type(None)]
+        return rest[0], True
+    return tp, False
+
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def coerce(name: str, value: Any, *, source: str = "options") -> Any:
+    """Turn a raw value (TOML value, env string, CLI string) into the field's type."""
+    tp, optional = _strip_optional(_hint(name))
+    where = f"{name!r} (from {source})"
+    if value is None:
+        if optional:
+            return None
+        raise ConfigError(f"{where} may not be empty")
+    if isinstance(value, str) and optional and value.lower() in {"none", "null", ""}:
+        return None
+    origin = typing.get_origin(tp)
+    try:
+        if tp is bool:
+            if isinstance(value, bool):
+                return value
+            if isinstance(value, int):
+                return bool(value)
+            if isinstance(value, str) and value.lower() in _TRUE | _FALSE:
+                return value.lower() in _TRUE
+            raise ConfigError(f"{where} must be true or false, got {value!r}")
+        if tp is int:
+            if isinstance(value, bool):
+                raise ConfigError(f"{where} must be an integer, got {value!r}")
+            if isinstance(value, str):
+                return int(value, 0)
+            if isinstance(value, float) and not value.is_integer():
+                raise ConfigError(f"{where} must be an integer, got {value!r}")
+            return int(value)
+        if tp is float:
+            if isinstance(value, bool):
+                raise ConfigError(f"{where} must be a number, got {value!r}")
+            return float(value)
+        if tp is str:
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                return str(value)
+            if not isinstance(value, str):
+                raise ConfigError(f"{where} must be a string, got {value!r}")
+            return value
+        if origin is list:
+            if isinstance(value, str):
+                return [v.strip() for v in value.split(",") if v.strip()]
+            if not isinstance(value, (list, tuple)):
+                raise ConfigError(f"{where} must be a list, got {value!r}")
+            return [str(v) for v in value]
+        if origin is dict:
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"{where} must be a table/dict, got {value!r}")
+            return dict(value)
+    except (TypeError, ValueError) as exc:
+        if isinstance(exc, ConfigError):
+            raise
+        raise ConfigError(f"{where} has a wrong type: {value!r} ({exc})") from None
+    raise ConfigError(f"{where}: unsupported option type {tp!r}")  # pragma: no cover
+
+
+def canonical_key(key: str, *, source: str) -> str:
+    """Map a key (Hypercorn spelling, dashes allowed) to a field name, or raise with a hint."""
+    name = key.replace("-", "_")
+    name = ALIASES.get(name, name)
+    if name in OPTIONS:
+        return name
+    if name in _HYPERCORN_IGNORED:
+        return name
+    close = difflib.get_close_matches(name, list(OPTIONS) + list(ALIASES), n=1, cutoff=0.6)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    raise ConfigError(f"unknown config key {key!r} in {source}{hint}")
+
+
+# Hypercorn keys that make no sense here (Python objects) but must not be an error.
+_HYPERCORN_IGNORED = {"logger_class", "cert_reqs"}
+
+_warned: set[str] = set()
+
+
+def coerce_all(values: Mapping[str, Any], *, source: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        name = canonical_key(key, source=source)
+        if name in _HYPERCORN_IGNORED:
+            _warn_unimplemented(name, source)
+            continue
+        if name in ("bind", "insecure_bind", "quic_bind") and isinstance(value, str):
+            value = [value]
+        out[name] = coerce(name, value, source=source)
+        if not OPTIONS[name].metadata["implemented"] and out[name] != _default(name):
+            _warn_unimplemented(name, source)
+    return out
+
+
+def _default(name: str) -> Any:
+    f = OPTIONS[name]
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return f.default
+
+
+def _warn_unimplemented(name: str, source: str) -> None:
+    if name in _warned:
+        return
+    _warned.add(name)
+    warnings.warn(
+        f"config key {name!r} (from {source}) is accepted for Hypercorn compatibility "
+        "but is not implemented by trioserve yet; it has no effect",
+        ConfigWarning,
+        stacklevel=3,
+    )
+
+
+class ConfigWarning(UserWarning):
+    """An accepted option that has no effect yet."""
+
+
+def load_config_file(spec: str) -> dict[str, Any]:
+    """Read raw options from ``file.toml``, ``python:module`` or ``file:path.py``.
+
+    Python sources contribute their module-level names that are config keys (the rest of
+    the module - imports, helpers - is ignored, as Hypercorn does).
+    """
+    if spec.startswith("python:"):
+        module = importlib.import_module(spec[len("python:") :])
+        return _python_namespace(vars(module))
+    if spec.startswith("file:"):
+        path = Path(spec[len("file:") :])
+        mod_spec = importlib.util.spec_from_file_location("trioserve_config", path)
+        if mod_spec is None or mod_spec.loader is None:
+            raise ConfigError(f"cannot load config file {path}")
+        module = importlib.util.module_from_spec(mod_spec)
+        try:
+            mod_spec.loader.exec_module(module)
+        except FileNotFoundError:
+            raise ConfigError(f"config file not found: {path}") from None
+        return _python_namespace(vars(module))
+    path = Path(spec)
+    try:
+        text = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover
+        import tomli as tomllib  # type: ignore[import-not-found,unused-ignore]
+    try:
+        data: dict[str, Any] = tomllib.loads(text.decode())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+    return data
+
+
+def _python_namespace(namespace: Mapping[str, Any]) -> dict[str, Any]:
+    out = {}
+    for key, value in namespace.items():
+        if key.startswith("_") or isinstance(value, types.ModuleType) or callable(value):
+            continue
+        out[key] = value
+    return out
+
+
+def env_values(environ: Mapping[str, str]) -> dict[str, str]:
+    """Options from ``TRIOSERVE_<FIELD>`` variables (unknown ones are an error)."""
+    out = {}
+    for key, value in environ.items():
+        if key.startswith(ENV_PREFIX) and key != ENV_PREFIX + "CONFIG":
+            out[key[len(ENV_PREFIX) :].lower()] = value
+    return out
+
+
+def build_config(
+    *,
+    config_file: str | None = None,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Config:
+    """Layer the sources: defaults < config file < environment < explicit overrides."""
+    values: dict[str, Any] = {}
+    if config_file is None and environ is not None:
+        config_file = environ.get(ENV_PREFIX + "CONFIG")
+    if config_file:
+        values.update(coerce_all(load_config_file(config_file), source=config_file))
+    if environ is not None:
+        values.update(coerce_all(env_values(environ), source="environment"))
+    if overrides:
+        values.update(coerce_all(overrides, source="options"))
+    return Config(**values)
+
+
+def default_environ() -> Mapping[str, str]:
+    return os.environ

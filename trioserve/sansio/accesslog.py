@@ -1,0 +1,154 @@
+"""Access-log lines in Hypercorn's (gunicorn's) ``%(atom)s`` format.
+
+The atoms are computed lazily by a mapping, so a format that uses three atoms pays for
+three. Atoms: h remote address, l '-', u user '-', t time, r request line, m method,
+U path, q query string, H protocol, s status, st status phrase, S scheme, B body bytes,
+b body bytes or '-', f referer, a user agent, T seconds, D microseconds, L seconds with
+decimals, p pid, M milliseconds, R raw path+query, {name}i request header, {name}o response
+header, {name}e environment variable.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator, Mapping
+from http import HTTPStatus
+from typing import Any
+
+from .events import Headers
+
+
+def _phrase(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "-"
+
+
+class AccessLogAtoms(Mapping[str, str]):
+    """A read-only mapping from atom names to their text for one finished request."""
+
+    __slots__ = ("bytes_sent", "duration", "end", "response_headers", "scope", "status")
+
+    def __init__(
+        self,
+        scope: Mapping[str, Any],
+        status: int | None,
+        response_headers: Headers | None,
+        bytes_sent: int,
+        duration: float,
+        end: float | None = None,
+    ) -> None:
+        self.scope = scope
+        self.status = status
+        self.response_headers = response_headers or []
+        self.bytes_sent = bytes_sent
+        self.duration = duration
+        self.end = end
+
+    def __getitem__(self, key: str) -> str:
+        if key.startswith("{") and len(key) > 3 and key[-2] == "}":
+            name = key[1:-2].lower()
+            kind = key[-1]
+            if kind == "i":
+                return _header(self.scope.get("headers", []), name)
+            if kind == "o":
+                return _header(self.response_headers, name)
+            if kind == "e":
+                return str(os.environ.get(key[1:-2], "-"))
+            raise KeyError(key)
+        getter = _ATOMS.get(key)
+        if getter is None:
+            raise KeyError(key)
+        return str(getter(self))
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(_ATOMS)
+
+    def __len__(self) -> int:
+        return len(_ATOMS)
+
+
+def _header(headers: Any, name: str) -> str:
+    """All values of a header, comma-joined ('-' if absent)."""
+    wanted = name.encode("latin-1")
+    values = [v.decode("latin-1") for k, v in headers if k.lower() == wanted]
+    return ",".join(values) if values else "-"
+
+
+def _client(a: AccessLogAtoms) -> str:
+    client = a.scope.get("client")
+    return client[0] if client else "-"
+
+
+def _path_query(a: AccessLogAtoms) -> str:
+    path = _text(a.scope.get("path", ""))
+    query = _text(a.scope.get("query_string", b""))
+    return f"{path}?{query}" if query else path
+
+
+def _protocol(a: AccessLogAtoms) -> str:
+    if a.scope.get("type") == "websocket":
+        return "WS/" + _text(a.scope.get("http_version", "1.1"))
+    return "HTTP/" + _text(a.scope.get("http_version", "1.1"))
+
+
+def _method(a: AccessLogAtoms) -> str:
+    return str(a.scope.get("method", "GET"))
+
+
+def _text(value: Any) -> str:
+    return value.decode("latin-1") if isinstance(value, bytes) else str(value)
+
+
+def _time(a: AccessLogAtoms) -> str:
+    end = a.end if a.end is not None else time.time()
+    return time.strftime("[%d/%b/%Y:%H:%M:%S %z]", time.localtime(end))
+
+
+_ATOMS: dict[str, Any] = {
+    "h": _client,
+    "l": lambda a: "-",
+    "u": lambda a: "-",
+    "t": _time,
+    "r": lambda a: f"{_method(a)} {_path_query(a)} {_protocol(a)}",
+    "R": lambda a: _path_query(a),
+    "m": _method,
+    "U": lambda a: a.scope.get("path", ""),
+    "Uq": _path_query,
+    "q": lambda a: a.scope.get("query_string", b"").decode("latin-1"),
+    "H": _protocol,
+    "s": lambda a: str(a.status) if a.status is not None else "-",
+    "st": lambda a: _phrase(a.status) if a.status is not None else "-",
+    "S": lambda a: a.scope.get("scheme", "http"),
+    "B": lambda a: str(a.bytes_sent),
+    "b": lambda a: str(a.bytes_sent) if a.bytes_sent else "-",
+    "f": lambda a: _header(a.scope.get("headers", []), "referer"),
+    "a": lambda a: _header(a.scope.get("headers", []), "user-agent"),
+    "T": lambda a: str(int(a.duration)),
+    "D": lambda a: str(int(a.duration * 1_000_000)),
+    "M": lambda a: str(int(a.duration * 1_000)),
+    "L": lambda a: f"{a.duration:.6f}",
+    "p": lambda a: f"<{os.getpid()}>",
+}
+
+
+def format_access_line(fmt: str, atoms: AccessLogAtoms) -> str:
+    """Render one line; an unknown atom renders as '-' rather than losing the line."""
+    try:
+        return fmt % atoms
+    except (KeyError, ValueError, TypeError):
+        return fmt % _Lenient(atoms)
+
+
+class _Lenient(dict[str, str]):
+    def __init__(self, atoms: AccessLogAtoms) -> None:
+        super().__init__()
+        self._atoms = atoms
+
+    def __getitem__(self, key: str) -> str:
+        try:
+            return self._atoms[key]
+        except KeyError:
+            return "-"

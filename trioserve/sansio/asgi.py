@@ -1,0 +1,142 @@
+"""The ASGI side of an HTTP request: scopes in, app messages checked and turned into events.
+
+This is the layer every HTTP version shares. It knows the ASGI spec (message order, types,
+HEAD, default headers) and nothing about how bytes are framed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import unquote
+
+from .events import Data, EndData, Headers, OutboundEvent, Request, Response
+from .headers import InvalidHeader, validate_response_headers
+
+ASGI_VERSION = {"version": "3.0", "spec_version": "2.4"}
+
+
+class UnexpectedMessage(RuntimeError):
+    """The app sent a message that is wrong for the state of the response."""
+
+
+def split_target(target: bytes) -> tuple[bytes, bytes]:
+    """Split a request target into (raw path, query string); absolute-form loses its origin."""
+    if target[:1] != b"/":
+        if target == b"*":
+            return b"*", b""
+        # absolute-form: http://host[:port]/path?query
+        rest = target.split(b"://", 1)[1]
+        slash = min((i for i in (rest.find(b"/"), rest.find(b"?")) if i != -1), default=-1)
+        target = b"/" if slash == -1 else rest[slash:]
+        if target[:1] == b"?":
+            target = b"/" + target
+    path, _, query = target.partition(b"?")
+    return path, query
+
+
+def build_http_scope(
+    request: Request,
+    *,
+    scheme: str,
+    client: tuple[str, int] | None,
+    server: tuple[str, int | None] | None,
+    root_path: str,
+    state: dict[str, Any] | None,
+    raw_header_case: bool = False,
+    extensions: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    raw_path, query = split_target(request.target)
+    path = unquote(raw_path.decode("latin-1"))
+    if root_path:
+        path = root_path + path
+        raw_path = root_path.encode("utf-8") + raw_path
+    headers = request.raw_headers if raw_header_case and request.raw_headers else request.headers
+    scope: dict[str, Any] = {
+        "type": "http",
+        "asgi": ASGI_VERSION,
+        "http_version": request.http_version,
+        "method": request.method.decode("ascii"),
+        "scheme": scheme,
+        "path": path,
+        "raw_path": raw_path,
+        "query_string": query,
+        "root_path": root_path,
+        "headers": headers,
+        "client": client,
+        "server": server,
+        "extensions": extensions if extensions is not None else {},
+    }
+    if state is not None:
+        scope["state"] = state.copy()
+    return scope
+
+
+# Response progress, as small ints for speed on the hot path.
+START, BODY, DONE = 0, 1, 2
+
+
+class HTTPResponseCycle:
+    """Checks the app's ``http.response.*`` messages and turns them into outbound events.
+
+    The response head is held back until the first body message so that a small response
+    leaves in one write (and a 500 can still replace it if the app fails in between).
+    """
+
+    __slots__ = ("_head", "bytes_sent", "default_headers", "is_head", "state", "status")
+
+    def __init__(self, *, is_head: bool, default_headers: Headers) -> None:
+        self.state = START
+        self.is_head = is_head
+        self.default_headers = default_headers
+        self.status = 0
+        self._head: Response | None = None
+        self.bytes_sent = 0
+
+    @property
+    def started(self) -> bool:
+        """True once a response head exists (sent, or held back until the first body)."""
+        return self.state != START
+
+    def on_message(self, message: Any) -> list[OutboundEvent]:
+        """Return the events to send for one app message; raise on a wrong message."""
+        try:
+            kind = message["type"]
+        except (TypeError, KeyError):
+            raise UnexpectedMessage(f"ASGI message without a type: {message!r}") from None
+        if self.state == BODY and kind == "http.response.body":
+            body = message.get("body", b"")
+            more = message.get("more_body", False)
+            events: list[OutboundEvent] = []
+            if self._head is not None:
+                events.append(self._head)
+                self._head = None
+            if body and not self.is_head:
+                if not isinstance(body, (bytes, bytearray, memoryview)):
+                    raise UnexpectedMessage(f"body must be bytes, got {type(body).__name__}")
+                self.bytes_sent += len(body)
+                events.append(Data(bytes(body)))
+            if not more:
+                self.state = DONE
+                events.append(EndData())
+            return events
+        if self.state == START and kind == "http.response.start":
+            status = message.get("status")
+            if type(status) is not int or not 100 <= status <= 599:
+                raise UnexpectedMessage(f"invalid response status {status!r}")
+            if status < 200:
+                raise UnexpectedMessage("informational responses cannot be sent by the app")
+            try:
+                headers = validate_response_headers(message.get("headers", []))
+            except InvalidHeader as exc:
+                raise UnexpectedMessage(str(exc)) from None
+            if self.default_headers:
+                present = {name for name, _ in headers}
+                headers.extend(h for h in self.default_headers if h[0] not in present)
+            self.status = status
+            self._head = Response(status, headers)
+            self.state = BODY
+            return []
+        if self.state == DONE:
+            raise UnexpectedMessage(f"{kind!r} sent after the response was complete")
+        expected = "http.response.start" if self.state == START else "http.response.body"
+        raise UnexpectedMessage(f"expected {expected!r}, got {kind!r}")

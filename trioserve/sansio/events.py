@@ -1,0 +1,85 @@
+"""The event vocabulary shared by every HTTP version.
+
+A protocol module (HTTP/1.1 today, HTTP/2 later) turns bytes into these events and these
+events into bytes; the ASGI layer speaks only in them, so it never learns which HTTP
+version carries a request.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+Headers = list[tuple[bytes, bytes]]
+
+
+@dataclass(slots=True)
+class Request:
+    """A request head. Header names are lowercase; ``raw_headers`` keeps the wire case."""
+
+    method: bytes
+    target: bytes
+    headers: Headers
+    http_version: str
+    raw_headers: Headers | None = None
+    expects_continue: bool = False
+
+
+@dataclass(slots=True)
+class Data:
+    """A piece of a message body, in either direction."""
+
+    data: bytes
+
+
+@dataclass(slots=True)
+class EndData:
+    """The end of a message body (trailers are not supported yet)."""
+
+    headers: Headers = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class Response:
+    status: int
+    headers: Headers
+
+
+@dataclass(slots=True)
+class InformationalResponse:
+    """A 1xx response, such as ``100 Continue`` (sent lazily on the app's first receive)."""
+
+    status: int
+    headers: Headers
+
+
+@dataclass(slots=True)
+class ConnectionClosed:
+    """The peer closed its side; no more events will come."""
+
+
+@dataclass(slots=True)
+class BadRequest:
+    """The peer sent something we refuse. ``status`` is the answer to give, then close."""
+
+    status: int
+    reason: str
+
+
+class _Sentinel:
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+NEED_DATA = _Sentinel("NEED_DATA")
+"""More bytes must be received before another event can be produced."""
+
+PAUSED = _Sentinel("PAUSED")
+"""The next request is buffered but waits until the current response is complete."""
+
+InboundEvent = Request | Data | EndData | ConnectionClosed | BadRequest | _Sentinel
+OutboundEvent = Response | InformationalResponse | Data | EndData

@@ -1,0 +1,339 @@
+"""One HTTP/1.1 connection, driven top to bottom in its own task.
+
+The app runs in the connection's task. Its ``receive()`` pulls bytes from the socket only
+when it wants the next body chunk, so a slow app stops the reads (backpressure) without a
+queue, and ``send()`` writes straight to the socket, so a slow client slows the app. A
+client that goes away is seen by the next ``receive()`` (one ``http.disconnect``) or
+``send()`` (:class:`~trioserve.errors.ClientDisconnected`, an ``OSError``).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import MutableMapping
+from typing import Any
+
+import h11
+import trio
+
+from ..errors import ClientDisconnected
+from ..logs import access_log, error_log
+from ..sansio.accesslog import AccessLogAtoms, format_access_line
+from ..sansio.asgi import HTTPResponseCycle, UnexpectedMessage, build_http_scope
+from ..sansio.events import (
+    NEED_DATA,
+    BadRequest,
+    ConnectionClosed,
+    Data,
+    EndData,
+    InformationalResponse,
+    Request,
+    Response,
+)
+from ..sansio.http11 import HTTP11Protocol, error_response
+from .state import ServerState
+from .transport import ConnectionInfo, linger_close
+
+READ_SIZE = 64 * 1024
+# Bytes of pipelined requests we buffer while waiting to see whether the client is gone.
+_PIPELINE_BUFFER = 64 * 1024
+
+_REQUEST_DONE: dict[str, Any] = {"type": "http.request", "body": b"", "more_body": False}
+_DISCONNECT: dict[str, Any] = {"type": "http.disconnect"}
+
+
+class _Closed(Exception):
+    """Internal: stop serving this connection now (quietly)."""
+
+
+class HTTP11Connection:
+    """Serves requests on one stream until the client leaves, a limit is hit, or shutdown."""
+
+    def __init__(self, stream: trio.abc.Stream, state: ServerState, info: ConnectionInfo) -> None:
+        self.stream = stream
+        self.state = state
+        self.info = info
+        config = state.config
+        self.proto = HTTP11Protocol(max_head_size=config.h11_max_incomplete_size)
+        self.eof = False  # the peer closed its sending side
+        self.broken = False  # writing failed: the peer is gone for good
+        self._read_lock = trio.Lock()
+
+    # -- reading ---------------------------------------------------------------------------
+    async def _read(self, timeout: float | None = None) -> None:
+        """Receive once into the protocol; a stall past ``timeout`` raises TooSlowError."""
+        async with self._read_lock:
+            if self.eof:
+                return
+            try:
+                if timeout is None:
+                    data = await self.stream.receive_some(READ_SIZE)
+                else:
+                    with trio.fail_after(timeout):
+                        data = await self.stream.receive_some(READ_SIZE)
+                data = bytes(data)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                data = b""
+            if not data:
+                self.eof = True
+            self.proto.receive_data(data)
+
+    async def _next_request(self) -> Request | None:
+        """Wait for the next request head; None means close the connection (quietly)."""
+        config = self.state.config
+        proto = self.proto
+        head_deadline = math.inf
+        while True:
+            event = proto.next_event()
+            if type(event) is Request:
+                return event
+            if event is NEED_DATA:
+                if self.eof:
+                    return None
+                if proto.idle:
+                    if self.state.shutting_down:
+                        return None
+                    with trio.move_on_after(config.keep_alive_timeout) as scope:
+                        self.state.idle_scopes.add(scope)
+                        try:
+                            await self._read()
+                        finally:
+                            self.state.idle_scopes.discard(scope)
+                    if scope.cancelled_caught:
+                        return None
+                    continue
+                # Part of a head has arrived: it must complete by a fixed deadline that
+                # trickling bytes do not extend (slowloris), answered with 408.
+                now = trio.current_time()
+                if head_deadline == math.inf:
+                    head_deadline = now + config.request_head_timeout
+                try:
+                    await self._read(max(head_deadline - now, 0))
+                except trio.TooSlowError:
+                    await self._refuse(408, "timed out waiting for the request head")
+                    return None
+                continue
+            if type(event) is BadRequest:
+                await self._refuse(event.status, event.reason)
+                return None
+            if type(event) is ConnectionClosed:
+                return None
+            raise AssertionError(f"unexpected event before a request: {event!r}")
+
+    async def _refuse(self, status: int, reason: str) -> None:
+        error_log.info("%s %s: %s", self.info.client_text, status, reason)
+        if not self.broken:
+            try:
+                await self.stream.send_all(error_response(status))
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                self.broken = True
+                return
+            await linger_close(self.stream)
+
+    # -- serving ---------------------------------------------------------------------------
+    async def run(self) -> None:
+        state = self.state
+        max_requests = state.config.keep_alive_max_requests
+        while True:
+            request = await self._next_request()
+            if request is None:
+                return
+            if state.shutting_down or self.proto.requests_seen >= max_requests:
+                self.proto.close_after_response()
+            keep_going = await self._serve_request(request)
+            if not keep_going or not self.proto.keep_alive:
+                return
+            self.proto.start_next_cycle()
+
+    async def _serve_request(self, request: Request) -> bool:
+        """Run the app for one request. Returns whether the connection may be reused."""
+        state = self.state
+        config = state.config
+        proto = self.proto
+        info = self.info
+        scope = build_http_scope(
+            request,
+            scheme=info.scheme,
+            client=info.client,
+            server=info.server,
+            root_path=config.root_path,
+            state=state.lifespan_state,
+            raw_header_case=config.h11_pass_raw_headers,
+        )
+        cycle = HTTPResponseCycle(
+            is_head=request.method == b"HEAD", default_headers=state.default_headers()
+        )
+        body_done = False
+        continue_pending = request.expects_continue
+        finished = False
+        start = time.perf_counter()
+
+        async def receive() -> dict[str, Any]:
+            nonlocal body_done, continue_pending
+            if finished:
+                return _DISCONNECT
+            if body_done:
+                await self._wait_for_disconnect()
+                return _DISCONNECT
+            if continue_pending:
+                continue_pending = False
+                if not cycle.started and not self.broken:
+                    await self._write(proto.send(InformationalResponse(100, [])))
+            while True:
+                event = proto.next_event()
+                cls = type(event)
+                if cls is Data:
+                    body = event.data  # type: ignore[union-attr]
+                    nxt = proto.next_event()
+                    if type(nxt) is EndData:
+                        body_done = True
+                        return {"type": "http.request", "body": body, "more_body": False}
+                    proto.push_back(nxt)
+                    return {"type": "http.request", "body": body, "more_body": True}
+                if cls is EndData:
+                    body_done = True
+                    return _REQUEST_DONE
+                if event is NEED_DATA:
+                    if self.eof or self.broken:
+                        body_done = True
+                        return _DISCONNECT
+                    try:
+                        await self._read(config.read_timeout)
+                    except trio.TooSlowError:
+                        error_log.info("%s: request body read timed out", info.client_text)
+                        self.broken = True
+                        body_done = True
+                        return _DISCONNECT
+                    continue
+                # BadRequest (e.g. a malformed chunk) or ConnectionClosed mid-body.
+                if cls is BadRequest:
+                    error_log.info(
+                        "%s %s: %s",
+                        info.client_text,
+                        event.status,  # type: ignore[union-attr]
+                        event.reason,  # type: ignore[union-attr]
+                    )
+                self.broken = True
+                body_done = True
+                return _DISCONNECT
+
+        async def send(message: MutableMapping[str, Any]) -> None:
+            if finished or self.broken:
+                raise ClientDisconnected("client disconnected")
+            events = cycle.on_message(message)
+            if events:
+                try:
+                    data = b"".join([proto.send(event) for event in events])
+                except h11.LocalProtocolError as exc:
+                    raise UnexpectedMessage(str(exc)) from None
+                await self._write(data)
+
+        state.in_flight += 1
+        try:
+            await state.app(scope, receive, send)
+        except Exception as exc:
+            self._log_app_error(scope, exc, cycle)
+            if not cycle.started and not self.broken:
+                await self._send_500(cycle)
+            else:
+                self.broken = True
+        else:
+            if cycle.state != 2 and not self.broken:  # not DONE
+                if not cycle.started:
+                    error_log.error(
+                        "ASGI app returned without sending a response (%s %s)",
+                        scope["method"],
+                        scope["path"],
+                    )
+                    await self._send_500(cycle)
+                else:
+                    error_log.error(
+                        "ASGI app returned without finishing the response (%s %s)",
+                        scope["method"],
+                        scope["path"],
+                    )
+                    self.broken = True
+        finally:
+            finished = True
+            state.in_flight -= 1
+            state.requests_served += 1
+        if access_log.isEnabledFor(20):
+            atoms = AccessLogAtoms(
+                scope,
+                cycle.status or None,
+                None,
+                cycle.bytes_sent,
+                time.perf_counter() - start,
+            )
+            access_log.info(format_access_line(config.access_log_format, atoms))
+        if self.broken or not proto.response_complete:
+            return False
+        return self._drain_unread_body()
+
+    def _drain_unread_body(self) -> bool:
+        """Discard a body the app never read if it is already buffered; else close."""
+        proto = self.proto
+        if proto.request_complete:
+            return True
+        while True:
+            event = proto.next_event()
+            if type(event) is Data:
+                continue
+            return type(event) is EndData
+
+    async def _wait_for_disconnect(self) -> None:
+        """Block until the client goes away, buffering what it pipelines meanwhile."""
+        buffered = 0
+        while not self.eof and not self.broken:
+            if buffered > _PIPELINE_BUFFER:
+                await trio.sleep_forever()
+            await self._read()
+            buffered += READ_SIZE
+
+    async def _write(self, data: bytes) -> None:
+        try:
+            await self.stream.send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            self.broken = True
+            raise ClientDisconnected("client disconnected") from None
+
+    async def _send_500(self, cycle: HTTPResponseCycle) -> None:
+        cycle.status = 500
+        body = b"Internal Server Error\n"
+        headers = [
+            *self.state.default_headers(),
+            (b"content-type", b"text/plain; charset=utf-8"),
+            (b"content-length", b"%d" % len(body)),
+        ]
+        proto = self.proto
+        try:
+            data = proto.send(Response(500, headers))
+            if not cycle.is_head:
+                data += proto.send(Data(body))
+            data += proto.send(EndData())
+        except h11.LocalProtocolError:
+            self.broken = True
+            return
+        try:
+            await self._write(data)
+        except ClientDisconnected:
+            pass
+
+    def _log_app_error(
+        self, scope: dict[str, Any], exc: Exception, cycle: HTTPResponseCycle
+    ) -> None:
+        if isinstance(exc, ClientDisconnected) and self.broken:
+            error_log.debug("client went away during %s %s", scope["method"], scope["path"])
+            return
+        if isinstance(exc, UnexpectedMessage):
+            error_log.error(
+                "ASGI protocol error in %s %s: %s", scope["method"], scope["path"], exc
+            )
+            return
+        error_log.error(
+            "Exception in ASGI application (%s %s)",
+            scope["method"],
+            scope["path"],
+            exc_info=exc,
+        )

@@ -1,0 +1,197 @@
+"""``serve()``: listeners, one task per connection, lifespan, and graceful shutdown.
+
+Shutdown in one place: a trigger (event or signal) closes the listeners, cancels idle
+keep-alive connections at once, gives the connections nursery a deadline of
+``graceful_timeout`` (which holds, since no send to a client is ever shielded), and then
+runs lifespan shutdown.
+"""
+
+from __future__ import annotations
+
+import signal
+import socket
+import ssl
+from collections.abc import Sequence
+from typing import Any
+
+import trio
+
+from ..binds import Bind, create_sockets, socket_url
+from ..config import Config
+from ..importer import ASGIApp, as_asgi3
+from ..logs import error_log
+from .http11 import HTTP11Connection
+from .lifespan import Lifespan
+from .state import ServerState
+from .transport import connection_info, tls_handshake
+
+
+def create_ssl_context(config: Config) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.options |= ssl.OP_NO_COMPRESSION
+    context.set_ciphers(config.ciphers)
+    context.load_cert_chain(
+        certfile=config.certfile,  # type: ignore[arg-type]
+        keyfile=config.keyfile,
+        password=config.keyfile_password,
+    )
+    protocols = [p for p in config.alpn_protocols if p == "http/1.1"] or ["http/1.1"]
+    context.set_alpn_protocols(protocols)
+    if config.ca_certs:
+        context.load_verify_locations(config.ca_certs)
+    if config.verify_mode:
+        context.verify_mode = ssl.VerifyMode[config.verify_mode]
+    if config.verify_flags:
+        context.verify_flags = ssl.VerifyFlags[config.verify_flags]
+    return context
+
+
+class _Listener:
+    """One listening socket and what its connections need to know about it."""
+
+    def __init__(
+        self, bind: Bind, sock: socket.socket, ssl_context: ssl.SSLContext | None
+    ) -> None:
+        self.bind = bind
+        self.url = socket_url(bind, sock)
+        self.trio_listener = trio.SocketListener(trio.socket.from_stdlib_socket(sock))
+        self.ssl_context = ssl_context if bind.secure else None
+
+
+async def _handle_connection(
+    stream: trio.SocketStream, listener: _Listener, state: ServerState
+) -> None:
+    if stream.socket.family != socket.AF_UNIX:
+        try:
+            stream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, True)
+        except OSError:  # pragma: no cover - peer already gone
+            pass
+    try:
+        info = connection_info(stream.socket, secure=listener.ssl_context is not None)
+    except OSError:
+        await trio.aclose_forcefully(stream)
+        return
+    transport: trio.abc.Stream = stream
+    if listener.ssl_context is not None:
+        tls = await tls_handshake(stream, listener.ssl_context, state.config.ssl_handshake_timeout)
+        if tls is None:
+            return
+        transport = tls
+    try:
+        await HTTP11Connection(transport, state, info).run()
+    except (trio.BrokenResourceError, trio.ClosedResourceError):
+        pass
+    except Exception:
+        error_log.exception("Unexpected error on connection from %s", info.client_text)
+    finally:
+        await trio.aclose_forcefully(transport)
+
+
+async def _accept_loop(listener: _Listener, state: ServerState, connections: trio.Nursery) -> None:
+    async def handler(stream: trio.SocketStream) -> None:
+        await _handle_connection(stream, listener, state)
+
+    await trio.serve_listeners(handler, [listener.trio_listener], handler_nursery=connections)
+
+
+async def _watch_signals(trigger: trio.Event, connections_scope: list[trio.CancelScope]) -> None:
+    """First SIGINT/SIGTERM: graceful shutdown. Second: cancel everything now."""
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for signum in signals:
+            if not trigger.is_set():
+                error_log.info("Received %s, shutting down", signal.Signals(signum).name)
+                trigger.set()
+            else:
+                error_log.info(
+                    "Received %s again, cancelling in-flight work", signal.Signals(signum).name
+                )
+                for scope in connections_scope:
+                    scope.cancel()
+
+
+async def serve(
+    app: Any,
+    config: Config | None = None,
+    *,
+    sockets: Sequence[tuple[Bind, socket.socket]] | None = None,
+    shutdown_trigger: trio.Event | None = None,
+    handle_signals: bool = False,
+    task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve ``app`` until ``shutdown_trigger`` is set (or a signal, or cancellation).
+
+    Use as ``urls = await nursery.start(serve, app, config)``: it reports the bound URLs
+    once it accepts connections (port 0 resolved). Cancelling the surrounding scope stops
+    it at once; setting ``shutdown_trigger`` stops it gracefully.
+
+    Raises :class:`~trioserve.errors.LifespanFailure` if the app's startup fails, and
+    ``OSError`` if an address cannot be bound.
+    """
+    config = config or Config()
+    asgi_app: ASGIApp = as_asgi3(app)
+    trigger = shutdown_trigger if shutdown_trigger is not None else trio.Event()
+    lifespan = Lifespan(
+        asgi_app,
+        mode=config.lifespan,
+        startup_timeout=config.startup_timeout,
+        shutdown_timeout=config.shutdown_timeout,
+    )
+    owned = sockets is None
+    bound = list(sockets) if sockets is not None else create_sockets(config)
+    try:
+        ssl_context = create_ssl_context(config) if config.ssl_enabled else None
+        listeners = [_Listener(bind, sock, ssl_context) for bind, sock in bound]
+        async with trio.open_nursery() as system:
+            await lifespan.startup(system)
+            state = ServerState(
+                config=config,
+                app=asgi_app,
+                lifespan_state=lifespan.state if lifespan.supported else None,
+            )
+            try:
+                await _serve_connections(listeners, state, trigger, handle_signals, task_status)
+            finally:
+                with trio.CancelScope(shield=True):
+                    await lifespan.shutdown()
+                system.cancel_scope.cancel()
+    finally:
+        if owned:
+            for _, sock in bound:
+                sock.close()
+
+
+async def _serve_connections(
+    listeners: list[_Listener],
+    state: ServerState,
+    trigger: trio.Event,
+    handle_signals: bool,
+    task_status: trio.TaskStatus[list[str]],
+) -> None:
+    connections_scopes: list[trio.CancelScope] = []
+    async with trio.open_nursery() as control:
+        if handle_signals:
+            control.start_soon(_watch_signals, trigger, connections_scopes)
+        async with trio.open_nursery() as connections:
+            connections_scopes.append(connections.cancel_scope)
+            async with trio.open_nursery() as accepting:
+                for listener in listeners:
+                    accepting.start_soon(_accept_loop, listener, state, connections)
+                urls = [listener.url for listener in listeners]
+                for url in urls:
+                    error_log.info("Running on %s (CTRL + C to quit)", url)
+                task_status.started(urls)
+                await trigger.wait()
+                accepting.cancel_scope.cancel()
+            for listener in listeners:
+                await trio.aclose_forcefully(listener.trio_listener)
+            error_log.info(
+                "Shutting down: %d request(s) in flight, waiting up to %ss",
+                state.in_flight,
+                state.config.graceful_timeout,
+            )
+            state.begin_shutdown()
+            connections.cancel_scope.deadline = trio.current_time() + state.config.graceful_timeout
+        control.cancel_scope.cancel()
+    if connections.cancel_scope.cancelled_caught:
+        error_log.warning("Graceful shutdown timed out; remaining connections were cancelled")

@@ -1,0 +1,64 @@
+"""What one running server shares with its connections: passed down, never global."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+
+from ..config import Config
+from ..importer import ASGIApp
+from ..sansio.events import Headers
+from ..sansio.headers import DateHeader, parse_default_headers
+
+SERVER_HEADER = (b"server", b"trioserve")
+
+
+@dataclass(eq=False)
+class ServerState:
+    """Per-``serve()`` state: config, app, lifespan state, shutdown and concurrency."""
+
+    config: Config
+    app: ASGIApp
+    lifespan_state: dict[str, Any] | None = None
+    shutting_down: bool = False
+    shutdown_event: trio.Event = field(default_factory=trio.Event)
+    idle_scopes: set[trio.CancelScope] = field(default_factory=set)
+    in_flight: int = 0
+    requests_served: int = 0
+    pid: int = field(default_factory=os.getpid)
+    _date: DateHeader = field(default_factory=DateHeader)
+    _static_headers: Headers = field(default_factory=list)
+    _headers_second: int = -1
+    _headers: Headers = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        static: Headers = []
+        if self.config.include_server_header:
+            static.append(SERVER_HEADER)
+        static.extend(parse_default_headers(self.config.headers))
+        self._static_headers = static
+
+    def default_headers(self) -> Headers:
+        """Server, Date and ``--header`` defaults, rebuilt at most once a second."""
+        now = time.time()
+        second = int(now)
+        if second != self._headers_second:
+            headers = list(self._static_headers)
+            if self.config.include_date_header:
+                headers.insert(0, (b"date", self._date.value(now)))
+            self._headers = headers
+            self._headers_second = second
+        return self._headers
+
+    def begin_shutdown(self) -> None:
+        """Stop taking new requests: idle keep-alive connections close now."""
+        if self.shutting_down:
+            return
+        self.shutting_down = True
+        self.shutdown_event.set()
+        for scope in self.idle_scopes:
+            scope.cancel()
