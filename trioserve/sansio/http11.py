@@ -42,6 +42,9 @@ _ABSOLUTE_FORM = re.compile(
 ).fullmatch
 
 
+_HEAD_TOO_LARGE = "request head too large"
+
+
 class HTTP11Protocol:
     """One HTTP/1.1 server connection: feed bytes in, take events out, turn events into bytes.
 
@@ -97,7 +100,10 @@ class HTTP11Protocol:
         try:
             event: Any = self._h11.next_event()
         except h11.RemoteProtocolError as exc:
-            return BadRequest(exc.error_status_hint, str(exc) or "invalid request")
+            status = exc.error_status_hint
+            if status == 431:  # same words whichever check saw it first
+                return BadRequest(431, _HEAD_TOO_LARGE)
+            return BadRequest(status, str(exc) or "invalid request")
         cls = type(event)
         if cls is h11.Data:
             return Data(event.data)
@@ -142,16 +148,18 @@ class HTTP11Protocol:
                 expects_continue = True
             headers.append((name, value))
         if size > self._max_head:
-            return BadRequest(431, "request head too large")
+            return BadRequest(431, _HEAD_TOO_LARGE)
         if chunked:
             if has_length:
                 self.must_close = True
             self._chunks = ChunkValidator()
             buffered, _ = self._h11.trailing_data
             if buffered:
+                # A framing error surfaces after the head, exactly as it would had the
+                # body arrived in a later read: the verdict doesn't depend on chunking.
                 error = self._chunks.feed(buffered)
                 if error is not None:
-                    return BadRequest(400, error)
+                    self._pending_error = BadRequest(400, error)
                 if self._chunks.done:
                     self._chunks = None
         raw = event.headers.raw_items()

@@ -58,6 +58,7 @@ class HTTP11Connection:
         self.proto = HTTP11Protocol(max_head_size=config.h11_max_incomplete_size)
         self.eof = False  # the peer closed its sending side
         self.broken = False  # writing failed: the peer is gone for good
+        self.refusal: BadRequest | None = None  # a body we refused mid-way
         self._read_lock = trio.Lock()
 
     # -- reading ---------------------------------------------------------------------------
@@ -206,14 +207,10 @@ class HTTP11Connection:
                         body_done = True
                         return _DISCONNECT
                     continue
-                # BadRequest (e.g. a malformed chunk) or ConnectionClosed mid-body.
+                # BadRequest (e.g. a malformed chunk) or ConnectionClosed mid-body: the
+                # app sees a disconnect; a refusal is answered once the app is done.
                 if cls is BadRequest:
-                    error_log.info(
-                        "%s %s: %s",
-                        info.client_text,
-                        event.status,  # type: ignore[union-attr]
-                        event.reason,  # type: ignore[union-attr]
-                    )
+                    self.refusal = event  # type: ignore[assignment]
                 self.broken = True
                 body_done = True
                 return _DISCONNECT
@@ -267,6 +264,10 @@ class HTTP11Connection:
                 time.perf_counter() - start,
             )
             access_log.info(format_access_line(config.access_log_format, atoms))
+        if self.refusal is not None:
+            if not cycle.started:
+                await self._refuse(self.refusal.status, self.refusal.reason)
+            return False
         if self.broken or not proto.response_complete:
             return False
         return self._drain_unread_body()

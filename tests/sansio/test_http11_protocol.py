@@ -1,0 +1,259 @@
+"""HTTP11Protocol without sockets: framing, the checks h11 lacks, and chunking invariance."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from trioserve.sansio.events import (
+    NEED_DATA,
+    PAUSED,
+    BadRequest,
+    ConnectionClosed,
+    Data,
+    EndData,
+    Request,
+    Response,
+)
+from trioserve.sansio.http11 import ChunkValidator, HTTP11Protocol, error_response
+
+
+def drain(proto: HTTP11Protocol) -> list[Any]:
+    out: list[Any] = []
+    while True:
+        event = proto.next_event()
+        if event is NEED_DATA or event is PAUSED:
+            return out
+        out.append(event)
+        if isinstance(event, (BadRequest, ConnectionClosed)):
+            return out
+
+
+def events_for(raw: bytes, **kwargs: Any) -> list[Any]:
+    proto = HTTP11Protocol(**kwargs)
+    proto.receive_data(raw)
+    return drain(proto)
+
+
+def test_simple_get() -> None:
+    [request, end] = events_for(b"GET /a?b=1 HTTP/1.1\r\nHost: x\r\nX-Y: z\r\n\r\n")
+    assert isinstance(request, Request)
+    assert request.method == b"GET"
+    assert request.target == b"/a?b=1"
+    assert request.http_version == "1.1"
+    assert (b"x-y", b"z") in request.headers
+    assert request.raw_headers is not None and (b"X-Y", b"z") in request.raw_headers
+    assert isinstance(end, EndData)
+
+
+def test_content_length_body() -> None:
+    events = events_for(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello")
+    assert [type(e) for e in events] == [Request, Data, EndData]
+    assert events[1].data == b"hello"
+
+
+@pytest.mark.parametrize(
+    ("raw", "status"),
+    [
+        (b"GET / HTTP/2.0\r\nHost: x\r\n\r\n", 505),
+        (b"GET a/b HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+        (b"GET example.com:80 HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+        (b"GET * HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+        (b"CONNECT example.com:443 HTTP/1.1\r\nHost: x\r\n\r\n", 405),
+        (b"GET / HTTP/1.1\r\n\r\n", 400),  # no Host
+        (b"GET / HTTP/1.1\r\nHost: x\r\nBad Name: y\r\n\r\n", 400),
+        (b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", 400),
+        (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0 \r\n\r\n", 400),
+        (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nz\r\n\r\n", 400),
+        (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n1;a\rb\r\nx\r\n", 400),
+        (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n-1\r\n\r\n", 400),
+        (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n", 501),
+    ],
+)
+def test_refused_requests(raw: bytes, status: int) -> None:
+    events = events_for(raw)
+    assert isinstance(events[-1], BadRequest), events
+    assert events[-1].status == status
+
+
+def test_absolute_form_and_options_star_are_accepted() -> None:
+    [req, _] = events_for(b"GET http://example.com/p?q HTTP/1.1\r\nHost: example.com\r\n\r\n")
+    assert req.target == b"http://example.com/p?q"
+    [req, _] = events_for(b"OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert req.target == b"*"
+
+
+def test_content_length_with_transfer_encoding_closes_after_response() -> None:
+    proto = HTTP11Protocol()
+    proto.receive_data(
+        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"0\r\n\r\n"
+    )
+    assert [type(e) for e in drain(proto)] == [Request, EndData]
+    head = proto.send(Response(200, [(b"content-length", b"0")]))
+    assert b"connection: close" in head.lower()
+    proto.send(EndData())
+    assert not proto.keep_alive
+
+
+def test_head_size_limit_is_the_same_in_one_read_or_many() -> None:
+    raw = b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 2000 + b"\r\n\r\n"
+    whole = events_for(raw, max_head_size=1024)
+    assert isinstance(whole[-1], BadRequest) and whole[-1].status == 431
+    proto = HTTP11Protocol(max_head_size=1024)
+    result: list[Any] = []
+    for i in range(len(raw)):
+        proto.receive_data(raw[i : i + 1])
+        result = drain(proto)
+        if result:
+            break
+    assert isinstance(result[-1], BadRequest) and result[-1].status == 431
+
+
+def test_pipelined_request_waits_for_the_response() -> None:
+    proto = HTTP11Protocol()
+    proto.receive_data(b"GET /1 HTTP/1.1\r\nHost: x\r\n\r\nGET /2 HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert [type(e) for e in drain(proto)] == [Request, EndData]
+    assert proto.next_event() is PAUSED
+    proto.send(Response(200, [(b"content-length", b"0")]))
+    proto.send(EndData())
+    assert proto.keep_alive
+    proto.start_next_cycle()
+    [second, _] = drain(proto)
+    assert second.target == b"/2"
+
+
+def test_push_back_returns_the_peeked_event_first() -> None:
+    proto = HTTP11Protocol()
+    proto.receive_data(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nab")
+    assert isinstance(proto.next_event(), Request)
+    data = proto.next_event()
+    proto.push_back(data)
+    assert proto.next_event() is data
+    assert isinstance(proto.next_event(), EndData)
+
+
+def test_http10_closes_after_response() -> None:
+    proto = HTTP11Protocol()
+    proto.receive_data(b"GET / HTTP/1.0\r\n\r\n")
+    [req, _] = drain(proto)
+    assert req.http_version == "1.0"
+    proto.send(Response(200, [(b"content-length", b"0")]))
+    proto.send(EndData())
+    assert not proto.keep_alive
+
+
+def test_response_status_line_has_reason_phrase() -> None:
+    proto = HTTP11Protocol()
+    proto.receive_data(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    drain(proto)
+    assert proto.send(Response(404, [])).startswith(b"HTTP/1.1 404 Not Found\r\n")
+
+
+def test_expect_continue_is_flagged_for_http11_only() -> None:
+    [req, *_] = events_for(
+        b"POST / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n"
+    )
+    assert req.expects_continue
+
+
+def test_error_response_is_complete_and_closes() -> None:
+    raw = error_response(431)
+    assert raw.startswith(b"HTTP/1.1 431 Request Header Fields Too Large\r\n")
+    head, body = raw.split(b"\r\n\r\n", 1)
+    assert b"connection: close" in head
+    assert f"content-length: {len(body)}".encode() in head
+
+
+# -- chunk validator ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"5\r\nhello\r\n0\r\n\r\n", b"5;ext=1\r\nhello\r\n0\r\nTrailer: x\r\n\r\n", b"0\r\n\r\n"],
+)
+def test_chunk_validator_accepts_valid_bodies(body: bytes) -> None:
+    validator = ChunkValidator()
+    assert validator.feed(body) is None
+    assert validator.done
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"0 \r\n\r\n", b"5\nhello\r\n", b"x\r\n", b"5\r\nhelloXX\r\n", b"1;a\rb\r\nx\r\n", b"\r\n"],
+)
+def test_chunk_validator_rejects_bad_framing(body: bytes) -> None:
+    assert ChunkValidator().feed(body) is not None
+
+
+@given(st.lists(st.binary(min_size=0, max_size=40), max_size=6), st.data())
+def test_chunk_validator_is_chunking_invariant(chunks: list[bytes], data: st.DataObject) -> None:
+    body = b"".join(b"%x\r\n%s\r\n" % (len(c), c) for c in chunks if c) + b"0\r\n\r\n"
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(body)), max_size=8)))
+    validator = ChunkValidator()
+    prev = 0
+    for cut in [*cuts, len(body)]:
+        assert validator.feed(body[max(prev, 0) : max(cut, prev)]) is None
+        prev = cut
+    assert validator.done
+
+
+# -- any chunking of the same bytes gives the same events ---------------------------------
+
+REQUESTS = [
+    b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"POST /b?x=1 HTTP/1.1\r\nHost: x\r\nContent-Length: 11\r\n\r\nhello world",
+    b"PUT /c HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+    b"3\r\nabc\r\n4;e=1\r\ndefg\r\n0\r\nT: 1\r\n\r\n",
+    b"POST /d HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n2 \r\nab\r\n0\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: x\r\nX: " + b"y" * 300 + b"\r\n\r\n",
+]
+
+
+def normalise(events: list[Any]) -> list[Any]:
+    """Merge adjacent Data events: chunking may split body data differently.
+
+    A refused body is judged by its verdict: how much of it was passed on before the
+    framing error depends on where reads ended, the head and the refusal do not.
+    """
+    if events and isinstance(events[-1], BadRequest):
+        events = [e for e in events if not isinstance(e, Data)]
+    out: list[Any] = []
+    for event in events:
+        if isinstance(event, Data) and out and isinstance(out[-1], Data):
+            out[-1] = Data(out[-1].data + event.data)
+        else:
+            out.append(event)
+    return out
+
+
+def feed_in_pieces(raw: bytes, cuts: list[int]) -> list[Any]:
+    proto = HTTP11Protocol(max_head_size=256)
+    events: list[Any] = []
+    prev = 0
+    for cut in [*sorted(cuts), len(raw)]:
+        piece = raw[prev:cut]
+        prev = cut
+        if not piece:  # b"" means end of input, not "nothing yet"
+            continue
+        proto.receive_data(piece)
+        events.extend(drain(proto))
+        if events and isinstance(events[-1], BadRequest):
+            break
+    return normalise(events)
+
+
+@settings(max_examples=200)
+@given(st.sampled_from(REQUESTS), st.data())
+def test_any_chunking_gives_the_same_events(raw: bytes, data: st.DataObject) -> None:
+    whole = feed_in_pieces(raw, [])
+    cuts = data.draw(st.lists(st.integers(0, len(raw)), max_size=12))
+    assert feed_in_pieces(raw, cuts) == whole
+
+
+def test_byte_by_byte_matches_whole() -> None:
+    for raw in REQUESTS:
+        assert feed_in_pieces(raw, list(range(len(raw)))) == feed_in_pieces(raw, [])
