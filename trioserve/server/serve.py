@@ -18,6 +18,7 @@ import trio
 
 from ..binds import Bind, create_sockets, socket_url
 from ..config import Config
+from ..errors import LifespanFailure
 from ..importer import ASGIApp, as_asgi3
 from ..logs import error_log
 from .http11 import HTTP11Connection
@@ -142,19 +143,30 @@ async def serve(
     try:
         ssl_context = create_ssl_context(config) if config.ssl_enabled else None
         listeners = [_Listener(bind, sock, ssl_context) for bind, sock in bound]
+        failure: LifespanFailure | None = None
         async with trio.open_nursery() as system:
-            await lifespan.startup(system)
-            state = ServerState(
-                config=config,
-                app=asgi_app,
-                lifespan_state=lifespan.state if lifespan.supported else None,
-            )
+            # Raised after the nursery: inside, trio would wrap it in an ExceptionGroup.
             try:
-                await _serve_connections(listeners, state, trigger, handle_signals, task_status)
-            finally:
-                with trio.CancelScope(shield=True):
-                    await lifespan.shutdown()
+                await lifespan.startup(system)
+            except LifespanFailure as exc:
+                failure = exc
                 system.cancel_scope.cancel()
+            if failure is None:
+                state = ServerState(
+                    config=config,
+                    app=asgi_app,
+                    lifespan_state=lifespan.state if lifespan.supported else None,
+                )
+                try:
+                    await _serve_connections(
+                        listeners, state, trigger, handle_signals, task_status
+                    )
+                finally:
+                    with trio.CancelScope(shield=True):
+                        await lifespan.shutdown()
+                    system.cancel_scope.cancel()
+        if failure is not None:
+            raise failure
     finally:
         if owned:
             for _, sock in bound:
