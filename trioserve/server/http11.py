@@ -10,6 +10,7 @@ client that goes away is seen by the next ``receive()`` (one ``http.disconnect``
 from __future__ import annotations
 
 import math
+import sys
 import time
 from collections.abc import MutableMapping
 from typing import Any
@@ -32,8 +33,12 @@ from ..sansio.events import (
     Response,
 )
 from ..sansio.http11 import HTTP11Protocol, error_response
+from ..sansio.proxy import host_allowed, prepare_scope
 from .state import ServerState
 from .transport import ConnectionInfo, linger_close
+
+if sys.version_info < (3, 11):  # pragma: no cover
+    from exceptiongroup import BaseExceptionGroup
 
 READ_SIZE = 64 * 1024
 # Bytes of pipelined requests we buffer while waiting to see whether the client is gone.
@@ -162,18 +167,38 @@ class HTTP11Connection:
             state=state.lifespan_state,
             raw_header_case=config.h11_pass_raw_headers,
         )
+        prepare_scope(
+            scope,
+            proxy_headers=config.proxy_headers,
+            forwarded_allow_ips=config.forwarded_allow_ips,
+            tls=info.tls,
+        )
         cycle = HTTPResponseCycle(
             is_head=request.method == b"HEAD", default_headers=state.default_headers()
         )
+        # Refusals (server_names, limit_concurrency, an announced body over the limit) go
+        # through the normal response path with a tiny app in place of the user's.
+        app = state.app
+        refused = _refusal(request, scope, state)
+        if refused:
+            app = _refusal_app(refused)
+            proto.close_after_response()
+        body_limit = config.max_request_body_size
+        body_received = 0
+        body_rejected = False  # the body grew past max_request_body_size while streaming
+        response_headers: Any = None
         body_done = False
         continue_pending = request.expects_continue
         finished = False
         start = time.perf_counter()
 
         async def receive() -> dict[str, Any]:
-            nonlocal body_done, continue_pending
-            if finished:
+            nonlocal body_done, continue_pending, body_received, body_rejected
+            if finished or body_rejected:
                 return _DISCONNECT
+            if refused:
+                body_done = True
+                return _REQUEST_DONE
             if body_done:
                 await self._wait_for_disconnect()
                 return _DISCONNECT
@@ -186,6 +211,12 @@ class HTTP11Connection:
                 cls = type(event)
                 if cls is Data:
                     body = event.data  # type: ignore[union-attr]
+                    body_received += len(body)
+                    if body_limit is not None and body_received > body_limit:
+                        error_log.info("%s 413: request body over the limit", info.client_text)
+                        body_rejected = True
+                        body_done = True
+                        return _DISCONNECT
                     nxt = proto.next_event()
                     if type(nxt) is EndData:
                         body_done = True
@@ -216,10 +247,13 @@ class HTTP11Connection:
                 return _DISCONNECT
 
         async def send(message: MutableMapping[str, Any]) -> None:
-            if finished or self.broken:
+            nonlocal response_headers
+            if finished or self.broken or body_rejected:
                 raise ClientDisconnected("client disconnected")
             events = cycle.on_message(message)
             if events:
+                if type(events[0]) is Response:
+                    response_headers = events[0].headers
                 try:
                     data = b"".join([proto.send(event) for event in events])
                 except h11.LocalProtocolError as exc:
@@ -228,9 +262,10 @@ class HTTP11Connection:
 
         state.in_flight += 1
         try:
-            await state.app(scope, receive, send)
+            await app(scope, receive, send)
         except Exception as exc:
-            self._log_app_error(scope, exc, cycle)
+            if not body_rejected:
+                self._log_app_error(scope, exc, cycle)
             if not cycle.started and not self.broken:
                 await self._send_500(cycle)
             else:
@@ -254,7 +289,7 @@ class HTTP11Connection:
         finally:
             finished = True
             state.in_flight -= 1
-            state.requests_served += 1
+            state.count_request()
         if access_log.isEnabledFor(20):
             atoms = AccessLogAtoms(
                 scope,
@@ -321,10 +356,32 @@ class HTTP11Connection:
         except ClientDisconnected:
             pass
 
+    def _caused_by_disconnect(self, exc: BaseException) -> bool:
+        """Whether an app error is just the client leaving, re-raised in the app's words.
+
+        Frameworks catch our ``OSError`` from ``send()`` and raise their own exception
+        (Starlette's ``ClientDisconnect``), sometimes inside an exception group.
+        """
+        if not self.broken:
+            return False
+        seen: set[int] = set()
+        stack: list[BaseException | None] = [exc]
+        while stack:
+            current = stack.pop()
+            if current is None or id(current) in seen:
+                continue
+            seen.add(id(current))
+            if isinstance(current, ClientDisconnected):
+                return True
+            if isinstance(current, BaseExceptionGroup):
+                stack.extend(current.exceptions)
+            stack.extend((current.__cause__, current.__context__))
+        return False
+
     def _log_app_error(
         self, scope: dict[str, Any], exc: Exception, cycle: HTTPResponseCycle
     ) -> None:
-        if isinstance(exc, ClientDisconnected) and self.broken:
+        if self._caused_by_disconnect(exc):
             error_log.debug("client went away during %s %s", scope["method"], scope["path"])
             return
         if isinstance(exc, UnexpectedMessage):
