@@ -67,11 +67,14 @@ class HTTP11Connection:
         self._read_lock = trio.Lock()
 
     # -- reading ---------------------------------------------------------------------------
-    async def _read(self, timeout: float | None = None) -> None:
-        """Receive once into the protocol; a stall past ``timeout`` raises TooSlowError."""
+    async def _read(self, timeout: float | None = None) -> int:
+        """Receive once into the protocol and return the byte count (0 at EOF).
+
+        A stall past ``timeout`` raises TooSlowError.
+        """
         async with self._read_lock:
             if self.eof:
-                return
+                return 0
             try:
                 if timeout is None:
                     data = await self.stream.receive_some(READ_SIZE)
@@ -84,6 +87,7 @@ class HTTP11Connection:
             if not data:
                 self.eof = True
             self.proto.receive_data(data)
+            return len(data)
 
     async def _next_request(self) -> Request | None:
         """Wait for the next request head; None means close the connection (quietly)."""
@@ -305,7 +309,12 @@ class HTTP11Connection:
             return False
         if self.broken or not proto.response_complete:
             return False
-        return self._drain_unread_body()
+        if self._drain_unread_body():
+            return True
+        # The app answered without reading the whole body: close, but without a reset
+        # that could destroy the response before the client reads it.
+        await linger_close(self.stream)
+        return False
 
     def _drain_unread_body(self) -> bool:
         """Discard a body the app never read if it is already buffered; else close."""
@@ -324,8 +333,7 @@ class HTTP11Connection:
         while not self.eof and not self.broken:
             if buffered > _PIPELINE_BUFFER:
                 await trio.sleep_forever()
-            await self._read()
-            buffered += READ_SIZE
+            buffered += await self._read()
 
     async def _write(self, data: bytes) -> None:
         try:
