@@ -60,7 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
         if not flags:
             continue
         tp, _ = _strip_optional(_hint(name))
-        kwargs: dict[str, Any] = {"dest": name, "help": field.metadata["help"]}
+        # argparse %-formats help texts; a literal '%' (as in "%(atom)s") must be doubled.
+        help_text = field.metadata["help"].replace("%", "%%")
+        kwargs: dict[str, Any] = {"dest": name, "help": help_text}
         if tp is bool:
             kwargs["action"] = argparse.BooleanOptionalAction
         elif typing.get_origin(tp) is list and name not in _COMMA_LISTS:
