@@ -258,6 +258,8 @@ class HTTP11Connection:
             if events:
                 if type(events[0]) is Response:
                     response_headers = events[0].headers
+                    if state.shutting_down:  # tell the client not to reuse it
+                        proto.close_after_response()
                 try:
                     data = b"".join([proto.send(event) for event in events])
                 except h11.LocalProtocolError as exc:
