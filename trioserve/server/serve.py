@@ -96,9 +96,16 @@ async def _accept_loop(listener: _Listener, state: ServerState, connections: tri
     await trio.serve_listeners(handler, [listener.trio_listener], handler_nursery=connections)
 
 
-async def _watch_signals(trigger: trio.Event, connections_scope: list[trio.CancelScope]) -> None:
+async def _watch_signals(
+    trigger: trio.Event,
+    connections_scope: list[trio.CancelScope],
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
     """First SIGINT/SIGTERM: graceful shutdown. Second: cancel everything now."""
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        # Handlers are in place before "Running on" is logged: a SIGTERM sent as soon as
+        # the server says it is up must not kill the process with the default action.
+        task_status.started()
         async for signum in signals:
             if not trigger.is_set():
                 error_log.info("Received %s, shutting down", signal.Signals(signum).name)
@@ -183,7 +190,7 @@ async def _serve_connections(
     connections_scopes: list[trio.CancelScope] = []
     async with trio.open_nursery() as control:
         if handle_signals:
-            control.start_soon(_watch_signals, trigger, connections_scopes)
+            await control.start(_watch_signals, trigger, connections_scopes)
         async with trio.open_nursery() as connections:
             connections_scopes.append(connections.cancel_scope)
             async with trio.open_nursery() as accepting:
