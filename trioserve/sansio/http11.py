@@ -225,6 +225,14 @@ class HTTP11Protocol:
     def start_next_cycle(self) -> None:
         self._h11.start_next_cycle()
 
+    def take_trailing_data(self) -> bytes:
+        """The bytes received after the current request that h11 has not parsed.
+
+        After a protocol switch (WebSocket) they belong to the new protocol; h11 is not
+        used on this connection again.
+        """
+        return bytes(self._h11.trailing_data[0])
+
     def close_after_response(self) -> None:
         """Make the next response carry ``Connection: close``."""
         self.must_close = True
@@ -256,6 +264,7 @@ _PHRASES = {
     408: b"Request Timeout",
     413: b"Content Too Large",
     414: b"URI Too Long",
+    426: b"Upgrade Required",
     431: b"Request Header Fields Too Large",
     500: b"Internal Server Error",
     501: b"Not Implemented",

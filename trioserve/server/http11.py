@@ -34,8 +34,10 @@ from ..sansio.events import (
 )
 from ..sansio.http11 import HTTP11Protocol, error_response
 from ..sansio.proxy import host_allowed, prepare_scope
+from ..sansio.websocket import wants_websocket
 from .state import ServerState
 from .transport import ConnectionInfo, linger_close
+from .websocket import serve_websocket
 
 if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import BaseExceptionGroup
@@ -151,6 +153,11 @@ class HTTP11Connection:
                 return
             if state.shutting_down or self.proto.requests_seen >= max_requests:
                 self.proto.close_after_response()
+            if wants_websocket(request):  # the connection becomes a WebSocket (or is refused)
+                await serve_websocket(
+                    self.stream, state, self.info, self.proto, request, eof=self.eof
+                )
+                return
             keep_going = await self._serve_request(request)
             if not keep_going or not self.proto.keep_alive:
                 return

@@ -1,0 +1,511 @@
+"""The ASGI side of a WebSocket: the upgrade check, the scope, and a session object that
+turns the app's ``websocket.*`` messages into bytes and the peer's frames into messages.
+
+One object, :class:`WebSocketSession`, owns the whole life of a WebSocket:
+
+- before ``websocket.accept`` it answers through the HTTP/1.1 protocol object that parsed
+  the upgrade request (denial responses, 403, 500), so h11 frames those responses;
+- ``websocket.accept`` writes the 101 and creates exactly one
+  ``wsproto.Connection(SERVER, extensions, trailing_data)`` fed with the bytes h11 had
+  already buffered after the request, so nothing is parsed twice or lost;
+- afterwards frames go through wsproto only.
+
+Replies the protocol owes the peer (pongs, the close echo, a close for a protocol error or
+an oversized message) collect in an outbound buffer the I/O layer flushes, so several of
+them leave in one write.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Any
+
+from wsproto.connection import Connection, ConnectionState, ConnectionType
+from wsproto.events import (
+    BytesMessage,
+    CloseConnection,
+    Message,
+    Ping,
+    Pong,
+    TextMessage,
+)
+from wsproto.extensions import PerMessageDeflate
+from wsproto.utilities import LocalProtocolError, generate_accept_token
+
+from .asgi import HTTPResponseCycle, UnexpectedMessage, build_http_scope
+from .events import Data, EndData, Headers, Request, Response
+from .headers import InvalidHeader, validate_response_headers
+from .http11 import HTTP11Protocol
+
+# Session states.
+HANDSHAKE, DENYING, OPEN, CLOSED = "handshake", "denying", "open", "closed"
+
+# Headers the server writes itself in the 101; an app's copy of them is dropped.
+_HANDSHAKE_HEADERS = frozenset(
+    {
+        b"upgrade",
+        b"connection",
+        b"sec-websocket-accept",
+        b"sec-websocket-extensions",
+        b"sec-websocket-protocol",
+        b"content-length",
+        b"transfer-encoding",
+    }
+)
+
+CONNECT_MESSAGE: dict[str, Any] = {"type": "websocket.connect"}
+
+
+class SessionClosed(Exception):
+    """The WebSocket is closed (by either side); the I/O layer raises ClientDisconnected."""
+
+
+class HandshakeError(ValueError):
+    """An upgrade request we refuse; ``status`` (400 or 426) and ``headers`` to answer with."""
+
+    def __init__(self, status: int, reason: str, headers: Headers | None = None) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.headers = headers or []
+
+
+def _tokens(headers: Headers, name: bytes) -> list[bytes]:
+    """Comma-separated tokens of every ``name`` header, lowercased."""
+    out: list[bytes] = []
+    for key, value in headers:
+        if key == name:
+            out.extend(t.strip().lower() for t in value.split(b","))
+    return out
+
+
+def wants_websocket(request: Request) -> bool:
+    """Whether a request asks to become a WebSocket (``Upgrade: websocket``).
+
+    Runs for every HTTP request, so it only looks for the one header.
+    """
+    for name, value in request.headers:
+        if name == b"upgrade" and b"websocket" in value.lower():
+            return b"websocket" in _tokens(request.headers, b"upgrade")
+    return False
+
+
+def check_handshake(request: Request) -> bytes:
+    """Validate an upgrade request (RFC 6455 4.2.1); return its Sec-WebSocket-Key.
+
+    Raises :class:`HandshakeError` with the status to answer: 426 (and the version we
+    speak) for a version other than 13, 400 for anything else.
+    """
+    headers = request.headers
+    if request.method != b"GET":
+        raise HandshakeError(400, "WebSocket upgrade must use GET")
+    if request.http_version != "1.1":
+        raise HandshakeError(400, "WebSocket upgrade needs HTTP/1.1")
+    if b"upgrade" not in _tokens(headers, b"connection"):
+        raise HandshakeError(400, "WebSocket upgrade without 'Connection: upgrade'")
+    if any(name in (b"content-length", b"transfer-encoding") for name, _ in headers):
+        for name, value in headers:
+            if name == b"transfer-encoding" or (name == b"content-length" and value != b"0"):
+                raise HandshakeError(400, "WebSocket upgrade request with a body")
+    versions = [v for k, v in headers if k == b"sec-websocket-version"]
+    if versions != [b"13"]:
+        raise HandshakeError(
+            426,
+            "unsupported Sec-WebSocket-Version",
+            [(b"sec-websocket-version", b"13"), (b"upgrade", b"websocket")],
+        )
+    keys = [v for k, v in headers if k == b"sec-websocket-key"]
+    if len(keys) != 1:
+        raise HandshakeError(400, "WebSocket upgrade needs exactly one Sec-WebSocket-Key")
+    try:
+        decoded = base64.b64decode(keys[0], validate=True)
+    except (binascii.Error, ValueError):
+        decoded = b""
+    if len(decoded) != 16:
+        raise HandshakeError(400, "invalid Sec-WebSocket-Key")
+    return keys[0]
+
+
+def build_websocket_scope(
+    request: Request,
+    *,
+    scheme: str,
+    client: tuple[str, int] | None,
+    server: tuple[str, int | None] | None,
+    root_path: str,
+    state: dict[str, Any] | None,
+    raw_header_case: bool = False,
+) -> dict[str, Any]:
+    """The ASGI ``websocket`` scope (spec 2.4): http's fields minus ``method``, plus
+    ``subprotocols`` and the ``websocket.http.response`` extension (denial responses)."""
+    scope = build_http_scope(
+        request,
+        scheme="wss" if scheme in ("https", "wss") else "ws",
+        client=client,
+        server=server,
+        root_path=root_path,
+        state=state,
+        raw_header_case=raw_header_case,
+        extensions={"websocket.http.response": {}},
+    )
+    scope["type"] = "websocket"
+    del scope["method"]
+    scope["subprotocols"] = [
+        t.decode("latin-1") for t in _raw_tokens(request.headers, b"sec-websocket-protocol") if t
+    ]
+    return scope
+
+
+def _raw_tokens(headers: Headers, name: bytes) -> list[bytes]:
+    out: list[bytes] = []
+    for key, value in headers:
+        if key == name:
+            out.extend(t.strip() for t in value.split(b","))
+    return out
+
+
+def negotiate_deflate(headers: Headers) -> tuple[PerMessageDeflate, bytes] | None:
+    """Accept the first acceptable permessage-deflate offer: (extension, response value)."""
+    for key, value in headers:
+        if key != b"sec-websocket-extensions":
+            continue
+        for offer in value.decode("latin-1").split(","):
+            name = offer.split(";", 1)[0].strip().lower()
+            if name != PerMessageDeflate.name:
+                continue
+            ext = PerMessageDeflate()
+            accepted = ext.accept(offer.strip())
+            if accepted is None or accepted is False:
+                continue
+            response = PerMessageDeflate.name
+            if isinstance(accepted, str) and accepted:
+                response += "; " + accepted
+            return ext, response.encode("latin-1")
+    return None
+
+
+def _close_code(message: Any) -> tuple[int, str]:
+    code = message.get("code", 1000)
+    reason = message.get("reason") or ""
+    if code is None:
+        code = 1000
+    if type(code) is not int or not 1000 <= code <= 4999:
+        raise UnexpectedMessage(f"invalid WebSocket close code {code!r}")
+    if not isinstance(reason, str):
+        raise UnexpectedMessage(f"close reason must be str, got {type(reason).__name__}")
+    return code, reason
+
+
+def _disconnect(code: int, reason: str = "") -> dict[str, Any]:
+    return {"type": "websocket.disconnect", "code": int(code), "reason": reason}
+
+
+class WebSocketSession:
+    """One WebSocket from the upgrade request to the end: app messages in, bytes out;
+    bytes in, app messages out. No I/O, no clock."""
+
+    __slots__ = (
+        "_cycle",
+        "_key",
+        "_max_size",
+        "_out",
+        "_parts",
+        "_size",
+        "_text",
+        "awaiting_pong",
+        "bytes_sent",
+        "close_sent",
+        "conn",
+        "deflate",
+        "disconnect",
+        "proto",
+        "request",
+        "state",
+        "status",
+    )
+
+    def __init__(
+        self,
+        request: Request,
+        proto: HTTP11Protocol,
+        *,
+        key: bytes,
+        max_message_size: int,
+        per_message_deflate: bool = True,
+    ) -> None:
+        self.request = request
+        self.proto = proto
+        self._key = key
+        self._max_size = max_message_size
+        self.deflate = per_message_deflate
+        self.state = HANDSHAKE
+        self.conn: Connection | None = None
+        self._cycle: HTTPResponseCycle | None = None
+        self.status: int | None = None  # what the access log reports: 101, 403, ...
+        self.bytes_sent = 0
+        self.close_sent = False
+        self.disconnect: dict[str, Any] | None = None  # set once: the final app message
+        self.awaiting_pong: bytes | None = None
+        self._out = bytearray()
+        self._parts: list[Any] = []
+        self._size = 0
+        self._text = False
+
+    # -- app -> peer ------------------------------------------------------------------------
+    def app_message(self, message: Any, default_headers: Headers | None = None) -> bytes:
+        """Check one message from the app; return the bytes to write (maybe empty).
+
+        Raises :class:`UnexpectedMessage` for a wrong message and :class:`SessionClosed`
+        for ``websocket.send`` once the WebSocket is closed.
+        """
+        try:
+            kind = message["type"]
+        except (TypeError, KeyError):
+            raise UnexpectedMessage(f"ASGI message without a type: {message!r}") from None
+        state = self.state
+        if state is OPEN:
+            if kind == "websocket.send":
+                return self._send_data(message)
+            if kind == "websocket.close":
+                code, reason = _close_code(message)
+                return self.close(code, reason)
+        elif state is HANDSHAKE:
+            if kind == "websocket.accept":
+                return self._accept(message, default_headers or [])
+            if kind == "websocket.close":
+                _close_code(message)
+                return self.refuse(403, default_headers)
+            if kind == "websocket.http.response.start":
+                self._cycle = HTTPResponseCycle(
+                    is_head=False, default_headers=list(default_headers or [])
+                )
+                self.state = DENYING
+                self.proto.close_after_response()
+                return self._deny({**message, "type": "http.response.start"})
+        elif state is DENYING:
+            if kind == "websocket.http.response.body":
+                return self._deny({**message, "type": "http.response.body"})
+        else:  # CLOSED
+            if kind == "websocket.close":
+                return b""  # closing twice (or after the peer left) is harmless
+            if kind == "websocket.send":
+                raise SessionClosed("WebSocket is closed")
+        raise UnexpectedMessage(f"unexpected {kind!r} while the WebSocket is {state}")
+
+    def _send_data(self, message: Any) -> bytes:
+        data = message.get("bytes")
+        text = message.get("text")
+        if (data is None) == (text is None):
+            raise UnexpectedMessage("websocket.send needs exactly one of 'bytes' or 'text'")
+        if text is not None:
+            if type(text) is not str:
+                raise UnexpectedMessage(f"'text' must be str, got {type(text).__name__}")
+            event: Message[Any] = TextMessage(data=text)
+            self.bytes_sent += len(text)
+        else:
+            if not isinstance(data, (bytes, bytearray, memoryview)):
+                raise UnexpectedMessage(f"'bytes' must be bytes, got {type(data).__name__}")
+            event = BytesMessage(data=bytes(data))
+            self.bytes_sent += len(data)
+        try:
+            return self.conn.send(event)  # type: ignore[union-attr]
+        except LocalProtocolError:  # pragma: no cover - state is OPEN here
+            raise SessionClosed("WebSocket is closed") from None
+
+    def _accept(self, message: Any, default_headers: Headers) -> bytes:
+        subprotocol = message.get("subprotocol")
+        if subprotocol is not None and not isinstance(subprotocol, str):
+            raise UnexpectedMessage("'subprotocol' must be a str or None")
+        try:
+            extra = validate_response_headers(message.get("headers", []))
+        except InvalidHeader as exc:
+            raise UnexpectedMessage(str(exc)) from None
+        headers: Headers = [
+            (b"upgrade", b"websocket"),
+            (b"connection", b"Upgrade"),
+            (b"sec-websocket-accept", generate_accept_token(self._key)),
+        ]
+        extensions: list[Any] = []
+        if self.deflate:
+            negotiated = negotiate_deflate(self.request.headers)
+            if negotiated is not None:
+                extensions.append(negotiated[0])
+                headers.append((b"sec-websocket-extensions", negotiated[1]))
+        if subprotocol:
+            headers.append((b"sec-websocket-protocol", subprotocol.encode("latin-1")))
+        present = {name for name, _ in headers}
+        for name, value in extra:
+            if name not in _HANDSHAKE_HEADERS:
+                headers.append((name, value))
+                present.add(name)
+        headers.extend(h for h in default_headers if h[0] not in present)
+        head = [b"HTTP/1.1 101 Switching Protocols\r\n"]
+        head.extend(name + b": " + value + b"\r\n" for name, value in headers)
+        head.append(b"\r\n")
+        self.conn = Connection(
+            ConnectionType.SERVER, extensions, trailing_data=self.proto.take_trailing_data()
+        )
+        self.state = OPEN
+        self.status = 101
+        return b"".join(head)
+
+    def _deny(self, message: dict[str, Any]) -> bytes:
+        cycle = self._cycle
+        assert cycle is not None
+        events = cycle.on_message(message)
+        if cycle.status and self.status is None:
+            self.status = cycle.status
+        out = b"".join([self.proto.send(event) for event in events])
+        self.bytes_sent = cycle.bytes_sent
+        if cycle.state == 2:  # DONE
+            self.state = CLOSED
+        return out
+
+    def refuse(self, status: int, default_headers: Headers | None = None) -> bytes:
+        """A complete plain-text HTTP answer instead of the upgrade (403, 500)."""
+        self.state = CLOSED
+        self.status = status
+        body = b"Forbidden\n" if status == 403 else b"Internal Server Error\n"
+        headers = [
+            *(default_headers or []),
+            (b"content-type", b"text/plain; charset=utf-8"),
+            (b"content-length", b"%d" % len(body)),
+        ]
+        proto = self.proto
+        proto.close_after_response()
+        return (
+            proto.send(Response(status, headers)) + proto.send(Data(body)) + proto.send(EndData())
+        )
+
+    @property
+    def handshake_pending(self) -> bool:
+        """Nothing has been answered yet: a failure can still become an HTTP 500."""
+        return self.state is HANDSHAKE
+
+    @property
+    def denial_incomplete(self) -> bool:
+        return self.state is DENYING
+
+    def close(self, code: int = 1000, reason: str = "") -> bytes:
+        """Server-side close (app, shutdown 1001, error 1011); b"" if already closing."""
+        conn = self.conn
+        if conn is None or self.close_sent or conn.state is not ConnectionState.OPEN:
+            if self.state is OPEN and conn is not None and conn.state is not ConnectionState.OPEN:
+                self.state = CLOSED
+            return b""
+        self.close_sent = True
+        self.state = CLOSED
+        return conn.send(CloseConnection(code=code, reason=reason))
+
+    def ping(self, payload: bytes) -> bytes:
+        """A keep-alive ping; the matching pong clears :attr:`awaiting_pong`."""
+        conn = self.conn
+        if conn is None or conn.state is not ConnectionState.OPEN:
+            return b""
+        self.awaiting_pong = payload
+        return conn.send(Ping(payload=payload))
+
+    def connection_lost(self) -> dict[str, Any] | None:
+        """The peer vanished (or stopped answering): the one disconnect (1006), if not sent."""
+        self.state = CLOSED
+        if self.disconnect is not None:
+            return None
+        self.disconnect = _disconnect(1006)
+        return self.disconnect
+
+    # -- peer -> app ------------------------------------------------------------------------
+    def receive_data(self, data: bytes | bytearray | None) -> None:
+        """Feed bytes from the peer; ``None`` means the connection ended."""
+        conn = self.conn
+        if conn is None or self.disconnect is not None:
+            return
+        if conn.state is ConnectionState.CLOSED:
+            return
+        conn.receive_data(data)  # type: ignore[arg-type]
+
+    def data_to_send(self) -> bytes:
+        """Replies the protocol owes the peer (pongs, close frames), in one piece."""
+        if not self._out:
+            return b""
+        out = bytes(self._out)
+        self._out.clear()
+        return out
+
+    def app_messages(self) -> list[dict[str, Any]]:
+        """Turn what was received into ASGI messages; the last one may be the disconnect."""
+        conn = self.conn
+        if conn is None or self.disconnect is not None:
+            return []
+        messages: list[dict[str, Any]] = []
+        for event in conn.events():
+            cls = type(event)
+            if cls is TextMessage or cls is BytesMessage:
+                message = self._on_data(event)  # type: ignore[arg-type]
+                if message is not None:
+                    messages.append(message)
+                    if self.disconnect is not None:
+                        break
+            elif cls is Ping:
+                if conn.state is ConnectionState.OPEN:
+                    self._out += conn.send(event.response())  # type: ignore[attr-defined]
+            elif cls is Pong:
+                if event.payload == self.awaiting_pong:  # type: ignore[attr-defined]
+                    self.awaiting_pong = None
+            elif cls is CloseConnection:
+                messages.append(self._on_close(event))  # type: ignore[arg-type]
+                break
+        return messages
+
+    def _on_close(self, event: CloseConnection) -> dict[str, Any]:
+        conn = self.conn
+        assert conn is not None
+        code, reason = int(event.code), event.reason or ""
+        if conn.state is ConnectionState.REMOTE_CLOSING:
+            self._out += conn.send(event.response())  # the close echo
+        elif conn.state is ConnectionState.OPEN:
+            # wsproto reports a protocol error from the peer as a CloseConnection without
+            # a state change: we close with its code and stop reading.
+            self._out += conn.send(CloseConnection(code=code, reason=reason))
+            self.close_sent = True
+        self.state = CLOSED
+        self.disconnect = _disconnect(code, reason)
+        return self.disconnect
+
+    def _on_data(self, event: TextMessage | BytesMessage) -> dict[str, Any] | None:
+        data = event.data
+        if not self._parts and event.message_finished:  # the common case: one piece
+            if len(data) > self._max_size // 4 and self._measure(data, 0) > self._max_size:
+                return self._oversize()
+            if type(data) is str:
+                return {"type": "websocket.receive", "text": data}
+            return {"type": "websocket.receive", "bytes": bytes(data)}  # type: ignore[arg-type]
+        size = self._measure(data, self._size)
+        if size > self._max_size:
+            return self._oversize()
+        self._parts.append(data)
+        self._size = size
+        self._text = type(data) is str
+        if not event.message_finished:
+            return None
+        parts, self._parts, self._size = self._parts, [], 0
+        if self._text:
+            return {"type": "websocket.receive", "text": "".join(parts)}
+        return {"type": "websocket.receive", "bytes": b"".join(parts)}
+
+    def _measure(self, data: str | bytes | bytearray, size_so_far: int) -> int:
+        """Message size so far in bytes; text is encoded only near the limit (cheap)."""
+        size = size_so_far + len(data)
+        if size > self._max_size // 4 and type(data) is str:
+            size = size_so_far + len(data.encode("utf-8"))
+        return size
+
+    def _oversize(self) -> dict[str, Any]:
+        self._parts, self._size = [], 0
+        conn = self.conn
+        assert conn is not None
+        if conn.state is ConnectionState.OPEN:
+            self._out += conn.send(CloseConnection(code=1009, reason="message too big"))
+            self.close_sent = True
+        self.state = CLOSED
+        self.disconnect = _disconnect(1009, "message too big")
+        return self.disconnect

@@ -1,0 +1,363 @@
+"""One WebSocket, from the upgrade request the HTTP/1.1 connection hands over to the end.
+
+The app runs in the connection's task, as for HTTP. Once it accepts, three helper tasks
+join it in a nursery that lives exactly as long as the WebSocket:
+
+- the reader: socket -> wsproto -> a bounded channel (``max_app_queue_size``) -> the app's
+  ``receive()``. When the app falls behind, the channel fills, the reader stops reading
+  and TCP pushes back on the client. Protocol replies (pongs, the close echo) are written
+  by the reader itself, batched per read.
+- the keep-alive (if ``websocket_ping_interval``): pings, and closes with 1011 when no
+  pong comes within ``websocket_ping_timeout``; the app sees a 1006 disconnect.
+- the shutdown watcher: when graceful shutdown begins it closes with 1001; the app then
+  has until the connections nursery's deadline (``graceful_timeout``) to finish.
+
+The app's ``send()`` writes straight to the socket (a slow client slows the app); every
+write goes through one lock because a trio stream allows one writer at a time. No send is
+ever shielded, so the shutdown deadline holds.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import MutableMapping
+from typing import Any
+
+import trio
+
+from ..errors import ClientDisconnected
+from ..logs import access_log, error_log
+from ..sansio.accesslog import AccessLogAtoms, format_access_line
+from ..sansio.asgi import UnexpectedMessage
+from ..sansio.events import Request
+from ..sansio.http11 import HTTP11Protocol, error_response
+from ..sansio.proxy import prepare_scope
+from ..sansio.websocket import (
+    CONNECT_MESSAGE,
+    OPEN,
+    HandshakeError,
+    SessionClosed,
+    WebSocketSession,
+    build_websocket_scope,
+    check_handshake,
+)
+from .state import ServerState
+from .transport import ConnectionInfo, linger_close
+
+READ_SIZE = 64 * 1024
+# How long we wait for the peer's close frame after we sent ours, before dropping it.
+CLOSE_TIMEOUT = 5.0
+# Bound on writing our close frame to a peer that stopped answering pings.
+_ABORT_WRITE_TIMEOUT = 1.0
+
+_GONE: dict[str, Any] = {"type": "websocket.disconnect", "code": 1006, "reason": ""}
+
+
+async def serve_websocket(
+    stream: trio.abc.Stream,
+    state: ServerState,
+    info: ConnectionInfo,
+    proto: HTTP11Protocol,
+    request: Request,
+    *,
+    eof: bool = False,
+) -> None:
+    """Serve one upgrade request; returns when the WebSocket (or the refusal) is over.
+
+    The caller closes the stream afterwards; the connection is never reused for HTTP.
+    """
+    try:
+        key = check_handshake(request)
+    except HandshakeError as exc:
+        error_log.info("%s %s: %s", info.client_text, exc.status, exc)
+        try:
+            await stream.send_all(error_response(exc.status, extra=exc.headers))
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            return
+        await linger_close(stream)
+        return
+    await WebSocketHandler(stream, state, info, proto, request, key, eof).run()
+
+
+class WebSocketHandler:
+    """The trio side of one :class:`~trioserve.sansio.websocket.WebSocketSession`."""
+
+    def __init__(
+        self,
+        stream: trio.abc.Stream,
+        state: ServerState,
+        info: ConnectionInfo,
+        proto: HTTP11Protocol,
+        request: Request,
+        key: bytes,
+        eof: bool,
+    ) -> None:
+        self.stream = stream
+        self.state = state
+        self.info = info
+        config = state.config
+        self.session = WebSocketSession(
+            request,
+            proto,
+            key=key,
+            max_message_size=config.websocket_max_message_size,
+            per_message_deflate=config.websocket_per_message_deflate,
+        )
+        scope = build_websocket_scope(
+            request,
+            scheme=info.scheme,
+            client=info.client,
+            server=info.server,
+            root_path=config.root_path,
+            state=state.lifespan_state,
+            raw_header_case=config.h11_pass_raw_headers,
+        )
+        prepare_scope(
+            scope,
+            proxy_headers=config.proxy_headers,
+            forwarded_allow_ips=config.forwarded_allow_ips,
+        )
+        self.scope = scope
+        self._to_app, self._from_reader = trio.open_memory_channel[dict[str, Any]](
+            max(0, config.max_app_queue_size)
+        )
+        self._write_lock = trio.Lock()
+        self._connected = False
+        self.eof = eof
+        self.broken = False  # writing failed, or we gave up on the peer
+        self._nursery: trio.Nursery | None = None
+        self._reader_scope = trio.CancelScope()
+        self._reader_done = trio.Event()
+        self._pong: trio.Event | None = None
+
+    # -- the app's channels -----------------------------------------------------------------
+    async def receive(self) -> dict[str, Any]:
+        if not self._connected:
+            self._connected = True
+            return CONNECT_MESSAGE
+        channel = self._from_reader
+        try:
+            return channel.receive_nowait()
+        except trio.WouldBlock:
+            pass
+        except (trio.EndOfChannel, trio.ClosedResourceError):
+            return self.session.disconnect or _GONE
+        try:
+            return await channel.receive()
+        except (trio.EndOfChannel, trio.ClosedResourceError):
+            return self.session.disconnect or _GONE
+
+    async def send(self, message: MutableMapping[str, Any]) -> None:
+        session = self.session
+        if self.broken:
+            if isinstance(message, MutableMapping) and message.get("type") == "websocket.close":
+                return
+            raise ClientDisconnected("client disconnected")
+        opening = session.state is not OPEN
+        try:
+            data = session.app_message(message, self.state.default_headers() if opening else None)
+        except SessionClosed:
+            raise ClientDisconnected("WebSocket is closed") from None
+        if data:
+            await self._write(data)
+            if opening and session.state is OPEN:
+                self._start_tasks()
+
+    async def _write(self, data: bytes) -> None:
+        lock = self._write_lock
+        try:
+            lock.acquire_nowait()
+        except trio.WouldBlock:
+            await lock.acquire()
+        try:
+            await self.stream.send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            self.broken = True
+            raise ClientDisconnected("client disconnected") from None
+        finally:
+            lock.release()
+
+    async def _write_quietly(self, data: bytes) -> None:
+        try:
+            await self._write(data)
+        except ClientDisconnected:
+            pass
+
+    # -- lifetime ---------------------------------------------------------------------------
+    async def run(self) -> None:
+        state = self.state
+        start = time.perf_counter()
+        state.in_flight += 1
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                await self._run_app()
+                self._from_reader.close()  # the reader now drops what still arrives
+                await self._await_close()
+                nursery.cancel_scope.cancel()
+        finally:
+            state.in_flight -= 1
+            state.requests_served += 1
+        if access_log.isEnabledFor(20):
+            atoms = AccessLogAtoms(
+                self.scope,
+                self.session.status,
+                None,
+                self.session.bytes_sent,
+                time.perf_counter() - start,
+            )
+            access_log.info(format_access_line(state.config.access_log_format, atoms))
+        if self.broken:
+            await trio.aclose_forcefully(self.stream)
+        else:
+            await linger_close(self.stream)
+
+    async def _run_app(self) -> None:
+        session = self.session
+        try:
+            await self.state.app(self.scope, self.receive, self.send)
+        except Exception as exc:
+            self._log_app_error(exc)
+            if session.handshake_pending:
+                await self._write_quietly(session.refuse(500, self.state.default_headers()))
+            elif session.denial_incomplete:
+                self.broken = True
+            elif not self.broken:
+                await self._write_quietly(session.close(1011, "internal error"))
+            return
+        if session.handshake_pending:
+            error_log.error(
+                "ASGI app returned without accepting or closing the WebSocket (%s)",
+                self.scope["path"],
+            )
+            await self._write_quietly(session.refuse(500, self.state.default_headers()))
+        elif session.denial_incomplete:
+            error_log.error(
+                "ASGI app returned without finishing the denial response (%s)",
+                self.scope["path"],
+            )
+            self.broken = True
+        elif not self.broken:
+            data = session.close(1000)
+            if data:
+                await self._write_quietly(data)
+
+    async def _await_close(self) -> None:
+        """Give the peer a moment to answer our close frame (a clean close on both sides)."""
+        if self.session.conn is None or self.broken or self._reader_done.is_set():
+            return
+        with trio.move_on_after(CLOSE_TIMEOUT):
+            await self._reader_done.wait()
+
+    def _start_tasks(self) -> None:
+        nursery = self._nursery
+        assert nursery is not None
+        config = self.state.config
+        nursery.start_soon(self._reader)
+        nursery.start_soon(self._close_on_shutdown)
+        if config.websocket_ping_interval:
+            nursery.start_soon(
+                self._keepalive, config.websocket_ping_interval, config.websocket_ping_timeout
+            )
+
+    # -- helper tasks -----------------------------------------------------------------------
+    async def _deliver(self, message: dict[str, Any]) -> None:
+        channel = self._to_app
+        try:
+            channel.send_nowait(message)
+        except trio.WouldBlock:
+            try:
+                await channel.send(message)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                pass  # the app has finished: nobody reads any more
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+
+    async def _reader(self) -> None:
+        session = self.session
+        stream = self.stream
+        try:
+            with self._reader_scope:
+                if self.eof:
+                    session.receive_data(None)
+                while True:
+                    messages = session.app_messages()
+                    out = session.data_to_send()
+                    if out:
+                        await self._write_quietly(out)
+                    pong = self._pong
+                    if pong is not None and session.awaiting_pong is None:
+                        pong.set()
+                    for message in messages:
+                        await self._deliver(message)
+                    if session.disconnect is not None:
+                        self._to_app.close()
+                        return
+                    try:
+                        data = await stream.receive_some(READ_SIZE)
+                    except (trio.BrokenResourceError, trio.ClosedResourceError):
+                        data = b""
+                    session.receive_data(data if data else None)
+        except Exception:
+            error_log.exception("Unexpected error reading WebSocket %s", self.scope["path"])
+            self.broken = True
+            lost = session.connection_lost()
+            if lost is not None:
+                await self._deliver(lost)
+            self._to_app.close()
+        finally:
+            self._reader_done.set()
+
+    async def _close_on_shutdown(self) -> None:
+        await self.state.shutdown_event.wait()
+        data = self.session.close(1001, "server shutting down")
+        if data and not self.broken:
+            await self._write_quietly(data)
+
+    async def _keepalive(self, interval: float, timeout: float | None) -> None:
+        session = self.session
+        count = 0
+        while True:
+            await trio.sleep(interval)
+            count += 1
+            self._pong = pong = trio.Event()
+            data = session.ping(count.to_bytes(4, "big"))
+            if not data or self.broken:
+                return
+            try:
+                await self._write(data)
+            except ClientDisconnected:
+                return
+            if timeout is None:
+                continue
+            with trio.move_on_after(timeout):
+                await pong.wait()
+            if session.awaiting_pong is not None and session.conn is not None:
+                await self._abort(f"no pong within {timeout}s")
+                return
+
+    async def _abort(self, reason: str) -> None:
+        """Give up on an unresponsive peer: close 1011, and the app sees 1006 once."""
+        error_log.info(
+            "%s: closing WebSocket %s: %s", self.info.client_text, self.scope["path"], reason
+        )
+        self._reader_scope.cancel()
+        data = self.session.close(1011, "keepalive ping timeout")
+        if data and not self.broken:
+            with trio.move_on_after(_ABORT_WRITE_TIMEOUT):
+                await self._write_quietly(data)
+        self.broken = True
+        message = self.session.connection_lost()
+        if message is not None:
+            await self._deliver(message)
+        self._to_app.close()
+
+    def _log_app_error(self, exc: Exception) -> None:
+        path = self.scope["path"]
+        if isinstance(exc, ClientDisconnected):
+            error_log.debug("client went away during WebSocket %s", path)
+            return
+        if isinstance(exc, UnexpectedMessage):
+            error_log.error("ASGI protocol error in WebSocket %s: %s", path, exc)
+            return
+        error_log.error("Exception in ASGI application (WebSocket %s)", path, exc_info=exc)
