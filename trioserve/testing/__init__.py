@@ -1,55 +1,38 @@
-"""Run ASGI apps in a real trioserve inside a test's own nursery."""
+"""Test ASGI apps under trio with the real trioserve.
+
+- :func:`open_server`: the real server on a free loopback port, in the test's nursery.
+- :class:`InMemoryTransport` / :func:`open_memory_client`: an httpx transport that runs
+  trioserve's HTTP/1.1 code over in-memory streams (needs ``httpx``).
+- :func:`ws_connect`: a WebSocket client for either of them.
+- The pytest plugin (:mod:`trioserve.testing.pytest_plugin`) wraps these as fixtures.
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
-from functools import partial
-from typing import Any
-from urllib.parse import urlsplit
+from typing import TYPE_CHECKING, Any
 
-import trio
+from .live import LiveServer, open_server
+from .wsclient import WebSocketClosed, WebSocketDenied, WebSocketSession, ws_connect
 
-from ..config import Config
-from ..run import make_config
-from ..server.serve import serve
+if TYPE_CHECKING:
+    from .memory import InMemoryTransport, open_memory_client
 
-__all__ = ["LiveServer", "open_server"]
-
-
-@dataclass(frozen=True)
-class LiveServer:
-    """Where a test server listens."""
-
-    url: str
-    host: str
-    port: int
-    config: Config
-
-    @property
-    def ws_url(self) -> str:
-        return "ws" + self.url[len("http") :]
+__all__ = [
+    "InMemoryTransport",
+    "LiveServer",
+    "WebSocketClosed",
+    "WebSocketDenied",
+    "WebSocketSession",
+    "open_memory_client",
+    "open_server",
+    "ws_connect",
+]
 
 
-@asynccontextmanager
-async def open_server(
-    app: Any, *, config: Config | None = None, **options: Any
-) -> AsyncIterator[LiveServer]:
-    """Serve ``app`` on 127.0.0.1 (a free port) for the body of the ``async with``.
+def __getattr__(name: str) -> Any:
+    # The in-memory transport needs httpx; import it only when asked for.
+    if name in ("InMemoryTransport", "open_memory_client"):
+        from . import memory
 
-    Lifespan runs around it; leaving the block shuts the server down gracefully.
-    """
-    if config is None:
-        options.setdefault("bind", ["127.0.0.1:0"])
-        config = make_config(environ={}, **options)
-    trigger = trio.Event()
-    async with trio.open_nursery() as nursery:
-        urls: list[str] = await nursery.start(
-            partial(serve, app, config, shutdown_trigger=trigger)
-        )
-        parts = urlsplit(urls[0])
-        try:
-            yield LiveServer(urls[0], parts.hostname or "", parts.port or 0, config)
-        finally:
-            trigger.set()
+        return getattr(memory, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
