@@ -43,8 +43,13 @@ def _opt(
     choices: tuple[str, ...] | None = None,
     factory: Any = None,
     toml: bool = True,
+    normalize: Any = None,
 ) -> Any:
-    """Declare one option. ``cli`` flags starting ``--no-`` are generated for booleans."""
+    """Declare one option. ``cli`` flags starting ``--no-`` are generated for booleans.
+
+    ``normalize`` turns an already-typed value into its canonical form (or raises
+    ValueError), so every source - file, environment, CLI, keyword - agrees.
+    """
     meta = {
         "help": help,
         "cli": cli,
@@ -52,6 +57,7 @@ def _opt(
         "metavar": metavar,
         "choices": choices,
         "toml": toml,
+        "normalize": normalize,
     }
     if factory is not None:
         return field(default_factory=factory, metadata=meta)
@@ -60,6 +66,58 @@ def _opt(
 
 def _list() -> list[Any]:
     return []
+
+
+def _root_path(value: str) -> str:
+    # Hypercorn strips a trailing slash so root_path + path never doubles it.
+    return value.rstrip("/")
+
+
+_VERIFY_MODES = {0: "CERT_NONE", 1: "CERT_OPTIONAL", 2: "CERT_REQUIRED"}
+
+
+def _verify_mode(value: str) -> str:
+    """``CERT_REQUIRED``, ``required``, ``2`` (Hypercorn's int/VerifyMode) -> the enum name."""
+    text = value.strip().upper()
+    if text.isdigit() and int(text) in _VERIFY_MODES:
+        return _VERIFY_MODES[int(text)]
+    if not text.startswith("CERT_"):
+        text = "CERT_" + text
+    if text not in _VERIFY_MODES.values():
+        raise ValueError(f"expected one of {', '.join(_VERIFY_MODES.values())}")
+    return text
+
+
+def _verify_flags(value: str) -> str:
+    """ssl.VerifyFlags names joined by ``|`` (or an int) -> canonical ``A|B`` names."""
+    import ssl
+
+    text = value.strip()
+    if text.isdigit():
+        flags = ssl.VerifyFlags(int(text))
+        return "|".join(f.name for f in ssl.VerifyFlags if f and f in flags and f.name) or "0"
+    names = []
+    for part in text.split("|"):
+        name = part.strip().upper()
+        if name not in ssl.VerifyFlags.__members__:
+            raise ValueError(f"unknown ssl.VerifyFlags name {part.strip()!r}")
+        names.append(name)
+    return "|".join(names)
+
+
+def verify_flags_value(text: str) -> int:
+    """The int value of a canonical ``verify_flags`` string."""
+    import ssl
+
+    value = 0
+    for name in text.split("|"):
+        if name and name != "0":
+            value |= ssl.VerifyFlags[name]
+    return value
+
+
+def _lower(value: str) -> str:
+    return value.lower()
 
 
 @dataclass(frozen=True)
@@ -102,7 +160,10 @@ class Config:
         help="Treat the app string as a zero-argument callable that returns the app.",
     )
     root_path: str = _opt(
-        "", cli=("--root-path",), help="ASGI root_path for apps mounted below a URL prefix."
+        "",
+        cli=("--root-path",),
+        normalize=_root_path,
+        help="ASGI root_path for apps mounted below a URL prefix.",
     )
     lifespan: str = _opt(
         "auto",
@@ -186,7 +247,7 @@ class Config:
         2**16, implemented=False, help="HTTP/2 largest header list."
     )
     h2_max_inbound_frame_size: int = _opt(
-        2**14 * 8, implemented=False, help="HTTP/2 largest inbound frame."
+        2**14, implemented=False, help="HTTP/2 largest inbound frame."
     )
 
     # --- WebSocket -------------------------------------------------------------------------
@@ -226,9 +287,14 @@ class Config:
     verify_mode: str | None = _opt(
         None,
         cli=("--verify-mode",),
+        normalize=_verify_mode,
         help="Client certificate policy: CERT_NONE, CERT_OPTIONAL or CERT_REQUIRED.",
     )
-    verify_flags: str | None = _opt(None, help="ssl.VerifyFlags name applied to the context.")
+    verify_flags: str | None = _opt(
+        None,
+        normalize=_verify_flags,
+        help="ssl.VerifyFlags names (joined by '|') or an int, applied to the context.",
+    )
     ssl_handshake_timeout: float = _opt(60.0, help="Seconds a TLS handshake may take.")
 
     # --- proxies ---------------------------------------------------------------------------
@@ -255,7 +321,9 @@ class Config:
     )
     workers: int = _opt(1, cli=("-w", "--workers"), help="Worker processes.")
     worker_class: str = _opt(
-        "trio", help="Accepted for Hypercorn compatibility; trioserve always runs trio."
+        "trio",
+        implemented=False,
+        help="Accepted for Hypercorn compatibility; trioserve always runs trio.",
     )
     max_requests: int | None = _opt(
         None,
@@ -263,6 +331,11 @@ class Config:
         help="Requests before a worker restarts.",
     )
     max_requests_jitter: int = _opt(0, help="Random extra requests added to max_requests.")
+    worker_timeout: float = _opt(
+        30.0,
+        cli=("--worker-timeout",),
+        help="Seconds a worker's event loop may stay blocked before the supervisor replaces it.",
+    )
     use_reloader: bool = _opt(False, cli=("--reload",), help="Restart when code changes.")
     reload_dirs: list[str] = _opt(
         factory=_list, cli=("--reload-dir",), help="Directories watched by --reload."
@@ -282,6 +355,7 @@ class Config:
         "info",
         cli=("--log-level",),
         choices=("critical", "error", "warning", "info", "debug", "trace"),
+        normalize=_lower,
         help="Log level of the trioserve loggers.",
     )
     access_log: bool = _opt(True, cli=("--access-log",), help="Write one line per request.")
@@ -300,7 +374,17 @@ class Config:
         None, cli=("--log-config",), help="Logging config file (ini, json, toml)."
     )
     logconfig_dict: dict[str, Any] | None = _opt(None, help="Logging dictConfig mapping.")
-    use_colors: bool | None = _opt(None, cli=("--use-colors",), help="Colour log output.")
+    use_colors: bool | None = _opt(
+        None,
+        cli=("--use-colors",),
+        help="Colour the log level names (default: when stderr is a terminal).",
+    )
+    log_format: str = _opt(
+        "text",
+        cli=("--log-format",),
+        choices=("text", "json"),
+        help="Log line format: text, or json (one object per line, for log shippers).",
+    )
     debug: bool = _opt(False, help="Hypercorn's debug flag (enables debug logging).")
 
     # --- metrics (accepted, not implemented) -----------------------------------------------
@@ -331,6 +415,16 @@ ALIASES: dict[str, str] = {
     "reload": "use_reloader",
     "pid": "pid_path",
     "log_config": "logconfig",
+    "cert_reqs": "verify_mode",
+    "ssl_certfile": "certfile",
+    "ssl_keyfile": "keyfile",
+    "ssl_keyfile_password": "keyfile_password",
+    "ssl_ca_certs": "ca_certs",
+    "ssl_ciphers": "ciphers",
+    "limit_max_requests": "max_requests",
+    "ws_max_size": "websocket_max_message_size",
+    "ws_ping_interval": "websocket_ping_interval",
+    "ws_ping_timeout": "websocket_ping_timeout",
 }
 
 
@@ -356,7 +450,29 @@ _FALSE = {"0", "false", "no", "off"}
 
 
 def coerce(name: str, value: Any, *, source: str = "options") -> Any:
-    """Turn a raw value (TOML value, env string, CLI string) into the field's type."""
+    """Turn a raw value (TOML value, env string, CLI string) into the field's final value.
+
+    Errors name the key and where the value came from (the file path, ``environment``,
+    ``command line``).
+    """
+    typed = _coerce_type(name, value, source=source)
+    if typed is None:
+        return None
+    meta = OPTIONS[name].metadata
+    if meta["normalize"] is not None:
+        try:
+            typed = meta["normalize"](typed)
+        except ValueError as exc:
+            raise ConfigError(f"{name!r} (from {source}): {value!r} is invalid: {exc}") from None
+    choices = meta["choices"]
+    if choices and typed not in choices:
+        raise ConfigError(
+            f"{name!r} (from {source}) must be one of {', '.join(choices)}, got {value!r}"
+        )
+    return typed
+
+
+def _coerce_type(name: str, value: Any, *, source: str) -> Any:
     tp, optional = _strip_optional(_hint(name))
     where = f"{name!r} (from {source})"
     if value is None:
@@ -379,6 +495,8 @@ def coerce(name: str, value: Any, *, source: str = "options") -> Any:
             if isinstance(value, bool):
                 raise ConfigError(f"{where} must be an integer, got {value!r}")
             if isinstance(value, str):
+                if name == "umask" and value.strip().isdigit():
+                    return int(value, 8)  # "077", as umask(1) writes it
                 return int(value, 0)
             if isinstance(value, float) and not value.is_integer():
                 raise ConfigError(f"{where} must be an integer, got {value!r}")
@@ -424,7 +542,7 @@ def canonical_key(key: str, *, source: str) -> str:
 
 
 # Hypercorn keys that make no sense here (Python objects) but must not be an error.
-_HYPERCORN_IGNORED = {"logger_class", "cert_reqs"}
+_HYPERCORN_IGNORED = {"logger_class"}
 
 _warned: set[str] = set()
 
@@ -436,7 +554,13 @@ def coerce_all(values: Mapping[str, Any], *, source: str) -> dict[str, Any]:
         if name in _HYPERCORN_IGNORED:
             _warn_unimplemented(name, source)
             continue
-        if name in ("bind", "insecure_bind", "quic_bind") and isinstance(value, str):
+        # One bind string is one address (Hypercorn), except in the environment, where
+        # lists are comma-separated.
+        if (
+            name in ("bind", "insecure_bind", "quic_bind")
+            and isinstance(value, str)
+            and source != "environment"
+        ):
             value = [value]
         out[name] = coerce(name, value, source=source)
         if not OPTIONS[name].metadata["implemented"] and out[name] != _default(name):
@@ -474,8 +598,7 @@ def load_config_file(spec: str) -> dict[str, Any]:
     the module - imports, helpers - is ignored, as Hypercorn does).
     """
     if spec.startswith("python:"):
-        module = importlib.import_module(spec[len("python:") :])
-        return _python_namespace(vars(module))
+        return _python_object(spec[len("python:") :])
     if spec.startswith("file:"):
         path = Path(spec[len("file:") :])
         mod_spec = importlib.util.spec_from_file_location("trioserve_config", path)
@@ -501,6 +624,22 @@ def load_config_file(spec: str) -> dict[str, Any]:
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path} is not valid TOML: {exc}") from None
     return data
+
+
+def _python_object(target: str) -> dict[str, Any]:
+    """``module`` or ``module.attribute`` (an object whose attributes are config keys)."""
+    try:
+        module = importlib.import_module(target)
+    except ImportError:
+        path, _, attr = target.rpartition(".")
+        try:
+            obj = getattr(importlib.import_module(path), attr) if path else None
+        except ImportError:
+            obj = None
+        if obj is None:
+            raise ConfigError(f"cannot import config module {target!r}") from None
+        return _python_namespace({k: getattr(obj, k) for k in dir(obj)})
+    return _python_namespace(vars(module))
 
 
 def _python_namespace(namespace: Mapping[str, Any]) -> dict[str, Any]:

@@ -474,3 +474,25 @@ def _parse_tlvs(data: bytes) -> tuple[tuple[int, bytes], ...]:
         tlvs.append((kind, data[offset : offset + size]))
         offset += size
     return tuple(tlvs)
+
+
+def host_allowed(headers: Iterable[tuple[bytes, bytes]], server_names: Iterable[str]) -> bool:
+    """Hypercorn's ``server_names`` rule: the Host header must be one of the names.
+
+    An empty list allows every host. A name without a port also matches that host on any
+    port (``example.com`` allows ``example.com:8443``), which Hypercorn's exact comparison
+    does not; a name with a port must match exactly.
+    """
+    names = set(server_names)
+    if not names:
+        return True
+    host = ""
+    for name, value in headers:
+        if name.lower() == b"host":
+            host = value.decode("latin-1").strip().lower()
+            break
+    if host in names:
+        return True
+    hostname, port = _split_host_port(host)
+    bare = f"[{hostname}]" if ":" in hostname else hostname
+    return port is not None and bare in names

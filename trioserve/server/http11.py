@@ -224,7 +224,6 @@ class HTTP11Connection:
                     body = event.data  # type: ignore[union-attr]
                     body_received += len(body)
                     if body_limit is not None and body_received > body_limit:
-                        error_log.info("%s 413: request body over the limit", info.client_text)
                         body_rejected = True
                         body_done = True
                         return _DISCONNECT
@@ -307,11 +306,18 @@ class HTTP11Connection:
             atoms = AccessLogAtoms(
                 scope,
                 cycle.status or None,
-                None,
+                response_headers,
                 cycle.bytes_sent,
                 time.perf_counter() - start,
             )
             access_log.info(format_access_line(config.access_log_format, atoms))
+        if body_rejected or refused == 413:
+            # Answer without reading the rest of the body; linger so the answer survives.
+            if body_rejected and not cycle.started:
+                await self._refuse(413, "request body over max_request_body_size")
+            elif not self.broken:
+                await linger_close(self.stream)
+            return False
         if self.refusal is not None:
             if not cycle.started:
                 await self._refuse(self.refusal.status, self.refusal.reason)
@@ -412,3 +418,42 @@ class HTTP11Connection:
             scope["path"],
             exc_info=exc,
         )
+
+
+_REFUSAL_BODIES = {
+    404: b"Not Found\n",
+    413: b"Payload Too Large\n",
+    503: b"Service Unavailable\n",
+}
+
+
+def _refusal(request: Request, scope: dict[str, Any], state: ServerState) -> int:
+    """The status to refuse a request with before the app sees it (0: serve it)."""
+    config = state.config
+    if config.server_names and not host_allowed(scope["headers"], config.server_names):
+        return 404  # Hypercorn's answer for a Host not in server_names
+    limit = config.limit_concurrency
+    if limit is not None and state.in_flight >= limit:
+        return 503
+    body_limit = config.max_request_body_size
+    if body_limit is not None:
+        for name, value in request.headers:
+            if name == b"content-length":
+                if value.isdigit() and int(value) > body_limit:
+                    return 413
+                break
+    return 0
+
+
+def _refusal_app(status: int) -> Any:
+    body = _REFUSAL_BODIES[status]
+
+    async def refuse(scope: Any, receive: Any, send: Any) -> None:
+        headers = [
+            (b"content-type", b"text/plain; charset=utf-8"),
+            (b"content-length", b"%d" % len(body)),
+        ]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    return refuse

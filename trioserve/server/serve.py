@@ -17,14 +17,21 @@ from typing import Any
 import trio
 
 from ..binds import Bind, create_sockets, socket_url
-from ..config import Config
+from ..config import Config, verify_flags_value
 from ..errors import LifespanFailure
 from ..importer import ASGIApp, as_asgi3
 from ..logs import error_log
+from ..sansio.proxy import ProxyProtocolError, trusted_peers
 from .http11 import HTTP11Connection
 from .lifespan import Lifespan
 from .state import ServerState
-from .transport import connection_info, tls_handshake
+from .transport import (
+    TLSInfoCache,
+    connection_info,
+    read_proxy_header,
+    tls_extension,
+    tls_handshake,
+)
 
 
 def create_ssl_context(config: Config) -> ssl.SSLContext:
@@ -44,7 +51,7 @@ def create_ssl_context(config: Config) -> ssl.SSLContext:
     if config.verify_mode:
         context.verify_mode = ssl.VerifyMode[config.verify_mode]
     if config.verify_flags:
-        context.verify_flags = ssl.VerifyFlags[config.verify_flags]
+        context.verify_flags = ssl.VerifyFlags(verify_flags_value(config.verify_flags))
     return context
 
 
@@ -52,12 +59,17 @@ class _Listener:
     """One listening socket and what its connections need to know about it."""
 
     def __init__(
-        self, bind: Bind, sock: socket.socket, ssl_context: ssl.SSLContext | None
+        self,
+        bind: Bind,
+        sock: socket.socket,
+        ssl_context: ssl.SSLContext | None,
+        certfile: str | None = None,
     ) -> None:
         self.bind = bind
         self.url = socket_url(bind, sock)
         self.trio_listener = trio.SocketListener(trio.socket.from_stdlib_socket(sock))
         self.ssl_context = ssl_context if bind.secure else None
+        self.tls_info = TLSInfoCache(self.ssl_context, certfile) if self.ssl_context else None
 
 
 async def _handle_connection(
@@ -73,12 +85,28 @@ async def _handle_connection(
     except OSError:
         await trio.aclose_forcefully(stream)
         return
+    if state.config.proxy_protocol:
+        # The PROXY header comes before anything else, TLS included.
+        try:
+            header = await read_proxy_header(stream, state.config.request_head_timeout)
+        except (ProxyProtocolError, trio.TooSlowError, OSError) as exc:
+            error_log.info("%s: bad PROXY protocol header: %s", info.client_text, exc or "timeout")
+            await trio.aclose_forcefully(stream)
+            return
+        trusted = trusted_peers(tuple(state.config.forwarded_allow_ips))
+        if header.source is not None and trusted.trusts(info.client[0] if info.client else None):
+            info.client = header.source
+            info.server = header.destination
     transport: trio.abc.Stream = stream
     if listener.ssl_context is not None:
         tls = await tls_handshake(stream, listener.ssl_context, state.config.ssl_handshake_timeout)
         if tls is None:
             return
         transport = tls
+        if listener.tls_info is not None:
+            info.tls = tls_extension(
+                tls, listener.tls_info.server_cert, listener.tls_info.cipher_ids
+            )
     try:
         await HTTP11Connection(transport, state, info).run()
     except (trio.BrokenResourceError, trio.ClosedResourceError):
@@ -149,7 +177,7 @@ async def serve(
     bound = list(sockets) if sockets is not None else create_sockets(config)
     try:
         ssl_context = create_ssl_context(config) if config.ssl_enabled else None
-        listeners = [_Listener(bind, sock, ssl_context) for bind, sock in bound]
+        listeners = [_Listener(bind, sock, ssl_context, config.certfile) for bind, sock in bound]
         failure: LifespanFailure | None = None
         async with trio.open_nursery() as system:
             # Raised after the nursery: inside, trio would wrap it in an ExceptionGroup.

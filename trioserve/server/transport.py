@@ -5,10 +5,12 @@ from __future__ import annotations
 import socket
 import ssl
 from dataclasses import dataclass
+from typing import Any
 
 import trio
 
 from ..logs import error_log
+from ..sansio.proxy import V2_MAX, ProxyHeader, ProxyProtocolError, parse_proxy_header
 
 LINGER_SECONDS = 1.0
 LINGER_BYTES = 256 * 1024
@@ -21,6 +23,8 @@ class ConnectionInfo:
     client: tuple[str, int] | None
     server: tuple[str, int | None] | None
     scheme: str = "http"
+    # The ASGI ``tls`` extension dict for TLS connections (copied into each scope).
+    tls: dict[str, Any] | None = None
 
     @property
     def client_text(self) -> str:
@@ -80,3 +84,135 @@ async def tls_handshake(
         await trio.aclose_forcefully(stream)
         return None
     return tls
+
+
+# --- the ASGI TLS extension ---------------------------------------------------------------
+
+_TLS_VERSIONS = {"SSLv3": 0x0300, "TLSv1": 0x0301, "TLSv1.1": 0x0302, "TLSv1.2": 0x0303}
+_TLS_VERSIONS["TLSv1.3"] = 0x0304
+
+
+def read_server_cert(certfile: str | None) -> str | None:
+    """The first PEM certificate of ``certfile`` (the ASGI ``server_cert`` value)."""
+    if not certfile:
+        return None
+    try:
+        with open(certfile, encoding="ascii") as handle:
+            text = handle.read()
+    except (OSError, UnicodeDecodeError):
+        return None
+    end_marker = "-----END CERTIFICATE-----"
+    start = text.find("-----BEGIN CERTIFICATE-----")
+    end = text.find(end_marker, start)
+    if start == -1 or end == -1:
+        return None
+    return text[start : end + len(end_marker)] + "\n"
+
+
+def _cipher_ids(context: ssl.SSLContext) -> dict[str, int]:
+    """OpenSSL cipher names to their 16-bit IANA code points (the ASGI spec wants those)."""
+    out = {}
+    for cipher in context.get_ciphers():
+        out[cipher["name"]] = int(cipher["id"]) & 0xFFFF
+    return out
+
+
+def _rfc4514_name(subject: Any) -> str | None:
+    if not subject:
+        return None
+    parts = []
+    short = {
+        "commonName": "CN",
+        "organizationName": "O",
+        "organizationalUnitName": "OU",
+        "countryName": "C",
+        "localityName": "L",
+        "stateOrProvinceName": "ST",
+        "streetAddress": "STREET",
+        "domainComponent": "DC",
+        "userId": "UID",
+    }
+    for rdn in reversed(subject):
+        pieces = []
+        for key, value in rdn:
+            escaped = str(value)
+            for char in '\\,+"<>;=':
+                escaped = escaped.replace(char, "\\" + char)
+            pieces.append(f"{short.get(key, key)}={escaped}")
+        parts.append("+".join(pieces))
+    return ",".join(parts)
+
+
+def tls_extension(
+    tls: trio.SSLStream[Any], server_cert: str | None, cipher_ids: dict[str, int]
+) -> dict[str, Any]:
+    """The ASGI ``tls`` scope extension for a finished handshake.
+
+    ``client_cert_chain`` holds the client's leaf certificate (Python < 3.13 does not expose
+    the rest of the verified chain); ``client_cert_error`` is None because a handshake that
+    failed verification never reaches the app.
+    """
+    der = tls.getpeercert(binary_form=True)
+    chain = [ssl.DER_cert_to_PEM_cert(der)] if der else []
+    name = None
+    if der:
+        try:
+            name = _rfc4514_name(tls.getpeercert().get("subject"))
+        except (ValueError, AttributeError):  # pragma: no cover - unverified cert
+            name = None
+    cipher = tls.cipher()
+    version = tls.version()
+    return {
+        "server_cert": server_cert,
+        "client_cert_chain": chain,
+        "client_cert_name": name,
+        "client_cert_error": None,
+        "tls_version": _TLS_VERSIONS.get(version) if version else None,
+        "cipher_suite": cipher_ids.get(cipher[0]) if cipher else None,
+    }
+
+
+class TLSInfoCache:
+    """Per-listener values computed once: server cert PEM and the cipher id table."""
+
+    def __init__(self, context: ssl.SSLContext, certfile: str | None) -> None:
+        self.server_cert = read_server_cert(certfile)
+        self.cipher_ids = _cipher_ids(context)
+
+
+# --- the PROXY protocol ------------------------------------------------------------------
+
+
+async def _recv_exactly(sock: trio.socket.SocketType, size: int) -> bytes:
+    chunks = []
+    while size > 0:
+        data = await sock.recv(size)
+        if not data:
+            raise ProxyProtocolError("connection closed inside the PROXY header")
+        chunks.append(data)
+        size -= len(data)
+    return b"".join(chunks)
+
+
+async def read_proxy_header(stream: trio.SocketStream, timeout: float) -> ProxyHeader:
+    """Consume exactly the PROXY header from the socket, leaving the client's bytes unread.
+
+    Peeks (MSG_PEEK) so that nothing after the header is taken from the kernel buffer:
+    TLS or HTTP then reads the socket as if the header had never been there. Raises
+    :class:`ProxyProtocolError` for a malformed or missing header, and
+    :class:`trio.TooSlowError` if it does not arrive within ``timeout``.
+    """
+    sock = stream.socket
+    consumed = b""
+    with trio.fail_after(timeout):
+        while True:
+            peeked = await sock.recv(V2_MAX, socket.MSG_PEEK)
+            if not peeked:
+                raise ProxyProtocolError("connection closed before the PROXY header")
+            header = parse_proxy_header(consumed + peeked)
+            if header is None:
+                # Everything peeked belongs to the unfinished header: take it and wait.
+                consumed += await _recv_exactly(sock, len(peeked))
+                continue
+            await _recv_exactly(sock, header.length - len(consumed))
+            return header

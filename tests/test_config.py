@@ -1,0 +1,327 @@
+"""Config loading: every Hypercorn key, typos, types, precedence, the CLI and the docs table."""
+
+from __future__ import annotations
+
+import dataclasses
+import ssl
+import sys
+import textwrap
+import warnings
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from trioserve import cli
+from trioserve.config import (
+    OPTIONS,
+    Config,
+    ConfigError,
+    ConfigWarning,
+    build_config,
+    load_config_file,
+)
+from trioserve.config_docs import config_reference, render_configuration_doc
+from trioserve.run import make_config
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# Every key of Hypercorn's Config, with a non-default value of the type Hypercorn expects.
+HYPERCORN_TOML = """
+access_log_format = "%(h)s %(r)s %(s)s"
+accesslog = "-"
+alpn_protocols = ["http/1.1"]
+alt_svc_headers = ['h3=":443"; ma=86400']
+application_path = "app:app"
+backlog = 2048
+bind = ["127.0.0.1:9000", "[::1]:9001", "unix:/tmp/trioserve-test.sock"]
+ca_certs = "/etc/ssl/ca.pem"
+certfile = "/etc/ssl/cert.pem"
+ciphers = "ECDHE+AESGCM:ECDHE+CHACHA20"
+daemon = false
+debug = true
+dogstatsd_tags = "env:prod"
+errorlog = "/var/log/trioserve/error.log"
+graceful_timeout = 7.5
+group = 1000
+h11_max_incomplete_size = 32768
+h11_pass_raw_headers = true
+h2_max_concurrent_streams = 50
+h2_max_header_list_size = 32768
+h2_max_inbound_frame_size = 32768
+include_date_header = false
+include_server_header = false
+insecure_bind = "127.0.0.1:8080"
+keep_alive_max_requests = 500
+keep_alive_timeout = 15
+keyfile = "/etc/ssl/key.pem"
+keyfile_password = "secret"
+logconfig = "logging.ini"
+loglevel = "WARNING"
+max_app_queue_size = 20
+max_requests = 10000
+max_requests_jitter = 100
+pid_path = "/run/trioserve.pid"
+quic_bind = ["127.0.0.1:4433"]
+read_timeout = 30
+root_path = "/api/"
+server_names = ["example.com", "www.example.com"]
+shutdown_timeout = 20
+ssl_handshake_timeout = 10
+startup_timeout = 30
+statsd_host = "localhost:8125"
+statsd_prefix = "web"
+umask = 0o077
+use_reloader = true
+user = 1000
+verify_flags = 32
+verify_mode = 2
+websocket_max_message_size = 1048576
+websocket_ping_interval = 25.0
+worker_class = "trio"
+workers = 4
+wsgi_max_body_size = 1024
+
+[logconfig_dict]
+version = 1
+"""
+
+# Where Hypercorn keeps a different Python type for the same meaning.
+NORMALISED: dict[str, Any] = {
+    "loglevel": lambda v: v.lower(),
+    "verify_mode": lambda v: ssl.VerifyMode(v).name,
+    "verify_flags": lambda v: ssl.VerifyFlags(v).name,
+}
+
+
+def hypercorn_keys() -> set[str]:
+    hypercorn_config = pytest.importorskip("hypercorn.config")
+    keys = set()
+    for name in dir(hypercorn_config.Config):
+        if name.startswith("_") or name in {"log", "ssl_enabled", "logger_class"}:
+            continue
+        if callable(getattr(hypercorn_config.Config, name)):
+            continue
+        keys.add(name)
+    return keys
+
+
+def test_sample_covers_every_hypercorn_key(tmp_path: Path) -> None:
+    path = tmp_path / "h.toml"
+    path.write_text(HYPERCORN_TOML)
+    data = load_config_file(str(path))
+    missing = hypercorn_keys() - set(data) - {"cert_reqs"}
+    assert not missing, f"sample lacks Hypercorn keys: {sorted(missing)}"
+
+
+def test_every_hypercorn_key_loads_with_hypercorns_value(tmp_path: Path) -> None:
+    from hypercorn.config import Config as HypercornConfig
+
+    path = tmp_path / "h.toml"
+    path.write_text(HYPERCORN_TOML)
+    theirs = HypercornConfig.from_toml(path)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ours = build_config(config_file=str(path), environ={})
+    for key in sorted(hypercorn_keys() - {"cert_reqs"}):
+        expected = getattr(theirs, key)
+        expected = NORMALISED.get(key, lambda v: v)(expected)
+        assert getattr(ours, key) == expected, key
+    # The unimplemented keys each warned once, by name.
+    warned = " ".join(str(w.message) for w in caught if issubclass(w.category, ConfigWarning))
+    for key in ("quic_bind", "statsd_host", "h2_max_concurrent_streams", "alt_svc_headers"):
+        assert repr(key) in warned
+
+
+def test_unimplemented_key_warns_once_and_only_when_set(tmp_path: Path) -> None:
+    from trioserve import config as config_module
+
+    config_module._warned.clear()
+    with pytest.warns(ConfigWarning, match="statsd_prefix"):
+        Config.from_mapping({"statsd_prefix": "x"})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        Config.from_mapping({"statsd_prefix": "y"})  # already warned
+        Config.from_mapping({"dogstatsd_tags": ""})  # default value: no effect, no warning
+
+
+def test_typo_names_the_closest_key(tmp_path: Path) -> None:
+    path = tmp_path / "typo.toml"
+    path.write_text('keep_alive_timout = 5\nbind = "127.0.0.1:1"\n')
+    with pytest.raises(ConfigError) as info:
+        build_config(config_file=str(path), environ={})
+    message = str(info.value)
+    assert "keep_alive_timout" in message
+    assert "did you mean 'keep_alive_timeout'" in message
+    assert str(path) in message
+    with pytest.raises(ConfigError, match="did you mean 'graceful_timeout'"):
+        build_config(environ={"TRIOSERVE_GRACEFULL_TIMEOUT": "3"})
+
+
+def test_type_errors_name_key_and_file(tmp_path: Path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text('keep_alive_timeout = "soon"\n')
+    with pytest.raises(ConfigError) as info:
+        build_config(config_file=str(path), environ={})
+    assert "'keep_alive_timeout'" in str(info.value)
+    assert str(path) in str(info.value)
+    path.write_text("workers = [1]\n")
+    with pytest.raises(ConfigError, match=r"'workers' \(from .*bad.toml\)"):
+        build_config(config_file=str(path), environ={})
+    path.write_text('verify_mode = "SOMETIMES"\n')
+    with pytest.raises(ConfigError, match=r"verify_mode.*CERT_REQUIRED"):
+        build_config(config_file=str(path), environ={})
+    path.write_text('lifespan = "maybe"\n')
+    with pytest.raises(ConfigError, match=r"lifespan.*auto, on, off"):
+        build_config(config_file=str(path), environ={})
+    path.write_text("not toml [\n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        build_config(config_file=str(path), environ={})
+
+
+def test_precedence_cli_over_env_over_file_over_defaults(tmp_path: Path) -> None:
+    path = tmp_path / "p.toml"
+    path.write_text("keep_alive_timeout = 11\ngraceful_timeout = 12\nbacklog = 13\n")
+    env = {"TRIOSERVE_GRACEFUL_TIMEOUT": "22", "TRIOSERVE_BACKLOG": "23"}
+    config = make_config("m:app", config_file=str(path), environ=env, backlog=33)
+    assert config.backlog == 33  # CLI
+    assert config.graceful_timeout == 22.0  # environment
+    assert config.keep_alive_timeout == 11.0  # file
+    assert config.read_timeout is None  # default
+    # TRIOSERVE_CONFIG names the file when -c is absent.
+    config = make_config("m:app", environ={"TRIOSERVE_CONFIG": str(path)})
+    assert config.backlog == 13
+
+
+def test_env_lists_and_booleans() -> None:
+    config = build_config(
+        environ={
+            "TRIOSERVE_BIND": "127.0.0.1:1,unix:/tmp/x.sock",
+            "TRIOSERVE_PROXY_HEADERS": "false",
+            "TRIOSERVE_FORWARDED_ALLOW_IPS": "10.0.0.0/8,unix",
+            "TRIOSERVE_UMASK": "077",
+        }
+    )
+    assert config.bind == ["127.0.0.1:1", "unix:/tmp/x.sock"]
+    assert config.proxy_headers is False
+    assert config.forwarded_allow_ips == ["10.0.0.0/8", "unix"]
+    assert config.umask == 0o077
+
+
+def test_python_module_and_file_sources(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    module = tmp_path / "trioserve_conf_mod.py"
+    module.write_text(
+        textwrap.dedent(
+            """
+            import os
+            bind = "127.0.0.1:7001"
+            keep_alive_timeout = 9
+
+            class Settings:
+                workers = 3
+                loglevel = "DEBUG"
+            """
+        )
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    config = build_config(config_file="python:trioserve_conf_mod", environ={})
+    assert config.bind == ["127.0.0.1:7001"]
+    assert config.keep_alive_timeout == 9.0
+    config = build_config(config_file="python:trioserve_conf_mod.Settings", environ={})
+    assert (config.workers, config.loglevel) == (3, "debug")
+    config = build_config(config_file=f"file:{module}", environ={})
+    assert config.bind == ["127.0.0.1:7001"]
+    with pytest.raises(ConfigError, match="cannot import"):
+        build_config(config_file="python:no_such_module_xyz", environ={})
+    sys.modules.pop("trioserve_conf_mod", None)
+
+
+def test_aliases_and_normalisation() -> None:
+    config = Config.from_mapping(
+        {
+            "log-level": "DEBUG",
+            "timeout_keep_alive": 3,
+            "cert_reqs": 1,
+            "root_path": "/x/",
+            "verify_flags": "VERIFY_X509_STRICT|verify_crl_check_leaf",
+        }
+    )
+    assert config.loglevel == "debug"
+    assert config.keep_alive_timeout == 3.0
+    assert config.verify_mode == "CERT_OPTIONAL"
+    assert config.root_path == "/x"
+    assert config.verify_flags == "VERIFY_X509_STRICT|VERIFY_CRL_CHECK_LEAF"
+
+
+def test_cli_flags_reach_the_config(tmp_path: Path) -> None:
+    parser = cli.build_parser()
+    args = vars(
+        parser.parse_args(
+            [
+                "m:app",
+                "--host",
+                "::1",
+                "--port",
+                "0",
+                "--uds",
+                "/tmp/t.sock",
+                "--fd",
+                "3",
+                "--bind",
+                "127.0.0.1:5",
+                "--forwarded-allow-ips",
+                "10.0.0.1,unix",
+                "--no-proxy-headers",
+                "--proxy-protocol",
+                "--limit-concurrency",
+                "7",
+                "--limit-request-body",
+                "1000",
+                "--backlog",
+                "64",
+                "--timeout-keep-alive",
+                "2",
+                "--log-format",
+                "json",
+                "--ssl-certfile",
+                "c.pem",
+            ]
+        )
+    )
+    app = args.pop("app")
+    config = make_config(app, environ={}, **args)
+    assert config.bind == ["[::1]:0", "127.0.0.1:5", "unix:/tmp/t.sock", "fd://3"]
+    assert config.forwarded_allow_ips == ["10.0.0.1", "unix"]
+    assert config.proxy_headers is False
+    assert config.proxy_protocol is True
+    assert config.limit_concurrency == 7
+    assert config.max_request_body_size == 1000
+    assert config.backlog == 64
+    assert config.keep_alive_timeout == 2.0
+    assert config.log_format == "json"
+    assert config.certfile == "c.pem"
+
+
+def test_every_option_has_help_and_a_type_the_loaders_know() -> None:
+    for name, field in OPTIONS.items():
+        assert field.metadata["help"], name
+        default = (
+            field.default_factory()
+            if field.default_factory is not dataclasses.MISSING
+            else field.default
+        )  # type: ignore[misc]
+        if default is not None:
+            Config.from_mapping({name: default})
+
+
+def test_docs_table_is_current() -> None:
+    """docs/configuration.md embeds the generated table: regenerate with
+    ``python -m trioserve.config_docs > docs/configuration.md`` when this fails."""
+    text = (ROOT / "docs" / "configuration.md").read_text()
+    assert text == render_configuration_doc(), (
+        "docs/configuration.md is stale: "
+        "run `python -m trioserve.config_docs > docs/configuration.md`"
+    )
+    table = config_reference()
+    for name in OPTIONS:
+        assert f"`{name}`" in table
