@@ -212,6 +212,7 @@ class HTTP11Connection:
                 return _REQUEST_DONE
             if body_done:
                 await self._wait_for_disconnect()
+                self.broken = True  # the app is told the client is gone: send() now raises
                 return _DISCONNECT
             if continue_pending:
                 continue_pending = False
@@ -238,6 +239,7 @@ class HTTP11Connection:
                     return _REQUEST_DONE
                 if event is NEED_DATA:
                     if self.eof or self.broken:
+                        self.broken = True  # a body cut short never completes
                         body_done = True
                         return _DISCONNECT
                     try:
