@@ -1,8 +1,9 @@
 """Bind strings to listening sockets, without trio, so a supervisor can bind once for all.
 
-``HOST:PORT``, ``[V6]:PORT``, ``unix:PATH`` and ``fd://N`` (Hypercorn's forms). Sockets are
-plain :mod:`socket` objects in listening state; ``serve()`` wraps them for trio, and worker
-processes inherit them.
+``HOST:PORT``, ``[V6]:PORT``, ``unix:PATH`` and ``fd://N`` (Hypercorn's forms), plus the
+sockets systemd passes by socket activation (``LISTEN_FDS``/``LISTEN_PID``), which are picked
+up automatically. Sockets are plain :mod:`socket` objects in listening state; ``serve()``
+wraps them for trio, and worker processes inherit them.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import os
 import socket
 import stat
+from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
 
 from .config import Config, ConfigError
@@ -70,11 +72,44 @@ def parse_bind(text: str, *, secure: bool = False) -> Bind:
     return Bind("tcp", host=host or "0.0.0.0", port=port, secure=secure)
 
 
-def binds_from_config(config: Config) -> list[Bind]:
+SD_LISTEN_FDS_START = 3
+_DEFAULT_BIND = ["127.0.0.1:8000"]
+
+
+def systemd_fds(environ: Mapping[str, str]) -> list[int]:
+    """File descriptors systemd passed to this process (empty if none, or not for us).
+
+    ``LISTEN_PID`` must be our pid: the variables are inherited by children that must not
+    take the sockets for themselves.
+    """
+    try:
+        pid = int(environ.get("LISTEN_PID", ""))
+        count = int(environ.get("LISTEN_FDS", ""))
+    except ValueError:
+        return []
+    if pid != os.getpid() or count <= 0:
+        return []
+    return list(range(SD_LISTEN_FDS_START, SD_LISTEN_FDS_START + count))
+
+
+def binds_from_config(config: Config, environ: Mapping[str, str] | None = None) -> list[Bind]:
+    """The config's binds; systemd-activated sockets replace the default bind.
+
+    An explicit ``bind`` (anything but the default 127.0.0.1:8000) is kept beside them.
+    """
     secure = config.ssl_enabled
-    binds = [parse_bind(b, secure=secure) for b in config.bind]
+    env = os.environ if environ is None else environ
+    activated = [Bind("fd", fd=fd, secure=secure) for fd in systemd_fds(env)]
+    explicit = config.bind if not activated or config.bind != _DEFAULT_BIND else []
+    binds = activated + [parse_bind(b, secure=secure) for b in explicit]
     binds += [parse_bind(b) for b in config.insecure_bind]
     return binds
+
+
+def _forget_systemd(environ: MutableMapping[str, str]) -> None:
+    """Once taken, the sockets are ours: children must not see the variables (sd_listen_fds)."""
+    for name in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
+        environ.pop(name, None)
 
 
 def create_socket(
@@ -82,7 +117,14 @@ def create_socket(
 ) -> socket.socket:
     """Open, bind and listen. OSError (e.g. address in use) propagates to the caller."""
     if bind.kind == "fd":
-        sock = socket.socket(fileno=bind.fd)
+        try:
+            sock = socket.socket(fileno=bind.fd)
+        except OSError as exc:
+            reason = exc.strerror
+            raise ConfigError(f"bind fd://{bind.fd}: not an open socket ({reason})") from None
+        if sock.type != socket.SOCK_STREAM:
+            sock.detach()
+            raise ConfigError(f"bind fd://{bind.fd}: not a stream (TCP or unix) socket")
         sock.setblocking(False)
         sock.listen(backlog)
         return sock
@@ -125,16 +167,21 @@ def create_socket(
     return sock
 
 
-def create_sockets(config: Config) -> list[tuple[Bind, socket.socket]]:
+def create_sockets(
+    config: Config, environ: MutableMapping[str, str] | None = None
+) -> list[tuple[Bind, socket.socket]]:
     """All of a config's listening sockets; closes what it opened if one bind fails."""
+    env = os.environ if environ is None else environ
     out: list[tuple[Bind, socket.socket]] = []
     try:
-        for bind in binds_from_config(config):
+        for bind in binds_from_config(config, env):
             out.append((bind, create_socket(bind, backlog=config.backlog, config=config)))
     except BaseException:
         for _, sock in out:
             sock.close()
         raise
+    if systemd_fds(env):
+        _forget_systemd(env)
     return out
 
 
