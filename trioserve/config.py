@@ -330,7 +330,9 @@ class Config:
         cli=("--limit-max-requests", "--max-requests"),
         help="Requests before a worker restarts.",
     )
-    max_requests_jitter: int = _opt(0, help="Random extra requests added to max_requests.")
+    max_requests_jitter: int = _opt(
+        0, cli=("--max-requests-jitter",), help="Random extra requests added to max_requests."
+    )
     worker_timeout: float = _opt(
         30.0,
         cli=("--worker-timeout",),

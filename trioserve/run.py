@@ -6,12 +6,13 @@ supervisor, which starts worker processes that come back here through :func:`run
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import socket
 import sys
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, Protocol
 
 import trio
 
@@ -104,9 +105,46 @@ def serve_config(config: Config, *, app: Any = None) -> int:
             return EXIT_ERROR
         from .supervisor import run_supervisor
 
-        code: int = run_supervisor(config)
+        with pid_file(config.pid_path):
+            code: int = run_supervisor(config)
         return code
-    return run_worker(config, app=app)
+    with pid_file(config.pid_path):
+        return run_worker(config, app=app)
+
+
+@contextlib.contextmanager
+def pid_file(path: str | None) -> Iterator[None]:
+    """Write this process's id to ``path`` while serving; remove it after, if still ours."""
+    if not path:
+        yield
+        return
+    pid = str(os.getpid())
+    with open(path, "w") as f:
+        f.write(pid + "\n")
+    try:
+        yield
+    finally:
+        try:
+            with open(path) as f:
+                mine = f.read().strip() == pid
+            if mine:
+                os.unlink(path)
+        except OSError:
+            pass
+
+
+class WorkerLink(Protocol):
+    """A supervised worker's line to its supervisor (see ``trioserve.supervisor.worker``)."""
+
+    async def run(self, shutdown_trigger: trio.Event, cancel: Callable[[], None]) -> None:
+        """Runs beside the server once it serves; must never raise.
+
+        Signals are the link's to handle: set ``shutdown_trigger`` to drain, call ``cancel``
+        to cut requests in flight short.
+        """
+
+    def max_requests_reached(self) -> None:
+        """Called instead of shutting down, so the supervisor can start a replacement first."""
 
 
 def run_worker(
@@ -114,6 +152,7 @@ def run_worker(
     *,
     app: Any = None,
     sockets: Sequence[tuple[Bind, socket.socket]] | None = None,
+    link: WorkerLink | None = None,
 ) -> int:
     """Serve in this process (directly, or as a supervisor's worker); returns an exit code."""
     try:
@@ -128,7 +167,12 @@ def run_worker(
         error_log.error("%s", exc)
         return EXIT_ERROR
     try:
-        trio.run(functools.partial(serve, asgi_app, config, sockets=sockets, handle_signals=True))
+        if link is None:
+            trio.run(
+                functools.partial(serve, asgi_app, config, sockets=sockets, handle_signals=True)
+            )
+        else:
+            trio.run(_serve_linked, asgi_app, config, sockets, link)
     except LifespanFailure as exc:
         error_log.error("Application startup failed: %s. Exiting.", exc)
         return EXIT_STARTUP_FAILED
@@ -141,3 +185,42 @@ def run_worker(
     except KeyboardInterrupt:
         pass
     return EXIT_OK
+
+
+class _Started:
+    """A task_status that just sets an event: the link starts once the server serves."""
+
+    def __init__(self, event: trio.Event) -> None:
+        self.event = event
+
+    def started(self, value: object = None) -> None:
+        self.event.set()
+
+
+async def _serve_linked(
+    app: Any,
+    config: Config,
+    sockets: Sequence[tuple[Bind, socket.socket]] | None,
+    link: WorkerLink,
+) -> None:
+    # A system task rather than a nursery, so serve()'s own errors (LifespanFailure,
+    # OSError) reach run_worker unwrapped; trio cancels it when serve() returns.
+    trigger = trio.Event()
+    serving = trio.Event()
+
+    scope = trio.CancelScope()
+
+    async def run_link() -> None:
+        await serving.wait()
+        await link.run(trigger, scope.cancel)
+
+    trio.lowlevel.spawn_system_task(run_link)
+    with scope:
+        await serve(
+            app,
+            config,
+            sockets=sockets,
+            shutdown_trigger=trigger,
+            on_max_requests=link.max_requests_reached,
+            task_status=_Started(serving),
+        )

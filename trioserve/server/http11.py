@@ -74,8 +74,16 @@ class HTTP11Connection:
 
         A stall past ``timeout`` raises TooSlowError.
         """
-        async with self._read_lock:
+        lock = self._read_lock
+        if lock.locked():
+            await lock.acquire()
+        else:
+            # Uncontended (the usual case): skip Lock.acquire()'s extra trip through the
+            # scheduler; receive_some() below is this call's checkpoint.
+            lock.acquire_nowait()
+        try:
             if self.eof:
+                await trio.lowlevel.checkpoint()
                 return 0
             try:
                 if timeout is None:
@@ -90,6 +98,8 @@ class HTTP11Connection:
                 self.eof = True
             self.proto.receive_data(data)
             return len(data)
+        finally:
+            lock.release()
 
     async def _next_request(self) -> Request | None:
         """Wait for the next request head; None means close the connection (quietly)."""

@@ -8,10 +8,12 @@ runs lifespan shutdown.
 
 from __future__ import annotations
 
+import functools
+import random
 import signal
 import socket
 import ssl
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import trio
@@ -153,13 +155,16 @@ async def serve(
     sockets: Sequence[tuple[Bind, socket.socket]] | None = None,
     shutdown_trigger: trio.Event | None = None,
     handle_signals: bool = False,
+    on_max_requests: Callable[[], None] | None = None,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve ``app`` until ``shutdown_trigger`` is set (or a signal, or cancellation).
 
     Use as ``urls = await nursery.start(serve, app, config)``: it reports the bound URLs
     once it accepts connections (port 0 resolved). Cancelling the surrounding scope stops
-    it at once; setting ``shutdown_trigger`` stops it gracefully.
+    it at once; setting ``shutdown_trigger`` stops it gracefully. After ``max_requests``
+    (plus jitter) requests it calls ``on_max_requests`` (a supervisor's worker asks for its
+    replacement first), or else shuts down gracefully.
 
     Raises :class:`~trioserve.errors.LifespanFailure` if the app's startup fails, and
     ``OSError`` if an address cannot be bound.
@@ -191,6 +196,8 @@ async def serve(
                     config=config,
                     app=asgi_app,
                     lifespan_state=lifespan.state if lifespan.supported else None,
+                    request_limit=_request_limit(config),
+                    on_request_limit=on_max_requests or functools.partial(_limit_reached, trigger),
                 )
                 try:
                     await _serve_connections(
@@ -206,6 +213,18 @@ async def serve(
         if owned:
             for _, sock in bound:
                 sock.close()
+
+
+def _request_limit(config: Config) -> int | None:
+    """max_requests plus a random jitter, so workers started together don't retire together."""
+    if not config.max_requests:
+        return None
+    return config.max_requests + random.randint(0, max(0, config.max_requests_jitter))
+
+
+def _limit_reached(trigger: trio.Event) -> None:
+    error_log.info("Maximum request limit reached, shutting down")
+    trigger.set()
 
 
 async def _serve_connections(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +30,8 @@ class ServerState:
     idle_scopes: set[trio.CancelScope] = field(default_factory=set)
     in_flight: int = 0
     requests_served: int = 0
+    request_limit: int | None = None
+    on_request_limit: Callable[[], None] | None = None
     pid: int = field(default_factory=os.getpid)
     _date: DateHeader = field(default_factory=DateHeader)
     _static_headers: Headers = field(default_factory=list)
@@ -53,6 +56,12 @@ class ServerState:
             self._headers = headers
             self._headers_second = second
         return self._headers
+
+    def count_request(self) -> None:
+        """One more request done; at ``request_limit`` (max_requests) fire the hook once."""
+        self.requests_served += 1
+        if self.requests_served == self.request_limit and self.on_request_limit is not None:
+            self.on_request_limit()
 
     def begin_shutdown(self) -> None:
         """Stop taking new requests: idle keep-alive connections close now."""

@@ -1,13 +1,52 @@
-"""Worker processes and the reloader (no trio needed here)."""
+"""Worker processes and the reloader (plain Python: no trio in the supervisor process).
+
+``run_supervisor(config)`` binds the sockets once, then :class:`~.manager.Supervisor`
+keeps ``workers`` processes (``python -m trioserve.supervisor.worker``) serving on them;
+with ``use_reloader`` a file watcher triggers rolling restarts. See ``docs/workers.md``.
+"""
 
 from __future__ import annotations
 
-from ..config import Config
+import os
+import threading
+
+from ..binds import create_sockets
+from ..config import Config, ConfigError
+from ..logs import error_log
+from ..run import EXIT_ERROR, EXIT_USAGE
+
+__all__ = ["run_supervisor"]
 
 
 def run_supervisor(config: Config) -> int:
-    """Placeholder until the supervisor lands: refuses clearly instead of misbehaving."""
-    from ..logs import error_log
+    """Supervise worker processes until SIGINT/SIGTERM; returns the process exit code."""
+    from .manager import Supervisor
+    from .reload import make_watcher
 
-    error_log.error("--workers > 1 and --reload are not available yet")
-    return 1
+    if threading.current_thread() is not threading.main_thread():
+        error_log.error("workers and reload need the main thread (they handle signals)")
+        return EXIT_USAGE
+    if not config.application_path:
+        error_log.error("workers and reload need the app as an import string (MODULE:ATTRIBUTE)")
+        return EXIT_USAGE
+    if config.use_reloader:
+        missing = [d for d in config.reload_dirs if not os.path.isdir(d)]
+        if missing:
+            error_log.error("--reload-dir: no such directory: %s", ", ".join(missing))
+            return EXIT_USAGE
+    try:
+        sockets = create_sockets(config)
+    except ConfigError as exc:
+        error_log.error("%s", exc)
+        return EXIT_USAGE
+    except OSError as exc:
+        error_log.error("Could not bind: %s", exc)
+        return EXIT_ERROR
+    watcher = make_watcher(config) if config.use_reloader else None
+    try:
+        return Supervisor(config, sockets, watcher).run()
+    finally:
+        if watcher is not None:
+            watcher.close()
+        for _, sock in sockets:
+            sock.close()
