@@ -290,6 +290,9 @@ class HTTP11Connection:
         except Exception as exc:
             if not body_rejected:
                 self._log_app_error(scope, exc, cycle)
+            if isinstance(exc, UnexpectedMessage):
+                # The app broke the message protocol: don't trust the connection's state.
+                proto.close_after_response()
             if not cycle.started and not self.broken:
                 await self._send_500(cycle)
             else:
