@@ -179,3 +179,15 @@ async def test_a_failing_test_body_is_not_wrapped_in_an_exception_group() -> Non
         async with open_memory_client(Probe()) as client:
             await client.get("/")
             raise KeyError("from the test")
+
+
+async def test_httpx_asgi_transport_cannot_do_this() -> None:
+    """The contrast the SSE test relies on: httpx's ASGITransport waits for the whole body."""
+    app = Probe()
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        with trio.move_on_after(0.2) as waited:
+            async with client.stream("GET", "/sse") as response:
+                await response.aiter_bytes().__anext__()  # pragma: no cover
+        assert waited.cancelled_caught  # no first event while the app is blocked
+        app.release.set()
