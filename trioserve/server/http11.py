@@ -293,12 +293,14 @@ class HTTP11Connection:
             if isinstance(exc, UnexpectedMessage):
                 # The app broke the message protocol: don't trust the connection's state.
                 proto.close_after_response()
-            if not cycle.started and not self.broken:
+            if body_rejected:
+                pass  # answered with 413 below
+            elif not cycle.started and not self.broken:
                 await self._send_500(cycle)
             else:
                 self.broken = True
         else:
-            if cycle.state != 2 and not self.broken:  # not DONE
+            if cycle.state != 2 and not self.broken and not body_rejected:  # not DONE
                 if not cycle.started:
                     error_log.error(
                         "ASGI app returned without sending a response (%s %s)",
@@ -317,6 +319,8 @@ class HTTP11Connection:
             finished = True
             state.in_flight -= 1
             state.count_request()
+        if body_rejected and not cycle.started:
+            cycle.status = 413
         if access_log.isEnabledFor(20):
             atoms = AccessLogAtoms(
                 scope,
