@@ -183,6 +183,9 @@ class Supervisor:
             elif signum == signal.SIGHUP:
                 if not self.stopping:
                     error_log.info("Received SIGHUP: rolling restart of all workers")
+                    self.paused = False  # also a manual retry after start-up failures
+                    self.failures = 0
+                    self.respawn_at = 0.0
                     self.restart_all()
             elif signum == signal.SIGTTIN and not self.stopping:
                 self.target += 1
@@ -355,7 +358,10 @@ class Supervisor:
             error_log.info("Worker %d stopped (%s)", worker.pid, how)
             return
         if worker.ready:
-            error_log.error("Worker %d died (%s); starting a new one", worker.pid, how)
+            if code == 0:  # e.g. someone sent it SIGTERM: it drained and left
+                error_log.info("Worker %d exited (%s); starting a new one", worker.pid, how)
+            else:
+                error_log.error("Worker %d died (%s); starting a new one", worker.pid, how)
             return
         # Died before it ever served: a start-up failure.
         self.failures += 1
