@@ -1,10 +1,26 @@
-"""The two loggers, ``trioserve.error`` and ``trioserve.access``, and their setup."""
+"""The two loggers, ``trioserve.error`` and ``trioserve.access``, and their setup.
+
+``configure_logging`` runs only for the CLI / ``run()`` (library use leaves logging alone):
+
+* ``logconfig_dict`` or ``--log-config FILE`` (``.ini``/``.conf`` via ``fileConfig``,
+  ``.json``, ``.toml``, ``.yaml`` if PyYAML is installed, or Hypercorn's ``json:``/``toml:``
+  prefixes) hand logging over to the user's configuration;
+* otherwise one handler per logger, to ``errorlog``/``accesslog`` (``-`` = stderr,
+  ``stdout``, or a file), formatted as text (level names coloured when the stream is a
+  terminal, or as ``--use-colors`` says) or as one JSON object per line (``--log-format
+  json``) for log shippers.
+"""
 
 from __future__ import annotations
 
+import json
 import logging
+import logging.config
+import os
 import sys
-from typing import TYPE_CHECKING
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO
 
 if TYPE_CHECKING:
     from .config import Config
@@ -26,36 +42,174 @@ LEVELS = {
 
 DEFAULT_FORMAT = "[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s"
 ACCESS_FORMAT = "%(message)s"
+DATE_FORMAT = "%Y-%m-%d %H:%M:%S %z"
+
+_COLORS = {
+    TRACE: "\x1b[34m",
+    logging.DEBUG: "\x1b[36m",
+    logging.INFO: "\x1b[32m",
+    logging.WARNING: "\x1b[33m",
+    logging.ERROR: "\x1b[31m",
+    logging.CRITICAL: "\x1b[1;31m",
+}
+_RESET = "\x1b[0m"
 
 
-def _handler(target: str | None, fmt: str) -> logging.Handler:
-    handler: logging.Handler
+class ColorFormatter(logging.Formatter):
+    """The text format with the level name coloured (only the level: lines stay greppable)."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        color = _COLORS.get(record.levelno)
+        if color is None:
+            return super().formatMessage(record)
+        saved = record.levelname
+        record.levelname = f"{color}{saved}{_RESET}"
+        try:
+            return super().formatMessage(record)
+        finally:
+            record.levelname = saved
+
+
+class JSONFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, pid, message (+ exception)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname,
+            "logger": record.name,
+            "pid": record.process,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        if record.stack_info:
+            entry["stack"] = self.formatStack(record.stack_info)
+        return json.dumps(entry, ensure_ascii=False, default=str)
+
+
+def _stream_for(target: str | None) -> TextIO | None:
     if target in (None, "-", "stderr"):
-        handler = logging.StreamHandler(sys.stderr)
-    elif target == "stdout":
-        handler = logging.StreamHandler(sys.stdout)
+        return sys.stderr
+    if target == "stdout":
+        return sys.stdout
+    return None
+
+
+def _use_colors(config: Config, stream: TextIO | None) -> bool:
+    if config.use_colors is not None:
+        return config.use_colors
+    if stream is None or os.environ.get("NO_COLOR"):
+        return False
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def make_formatter(config: Config, fmt: str, stream: TextIO | None) -> logging.Formatter:
+    if config.log_format == "json":
+        return JSONFormatter()
+    if _use_colors(config, stream):
+        return ColorFormatter(fmt, DATE_FORMAT)
+    return logging.Formatter(fmt, DATE_FORMAT)
+
+
+def _handler(config: Config, target: str | None, fmt: str) -> logging.Handler:
+    stream = _stream_for(target)
+    handler: logging.Handler
+    if stream is not None:
+        handler = logging.StreamHandler(stream)
     else:
-        handler = logging.FileHandler(target)
-    handler.setFormatter(logging.Formatter(fmt, "%Y-%m-%d %H:%M:%S %z"))
+        handler = logging.FileHandler(str(target))
+    handler.setFormatter(make_formatter(config, fmt, stream))
     return handler
 
 
+def load_log_config(spec: str) -> None:
+    """Apply a logging configuration file (see the module docstring for the formats)."""
+    from .config import ConfigError
+
+    kind = ""
+    path = spec
+    for prefix in ("json:", "toml:", "yaml:", "ini:"):
+        if spec.startswith(prefix):
+            kind, path = prefix[:-1], spec[len(prefix) :]
+            break
+    if not kind:
+        suffix = Path(path).suffix.lower()
+        kind = {".json": "json", ".toml": "toml", ".yaml": "yaml", ".yml": "yaml"}.get(
+            suffix, "ini"
+        )
+    try:
+        if kind == "ini":
+            if not os.path.exists(path):
+                raise FileNotFoundError(path)
+            logging.config.fileConfig(path, disable_existing_loggers=False)
+            return
+        raw = Path(path).read_bytes()
+        data: Any
+        if kind == "json":
+            data = json.loads(raw)
+        elif kind == "toml":
+            if sys.version_info >= (3, 11):
+                import tomllib
+            else:  # pragma: no cover
+                import tomli as tomllib  # type: ignore[import-not-found,unused-ignore]
+            data = tomllib.loads(raw.decode())
+        else:
+            try:
+                import yaml  # type: ignore[import-untyped,unused-ignore]
+            except ImportError:
+                raise ConfigError(
+                    f"log config {path}: YAML needs PyYAML (pip install pyyaml)"
+                ) from None
+            data = yaml.safe_load(raw)
+        if not isinstance(data, dict):
+            raise ConfigError(f"log config {path}: expected a dictConfig mapping")
+        data.setdefault("version", 1)
+        data.setdefault("disable_existing_loggers", False)
+        logging.config.dictConfig(data)
+    except ConfigError:
+        raise
+    except FileNotFoundError:
+        raise ConfigError(f"log config file not found: {path}") from None
+    except (OSError, ValueError, TypeError, KeyError, AttributeError, ImportError) as exc:
+        raise ConfigError(f"log config {path} is invalid: {exc}") from None
+
+
 def configure_logging(config: Config) -> None:
-    """Attach handlers for a CLI/``run()`` process (library use leaves logging alone)."""
+    """Attach handlers for a CLI/``run()`` process (library use leaves logging alone).
+
+    Raises :class:`~trioserve.config.ConfigError` for a bad log config file.
+    """
     level = LEVELS.get(config.loglevel.lower(), logging.INFO)
     if config.debug:
         level = min(level, logging.DEBUG)
-    for logger, target, fmt, enabled in (
-        (error_log, config.errorlog, DEFAULT_FORMAT, True),
-        (access_log, config.accesslog, ACCESS_FORMAT, config.access_log),
-    ):
+    for logger in (error_log, access_log):
         for old in list(logger.handlers):
             if getattr(old, "_trioserve", False):
                 logger.removeHandler(old)
                 old.close()
+    if config.logconfig_dict or config.logconfig:
+        if config.logconfig_dict:
+            data = dict(config.logconfig_dict)
+            data.setdefault("version", 1)
+            data.setdefault("disable_existing_loggers", False)
+            logging.config.dictConfig(data)
+        if config.logconfig:
+            load_log_config(config.logconfig)
+        if not config.access_log:
+            access_log.setLevel(logging.CRITICAL + 1)
+        return
+    for logger, target, fmt, enabled in (
+        (error_log, config.errorlog, DEFAULT_FORMAT, True),
+        (access_log, config.accesslog, ACCESS_FORMAT, config.access_log),
+    ):
         logger.setLevel(level if enabled else logging.CRITICAL + 1)
         logger.propagate = False
         if enabled and target is not None:
-            handler = _handler(target, fmt)
+            handler = _handler(config, target, fmt)
             handler._trioserve = True  # type: ignore[attr-defined]
             logger.addHandler(handler)

@@ -96,7 +96,11 @@ def run(
 
 def serve_config(config: Config, *, app: Any = None) -> int:
     """Run with a finished config; returns the process exit code."""
-    configure_logging(config)
+    try:
+        configure_logging(config)
+    except ConfigError as exc:
+        print(f"trioserve: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     if config.use_reloader or config.workers > 1:
         if app is not None:
             error_log.error(
