@@ -30,12 +30,16 @@ class Lifespan:
         self._to_app_send, self._to_app = trio.open_memory_channel[dict[str, Any]](1)
         self._from_app_send, self._from_app = trio.open_memory_channel[Any](1)
         self._running = False
+        # Shielded, so the app still hears lifespan.shutdown when serve() is cancelled from
+        # outside; close() ends it.
+        self._scope = trio.CancelScope(shield=True)
 
     async def _run(self) -> None:
         scope = {"type": "lifespan", "asgi": ASGI_VERSION, "state": self.state}
         error: BaseException | None = None
         try:
-            await self.app(scope, self._receive, self._send)
+            with self._scope:
+                await self.app(scope, self._receive, self._send)
         except Exception as exc:
             error = exc
         finally:
@@ -51,6 +55,10 @@ class Lifespan:
 
     async def _send(self, message: MutableMapping[str, Any]) -> None:
         await self._from_app_send.send(message)
+
+    def close(self) -> None:
+        """End the app's lifespan task (it is shielded from outside cancellation)."""
+        self._scope.cancel()
 
     async def startup(self, nursery: trio.Nursery) -> None:
         """Raise :class:`LifespanFailure` if startup fails or (mode "on") is unsupported."""

@@ -185,28 +185,31 @@ async def serve(
         listeners = [_Listener(bind, sock, ssl_context, config.certfile) for bind, sock in bound]
         failure: LifespanFailure | None = None
         async with trio.open_nursery() as system:
-            # Raised after the nursery: inside, trio would wrap it in an ExceptionGroup.
             try:
-                await lifespan.startup(system)
-            except LifespanFailure as exc:
-                failure = exc
-                system.cancel_scope.cancel()
-            if failure is None:
-                state = ServerState(
-                    config=config,
-                    app=asgi_app,
-                    lifespan_state=lifespan.state if lifespan.supported else None,
-                    request_limit=_request_limit(config),
-                    on_request_limit=on_max_requests or functools.partial(_limit_reached, trigger),
-                )
+                # Raised after the nursery: inside, trio would wrap it in an ExceptionGroup.
                 try:
-                    await _serve_connections(
-                        listeners, state, trigger, handle_signals, task_status
+                    await lifespan.startup(system)
+                except LifespanFailure as exc:
+                    failure = exc
+                if failure is None:
+                    state = ServerState(
+                        config=config,
+                        app=asgi_app,
+                        lifespan_state=lifespan.state if lifespan.supported else None,
+                        request_limit=_request_limit(config),
+                        on_request_limit=on_max_requests
+                        or functools.partial(_limit_reached, trigger),
                     )
-                finally:
-                    with trio.CancelScope(shield=True):
-                        await lifespan.shutdown()
-                    system.cancel_scope.cancel()
+                    try:
+                        await _serve_connections(
+                            listeners, state, trigger, handle_signals, task_status
+                        )
+                    finally:
+                        with trio.CancelScope(shield=True):
+                            await lifespan.shutdown()
+            finally:
+                lifespan.close()
+                system.cancel_scope.cancel()
         if failure is not None:
             raise failure
     finally:
