@@ -39,10 +39,10 @@ class ServerState:
     _headers: Headers = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        static: Headers = []
-        if self.config.include_server_header:
-            static.append(SERVER_HEADER)
-        static.extend(parse_default_headers(self.config.headers))
+        static: Headers = parse_default_headers(self.config.headers)
+        # A configured "Server: ..." replaces ours rather than adding a second one.
+        if self.config.include_server_header and all(n != b"server" for n, _ in static):
+            static.insert(0, SERVER_HEADER)
         self._static_headers = static
 
     def default_headers(self) -> Headers:
