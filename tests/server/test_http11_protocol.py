@@ -469,3 +469,21 @@ async def test_scope_extensions_is_a_dict_and_state_absent_without_lifespan() ->
     assert isinstance(seen[0]["extensions"], dict)
     assert isinstance(seen[0]["headers"], list)
     assert all(type(k) is bytes and type(v) is bytes for k, v in seen[0]["headers"])
+
+
+async def test_configured_server_header_replaces_the_default() -> None:
+    async with (
+        open_server(echo_app, headers=["Server: edge/1.0"]) as server,
+        httpx.AsyncClient() as client,
+    ):
+        response = await client.get(server.url)
+    assert response.headers.get_list("server") == ["edge/1.0"]
+
+
+async def test_client_connection_close_is_honoured(connect: Connect) -> None:
+    async with open_server(echo_app) as server:
+        stream = await connect(server)
+        await stream.send_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        [(status, headers, _)] = split_responses(await read_until_close(stream))
+    assert status == b"HTTP/1.1 200 OK"
+    assert headers[b"connection"].lower() == b"close"
