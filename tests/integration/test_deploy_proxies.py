@@ -63,7 +63,7 @@ def free_port() -> int:
 
 
 def tool(name: str) -> str:
-    path = shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/local/sbin")
+    path = shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/local/sbin:/sbin")
     assert path, f"{name} is required for this test (.ci/run installs it)"
     return path
 
