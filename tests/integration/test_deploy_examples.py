@@ -1,0 +1,143 @@
+"""The deployment examples are real: the TOML loads, nginx and HAProxy accept their files,
+the systemd units and the Dockerfile's command parse, and the TLS example serves."""
+
+from __future__ import annotations
+
+import configparser
+import json
+import re
+import shutil
+import ssl
+import subprocess
+import warnings
+from functools import partial
+from pathlib import Path
+
+import httpx
+import trio
+import trustme
+
+from examples.tls_app import app as tls_app
+from trioserve.cli import build_parser
+from trioserve.config import Config, build_config
+from trioserve.server.serve import serve
+
+EXAMPLES = Path(__file__).resolve().parent.parent.parent / "examples"
+
+
+def tool(name: str) -> str:
+    path = shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/local/sbin:/sbin")
+    assert path, f"{name} is required for this test (.ci/run installs it)"
+    return path
+
+
+def test_server_toml_loads_cleanly() -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # not even an "unimplemented key" warning
+        config = build_config(config_file=str(EXAMPLES / "server.toml"), environ={})
+    assert config.bind == ["127.0.0.1:8000", "unix:/run/trioserve/app.sock"]
+    assert config.umask == 0o007
+    assert config.max_request_body_size == 10 * 1024 * 1024
+    assert config.limit_concurrency == 1000
+    assert "%({user-agent}i)s" in config.access_log_format
+
+
+def test_nginx_site_is_valid(tmp_path: Path) -> None:
+    ca = trustme.CA()
+    cert = ca.issue_cert("example.com")
+    cert.private_key_and_cert_chain_pem.write_to_path(str(tmp_path / "site.pem"))
+    site = (EXAMPLES / "nginx.conf").read_text()
+    site = site.replace("/etc/ssl/certs/example.com.pem", str(tmp_path / "site.pem"))
+    site = site.replace("/etc/ssl/private/example.com.key", str(tmp_path / "site.pem"))
+    site = re.sub(r"listen (80|443)", lambda m: f"listen 127.0.0.1:{int(m[1]) + 18000}", site)
+    (tmp_path / "site.conf").write_text(site)
+    (tmp_path / "nginx.conf").write_text(
+        f"pid {tmp_path}/nginx.pid;\nerror_log {tmp_path}/error.log;\n"
+        "events { worker_connections 16; }\n"
+        f"http {{ access_log off; include {tmp_path}/site.conf; }}\n"
+    )
+    result = subprocess.run(
+        [
+            tool("nginx"),
+            "-t",
+            "-p",
+            str(tmp_path),
+            "-e",
+            str(tmp_path / "error.log"),
+            "-c",
+            str(tmp_path / "nginx.conf"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "syntax is ok" in result.stderr
+
+
+def test_haproxy_cfg_is_valid() -> None:
+    result = subprocess.run(
+        [tool("haproxy"), "-c", "-f", str(EXAMPLES / "haproxy.cfg")],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "send-proxy-v2" in (EXAMPLES / "haproxy.cfg").read_text()
+
+
+def test_systemd_units() -> None:
+    socket_unit = configparser.ConfigParser(strict=False)
+    socket_unit.read(EXAMPLES / "trioserve.socket")
+    assert socket_unit["Socket"]["ListenStream"]
+    service = configparser.ConfigParser(strict=False, interpolation=None)
+    service.read(EXAMPLES / "trioserve.service")
+    exec_start = service["Service"]["ExecStart"].split()
+    assert exec_start[0].endswith("/trioserve")
+    args = vars(build_parser().parse_args(exec_start[1:]))
+    assert args["app"] == "main:app"
+    assert "bind" not in args  # the socket comes from systemd
+    assert service["Unit"]["Requires"] == "trioserve.socket"
+
+
+def test_dockerfile_command_parses() -> None:
+    text = (EXAMPLES / "Dockerfile").read_text()
+    match = re.search(r"^CMD (\[.*?\])", text.replace("\\\n", " "), re.M | re.S)
+    assert match, "no exec-form CMD"
+    cmd = json.loads(match[1])
+    assert cmd[0] == "trioserve"
+    args = vars(build_parser().parse_args(cmd[1:]))
+    assert args["host"] == "0.0.0.0"
+    assert args["forwarded_allow_ips"] == "10.0.0.0/8"
+
+
+async def test_tls_example_shows_the_client_certificate(tmp_path: Path) -> None:
+    ca = trustme.CA()
+    server_cert = ca.issue_cert("127.0.0.1")
+    client_cert = ca.issue_cert("client@example.com", common_name="alice")
+    server_cert.cert_chain_pems[0].write_to_path(str(tmp_path / "cert.pem"))
+    server_cert.private_key_pem.write_to_path(str(tmp_path / "key.pem"))
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    client_cert.private_key_and_cert_chain_pem.write_to_path(str(tmp_path / "client.pem"))
+    config = Config(
+        bind=["127.0.0.1:0"],
+        certfile=str(tmp_path / "cert.pem"),
+        keyfile=str(tmp_path / "key.pem"),
+        ca_certs=str(tmp_path / "ca.pem"),
+        verify_mode="CERT_OPTIONAL",
+    )
+    trigger = trio.Event()
+    async with trio.open_nursery() as nursery:
+        urls = await nursery.start(partial(serve, tls_app, config, shutdown_trigger=trigger))
+        context = ssl.create_default_context(cafile=str(tmp_path / "ca.pem"))
+        async with httpx.AsyncClient(verify=context) as client:
+            anonymous = (await client.get(urls[0])).json()
+        context.load_cert_chain(str(tmp_path / "client.pem"))
+        async with httpx.AsyncClient(verify=context) as client:
+            alice = (await client.get(urls[0])).json()
+        trigger.set()
+    assert anonymous["tls"] is True
+    assert anonymous["client_certificate"] is False
+    assert anonymous["version"] in ("TLS 1.2", "TLS 1.3")
+    assert alice["client_certificate"] is True
+    assert "CN=alice" in alice["client"]
