@@ -74,6 +74,8 @@ def load_app(app: Any, *, factory: bool = False, app_dir: str | None = None) -> 
 def is_asgi3(app: Any) -> bool:
     if inspect.isclass(app):
         return hasattr(app, "__await__")
+    if inspect.iscoroutinefunction(app):  # also sees through functools.partial
+        return True
     if inspect.isfunction(app) or inspect.ismethod(app):
         return inspect.iscoroutinefunction(app)
     call = getattr(app, "__call__", None)  # noqa: B004
