@@ -96,6 +96,7 @@ NORMALISED: dict[str, Any] = {
 
 def hypercorn_keys() -> set[str]:
     import hypercorn.config as hypercorn_config
+
     keys = set()
     for name in dir(hypercorn_config.Config):
         if name.startswith("_") or name in {"log", "ssl_enabled", "logger_class"}:

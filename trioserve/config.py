@@ -219,7 +219,10 @@ class Config:
         help="Default response header (repeatable); the app's own header of that name wins.",
     )
     server_names: list[str] = _opt(
-        factory=_list, help="Host header values to serve; others get 404 (empty: all)."
+        factory=_list,
+        cli=("--server-name",),
+        metavar="HOST",
+        help="Host header values to serve; others get 404 (empty: all).",
     )
     alt_svc_headers: list[str] = _opt(
         factory=_list, implemented=False, help="Alt-Svc headers to send (for HTTP/3)."
