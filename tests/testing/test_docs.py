@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from .test_plugin import run
+
 pytest_plugins = ["pytester"]
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "testing.md"
@@ -32,7 +34,7 @@ def test_tutorial_runs(pytester: pytest.Pytester) -> None:
     for name, source in files.items():
         pytester.makepyfile(**{name[:-3]: source})
     pytester.syspathinsert()
-    result = pytester.runpytest("-p", "no:cacheprovider")
+    result = run(pytester)
     result.assert_outcomes(passed=source_tests(files["test_main.py"]))
 
 

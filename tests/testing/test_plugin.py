@@ -1,6 +1,7 @@
-"""The pytest plugin, run on generated test files with pytester (in-process, so quick).
+"""The pytest plugin, run on generated test files with pytester.
 
-These tests are sync on purpose: the inner pytest run starts its own ``trio.run``.
+The inner runs are in-process (a subprocess costs seconds each). These tests are sync on
+purpose: the inner pytest run starts its own ``trio.run``.
 """
 
 from __future__ import annotations
@@ -8,6 +9,16 @@ from __future__ import annotations
 import pytest
 
 pytest_plugins = ["pytester"]
+
+
+def run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
+    """Run the inner pytest in-process, leaving garbage collected meanwhile to the outer run.
+
+    Without ``no:unraisableexception`` the inner run would count a ResourceWarning for an
+    object some earlier outer test dropped, and report an error that isn't its own.
+    """
+    return pytester.runpytest("-p", "no:unraisableexception", "-p", "no:cacheprovider", *args)
+
 
 TRIO_MODE_INI = """
 [pytest]
@@ -84,7 +95,7 @@ async def test_memory_client(trioserve_memory_client, autojump_clock):
         assert await socket.receive_text() == "MEM"
 """
     )
-    result = pytester.runpytest()
+    result = run(pytester)
     result.assert_outcomes(passed=4)
 
 
@@ -103,7 +114,7 @@ async def test_live(trioserve_client):
     assert response.status_code == 500  # passes: the failure comes from the app itself
 """
     )
-    result = pytester.runpytest()
+    result = run(pytester)
     outcomes = result.parseoutcomes()
     # The in-memory test fails in its call; the live one in its teardown.
     assert outcomes.get("failed", 0) + outcomes.get("errors", 0) >= 2
@@ -120,7 +131,7 @@ async def test_uses_it(trioserve_server):
     pass
 """
     )
-    result = pytester.runpytest("-p", "no:trio")
+    result = run(pytester, "-p", "no:trio")
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(["*trioserve fixtures (trioserve_server)*need pytest-trio*"])
 
@@ -132,7 +143,7 @@ def test_sync(trioserve_memory_client):
     pass
 """
     )
-    result = pytester.runpytest()
+    result = run(pytester)
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(["*run in trio*trio_mode = true*pytest.mark.trio*"])
 
@@ -140,5 +151,5 @@ def test_sync(trioserve_memory_client):
 def test_harmless_for_projects_that_do_not_use_it(pytester: pytest.Pytester) -> None:
     pytester.makeini("[pytest]\nfilterwarnings = error\n")
     pytester.makepyfile("def test_plain():\n    assert True\n")
-    result = pytester.runpytest("-p", "no:trio")
+    result = run(pytester, "-p", "no:trio")
     result.assert_outcomes(passed=1)
