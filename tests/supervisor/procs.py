@@ -21,6 +21,9 @@ import trio
 
 VERSION = "v1"
 
+if os.path.exists(os.path.join(os.path.dirname(__file__), "fail-imports")):
+    raise RuntimeError("told to fail at import")
+
 
 async def app(scope, receive, send):
     if scope["type"] != "http":
@@ -28,6 +31,9 @@ async def app(scope, receive, send):
     if scope["path"] == "/slow":
         print("slow request started", file=sys.stderr, flush=True)
         await trio.sleep(1.0)
+    elif scope["path"] == "/long":
+        print("long request started", file=sys.stderr, flush=True)
+        await trio.sleep(30)
     elif scope["path"] == "/hang":
         import time
 

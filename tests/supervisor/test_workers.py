@@ -173,3 +173,47 @@ def _ignore_errors(fn: object, *args: object) -> None:
         fn(*args)  # type: ignore[operator]
     except OSError:
         pass
+
+
+def test_worker_failing_at_start_up_is_retried_with_back_off(
+    start: StartServer, tmp_path: Path
+) -> None:
+    server = start("--workers", "2")
+    server.wait_serving(workers=2)
+    victim = min(server.worker_pids())
+    (tmp_path / "fail-imports").touch()
+    os.kill(victim, signal.SIGKILL)
+    server.wait_for(r"1 start-up failure\(s\) in a row, next attempt in 0\.5s")
+    server.wait_for(r"2 start-up failure\(s\) in a row, next attempt in 1\.0s")
+    (tmp_path / "fail-imports").unlink()
+    server.wait_for(r"Worker \d+ ready", n=3, timeout=5)
+    assert server.count("told to fail at import") == 2
+    assert server.proc.poll() is None
+
+
+def test_workers_stop_when_the_supervisor_is_killed(start: StartServer) -> None:
+    server = start("--workers", "2")
+    server.wait_serving(workers=2)
+    workers = server.worker_pids()
+    server.proc.kill()
+    server.proc.wait(timeout=5)
+    assert wait_until(lambda: not any(alive(pid) for pid in workers), 5)
+    assert server.count("Supervisor is gone; shutting down") == 2
+
+
+def test_second_sigint_cancels_requests_in_flight(start: StartServer) -> None:
+    server = start("--workers", "2", "--graceful-timeout", "30")
+    server.wait_serving(workers=2)
+    client = threading.Thread(target=lambda: _ignore_errors(server.get, "/long", 20))
+    client.start()
+    server.wait_for("long request started")
+    t0 = time.monotonic()
+    server.signal(signal.SIGINT)
+    server.wait_for(r"Received SIGINT: stopping 2 worker\(s\)")
+    server.signal(signal.SIGINT)
+    assert server.proc.wait(timeout=10) == 0
+    assert time.monotonic() - t0 < 5
+    client.join(timeout=5)
+    assert not client.is_alive()
+    # the busy worker cut its request short (the idle one may have stopped already)
+    assert server.count("Cancelling requests in flight") >= 1
