@@ -191,3 +191,26 @@ async def test_httpx_asgi_transport_cannot_do_this() -> None:
                 await response.aiter_bytes().__anext__()  # pragma: no cover
         assert waited.cancelled_caught  # no first event while the app is blocked
         app.release.set()
+
+
+async def test_concurrent_requests_use_their_own_connections(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    app = Probe()
+    transport = InMemoryTransport(app)
+    statuses: list[int] = []
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        start = trio.current_time()
+
+        async def fetch() -> None:
+            statuses.append((await client.get("/sleep?1")).status_code)
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(10):
+                nursery.start_soon(fetch)
+        assert trio.current_time() - start == pytest.approx(1)  # in parallel, not in turn
+        assert transport.connections_opened == 10
+        await client.get("/")  # an idle connection is reused
+        assert transport.connections_opened == 10
+    assert statuses == [200] * 10
+    assert sorted(scope["client"][1] for scope in app.scopes[:10]) == list(range(50000, 50010))
