@@ -39,13 +39,14 @@ _IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 class TrustedPeers:
     """The set of peers whose proxy headers (and PROXY protocol headers) we believe."""
 
-    __slots__ = ("all", "hosts", "networks", "unix")
+    __slots__ = ("_cache", "all", "hosts", "networks", "unix")
 
     def __init__(self, entries: Iterable[str]) -> None:
         self.all = False
         self.unix = False
         self.networks: list[_IPNetwork] = []
         self.hosts: set[str] = set()
+        self._cache: dict[str, bool] = {}
         for raw in entries:
             for entry in raw.split(","):
                 entry = entry.strip()
@@ -68,6 +69,16 @@ class TrustedPeers:
             return True
         if host is None:
             return self.unix
+        known = self._cache.get(host)
+        if known is not None:
+            return known
+        result = self._trusts(host)
+        if len(self._cache) >= 1024:  # bounded: addresses come from outside
+            self._cache.clear()
+        self._cache[host] = result
+        return result
+
+    def _trusts(self, host: str) -> bool:
         if host in self.hosts:
             return True
         try:
@@ -166,16 +177,13 @@ def _split_host_port(node: str) -> tuple[str, int | None]:
     return host, port
 
 
+@lru_cache(maxsize=1024)
 def _is_ip(host: str) -> bool:
     try:
         ipaddress.ip_address(host)
     except ValueError:
         return False
     return True
-
-
-def _header_values(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> list[str]:
-    return [v.decode("latin-1") for k, v in headers if k.lower() == name]
 
 
 def _comma_list(values: list[str]) -> list[str]:
@@ -212,10 +220,14 @@ def _client_from(node: str | None) -> tuple[str, int] | None:
 
 
 def _read_forwarded(headers: Iterable[tuple[bytes, bytes]], trusted: TrustedPeers) -> _Forwarded:
-    headers = list(headers)
-    prefix_values = _comma_list(_header_values(headers, b"x-forwarded-prefix"))
+    found: dict[bytes, list[str]] = {}
+    for name, value in headers:
+        name = name.lower()
+        if name in _PROXY_HEADERS:
+            found.setdefault(name, []).append(value.decode("latin-1"))
+    prefix_values = _comma_list(found.get(b"x-forwarded-prefix", []))
     prefix = prefix_values[-1] if prefix_values else None
-    forwarded = _header_values(headers, b"forwarded")
+    forwarded = found.get(b"forwarded")
     if forwarded:
         elements = parse_forwarded(forwarded)
         if not elements:
@@ -235,10 +247,10 @@ def _read_forwarded(headers: Iterable[tuple[bytes, bytes]], trusted: TrustedPeer
             port=port,
             prefix=prefix,
         )
-    xff = _comma_list(_header_values(headers, b"x-forwarded-for"))
-    protos = _comma_list(_header_values(headers, b"x-forwarded-proto"))
-    hosts = _comma_list(_header_values(headers, b"x-forwarded-host"))
-    ports = _comma_list(_header_values(headers, b"x-forwarded-port"))
+    xff = _comma_list(found.get(b"x-forwarded-for", []))
+    protos = _comma_list(found.get(b"x-forwarded-proto", []))
+    hosts = _comma_list(found.get(b"x-forwarded-host", []))
+    ports = _comma_list(found.get(b"x-forwarded-port", []))
     port_text = ports[-1] if ports else ""
     port = int(port_text) if port_text.isdigit() and int(port_text) <= 65535 else None
     host = hosts[-1] if hosts else None
@@ -253,6 +265,16 @@ def _read_forwarded(headers: Iterable[tuple[bytes, bytes]], trusted: TrustedPeer
     )
 
 
+_PROXY_HEADERS = frozenset(
+    {
+        b"forwarded",
+        b"x-forwarded-for",
+        b"x-forwarded-proto",
+        b"x-forwarded-host",
+        b"x-forwarded-port",
+        b"x-forwarded-prefix",
+    }
+)
 _DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
 _SECURE = {"https": True, "wss": True, "http": False, "ws": False}
 
@@ -263,12 +285,19 @@ def apply_proxy_headers(scope: MutableMapping[str, Any], trusted: TrustedPeers) 
     Sets ``client`` (the real client), ``scheme`` (``http``/``https``; ``ws``/``wss`` for
     WebSockets), ``server`` and the ``host`` header (from -Host/-Port or ``host=``), and
     ``root_path`` (prefixed to ``path``/``raw_path`` too, as trioserve does for
-    ``--root-path``) from ``X-Forwarded-Prefix``. Returns whether the peer was trusted.
+    ``--root-path``) from ``X-Forwarded-Prefix``. Returns whether it applied anything
+    (proxy headers present and the peer trusted).
     """
+    headers = scope.get("headers", ())
+    for name, _ in headers:
+        if name.lower() in _PROXY_HEADERS:
+            break
+    else:
+        return False  # the common case: nothing to apply
     client = scope.get("client")
     if not trusted.trusts(client[0] if client else None):
         return False
-    info = _read_forwarded(scope.get("headers", ()), trusted)
+    info = _read_forwarded(headers, trusted)
     if info.client is not None:
         scope["client"] = info.client
     is_ws = scope.get("type") == "websocket"
