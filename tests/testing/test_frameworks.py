@@ -198,3 +198,18 @@ async def test_websocket_app_exception_is_raised_in_memory() -> None:
             with pytest.raises(WebSocketClosed) as closed:
                 await ws.receive()
             assert closed.value.code == 1011
+
+
+@pytest.mark.parametrize("mode", ["live", "memory"])
+async def test_an_uncaught_websocket_disconnect_is_not_an_app_failure(mode: str) -> None:
+    app = FastAPI()
+
+    @app.websocket("/ws")
+    async def naive(websocket: WebSocket) -> None:
+        await websocket.accept()
+        while True:  # the common pattern: WebSocketDisconnect escapes when the client leaves
+            await websocket.send_text(await websocket.receive_text())
+
+    async with serve(app, mode) as (_, target), ws_connect(target, "/ws") as ws:
+        await ws.send_text("ping")
+        assert await ws.receive_text() == "ping"
