@@ -280,6 +280,9 @@ class Supervisor:
                 [sys.executable, "-m", "trioserve.supervisor.worker", str(child.fileno())],
                 pass_fds=[child.fileno(), *fds],
             )
+        except BaseException:
+            parent.close()
+            raise
         finally:
             child.close()
         now = time.monotonic()
@@ -448,11 +451,20 @@ class Supervisor:
         if self.paused or now < self.respawn_at:
             return
         slots = self.slots()
-        for w in slots:
-            if w.wants_restart and w.successor is None:
-                self.spawn(predecessor=w)
-        for _ in range(self.target - len(slots)):
-            self.spawn()
+        try:
+            for w in slots:
+                if w.wants_restart and w.successor is None:
+                    self.spawn(predecessor=w)
+            for _ in range(self.target - len(slots)):
+                self.spawn()
+        except OSError as exc:  # e.g. out of processes or file descriptors
+            self.failures += 1
+            self.respawn_at = now + backoff_delay(self.failures)
+            error_log.error(
+                "Could not start a worker: %s; next attempt in %.1fs",
+                exc,
+                self.respawn_at - now,
+            )
 
 
 def _noop(signum: int, frame: object) -> None:

@@ -12,6 +12,7 @@ the supervisor's STOP, or its disappearance, into a graceful shutdown.
 from __future__ import annotations
 
 import math
+import pickle
 import signal
 import socket
 import sys
@@ -107,9 +108,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     for signum in (signal.SIGTTIN, signal.SIGTTOU):
         signal.signal(signum, signal.SIG_IGN)
     try:
-        channel = socket.socket(fileno=int(args[0]))
-        channel.set_inheritable(False)
-        payload = recv_payload(channel)
+        try:
+            channel = socket.socket(fileno=int(args[0]))
+            channel.set_inheritable(False)
+            payload = recv_payload(channel)
+        except (OSError, EOFError, TypeError, pickle.UnpicklingError) as exc:
+            print(f"trioserve worker: no start-up payload from the supervisor: {exc}")
+            return EXIT_ERROR
         sys.path[:] = payload.sys_path + [p for p in sys.path if p not in payload.sys_path]
         configure_logging(payload.config)
         set_process_title(payload.title)
