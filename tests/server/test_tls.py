@@ -28,7 +28,7 @@ async def tls_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     if scope["type"] != "http":
         return
     tls = scope["extensions"].get("tls")
-    body = json.dumps({"scheme": scope["scheme"], "tls": tls}).encode()
+    body = json.dumps({"scheme": scope["scheme"], "tls": tls, "client": scope["client"]}).encode()
     await send({"type": "http.response.start", "status": 200, "headers": []})
     await send({"type": "http.response.body", "body": body})
 
@@ -218,3 +218,31 @@ async def test_stalled_handshake_is_cut_at_the_timeout(certs: Certs) -> None:
     assert data == b""
     assert 0.4 <= elapsed < 2.0
     assert result.returncode == 0
+
+
+async def test_proxy_protocol_header_before_tls(certs: Certs) -> None:
+    """The PROXY header is read with MSG_PEEK, so TLS starts exactly after it."""
+    async with tls_server(certs, proxy_protocol=True) as urls:
+        port = int(urls[0].rsplit(":", 1)[1])
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        await stream.send_all(b"PROXY TCP4 192.0.2.77 127.0.0.1 51000 443\r\n")
+        tls = trio.SSLStream(stream, client_context(certs), server_hostname="127.0.0.1")
+        await tls.send_all(b"GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        received = b""
+        with trio.fail_after(5):
+            while True:
+                try:
+                    chunk = await tls.receive_some(65536)
+                except trio.BrokenResourceError:
+                    break
+                if not chunk:
+                    break
+                received += chunk
+        await trio.aclose_forcefully(tls)
+    head, _, body = received.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 ")
+    chunked = b"transfer-encoding: chunked" in head.lower()
+    data = json.loads(body.split(b"\r\n")[1] if chunked else body)
+    assert data["scheme"] == "https"
+    assert data["client"] == ["192.0.2.77", 51000]
+    assert data["tls"]["tls_version"] in (0x0303, 0x0304)
