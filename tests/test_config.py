@@ -121,6 +121,9 @@ def test_every_hypercorn_key_loads_with_hypercorns_value(tmp_path: Path) -> None
     path = tmp_path / "h.toml"
     path.write_text(HYPERCORN_TOML)
     theirs = HypercornConfig.from_toml(path)
+    from trioserve import config as config_module
+
+    config_module._warned.clear()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         ours = build_config(config_file=str(path), environ={})
