@@ -168,9 +168,10 @@ class InMemoryTransport(httpx.AsyncBaseTransport):
     # -- life --------------------------------------------------------------------------------
     async def __aenter__(self) -> InMemoryTransport:
         if self._lifecycle is not None:
-            raise RuntimeError("InMemoryTransport can be entered only once")
-        self._lifecycle = self._run()
-        await self._lifecycle.__aenter__()
+            raise RuntimeError("this InMemoryTransport is already running")
+        lifecycle = self._run()
+        await lifecycle.__aenter__()  # on failure (lifespan startup) it can be entered again
+        self._lifecycle = lifecycle
         return self
 
     async def __aexit__(
