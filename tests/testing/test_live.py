@@ -86,3 +86,30 @@ async def test_ws_connect_to_a_live_server_and_a_url() -> None:
             async with ws_connect(target, "/chat") as ws:
                 await ws.send_text("hi")
                 assert await ws.receive_text() == "hi!"
+
+
+async def test_tls_server_and_wss(tmp_path: Any) -> None:
+    import ssl
+
+    import trustme
+
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    certfile, keyfile = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert.private_key_and_cert_chain_pem.write_to_path(str(certfile))
+    cert.private_key_pem.write_to_path(str(keyfile))
+    client_context = ssl.create_default_context()
+    ca.configure_trust(client_context)
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "websocket":
+            await receive()
+            await send({"type": "websocket.accept"})
+            await send({"type": "websocket.send", "text": scope["scheme"]})
+            await send({"type": "websocket.close"})
+
+    async with open_server(app, certfile=str(certfile), keyfile=str(keyfile)) as server:
+        assert server.url.startswith("https://")
+        assert server.ws_url.startswith("wss://")
+        async with ws_connect(server, "/", ssl_context=client_context) as ws:
+            assert await ws.receive_text() == "wss"

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 import trio
+import trio.testing
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import (
     AcceptConnection,
@@ -19,7 +20,7 @@ from wsproto.events import (
     TextMessage,
 )
 
-from trioserve.testing import WebSocketClosed, WebSocketDenied, ws_connect
+from trioserve.testing import InMemoryTransport, WebSocketClosed, WebSocketDenied, ws_connect
 
 
 async def _echo_handler(seen: list[Request], stream: trio.SocketStream) -> None:
@@ -134,3 +135,37 @@ async def test_wrong_message_type_is_a_clear_error(echo_url: Any) -> None:
         await ws.send_bytes(b"xy")
         with pytest.raises(TypeError, match="expected a text message"):
             await ws.receive_text()
+
+
+async def _echo_app(scope: Any, receive: Any, send: Any) -> None:
+    if scope["type"] != "websocket":
+        return
+    await receive()
+    await send({"type": "websocket.accept"})
+    while True:
+        message = await receive()
+        if message["type"] == "websocket.disconnect":
+            return
+        await send({"type": "websocket.send", "text": message.get("text") or "?"})
+
+
+async def test_server_keepalive_in_memory_with_the_autojump_clock(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    transport = InMemoryTransport(_echo_app, websocket_ping_interval=20, websocket_ping_timeout=10)
+    async with transport:
+        async with ws_connect(transport, "/ws") as ws:
+            # A client blocked in receive() answers every ping: still open after 100 s.
+            with trio.move_on_after(100) as waited:
+                await ws.receive()
+            assert waited.cancelled_caught
+            await ws.send_text("still here")
+            assert await ws.receive_text() == "still here"
+        async with ws_connect(transport, "/ws") as ws:
+            # A client that stops reading misses the pong deadline: the server gives up.
+            start = trio.current_time()
+            await trio.sleep(100)
+            with pytest.raises(WebSocketClosed) as closed:
+                await ws.receive()
+            assert (closed.value.code, closed.value.reason) == (1011, "keepalive ping timeout")
+            assert start < trio.current_time()

@@ -135,8 +135,7 @@ class WebSocketSession:
                     data, self._bytes = b"".join(self._bytes), []
                     return data
             elif isinstance(event, Ping):
-                if not self.closed:
-                    await self._send(event.response())
+                await self._answer_ping(event)
             elif isinstance(event, CloseConnection):
                 await self._on_close(event)
 
@@ -165,6 +164,16 @@ class WebSocketSession:
             return
         self._ws.receive_data(bytes(data))
         self._pending.extend(self._ws.events())
+
+    async def _answer_ping(self, ping: Ping) -> None:
+        # Quietly: if the peer is gone, its close frame may still be waiting to be read.
+        if self.closed or self._ws.state.name != "OPEN":
+            return
+        try:
+            async with self._send_lock:
+                await self._stream.send_all(self._ws.send(ping.response()))
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
 
     async def _on_close(self, event: CloseConnection) -> None:
         self.close_code = event.code
