@@ -7,7 +7,7 @@ HEAD, default headers) and nothing about how bytes are framed.
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import unquote_to_bytes
 
 from .events import Data, EndData, Headers, OutboundEvent, Request, Response
 from .headers import InvalidHeader, validate_response_headers
@@ -46,7 +46,12 @@ def build_http_scope(
     extensions: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     raw_path, query = split_target(request.target)
-    path = unquote(raw_path.decode("latin-1"))
+    # ASGI's path is UTF-8 text: percent-decode the bytes first, so raw UTF-8 in the target
+    # ("/café" sent unescaped) reads the same as its escaped form.
+    if raw_path.isascii() and b"%" not in raw_path:
+        path = raw_path.decode("ascii")
+    else:
+        path = unquote_to_bytes(raw_path).decode("utf-8", "replace")
     if root_path:
         path = root_path + path
         raw_path = root_path.encode("utf-8") + raw_path
