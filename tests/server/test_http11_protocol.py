@@ -487,3 +487,16 @@ async def test_client_connection_close_is_honoured(connect: Connect) -> None:
         [(status, headers, _)] = split_responses(await read_until_close(stream))
     assert status == b"HTTP/1.1 200 OK"
     assert headers[b"connection"].lower() == b"close"
+
+
+async def test_path_is_percent_decoded_utf8_and_raw_non_ascii_refused(connect: Connect) -> None:
+    async with open_server(scope_app) as server:
+        stream = await connect(server)
+        await stream.send_all(b"GET /caf%C3%A9 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        [(status, _, body)] = split_responses(await read_until_close(stream))
+        assert status == b"HTTP/1.1 200 OK"
+        assert json.loads(body)["path"] == "/café"
+        assert json.loads(body)["raw_path"] == "/caf%C3%A9"
+        raw = await connect(server)
+        await raw.send_all(b"GET /caf\xc3\xa9 HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert (await read_until_close(raw)).startswith(b"HTTP/1.1 400 ")
