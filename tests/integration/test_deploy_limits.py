@@ -279,10 +279,10 @@ async def test_server_names_filter_hosts() -> None:
 async def test_access_log_request_and_response_header_atoms(
     caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("TRIOSERVE_TEST_VAR", "envvalue")
+    monkeypatch.setenv("DEPLOY_TEST_VAR", "envvalue")
     fmt = (
         '%(h)s "%(r)s" %(s)s %({x-test}i)s %({x-app}o)s %({content-type}o)s '
-        "%({TRIOSERVE_TEST_VAR}e)s"
+        "%({DEPLOY_TEST_VAR}e)s"
     )
     caplog.set_level(logging.INFO, logger="trioserve.access")
     async with open_server(echo_scope, access_log_format=fmt) as server:
