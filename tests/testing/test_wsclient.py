@@ -169,3 +169,13 @@ async def test_server_keepalive_in_memory_with_the_autojump_clock(
                 await ws.receive()
             assert (closed.value.code, closed.value.reason) == (1011, "keepalive ping timeout")
             assert start < trio.current_time()
+
+
+async def test_permessage_deflate_in_memory() -> None:
+    async with InMemoryTransport(_echo_app) as transport:
+        async with ws_connect(transport, "/ws", compress=True) as ws:
+            assert [ext.name for ext in ws.extensions] == ["permessage-deflate"]
+            await ws.send_text("z" * 100_000)
+            assert await ws.receive_text() == "z" * 100_000
+        async with ws_connect(transport, "/ws") as ws:
+            assert ws.extensions == []
