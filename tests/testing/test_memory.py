@@ -214,3 +214,18 @@ async def test_concurrent_requests_use_their_own_connections(
         assert transport.connections_opened == 10
     assert statuses == [200] * 10
     assert sorted(scope["client"][1] for scope in app.scopes[:10]) == list(range(50000, 50010))
+
+
+async def test_server_limits_apply_in_memory() -> None:
+    app = Probe()
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for _ in range(10):
+            yield b"x" * 100
+
+    async with open_memory_client(app, max_request_body_size=500) as client:
+        with trio.fail_after(5):
+            sized = await client.post("/upload", content=b"x" * 1000)
+            streamed = await client.post("/upload", content=chunks())
+            small = await client.post("/upload", content=b"x" * 100)
+    assert (sized.status_code, streamed.status_code, small.status_code) == (413, 413, 200)
