@@ -227,7 +227,11 @@ class HTTP11Connection:
             if continue_pending:
                 continue_pending = False
                 if not cycle.started and not self.broken:
-                    await self._write(proto.send(InformationalResponse(100, [])))
+                    try:
+                        await self._write(proto.send(InformationalResponse(100, [])))
+                    except ClientDisconnected:  # receive() reports a gone client, never raises
+                        body_done = True
+                        return _DISCONNECT
             while True:
                 event = proto.next_event()
                 cls = type(event)
