@@ -3,6 +3,8 @@ send after disconnect, ASGI 2 apps."""
 
 from __future__ import annotations
 
+import socket
+import struct
 from collections.abc import MutableMapping
 from typing import Any
 
@@ -288,3 +290,37 @@ async def test_asgi2_apps_are_wrapped(style: str) -> None:
     async with open_server(app) as server, httpx.AsyncClient() as client:
         response = await client.get(server.url)
     assert response.text == "asgi2"
+
+
+async def test_expect_100_client_reset_before_receive_gives_disconnect() -> None:
+    """The lazy 100 Continue write fails: receive() returns http.disconnect, not an error."""
+    proceed = trio.Event()
+    got: list[Any] = []
+    done = trio.Event()
+
+    async def app(scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        await proceed.wait()
+        try:
+            got.append((await receive())["type"])
+        except BaseException as exc:
+            got.append(exc)
+            raise
+        finally:
+            done.set()
+
+    async with open_server(app, raise_app_exceptions=False) as server:
+        stream = await open_raw(server.port)
+        await stream.send_all(
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n"
+        )
+        await trio.sleep(0.1)
+        # Close with a reset (SO_LINGER 0), so the server's next write fails.
+        stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        await stream.aclose()
+        await trio.sleep(0.1)
+        proceed.set()
+        with trio.fail_after(5):
+            await done.wait()
+    assert got == ["http.disconnect"]
