@@ -1,0 +1,720 @@
+#!/usr/bin/env python3
+"""trioserve against Hypercorn-trio, Uvicorn and the trio ceiling, in one run.
+
+Every measurement starts the server anew, pinned to one core, with the load generator
+pinned to the other; rounds are interleaved (A B C ... A B C ...) and each ratio is taken
+within a round. It drives the shared harness in ../shared/tools/bench (``harness.py``,
+``bench.py``, ``ws_bench.py``, the ceilings), imported from where it lives, and adds the
+scenarios it lacks (64 KiB POST echo, FastAPI JSON, idle-connection memory), the
+comparison against the targets of issue 7, and a chart.
+
+    $VENV/bin/python benchmarks/run.py                 # full run (about 25 minutes)
+    $VENV/bin/python benchmarks/run.py --quick         # smoke: 1 round, short runs
+    $VENV/bin/python benchmarks/run.py --scenario hello close --rounds 5 \
+        --only trioserve hypercorn-trio
+
+Results go to ``benchmarks/results/DATE[-LABEL]/`` (results.md, results.json, chart.png).
+See docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+
+
+def _tools_dir(explicit: str | None) -> Path:
+    for candidate in (
+        explicit,
+        os.environ.get("TRIOSERVE_BENCH_TOOLS"),
+        str(REPO.parent / "shared" / "tools" / "bench"),
+    ):
+        if candidate and (Path(candidate) / "harness.py").exists():
+            return Path(candidate).resolve()
+    raise SystemExit("shared bench tools not found: pass --tools DIR or set TRIOSERVE_BENCH_TOOLS")
+
+
+# name: (command template, scenarios it can serve or None for all, flag for long keep-alive)
+APP = "bench_apps:app"
+UV = (
+    "{bin}/uvicorn "
+    + APP
+    + " --host 127.0.0.1 --port {port} --workers 1 --no-access-log --log-level warning "
+)
+SERVERS: dict[str, tuple[str, tuple[str, ...] | None, str | None]] = {
+    "trioserve": (
+        "{bin}/trioserve " + APP + " --port {port} --log-level warning --no-access-log",
+        None,
+        "--timeout-keep-alive 600",
+    ),
+    "hypercorn-trio": (
+        "{bin}/hypercorn --worker-class trio --workers 1 --bind 127.0.0.1:{port} " + APP,
+        None,
+        "--keep-alive 600",
+    ),
+    "uvicorn-h11": (
+        UV + "--http h11 --loop asyncio --ws wsproto",
+        None,
+        "--timeout-keep-alive 600",
+    ),
+    "uvicorn-httptools": (
+        UV + "--http httptools --loop uvloop --ws websockets",
+        None,
+        "--timeout-keep-alive 600",
+    ),
+    "granian": (
+        "{bin}/granian --interface asgi --workers 1 --loop uvloop --host 127.0.0.1 --port {port} "
+        "--no-access-log --log-level warning " + APP,
+        None,
+        None,
+    ),
+    "ceiling-trio": (
+        "{python} {here}/ceiling_trio.py --port {port}",
+        ("hello", "close", "idle-http"),
+        "",
+    ),
+    "ceiling-ws-trio": ("{python} {here}/ceiling_ws_trio.py --port {port}", ("ws",), None),
+}
+DEFAULT_SERVERS = [
+    "trioserve",
+    "hypercorn-trio",
+    "uvicorn-h11",
+    "uvicorn-httptools",
+    "ceiling-trio",
+    "ceiling-ws-trio",
+]
+HTTP_SCENARIOS = ["hello", "close", "big", "post", "json"]
+ALL_SCENARIOS = [*HTTP_SCENARIOS, "ws", "idle-http", "idle-ws"]
+BASELINE = "hypercorn-trio"
+
+
+def _pyload_launcher(python: str) -> str:
+    """An executable that runs pyload.py with the bench venv's Python (uvloop, if there)."""
+    path = Path(tempfile.mkdtemp(prefix="pyload-")) / "pyload"
+    path.write_text(f'#!/bin/sh\nexec "{python}" "{HERE / "pyload.py"}" "$@"\n')
+    path.chmod(0o755)
+    print(
+        f"wrk not found: using {HERE / 'pyload.py'} (slower; numbers are lower bounds)",
+        file=sys.stderr,
+    )
+    return str(path)
+
+
+def _add_scenarios(bench: Any) -> None:
+    """The shared bench.py knows hello/close/big; teach it post and json."""
+    bench.SCENARIOS["post"] = (
+        "/echo",
+        ["-s", str(HERE / "post.lua")],
+        lambda st, body: None if st == 200 else f"got {st} {body[:40]!r}",
+    )
+    bench.SCENARIOS["json"] = (
+        "/json",
+        [],
+        lambda st, body: (
+            None if st == 200 and body.startswith(b'{"message"') else f"got {st} {body[:60]!r}"
+        ),
+    )
+
+
+def _supports(name: str, scenario: str) -> bool:
+    scenarios = SERVERS[name][1]
+    return scenarios is None or scenario in scenarios
+
+
+def _versions(harness: Any, python: str) -> dict[str, Any]:
+    versions: dict[str, Any] = harness.package_versions(python)
+    code = (
+        "import importlib.metadata as m, json\nout = {}\n"
+        "for n in ['trioserve', 'fastapi', 'starlette', 'anyio']:\n"
+        "    try: out[n] = m.version(n)\n"
+        "    except m.PackageNotFoundError: out[n] = None\nprint(json.dumps(out))\n"
+    )
+    try:
+        res = subprocess.run([python, "-c", code], capture_output=True, text=True, timeout=30)
+        versions.update(json.loads(res.stdout))
+    except Exception:
+        pass
+    try:
+        versions["trioserve_commit"] = subprocess.run(
+            ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+    except OSError:
+        versions["trioserve_commit"] = None
+    return versions
+
+
+def _retrying(
+    args: Any, harness: Any, run_once: Any, label: str, discarded: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    recs: list[dict[str, Any]] = []
+    for attempt in range(args.retries + 1):
+        recs = run_once()
+        bad = [r for r in recs if r.get("error") or harness.is_noisy(r, args.max_other)]
+        for r in recs:
+            r["attempt"] = attempt
+            r["noisy"] = harness.is_noisy(r, args.max_other)
+        if not bad or attempt == args.retries:
+            break
+        why = [(r.get("other_pct"), r.get("error", "")[:80]) for r in bad]
+        print(
+            f"    retrying {label}: {why}",
+            file=sys.stderr,
+            flush=True,
+        )
+        for r in recs:
+            r["discarded"] = True
+        discarded += recs
+    return recs
+
+
+def run_all(args: Any, harness: Any, bench: Any, ws_bench: Any, idle: Any) -> dict[str, Any]:
+    ph = harness.Placeholders()
+    if args.python:
+        ph.python = args.python
+    logdir = (
+        Path(args.logdir) if args.logdir else Path(tempfile.mkdtemp(prefix="trioserve-bench-"))
+    )
+    names = [n for n in args.only if n in SERVERS]
+    specs = {n: harness.ServerSpec(n, SERVERS[n][0], SERVERS[n][1]) for n in names}
+    runs: list[dict[str, Any]] = []
+    discarded: list[dict[str, Any]] = []
+    b_args = SimpleNamespace(
+        client_cpu=args.client_cpu,
+        server_cpu=args.server_cpu,
+        threads=1,
+        connections=args.connections,
+        wrk=args.wrk,
+        cwd=str(HERE),
+        quiet_below=args.quiet_below,
+        quiet_wait=args.quiet_wait,
+        start_timeout=30,
+        warmup=args.warmup,
+        duration=args.duration,
+    )
+    w_args = SimpleNamespace(
+        client_cpu=args.client_cpu,
+        server_cpu=args.server_cpu,
+        cwd=str(HERE),
+        quiet_below=args.quiet_below,
+        quiet_wait=args.quiet_wait,
+        start_timeout=30,
+        conns=args.ws_conns,
+        duration=args.ws_duration,
+        size=16,
+        impl="raw",
+        client_loop="uvloop",
+    )
+    for scenario in [s for s in args.scenario if s in HTTP_SCENARIOS]:
+        for rnd in range(1, args.rounds + 1):
+            for name in names:
+                if not _supports(name, scenario):
+                    continue
+                spec = specs[name]
+                recs = _retrying(
+                    args,
+                    harness,
+                    lambda spec=spec, scenario=scenario, rnd=rnd: [
+                        bench.one_run(b_args, spec, scenario, rnd, ph, logdir)
+                    ],
+                    f"{scenario} {name}",
+                    discarded,
+                )
+                for rec in recs:
+                    if not rec.get("error"):
+                        rec.pop("wrk_output", None)
+                    runs.append(rec)
+                    status = rec.get("error") or (
+                        f"{rec['rps']:.0f} req/s p99 {rec['p99_ms']:.2f} ms "
+                        f"srv {rec['server_cpu_pct']:.0f}% other {rec['other_pct']:.0f}%"
+                    )
+                    print(f"{scenario} r{rnd} {name}: {status}", file=sys.stderr, flush=True)
+    if "ws" in args.scenario:
+        for rnd in range(1, args.rounds + 1):
+            for name in names:
+                if not _supports(name, "ws"):
+                    continue
+                spec = specs[name]
+                recs = _retrying(
+                    args,
+                    harness,
+                    lambda spec=spec, rnd=rnd: ws_bench.one_server_round(
+                        w_args, spec, rnd, ph, logdir, harness
+                    ),
+                    f"ws {name}",
+                    discarded,
+                )
+                for rec in recs:
+                    rec["scenario"] = "ws"
+                    runs.append(rec)
+                    status = (
+                        rec.get("error")
+                        or f"{rec['msgs_per_s']:.0f} msgs/s srv {rec['server_cpu_pct']:.0f}%"
+                    )
+                    print(
+                        f"ws C={rec.get('conns')} r{rnd} {name}: {status}",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+    for scenario, count in (("idle-http", args.idle_http), ("idle-ws", args.idle_ws)):
+        if scenario not in args.scenario:
+            continue
+        for name in names:
+            flag = SERVERS[name][2]
+            if flag is None or not _supports(name, scenario):
+                continue
+            template = ph.expand(SERVERS[name][0], "{port}") + (f" {flag}" if flag else "")
+            rec = idle.run_idle(
+                specs[name],
+                template,
+                scenario.split("-")[1],
+                count,
+                server_cpu=args.server_cpu,
+                cwd=str(HERE),
+                log_path=logdir / f"{scenario}-{name}.log",
+            )
+            runs.append(rec)
+            status = rec.get("error") or (
+                f"{rec['kib_per_conn']:.1f} KiB/conn, rss {rec['rss_kib'] / 1024:.1f} MiB "
+                f"(base {rec['base_rss_kib'] / 1024:.1f}), peak {rec['hwm_kib'] / 1024:.1f} MiB"
+            )
+            print(f"{scenario} {name}: {status}", file=sys.stderr, flush=True)
+    return {"runs": runs, "discarded": discarded, "logdir": str(logdir), "python": ph.python}
+
+
+# -- report -------------------------------------------------------------------------------
+def _ratio(
+    harness: Any, runs: list[dict[str, Any]], name: str, other: str, key: str
+) -> dict[str, Any]:
+    r: dict[str, Any] = harness.round_ratios(runs, name, other, key)
+    return r
+
+
+def targets(harness: Any, runs: list[dict[str, Any]]) -> list[tuple[str, str, str, str]]:
+    """(target, wanted, reached, verdict) rows for issue 7's targets."""
+    rows = []
+
+    def http(scenario: str) -> list[dict[str, Any]]:
+        return [r for r in runs if r["scenario"] == scenario]
+
+    def row(label: str, wanted: float, stats: dict[str, Any], higher: bool = True) -> None:
+        med = stats.get("median")
+        if med is None:
+            rows.append((label, f">= {wanted}" if higher else f"<= {wanted}", "not measured", "-"))
+            return
+        ok = med >= wanted if higher else med <= wanted
+        rows.append(
+            (
+                label,
+                (">= " if higher else "<= ") + f"{wanted:g}x",
+                harness.fmt_ratio(stats) + "x",
+                "met" if ok else "missed",
+            )
+        )
+
+    row(
+        "hello keep-alive vs uvicorn-h11",
+        1.0,
+        _ratio(harness, http("hello"), "trioserve", "uvicorn-h11", "rps"),
+    )
+    row(
+        "hello keep-alive vs hypercorn-trio",
+        4.0,
+        _ratio(harness, http("hello"), "trioserve", BASELINE, "rps"),
+    )
+    row(
+        "Connection: close vs trio ceiling",
+        0.75,
+        _ratio(harness, http("close"), "trioserve", "ceiling-trio", "rps"),
+    )
+    row(
+        "1 MiB response vs hypercorn-trio",
+        2.5,
+        _ratio(harness, http("big"), "trioserve", BASELINE, "rps"),
+    )
+    ws16 = [r for r in runs if r["scenario"] == "ws" and r.get("conns") == 16]
+    row(
+        "WS echo 16 conns vs hypercorn-trio",
+        2.0,
+        _ratio(harness, ws16, "trioserve", BASELINE, "msgs_per_s"),
+    )
+    row(
+        "p99 at 64 conns (hello) vs hypercorn-trio",
+        1.0,
+        _ratio(harness, http("hello"), "trioserve", BASELINE, "p99_ms"),
+        higher=False,
+    )
+    for scenario in ("idle-http", "idle-ws"):
+        mine = [
+            r
+            for r in runs
+            if r["scenario"] == scenario and r["server"] == "trioserve" and not r.get("error")
+        ]
+        base = [
+            r
+            for r in runs
+            if r["scenario"] == scenario and r["server"] == BASELINE and not r.get("error")
+        ]
+        if mine and base and base[0]["kib_per_conn"] > 0:
+            ratio = mine[0]["kib_per_conn"] / base[0]["kib_per_conn"]
+            row(
+                f"{scenario} KiB per conn vs hypercorn-trio",
+                0.5,
+                {"median": ratio, "min": ratio, "max": ratio},
+                higher=False,
+            )
+        else:
+            row(f"{scenario} KiB per conn vs hypercorn-trio", 0.5, {})
+    return rows
+
+
+def summary_table(harness: Any, runs: list[dict[str, Any]], names: list[str]) -> str:
+    """One line per scenario: trioserve's median and its per-round ratio to every other server."""
+    others = [n for n in names if n != "trioserve"]
+    lines = [
+        "| scenario | trioserve | " + " | ".join(f"x {n}" for n in others) + " |",
+        "|---|---:|" + "---:|" * len(others),
+    ]
+    keys = [(s, "rps", s, None) for s in HTTP_SCENARIOS] + [
+        (f"ws C={c}", "msgs_per_s", "ws", c) for c in (1, 16)
+    ]
+    for label, key, scenario, conns in keys:
+        rs = [
+            r
+            for r in runs
+            if r["scenario"] == scenario and (conns is None or r.get("conns") == conns)
+        ]
+        mine = [
+            r[key] for r in rs if r["server"] == "trioserve" and not r.get("error") and r.get(key)
+        ]
+        if not mine:
+            continue
+        med = harness.summarize(mine)["median"]
+        cells = [harness.fmt_ratio(_ratio(harness, rs, "trioserve", n, key)) for n in others]
+        lines.append(f"| {label} | {med:,.0f} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def idle_table(runs: list[dict[str, Any]]) -> str:
+    lines = [
+        "| scenario | server | connections | RSS before MiB | RSS idle MiB "
+        "| peak (VmHWM) MiB | KiB per conn | open s |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in runs:
+        if not r["scenario"].startswith("idle-"):
+            continue
+        if r.get("error"):
+            lines.append(
+                f"| {r['scenario']} | {r['server']} | {r['count']} "
+                f"| error: {r['error'][:120]} | | | | |"
+            )
+            continue
+        lines.append(
+            f"| {r['scenario']} | {r['server']} | {r['count']} | {r['base_rss_kib'] / 1024:.1f} "
+            f"| {r['rss_kib'] / 1024:.1f} | {r['hwm_kib'] / 1024:.1f} "
+            f"| {r['kib_per_conn']:.1f} | {r['open_s']} |"
+        )
+    return "\n".join(lines)
+
+
+def render(data: dict[str, Any], harness: Any, bench: Any, ws_bench: Any) -> str:
+    meta, runs = data["meta"], data["runs"]
+    names = [n for n in meta["servers"]]
+    v = meta["versions"]
+    vtxt = ", ".join(
+        f"{k} {v.get(k)}"
+        for k in (
+            "trioserve",
+            "trioserve_commit",
+            "hypercorn",
+            "uvicorn",
+            "httptools",
+            "uvloop",
+            "trio",
+            "h11",
+            "wsproto",
+            "fastapi",
+            "python",
+            "wrk",
+        )
+        if k in v
+    )
+    out = [
+        f"# trioserve benchmark {meta['started']}",
+        "",
+        f"Versions: {vtxt}. Kernel {v.get('kernel')}, {v.get('cpus')} CPUs.",
+        "",
+        f"Settings: {meta['settings']}",
+        "",
+        "Server pinned to CPU "
+        + str(meta["settings"]["server_cpu"])
+        + ", load generator to CPU "
+        + str(meta["settings"]["client_cpu"])
+        + "; every run starts the server anew; rounds interleaved; "
+        "ratios are medians (min-max) of per-round ratios.",
+        "",
+        "## Targets (issue 7)",
+        "",
+        "| target | wanted | reached | |",
+        "|---|---|---|---|",
+    ]
+    out += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in targets(harness, runs)]
+    out += [
+        "",
+        "## trioserve relative to each server",
+        "",
+        summary_table(harness, runs, names),
+        "",
+    ]
+    http_runs = [r for r in runs if r["scenario"] in HTTP_SCENARIOS]
+    scen = [s for s in HTTP_SCENARIOS if any(r["scenario"] == s for r in http_runs)]
+    if scen:
+        out += ["## HTTP (wrk)", bench.report(http_runs, names, scen, BASELINE)]
+    ws_runs = [r for r in runs if r["scenario"] == "ws"]
+    if ws_runs:
+        ws_names = [n for n in names if any(r["server"] == n for r in ws_runs)]
+        conns = sorted({r["conns"] for r in ws_runs if r.get("conns") is not None})
+        out += ["## WebSocket echo", ws_bench.report(ws_runs, ws_names, conns, BASELINE, harness)]
+    if any(r["scenario"].startswith("idle-") for r in runs):
+        out += ["## Idle connections: resident memory", "", idle_table(runs), ""]
+    out += ["![chart](chart.png)", ""]
+    return "\n".join(out)
+
+
+def chart(data: dict[str, Any], harness: Any, path: Path) -> None:
+    import matplotlib
+    import matplotlib.ticker
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = data["runs"]
+    names = [n for n in data["meta"]["servers"]]
+    groups = [(s, "rps", s, None) for s in HTTP_SCENARIOS] + [
+        (f"ws C={c}", "msgs_per_s", "ws", c) for c in (1, 16)
+    ]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(14, 5), gridspec_kw={"width_ratios": [3, 1]})
+    present = []
+    for label, key, scenario, conns in groups:
+        rs = [
+            r
+            for r in runs
+            if r["scenario"] == scenario and (conns is None or r.get("conns") == conns)
+        ]
+        if any(r["server"] == BASELINE and not r.get("error") for r in rs):
+            present.append((label, key, rs))
+    width = 0.8 / max(1, len(names))
+    for i, name in enumerate(names):
+        xs, ys = [], []
+        for j, (_, key, rs) in enumerate(present):
+            s = _ratio(harness, rs, name, BASELINE, key)
+            if s.get("median") is not None:
+                xs.append(j + i * width)
+                ys.append(s["median"])
+        if xs:
+            ax1.bar(xs, ys, width, label=name)
+    ax1.set_xticks([j + width * (len(names) - 1) / 2 for j in range(len(present))])
+    ax1.set_xticklabels([p[0] for p in present])
+    ax1.set_yscale("log")
+    ax1.yaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%gx"))
+    ax1.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax1.axhline(1.0, color="grey", linewidth=0.8)
+    ax1.set_ylabel(f"throughput / {BASELINE} (median of per-round ratios, log)")
+    ax1.legend(fontsize=8)
+    ax1.set_title("throughput relative to Hypercorn (trio worker)")
+    idle = [r for r in runs if r["scenario"].startswith("idle-") and not r.get("error")]
+    labels = sorted({r["server"] for r in idle}, key=names.index)
+    for k, scenario in enumerate(("idle-http", "idle-ws")):
+        vals = {r["server"]: r["kib_per_conn"] for r in idle if r["scenario"] == scenario}
+        xs = [i + k * 0.4 for i, n in enumerate(labels) if n in vals]
+        ax2.bar(xs, [vals[n] for n in labels if n in vals], 0.4, label=scenario)
+    ax2.set_xticks([i + 0.2 for i in range(len(labels))])
+    ax2.set_xticklabels(labels, rotation=30, ha="right", fontsize=8)
+    ax2.set_ylabel("KiB per idle connection")
+    ax2.legend(fontsize=8)
+    ax2.set_title("memory per idle connection")
+    fig.suptitle(f"trioserve benchmark {data['meta']['started']} (one worker, 2-core VM)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    global BASELINE
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--baseline", default=BASELINE, help="the server ratios are taken to")
+    ap.add_argument(
+        "--tools",
+        help="the shared bench tools (default: $TRIOSERVE_BENCH_TOOLS or ../shared/tools/bench)",
+    )
+    ap.add_argument(
+        "--only",
+        nargs="*",
+        default=DEFAULT_SERVERS,
+        metavar="NAME",
+        help=f"servers (of {', '.join(SERVERS)}); default: {' '.join(DEFAULT_SERVERS)}",
+    )
+    ap.add_argument(
+        "--server",
+        action="append",
+        default=[],
+        metavar="NAME=COMMAND",
+        help="an extra server command template ({port} {python} {bin} {here}), e.g. another "
+        "checkout of trioserve via PYTHONPATH; repeatable; added to --only",
+    )
+    ap.add_argument("--scenario", nargs="+", choices=ALL_SCENARIOS, default=ALL_SCENARIOS)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--duration", type=int, default=5, help="seconds per wrk run")
+    ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("--connections", "-c", type=int, default=64)
+    ap.add_argument("--ws-conns", type=int, nargs="+", default=[1, 16])
+    ap.add_argument("--ws-duration", type=float, default=5)
+    ap.add_argument("--idle-http", type=int, default=5000, help="idle keep-alive connections")
+    ap.add_argument("--idle-ws", type=int, default=1000, help="idle WebSockets")
+    ap.add_argument("--server-cpu", default="0")
+    ap.add_argument("--client-cpu", default="1")
+    ap.add_argument(
+        "--quiet-below",
+        type=float,
+        default=30,
+        help="wait until the machine is below this CPU %% busy",
+    )
+    ap.add_argument(
+        "--quiet-wait", type=float, default=15, help="but at most this many seconds per run"
+    )
+    ap.add_argument(
+        "--max-other", type=float, default=15, help="retry a run if others used more CPU %%"
+    )
+    ap.add_argument("--retries", type=int, default=1)
+    ap.add_argument(
+        "--wrk", default=None, help="wrk binary (default: wrk on PATH, else benchmarks/pyload.py)"
+    )
+    ap.add_argument(
+        "--python",
+        default=None,
+        help="interpreter whose bin/ holds the servers (default: this one)",
+    )
+    ap.add_argument(
+        "--quick", action="store_true", help="smoke run: 1 round, 2 s runs, fewer idle connections"
+    )
+    ap.add_argument("--label", default="", help="suffix for the results folder")
+    ap.add_argument("--out", help="results folder (default: benchmarks/results/DATE[-LABEL])")
+    ap.add_argument("--logdir")
+    ap.add_argument(
+        "--report", metavar="JSON", help="re-render results.md and chart.png from a results.json"
+    )
+    args = ap.parse_args(argv)
+
+    BASELINE = args.baseline
+    tools = _tools_dir(args.tools)
+    sys.path[:0] = [str(tools), str(HERE)]
+    # Servers run with cwd=benchmarks/ (bench_apps.py) and need the shared apps.py too.
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        filter(None, [str(tools), os.environ.get("PYTHONPATH")])
+    )
+    import bench  # type: ignore[import-not-found]
+    import harness  # type: ignore[import-not-found]
+    import idle_rss  # type: ignore[import-not-found]
+    import ws_bench  # type: ignore[import-not-found]
+
+    _add_scenarios(bench)
+    if args.report:
+        report_path = Path(args.report)
+        data = json.loads(report_path.read_text())
+        (report_path.parent / "results.md").write_text(render(data, harness, bench, ws_bench))
+        chart(data, harness, report_path.parent / "chart.png")
+        print(report_path.parent / "results.md")
+        return 0
+    for item in args.server:
+        name, sep, template = item.partition("=")
+        if not sep or "{port}" not in template:
+            ap.error(f"--server wants NAME=COMMAND with {{port}}, got {item!r}")
+        SERVERS[name.strip()] = (template.strip(), None, None)
+        if name.strip() not in args.only:
+            args.only.append(name.strip())
+    unknown = set(args.only) - set(SERVERS)
+    if unknown:
+        ap.error(f"unknown server(s) {sorted(unknown)}")
+    if args.quick:
+        args.rounds, args.duration, args.warmup, args.ws_duration = 1, 2, 0, 2
+        args.idle_http, args.idle_ws, args.quiet_wait, args.retries = 500, 100, 2, 0
+    if args.wrk is None:
+        found = subprocess.run(["sh", "-c", "command -v wrk"], capture_output=True)
+        args.wrk = (
+            "wrk" if found.returncode == 0 else _pyload_launcher(args.python or sys.executable)
+        )
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    need = max(args.idle_http, args.idle_ws) + 1024
+    if soft < need:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, need), hard))
+    started = datetime.datetime.now(datetime.timezone.utc)
+    python = args.python or sys.executable
+    settings = {
+        k: getattr(args, k)
+        for k in (
+            "rounds",
+            "duration",
+            "warmup",
+            "connections",
+            "ws_conns",
+            "ws_duration",
+            "idle_http",
+            "idle_ws",
+            "server_cpu",
+            "client_cpu",
+            "quick",
+        )
+    }
+    settings["load_generator"] = "wrk" if args.wrk == "wrk" else "pyload.py"
+    meta = {
+        "started": started.strftime("%Y-%m-%d %H:%M UTC"),
+        "argv": sys.argv,
+        "versions": _versions(harness, python),
+        "servers": {n: SERVERS[n][0] for n in args.only},
+        "settings": settings,
+    }
+    print(json.dumps(meta["versions"]), file=sys.stderr)
+    harness.sigterm_as_interrupt()
+    t0 = time.monotonic()
+    try:
+        result = run_all(args, harness, bench, ws_bench, idle_rss)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 1
+    meta["elapsed_s"] = round(time.monotonic() - t0)
+    data = {"meta": meta, **result}
+    label = started.strftime("%Y-%m-%d") + (f"-{args.label}" if args.label else "")
+    out = Path(args.out) if args.out else HERE / "results" / label
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(data, indent=1, default=str))
+    text = render(data, harness, bench, ws_bench)
+    (out / "results.md").write_text(text)
+    try:
+        chart(data, harness, out / "chart.png")
+    except ImportError:
+        print("matplotlib missing: no chart", file=sys.stderr)
+    print(text)
+    print(f"wrote {out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
