@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import stat
@@ -203,3 +204,22 @@ def test_systemd_socket_activation_in_a_real_process(tmp_path: Path) -> None:
     assert proc.returncode == 0, err.decode()
     assert f"Running on http://127.0.0.1:{port}" in err.decode()
     assert "127.0.0.1:8000" not in err.decode()
+
+
+async def test_backlog_reaches_the_listening_socket() -> None:
+    """``ss`` shows a listening socket's backlog in its Send-Q column."""
+    ss = shutil.which("ss") or shutil.which("ss", path="/usr/sbin:/sbin:/bin")
+    assert ss, "ss (iproute2) is required for this test (.ci/run installs it)"
+    config = Config(bind=["127.0.0.1:0"], backlog=77)
+    trigger = trio.Event()
+    async with trio.open_nursery() as nursery:
+        urls = await nursery.start(partial(serve, whoami, config, shutdown_trigger=trigger))
+        port = int(urls[0].rsplit(":", 1)[1])
+        result = await trio.run_process(
+            [ss, "-ltn", f"sport = :{port}"], capture_stdout=True, check=True
+        )
+        trigger.set()
+    rows = [line.split() for line in result.stdout.decode().splitlines()[1:] if line.strip()]
+    assert len(rows) == 1
+    assert rows[0][0] == "LISTEN"
+    assert rows[0][2] == "77"
