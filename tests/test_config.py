@@ -289,6 +289,14 @@ def test_cli_flags_reach_the_config(tmp_path: Path) -> None:
                 "json",
                 "--ssl-certfile",
                 "c.pem",
+                "--ssl-cert-reqs",
+                "2",
+                "--h11-max-incomplete-event-size",
+                "4096",
+                "--server-name",
+                "a.test",
+                "--server-name",
+                "b.test",
             ]
         )
     )
@@ -304,6 +312,9 @@ def test_cli_flags_reach_the_config(tmp_path: Path) -> None:
     assert config.keep_alive_timeout == 2.0
     assert config.log_format == "json"
     assert config.certfile == "c.pem"
+    assert config.verify_mode == "CERT_REQUIRED"
+    assert config.h11_max_incomplete_size == 4096
+    assert config.server_names == ["a.test", "b.test"]
 
 
 def test_every_option_has_help_and_a_type_the_loaders_know() -> None:

@@ -195,7 +195,7 @@ class Config:
     )
     h11_max_incomplete_size: int = _opt(
         16 * 1024,
-        cli=("--h11-max-incomplete-size",),
+        cli=("--h11-max-incomplete-size", "--h11-max-incomplete-event-size"),
         help="Largest request head in bytes; larger gets 431.",
     )
     h11_pass_raw_headers: bool = _opt(
@@ -289,7 +289,7 @@ class Config:
     )
     verify_mode: str | None = _opt(
         None,
-        cli=("--verify-mode",),
+        cli=("--verify-mode", "--ssl-cert-reqs"),
         normalize=_verify_mode,
         help="Client certificate policy: CERT_NONE, CERT_OPTIONAL or CERT_REQUIRED.",
     )
