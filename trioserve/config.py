@@ -141,7 +141,9 @@ class Config:
         factory=_list, implemented=False, help="UDP address for HTTP/3 (not yet supported)."
     )
     backlog: int = _opt(100, cli=("--backlog",), help="Listen backlog per socket.")
-    umask: int | None = _opt(None, help="Umask applied when creating unix sockets.")
+    umask: int | None = _opt(
+        None, help="Umask while creating unix sockets (TOML 0o007; environment 007)."
+    )
     user: int | None = _opt(None, help="Owner (uid) for unix sockets.")
     group: int | None = _opt(None, help="Group (gid) for unix sockets.")
 
@@ -186,7 +188,7 @@ class Config:
     read_timeout: float | None = _opt(
         None,
         cli=("--read-timeout",),
-        help="Seconds a read may stall while a request head or body is being received.",
+        help="Seconds a request body read may stall (the head has request_head_timeout).",
     )
     request_head_timeout: float = _opt(
         10.0,
@@ -241,7 +243,8 @@ class Config:
 
     # --- HTTP/2 (accepted for Hypercorn compatibility) ------------------------------------
     alpn_protocols: list[str] = _opt(
-        factory=lambda: ["h2", "http/1.1"], help="ALPN protocols advertised over TLS."
+        factory=lambda: ["h2", "http/1.1"],
+        help="ALPN protocols offered over TLS; only those served (http/1.1) are advertised.",
     )
     h2_max_concurrent_streams: int = _opt(
         100, implemented=False, help="HTTP/2 concurrent streams per connection."
@@ -313,7 +316,9 @@ class Config:
         help="Peers whose proxy headers are trusted: IPs, CIDRs, 'unix' or '*' (comma list).",
     )
     proxy_protocol: bool = _opt(
-        False, cli=("--proxy-protocol",), help="Expect a PROXY protocol v1/v2 header."
+        False,
+        cli=("--proxy-protocol",),
+        help="Require a PROXY protocol v1/v2 header on every connection (within request_head_timeout); believed from --forwarded-allow-ips only.",
     )
 
     # --- lifecycle -------------------------------------------------------------------------
