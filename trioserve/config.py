@@ -318,7 +318,10 @@ class Config:
     proxy_protocol: bool = _opt(
         False,
         cli=("--proxy-protocol",),
-        help="Require a PROXY protocol v1/v2 header on every connection (within request_head_timeout); believed from --forwarded-allow-ips only.",
+        help=(
+            "Require a PROXY protocol v1/v2 header on every connection (within "
+            "request_head_timeout); believed from --forwarded-allow-ips only."
+        ),
     )
 
     # --- lifecycle -------------------------------------------------------------------------
