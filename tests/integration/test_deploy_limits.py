@@ -281,8 +281,7 @@ async def test_access_log_request_and_response_header_atoms(
 ) -> None:
     monkeypatch.setenv("DEPLOY_TEST_VAR", "envvalue")
     fmt = (
-        '%(h)s "%(r)s" %(s)s %({x-test}i)s %({x-app}o)s %({content-type}o)s '
-        "%({DEPLOY_TEST_VAR}e)s"
+        '%(h)s "%(r)s" %(s)s %({x-test}i)s %({x-app}o)s %({content-type}o)s %({DEPLOY_TEST_VAR}e)s'
     )
     caplog.set_level(logging.INFO, logger="trioserve.access")
     async with open_server(echo_scope, access_log_format=fmt) as server:
