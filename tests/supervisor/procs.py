@@ -13,6 +13,8 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import httpx
+
 APP = """
 import os
 import sys
@@ -168,15 +170,19 @@ def wait_until(check: Callable[[], bool], timeout: float, step: float = 0.05) ->
 class RequestLoop:
     """Sequential requests on fresh connections in a thread; counts failures."""
 
-    def __init__(self, server: Server, path: str = "/") -> None:
+    def __init__(self, server: Server, path: str = "/", *, keep_alive: bool = False) -> None:
         self.server = server
         self.path = path
+        self.keep_alive = keep_alive
         self.ok: list[str] = []
         self.failures: list[str] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
+        if self.keep_alive:
+            self._run_keep_alive()
+            return
         while not self._stop.is_set():
             try:
                 status, body = self.server.get(self.path)
@@ -187,6 +193,21 @@ class RequestLoop:
                 self.ok.append(body)
             else:
                 self.failures.append(f"status {status}")
+
+    def _run_keep_alive(self) -> None:
+        """One httpx client reusing its connections, as a real client would."""
+        url = f"http://127.0.0.1:{self.server.port}{self.path}"
+        with httpx.Client(timeout=5) as client:
+            while not self._stop.is_set():
+                try:
+                    response = client.get(url)
+                except httpx.HTTPError as exc:
+                    self.failures.append(repr(exc))
+                    continue
+                if response.status_code == 200:
+                    self.ok.append(response.text)
+                else:
+                    self.failures.append(f"status {response.status_code}")
 
     def __enter__(self) -> RequestLoop:
         self._thread.start()

@@ -64,17 +64,26 @@ def test_sighup_rolling_restart_drops_no_request(start: StartServer) -> None:
     server = start("--workers", "2")
     server.wait_serving(workers=2)
     old = server.worker_pids()
-    with RequestLoop(server) as loop:
-        assert wait_until(lambda: len(loop.ok) >= 5, 5)
+    with RequestLoop(server) as loop, RequestLoop(server, keep_alive=True) as kept:
+        assert wait_until(lambda: len(loop.ok) >= 5 and len(kept.ok) >= 5, 5)
         server.signal(signal.SIGHUP)
         server.wait_for(r"Worker \d+ stopped \(exit code 0\)", n=2)
         new = server.worker_pids() - old
         assert len(new) == 2
         assert wait_until(lambda: loop.pids() & new == new, 5)
-        served_before = len(loop.ok)
-        assert wait_until(lambda: len(loop.ok) > served_before + 5, 5)
+        served_before = len(loop.ok), len(kept.ok)
+        assert wait_until(
+            lambda: len(loop.ok) > served_before[0] + 5 and len(kept.ok) > served_before[1] + 5,
+            5,
+        )
     assert loop.failures == []
+    # A draining worker closes its idle keep-alive connections; a request the client sent at
+    # that very moment is refused unprocessed (the HTTP/1.1 keep-alive race: clients may
+    # retry it). At most one per drained worker, and never an error status.
+    assert len(kept.failures) <= 2, kept.failures
+    assert all("ReadError" in f or "RemoteProtocolError" in f for f in kept.failures)
     assert len(loop.ok) > 20
+    assert kept.pids() & new
     assert server.count("Received SIGHUP: rolling restart") == 1
     assert server.count(r"Worker \d+ ready; worker \d+ drains and stops") == 2
     assert not any(alive(pid) for pid in old)
