@@ -8,8 +8,8 @@ import pytest
 
 from .procs import Server, app_source
 
-if not sys.platform.startswith("linux"):  # pragma: no cover
-    pytest.skip("supervisor tests use /proc and POSIX signals", allow_module_level=True)
+if not sys.platform.startswith("linux"):  # pragma: no cover - they use /proc and POSIX signals
+    collect_ignore_glob = ["test_*.py"]
 
 StartServer = Callable[..., Server]
 
@@ -20,9 +20,11 @@ def start(tmp_path: Path) -> Iterator[StartServer]:
     servers: list[Server] = []
     (tmp_path / "main.py").write_text(app_source("v1"))
 
-    def _start(*args: str, command: list[str] | None = None) -> Server:
+    def _start(
+        *args: str, command: list[str] | None = None, env: dict[str, str] | None = None
+    ) -> Server:
         base = ["main:app", "--port", "0", "--no-access-log", "--app-dir", str(tmp_path)]
-        server = Server(tmp_path, [*base, *args], command=command)
+        server = Server(tmp_path, [*base, *args], command=command, env=env)
         servers.append(server)
         return server
 

@@ -53,7 +53,14 @@ def app_source(version: str = "v1") -> str:
 class Server:
     """One trioserve process tree; stderr is collected line by line for assertions."""
 
-    def __init__(self, cwd: Path, args: Sequence[str], *, command: Sequence[str] | None = None):
+    def __init__(
+        self,
+        cwd: Path,
+        args: Sequence[str],
+        *,
+        command: Sequence[str] | None = None,
+        env: dict[str, str] | None = None,
+    ):
         self.cwd = cwd
         cmd = list(command) if command else [sys.executable, "-m", "trioserve", *args]
         self.proc = subprocess.Popen(
@@ -62,7 +69,7 @@ class Server:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
         )
         self.lines: list[str] = []
         self._cond = threading.Condition()

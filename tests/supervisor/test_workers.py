@@ -17,7 +17,7 @@ def test_two_workers_serve_from_two_pids_and_write_pid_file(
     start: StartServer, tmp_path: Path
 ) -> None:
     pid_path = tmp_path / "trioserve.pid"
-    server = start("--workers", "2", "--pid", str(pid_path))
+    server = start("--pid", str(pid_path), env={"WEB_CONCURRENCY": "2"})
     server.wait_serving(workers=2)
     assert pid_path.read_text().strip() == str(server.proc.pid)
     workers = server.worker_pids()

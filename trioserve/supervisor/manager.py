@@ -259,6 +259,8 @@ class Supervisor:
 
     def on_ready(self, worker: Worker) -> None:
         worker.ready = True
+        if worker.stopping:
+            return  # a successor made stale by a newer reload: it drains at once
         self.ever_ready = True
         self.failures = 0
         old = worker.predecessor
