@@ -144,9 +144,19 @@ async def test_in_flight_request_finishes_within_graceful_timeout() -> None:
         await app.started.wait()
         start = trio.current_time()
         trigger.set()
+        await trio.sleep(0.1)
+        # Draining: the listener is already closed while the slow request runs on.
+        refused = False
+        try:
+            late = await trio.open_tcp_stream("127.0.0.1", port_of(url))
+        except OSError:
+            refused = True
+        else:  # pragma: no cover
+            await late.aclose()
         data = await read_until_close(stream)
         await stream.aclose()
     elapsed = trio.current_time() - start
+    assert refused
     assert data.startswith(b"HTTP/1.1 200 ")
     assert b"connection: close" in data.lower()
     assert data.endswith(b"/slow")
