@@ -159,3 +159,33 @@ async def test_client_vanishing_mid_body(cut: int) -> None:
         assert b"HTTP/1.1 200" not in leftover
         await next_client_served(server)
     assert all(body != b"b" * 1000 for body in app.bodies[:-1])
+
+
+async def test_mixed_bad_and_good_clients_concurrently() -> None:
+    """Bad requests on some connections never disturb good ones running at the same time."""
+    app = Recorder()
+    shapes = list(SHAPES.values())
+    good = b"GET /good HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    results: list[bytes] = []
+
+    async with open_server(app) as server:
+
+        async def client(i: int) -> None:
+            async with await trio.open_tcp_stream(server.host, server.port) as stream:
+                if i % 2:
+                    await stream.send_all(shapes[i % len(shapes)])
+                    await read_until_close(stream)
+                else:
+                    for j in range(0, len(good), 7):  # dribbled, interleaved with bad ones
+                        await stream.send_all(good[j : j + 7])
+                        await trio.sleep(0)
+                    results.append(await read_until_close(stream))
+
+        with trio.fail_after(20):
+            async with trio.open_nursery() as nursery:
+                for i in range(60):
+                    nursery.start_soon(client, i)
+        await next_client_served(server)
+    assert len(results) == 30
+    assert all(r.startswith(b"HTTP/1.1 200 ") and r.endswith(b"ok") for r in results)
+    assert "/smuggled" not in app.paths
