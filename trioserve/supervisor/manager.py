@@ -210,11 +210,15 @@ class Supervisor:
             )
             for w in list(self.workers):
                 self.stop(w)
-        elif not self.forced:
+        elif name == "SIGINT" and not self.forced:
+            # Only a second Ctrl+C means "now": SIGTERM often arrives twice by accident
+            # (timeout(1) and some process managers signal the process and its group).
             self.forced = True
-            error_log.info("Received %s again: cancelling the workers' requests in flight", name)
+            error_log.info("Received SIGINT again: cancelling the workers' requests in flight")
             for w in self.workers:
                 self.send(w, FORCE)
+        elif name == "SIGTERM":
+            error_log.info("Received SIGTERM again: still draining (SIGINT twice cancels)")
 
     def on_changes(self) -> None:
         assert self.watcher is not None
