@@ -107,3 +107,21 @@ def test_run_with_reload_refuses_an_app_object(start: StartServer, tmp_path: Pat
     server = start(command=[sys.executable, "serve.py"])
     assert server.proc.wait(timeout=10) == 1
     assert "need the app as an import string, e.g. run('main:app', ...)" in server.output
+
+
+def test_without_watchfiles_reload_polls(start: StartServer, tmp_path: Path) -> None:
+    shim = tmp_path / ".shim" / "watchfiles"
+    shim.mkdir(parents=True)
+    (shim / "__init__.py").write_text("raise ImportError('hidden for this test')\n")
+    server = start(
+        "--reload",
+        "--reload-dir",
+        str(tmp_path),
+        "--reload-delay",
+        "0.1",
+        env={"PYTHONPATH": str(shim.parent)},
+    )
+    server.wait_serving()
+    server.wait_for(r"watchfiles is not installed .*checking files every 0\.1s")
+    (tmp_path / "main.py").write_text(app_source("polled"))
+    assert _serves(server, "polled") < 2.0
