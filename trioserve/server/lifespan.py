@@ -62,6 +62,19 @@ class Lifespan:
 
     async def startup(self, nursery: trio.Nursery) -> None:
         """Raise :class:`LifespanFailure` if startup fails or (mode "on") is unsupported."""
+        try:
+            await self._startup(nursery)
+        except BaseException:
+            self.close()  # a failed or cancelled startup leaves no shielded task behind
+            raise
+
+    async def shutdown(self) -> None:
+        try:
+            await self._shutdown()
+        finally:
+            self.close()
+
+    async def _startup(self, nursery: trio.Nursery) -> None:
         if self.mode == "off":
             return
         self._running = True
@@ -89,7 +102,7 @@ class Lifespan:
             raise LifespanFailure(f"lifespan startup failed: {answer.get('message', '')}")
         raise LifespanFailure(f"unexpected lifespan message during startup: {kind!r}")
 
-    async def shutdown(self) -> None:
+    async def _shutdown(self) -> None:
         if not self.supported or not self._running:
             return
         with trio.move_on_after(self.shutdown_timeout) as scope:
