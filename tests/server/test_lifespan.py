@@ -14,6 +14,7 @@ import trio
 from trioserve import Config, LifespanFailure, serve
 from trioserve.run import make_config
 from trioserve.testing import open_server
+from trioserve.testing.memory import InMemoryTransport
 
 Scope = MutableMapping[str, Any]
 
@@ -167,3 +168,20 @@ async def test_shutdown_runs_when_serve_is_cancelled() -> None:
             await nursery.start(serve, app, config())
             nursery.cancel_scope.cancel()
     assert app.calls == ["lifespan", "shutdown"]
+
+
+@pytest.mark.parametrize(("startup", "shutdown"), [("hang", "complete"), ("complete", "hang")])
+async def test_lifespan_task_never_outlives_its_owner(startup: str, shutdown: str) -> None:
+    """The lifespan task is shielded from outside cancellation, so Lifespan itself must end
+    it on a failed startup and after shutdown: here through the in-memory transport, which
+    drives Lifespan without serve()."""
+    app = LifespanApp(startup=startup, shutdown=shutdown)
+    transport = InMemoryTransport(app, startup_timeout=0.2, shutdown_timeout=0.2)
+    with trio.fail_after(5):
+        if startup == "hang":
+            with pytest.raises(LifespanFailure):
+                async with transport:
+                    pass
+        else:
+            async with transport:
+                pass
