@@ -467,12 +467,16 @@ async def test_client_vanishing_mid_message_gives_one_1006() -> None:
             await stream.send_all(frame[:5000])  # half a frame, then gone
         with trio.fail_after(5):
             await recorder.done.wait()
+        # No partial message reaches the app: only the one disconnect.
+        assert recorder.received == [{"type": "websocket.disconnect", "code": 1006, "reason": ""}]
+        assert isinstance(recorder.send_errors[0], ClientDisconnected)
         # The server is unharmed.
         async with connect(server.ws_url) as ws:
             await ws.send_message("ok")
-    # no partial message reaches the app: only the one disconnect
-    assert recorder.received == [{"type": "websocket.disconnect", "code": 1006, "reason": ""}]
-    assert isinstance(recorder.send_errors[0], ClientDisconnected)
+            with trio.fail_after(5):
+                while len(recorder.received) < 2:
+                    await trio.sleep(0.01)
+    assert recorder.received[1] == {"type": "websocket.receive", "text": "ok"}
 
 
 async def test_frames_sent_with_the_upgrade_request_are_not_lost() -> None:
