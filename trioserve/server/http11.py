@@ -45,6 +45,8 @@ if sys.version_info < (3, 11):  # pragma: no cover
 READ_SIZE = 64 * 1024
 # Bytes of pipelined requests we buffer while waiting to see whether the client is gone.
 _PIPELINE_BUFFER = 64 * 1024
+# Response pieces up to this size are joined into one write; a larger body is written as is.
+_JOIN_LIMIT = 64 * 1024
 
 _REQUEST_DONE: dict[str, Any] = {"type": "http.request", "body": b"", "more_body": False}
 _DISCONNECT: dict[str, Any] = {"type": "http.disconnect"}
@@ -283,10 +285,15 @@ class HTTP11Connection:
                     if state.shutting_down:  # tell the client not to reuse it
                         proto.close_after_response()
                 try:
-                    data = b"".join([proto.send(event) for event in events])
+                    chunks = [proto.send(event) for event in events]
                 except h11.LocalProtocolError as exc:
                     raise UnexpectedMessage(str(exc)) from None
-                await self._write(data)
+                if len(chunks) == 1 or sum(map(len, chunks)) < _JOIN_LIMIT:
+                    await self._write(b"".join(chunks))
+                else:  # a large body goes out as it is: joining it to the head would copy it
+                    for chunk in chunks:
+                        if chunk:
+                            await self._write(chunk)
 
         state.in_flight += 1
         try:
