@@ -60,8 +60,11 @@ class ServerState:
     def count_request(self) -> None:
         """One more request done; at ``request_limit`` (max_requests) fire the hook once."""
         self.requests_served += 1
-        if self.requests_served == self.request_limit and self.on_request_limit is not None:
-            self.on_request_limit()
+        limit = self.request_limit
+        if limit is not None and self.requests_served >= limit:
+            self.request_limit = None  # once; >= since other paths may count too
+            if self.on_request_limit is not None:
+                self.on_request_limit()
 
     def begin_shutdown(self) -> None:
         """Stop taking new requests: idle keep-alive connections close now."""
