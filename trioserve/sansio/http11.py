@@ -189,8 +189,13 @@ class HTTP11Protocol:
                 h11.Response(status_code=status, headers=headers, reason=_REASONS.get(status, b""))
             )
         elif cls is InformationalResponse:
+            status = event.status  # type: ignore[union-attr]
             out = self._h11.send(
-                h11.InformationalResponse(status_code=event.status, headers=event.headers)  # type: ignore[union-attr]
+                h11.InformationalResponse(
+                    status_code=status,
+                    headers=event.headers,  # type: ignore[union-attr]
+                    reason=_REASONS.get(status, b""),
+                )
             )
         else:  # pragma: no cover
             raise TypeError(f"cannot send {event!r}")
