@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -305,7 +306,7 @@ async def test_100_continue_sent_on_first_receive(connect: Connect) -> None:
         )
         with trio.fail_after(5):
             interim = await stream.receive_some(65536)
-        assert interim == b"HTTP/1.1 100 \r\n\r\n" or interim.startswith(b"HTTP/1.1 100 ")
+        assert interim == b"HTTP/1.1 100 Continue\r\n\r\n"
         await stream.send_all(b"hello")
         [(status, _, body)] = split_responses(await read_responses(stream, 1))
         assert status == b"HTTP/1.1 200 OK"
@@ -500,3 +501,17 @@ async def test_path_is_percent_decoded_utf8_and_raw_non_ascii_refused(connect: C
         raw = await connect(server)
         await raw.send_all(b"GET /caf\xc3\xa9 HTTP/1.1\r\nHost: x\r\n\r\n")
         assert (await read_until_close(raw)).startswith(b"HTTP/1.1 400 ")
+
+
+async def test_curl_expect_100_continue_upload(tmp_path: Path) -> None:
+    """A real client: curl sends 'Expect: 100-continue' for large uploads and waits."""
+    payload = tmp_path / "payload.bin"
+    payload.write_bytes(b"p" * 2_000_000)
+    async with open_server(echo_app) as server:
+        result = await trio.run_process(
+            ["curl", "-sv", "--data-binary", f"@{payload}", "-o", "-", server.url + "/up"],
+            capture_stdout=True,
+            capture_stderr=True,
+        )
+    assert b"HTTP/1.1 100 Continue" in result.stderr
+    assert result.stdout == payload.read_bytes()
