@@ -515,3 +515,31 @@ async def test_curl_expect_100_continue_upload(tmp_path: Path) -> None:
         )
     assert b"HTTP/1.1 100 Continue" in result.stderr
     assert result.stdout == payload.read_bytes()
+
+
+async def test_chunked_trailers_extensions_then_pipelined_request(connect: Connect) -> None:
+    async with open_server(echo_app) as server:
+        stream = await connect(server)
+        await stream.send_all(
+            b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"3;ext=1\r\nabc\r\n0\r\nX-Trailer: v\r\n\r\n"
+            b"GET /next HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        responses = split_responses(await read_until_close(stream))
+    assert [(h[b"x-path"], body) for _, h, body in responses] == [(b"/", b"abc"), (b"/next", b"")]
+
+
+async def test_asterisk_and_absolute_form_targets(connect: Connect) -> None:
+    async with open_server(scope_app) as server:
+        first = await connect(server)
+        await first.send_all(b"OPTIONS * HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        [(_, _, body)] = split_responses(await read_until_close(first))
+        assert json.loads(body)["path"] == "*"
+        second = await connect(server)
+        await second.send_all(
+            b"GET http://example.com/abs?q=1 HTTP/1.1\r\nHost: example.com\r\n"
+            b"Connection: close\r\n\r\n"
+        )
+        [(_, _, body)] = split_responses(await read_until_close(second))
+        scope = json.loads(body)
+        assert (scope["path"], scope["raw_path"], scope["query_string"]) == ("/abs", "/abs", "q=1")
