@@ -701,3 +701,15 @@ async def test_shutdown_deadline_holds_for_a_stuck_websocket_app() -> None:
         elapsed = trio.current_time() - start
     assert 0.4 < elapsed < 2.5
     assert codes and codes[0] in (1001, 1006)
+
+
+async def test_server_names_and_limit_concurrency_gate_upgrades() -> None:
+    async with open_server(echo, server_names=["good.example"]) as server:
+        status, _, _ = await rejected(server.port)
+    assert status == 404
+    async with open_server(echo, limit_concurrency=1) as server:
+        async with connect(server.ws_url) as ws:
+            await ws.send_message("holding the only slot")
+            await ws.get_message()
+            status, _, _ = await rejected(server.port)
+        assert status == 503

@@ -29,9 +29,9 @@ from ..errors import ClientDisconnected
 from ..logs import access_log, error_log
 from ..sansio.accesslog import AccessLogAtoms, format_access_line
 from ..sansio.asgi import UnexpectedMessage
-from ..sansio.events import Request
+from ..sansio.events import Headers, Request
 from ..sansio.http11 import HTTP11Protocol, error_response
-from ..sansio.proxy import prepare_scope
+from ..sansio.proxy import host_allowed, prepare_scope
 from ..sansio.websocket import (
     CONNECT_MESSAGE,
     OPEN,
@@ -66,17 +66,37 @@ async def serve_websocket(
 
     The caller closes the stream afterwards; the connection is never reused for HTTP.
     """
+    config = state.config
     try:
         key = check_handshake(request)
     except HandshakeError as exc:
-        error_log.info("%s %s: %s", info.client_text, exc.status, exc)
-        try:
-            await stream.send_all(error_response(exc.status, extra=exc.headers))
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            return
-        await linger_close(stream)
+        await _refuse(stream, info, exc.status, str(exc), exc.headers)
         return
-    await WebSocketHandler(stream, state, info, proto, request, key, eof).run()
+    handler = WebSocketHandler(stream, state, info, proto, request, key, eof)
+    # The same gates as HTTP requests: server_names (404) and limit_concurrency (503).
+    if config.server_names and not host_allowed(handler.scope["headers"], config.server_names):
+        await _refuse(stream, info, 404, "Host not in server_names")
+        return
+    limit = config.limit_concurrency
+    if limit is not None and state.in_flight >= limit:
+        await _refuse(stream, info, 503, "limit_concurrency reached")
+        return
+    await handler.run()
+
+
+async def _refuse(
+    stream: trio.abc.Stream,
+    info: ConnectionInfo,
+    status: int,
+    reason: str,
+    headers: Headers | None = None,
+) -> None:
+    error_log.info("%s %s: WebSocket upgrade refused: %s", info.client_text, status, reason)
+    try:
+        await stream.send_all(error_response(status, extra=headers or []))
+    except (trio.BrokenResourceError, trio.ClosedResourceError):
+        return
+    await linger_close(stream)
 
 
 class WebSocketHandler:
@@ -116,6 +136,7 @@ class WebSocketHandler:
             scope,
             proxy_headers=config.proxy_headers,
             forwarded_allow_ips=config.forwarded_allow_ips,
+            tls=info.tls,
         )
         self.scope = scope
         self._to_app, self._from_reader = trio.open_memory_channel[dict[str, Any]](
