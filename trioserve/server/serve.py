@@ -131,7 +131,11 @@ async def _watch_signals(
     connections_scope: list[trio.CancelScope],
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """First SIGINT/SIGTERM: graceful shutdown. Second: cancel everything now."""
+    """First SIGINT/SIGTERM: graceful shutdown. A second SIGINT (Ctrl-C): cancel now.
+
+    A repeated SIGTERM keeps draining: process managers and ``timeout`` may send it more
+    than once, and that should not cut requests that ``graceful_timeout`` still allows.
+    """
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         # Handlers are in place before "Running on" is logged: a SIGTERM sent as soon as
         # the server says it is up must not kill the process with the default action.
@@ -140,6 +144,8 @@ async def _watch_signals(
             if not trigger.is_set():
                 error_log.info("Received %s, shutting down", signal.Signals(signum).name)
                 trigger.set()
+            elif signum != signal.SIGINT:
+                error_log.info("Received SIGTERM again; still draining")
             else:
                 error_log.info(
                     "Received %s again, cancelling in-flight work", signal.Signals(signum).name
