@@ -235,7 +235,7 @@ class Config:
         help="Most requests in flight at once; over it requests get 503.",
     )
     max_app_queue_size: int = _opt(
-        10, help="Messages buffered between a connection and its app (WebSocket frames)."
+        10, help="WebSocket messages queued for a slow app before the socket stops being read."
     )
     wsgi_max_body_size: int = _opt(
         16 * 1024 * 1024, implemented=False, help="Hypercorn WSGI body limit (ASGI only here)."
@@ -268,7 +268,7 @@ class Config:
     websocket_ping_timeout: float | None = _opt(
         20.0,
         cli=("--ws-ping-timeout",),
-        help="Seconds to wait for a pong before closing the WebSocket.",
+        help="Seconds to wait for a pong before closing the WebSocket (1011).",
     )
     websocket_per_message_deflate: bool = _opt(
         True, cli=("--ws-per-message-deflate",), help="Offer permessage-deflate compression."
