@@ -438,8 +438,13 @@ class HTTP11Connection:
             error_log.debug("client went away during %s %s", scope["method"], scope["path"])
             return
         if isinstance(exc, UnexpectedMessage):
+            # The traceback points at the app's offending send().
             error_log.error(
-                "ASGI protocol error in %s %s: %s", scope["method"], scope["path"], exc
+                "ASGI protocol error in %s %s: %s",
+                scope["method"],
+                scope["path"],
+                exc,
+                exc_info=exc,
             )
             return
         error_log.error(
