@@ -47,13 +47,36 @@ def _frame_name(frame: str) -> str:
     return f"{func} ({path})"
 
 
+# (label, substring of a frame anywhere on the stack): inclusive shares of the steady state.
+BUCKETS = [
+    ("h11: parse the request (Connection.next_event)", "next_event (h11/_connection.py"),
+    ("h11: serialise the response (Connection.send)", "send (h11/_connection.py"),
+    (
+        "trio: SocketStream.send_all (incl. the send syscall)",
+        "send_all (trio/_highlevel_socket.py",
+    ),
+    ("trio: SocketStream.receive_some (incl. recv)", "receive_some (trio/_highlevel_socket.py"),
+    ("trio: closing sockets (aclose_forcefully)", "aclose_forcefully ("),
+    ("trio: accept", "accept (trio/_highlevel_socket.py"),
+    ("trioserve: validate_response_headers", "validate_response_headers ("),
+    ("trioserve: build_http_scope", "build_http_scope ("),
+    ("trioserve: prepare_scope (proxy headers, TLS)", "prepare_scope ("),
+    ("trioserve: HTTP11Protocol._request (request checks)", "HTTP11Protocol._request ("),
+]
+
+
 def summarize(folded: Path, top: int) -> str:
+    """Self and total shares per function, over the samples taken while serving.
+
+    Samples without trio's run loop on the stack (imports, start-up) are left out.
+    """
     self_count: collections.Counter[str] = collections.Counter()
     total_count: collections.Counter[str] = collections.Counter()
+    buckets: collections.Counter[str] = collections.Counter()
     n = 0
     for line in folded.read_text().splitlines():
         stack, _, count_text = line.rpartition(" ")
-        if not stack:
+        if not stack or "unrolled_run" not in stack:
             continue
         count = int(count_text)
         frames = [_frame_name(f) for f in stack.split(";")]
@@ -61,7 +84,19 @@ def summarize(folded: Path, top: int) -> str:
         self_count[frames[-1]] += count
         for name in set(frames):
             total_count[name] += count
-    out = [f"{n} samples", "", "| self % | function |", "|---:|---|"]
+        for label, key in BUCKETS:
+            if key in stack:
+                buckets[label] += count
+        if "trio/_core/" in frames[-1]:
+            buckets["trio: scheduler, epoll, cancel scopes (self time)"] += count
+    if not n:
+        return "no samples"
+    out = [f"{n} samples while serving", "", "| where (inclusive) | % |", "|---|---:|"]
+    labels = [label for label, _ in BUCKETS] + [
+        "trio: scheduler, epoll, cancel scopes (self time)"
+    ]
+    out += [f"| {label} | {100 * buckets[label] / n:.1f} |" for label in labels if buckets[label]]
+    out += ["", "| self % | function |", "|---:|---|"]
     out += [f"| {100 * c / n:.1f} | `{name}` |" for name, c in self_count.most_common(top)]
     out += ["", "| total % | function |", "|---:|---|"]
     out += [f"| {100 * c / n:.1f} | `{name}` |" for name, c in total_count.most_common(top)]
