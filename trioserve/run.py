@@ -23,6 +23,9 @@ from .importer import load_app
 from .logs import configure_logging, error_log
 from .server.serve import serve
 
+if sys.version_info < (3, 11):  # pragma: no cover - exceptiongroup ships with trio there
+    from exceptiongroup import BaseExceptionGroup
+
 EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -188,6 +191,11 @@ def run_worker(
         return EXIT_ERROR
     except KeyboardInterrupt:
         pass
+    except BaseExceptionGroup as group:
+        # Ctrl-C before the signal handlers are up (during lifespan startup) reaches us
+        # wrapped by a nursery: the same quiet exit, not a traceback.
+        if group.split(KeyboardInterrupt)[1] is not None:
+            raise
     return EXIT_OK
 
 
