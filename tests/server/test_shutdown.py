@@ -356,3 +356,37 @@ async def test_cli_second_sigint_cancels_at_once(tmp_path: Path) -> None:
     assert code == 0
     assert elapsed < 2.0
     assert b"LIFESPAN-SHUTDOWN" in rest
+
+
+SLOW_STARTUP = textwrap.dedent(
+    """
+    import sys
+    import trio
+
+    async def app(scope, receive, send):
+        if scope["type"] == "lifespan":
+            await receive()
+            print("STARTUP-BEGIN", file=sys.stderr, flush=True)
+            await trio.sleep(30)
+    """
+)
+
+
+async def test_cli_sigint_during_lifespan_startup_exits_quietly(tmp_path: Path) -> None:
+    (tmp_path / "slowstart.py").write_text(SLOW_STARTUP)
+    proc = subprocess.Popen(
+        [*TRIOSERVE, "slowstart:app", "--app-dir", str(tmp_path), "--port", "0"],
+        cwd=ROOT,
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        await trio.to_thread.run_sync(wait_for_line, proc, b"STARTUP-BEGIN")
+        proc.send_signal(signal.SIGINT)
+        code, rest = await trio.to_thread.run_sync(finish, proc, 10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert code == 0
+    assert b"Traceback" not in rest
