@@ -97,6 +97,9 @@ class HTTP11Protocol:
             return pushed
         if self._pending_error is not None:
             return self._pending_error
+        # Bytes waiting before a head is parsed, to measure the head exactly as it came.
+        idle = self._h11.their_state is h11.IDLE
+        buffered = len(self._h11.trailing_data[0]) if idle else 0
         try:
             event: Any = self._h11.next_event()
         except h11.RemoteProtocolError as exc:
@@ -110,7 +113,7 @@ class HTTP11Protocol:
         if cls is h11.EndOfMessage:
             return EndData()
         if cls is h11.Request:
-            return self._request(event)
+            return self._request(event, buffered - len(self._h11.trailing_data[0]))
         if event is h11.NEED_DATA:
             return NEED_DATA
         if event is h11.PAUSED:
@@ -119,8 +122,13 @@ class HTTP11Protocol:
             return ConnectionClosed()
         raise AssertionError(f"unexpected h11 event {event!r}")  # pragma: no cover
 
-    def _request(self, event: h11.Request) -> InboundEvent:
+    def _request(self, event: h11.Request, head_size: int) -> InboundEvent:
         self.requests_seen += 1
+        # The raw size, whitespace and all: h11 refuses a partial head once its buffer passes
+        # the limit, so a head of head_size bytes is refused byte by byte iff
+        # head_size - 1 > limit. The same rule here gives the same answer for any chunking.
+        if head_size - 1 > self._max_head:
+            return BadRequest(431, _HEAD_TOO_LARGE)
         version = event.http_version.decode("ascii")
         if version not in ("1.1", "1.0"):
             return BadRequest(505, f"HTTP version {version} not supported")
@@ -134,12 +142,10 @@ class HTTP11Protocol:
                 return BadRequest(405, "CONNECT is not supported")
             elif not _ABSOLUTE_FORM(target):
                 return BadRequest(400, "invalid request target")
-        size = len(method) + len(target) + 12
         headers: Headers = []
         has_length = chunked = False
         expects_continue = False
         for name, value in event.headers:
-            size += len(name) + len(value) + 4
             if name == b"content-length":
                 has_length = True
             elif name == b"transfer-encoding":
@@ -147,8 +153,6 @@ class HTTP11Protocol:
             elif name == b"expect" and value.lower() == b"100-continue":
                 expects_continue = True
             headers.append((name, value))
-        if size > self._max_head:
-            return BadRequest(431, _HEAD_TOO_LARGE)
         if chunked:
             if has_length:
                 self.must_close = True
