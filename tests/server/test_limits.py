@@ -223,3 +223,42 @@ async def test_bad_request_does_not_disturb_another_connection() -> None:
         await good.send_all(b"\r\n")
         with trio.fail_after(5):
             assert (await good.receive_some(65536)).startswith(b"HTTP/1.1 200 ")
+
+
+def padded_head(total: int, *, newline: bytes = b"\r\n") -> bytes:
+    """A head of exactly ``total`` bytes, most of it optional whitespace around a value."""
+    start = b"GET / HTTP/1.1" + newline + b"Host: x" + newline + b"X-Pad:"
+    end = b"v" + newline + newline
+    head = start + b" " * (total - len(start) - len(end)) + end
+    assert len(head) == total
+    return head
+
+
+@pytest.mark.parametrize("newline", [b"\r\n", b"\n"], ids=["crlf", "lf"])
+@pytest.mark.parametrize("chunking", ["one-write", "byte-by-byte", "three-parts"])
+@pytest.mark.parametrize(("extra", "expected"), [(1, b"200"), (2, b"431")])
+async def test_head_limit_counts_raw_bytes_for_any_chunking(
+    newline: bytes, chunking: str, extra: int, expected: bytes
+) -> None:
+    """The limit is on the bytes received (whitespace counts), with the same answer
+    however the head is cut: a head of limit + 1 bytes passes, limit + 2 is refused."""
+    limit = 512
+    head = padded_head(limit + extra, newline=newline)
+    if chunking == "one-write":
+        parts = [head]
+    elif chunking == "byte-by-byte":
+        parts = [head[i : i + 1] for i in range(len(head))]
+    else:
+        parts = [head[:100], head[100:400], head[400:]]
+    async with (
+        open_server(hello, h11_max_incomplete_size=limit) as server,
+        await trio.open_tcp_stream(server.host, server.port) as stream,
+    ):
+        for part in parts:
+            if not await send_ignoring_close(stream, part):
+                break
+            if chunking == "byte-by-byte":
+                await trio.sleep(0)
+        with trio.fail_after(5):
+            data = await stream.receive_some(65536)
+    assert data.split(b" ", 2)[1] == expected, data
