@@ -244,7 +244,9 @@ class WebSocketHandler:
             elif session.denial_incomplete:
                 self.broken = True
             elif not self.broken:
-                await self._write_quietly(session.close(1011, "internal error"))
+                data = session.close(1011, "internal error")
+                if data:
+                    await self._write_quietly(data)
             return
         if session.handshake_pending:
             error_log.error(
