@@ -118,7 +118,11 @@ class HTTP11Connection:
                 if proto.idle:
                     if self.state.shutting_down:
                         return None
-                    with trio.move_on_after(config.keep_alive_timeout) as scope:
+                    idle_timeout = config.keep_alive_timeout
+                    if idle_timeout <= 0 and not proto.requests_seen:
+                        # Keep-alive off: a new connection still gets time for its request.
+                        idle_timeout = config.request_head_timeout
+                    with trio.move_on_after(idle_timeout) as scope:
                         self.state.idle_scopes.add(scope)
                         try:
                             await self._read()
@@ -159,6 +163,8 @@ class HTTP11Connection:
     async def run(self) -> None:
         state = self.state
         max_requests = state.config.keep_alive_max_requests
+        if state.config.keep_alive_timeout <= 0:  # keep-alive off: one request per connection
+            max_requests = 1
         while True:
             request = await self._next_request()
             if request is None:
