@@ -543,3 +543,20 @@ async def test_asterisk_and_absolute_form_targets(connect: Connect) -> None:
         [(_, _, body)] = split_responses(await read_until_close(second))
         scope = json.loads(body)
         assert (scope["path"], scope["raw_path"], scope["query_string"]) == ("/abs", "/abs", "q=1")
+
+
+async def test_keep_alive_timeout_zero_turns_keep_alive_off(connect: Connect) -> None:
+    """0 means no keep-alive: each response says close, and a new connection is still
+    given time to send its request (it is not closed before it could)."""
+    async with open_server(echo_app, keep_alive_timeout=0) as server:
+        async with httpx.AsyncClient() as client:
+            for _ in range(3):
+                response = await client.get(server.url)
+                assert response.status_code == 200
+                assert response.headers["connection"] == "close"
+        stream = await connect(server)
+        await trio.sleep(0.2)
+        await stream.send_all(b"GET /late HTTP/1.1\r\nHost: x\r\n\r\n")
+        [(status, headers, _)] = split_responses(await read_until_close(stream))
+    assert status == b"HTTP/1.1 200 OK"
+    assert headers[b"x-path"] == b"/late"
