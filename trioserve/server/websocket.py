@@ -218,7 +218,7 @@ class WebSocketHandler:
                 nursery.cancel_scope.cancel()
         finally:
             state.in_flight -= 1
-            state.requests_served += 1
+            state.count_request()
         if access_log.isEnabledFor(20):
             atoms = AccessLogAtoms(
                 self.scope,
