@@ -324,3 +324,36 @@ async def test_expect_100_client_reset_before_receive_gives_disconnect() -> None
         with trio.fail_after(5):
             await done.wait()
     assert got == ["http.disconnect"]
+
+
+async def test_uncaught_client_disconnected_is_not_logged_as_an_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    done = trio.Event()
+
+    async def app(scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        if scope["path"] != "/stream":
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b"fine"})
+            return
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            with trio.fail_after(5):
+                while True:
+                    chunk = {"type": "http.response.body", "body": b"q" * 65536, "more_body": True}
+                    await send(chunk)
+        finally:
+            done.set()
+
+    async with open_server(app) as server:
+        stream = await open_raw(server.port)
+        await stream.send_all(b"GET /stream HTTP/1.1\r\nHost: x\r\n\r\n")
+        await stream.receive_some(1024)
+        await stream.aclose()
+        with trio.fail_after(6):
+            await done.wait()
+        async with httpx.AsyncClient() as client:  # and the server carries on
+            assert (await client.get(server.url)).status_code == 200
+    assert not [r for r in caplog.records if r.levelno >= 40]
