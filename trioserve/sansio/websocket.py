@@ -70,12 +70,13 @@ class HandshakeError(ValueError):
         self.headers = headers or []
 
 
-def _tokens(headers: Headers, name: bytes) -> list[bytes]:
-    """Comma-separated tokens of every ``name`` header, lowercased."""
+def _tokens(headers: Headers, name: bytes, *, lower: bool = True) -> list[bytes]:
+    """Comma-separated tokens of every ``name`` header (lowercased unless told not to)."""
     out: list[bytes] = []
     for key, value in headers:
         if key == name:
-            out.extend(t.strip().lower() for t in value.split(b","))
+            value = value.lower() if lower else value
+            out.extend(t.strip() for t in value.split(b","))
     return out
 
 
@@ -103,10 +104,9 @@ def check_handshake(request: Request) -> bytes:
         raise HandshakeError(400, "WebSocket upgrade needs HTTP/1.1")
     if b"upgrade" not in _tokens(headers, b"connection"):
         raise HandshakeError(400, "WebSocket upgrade without 'Connection: upgrade'")
-    if any(name in (b"content-length", b"transfer-encoding") for name, _ in headers):
-        for name, value in headers:
-            if name == b"transfer-encoding" or (name == b"content-length" and value != b"0"):
-                raise HandshakeError(400, "WebSocket upgrade request with a body")
+    for name, value in headers:
+        if name == b"transfer-encoding" or (name == b"content-length" and value != b"0"):
+            raise HandshakeError(400, "WebSocket upgrade request with a body")
     versions = [v for k, v in headers if k == b"sec-websocket-version"]
     if versions != [b"13"]:
         raise HandshakeError(
@@ -151,17 +151,11 @@ def build_websocket_scope(
     scope["type"] = "websocket"
     del scope["method"]
     scope["subprotocols"] = [
-        t.decode("latin-1") for t in _raw_tokens(request.headers, b"sec-websocket-protocol") if t
+        t.decode("latin-1")
+        for t in _tokens(request.headers, b"sec-websocket-protocol", lower=False)
+        if t
     ]
     return scope
-
-
-def _raw_tokens(headers: Headers, name: bytes) -> list[bytes]:
-    out: list[bytes] = []
-    for key, value in headers:
-        if key == name:
-            out.extend(t.strip() for t in value.split(b","))
-    return out
 
 
 def negotiate_deflate(headers: Headers) -> tuple[PerMessageDeflate, bytes] | None:
