@@ -9,9 +9,14 @@ from typing import Any
 import httpx
 import trio
 import trio_websocket
+from starlette.applications import Starlette
+from starlette.responses import PlainTextResponse
+from starlette.routing import WebSocketRoute
+from starlette.websockets import WebSocket
 from websockets.sync.client import connect as sync_connect
 
 from examples.chat import app
+from tests.server.test_websocket import rejected
 from trioserve.testing import open_server
 
 
@@ -86,3 +91,21 @@ async def test_a_vanished_member_is_dropped_and_the_room_goes_on() -> None:
         assert await messages(dee, 1) == ["eve left"]
         await dee.send_message("still here")
         assert await messages(dee, 1) == ["dee: still here"]
+
+
+async def test_starlette_denial_response_and_close_before_accept() -> None:
+    async def guarded(websocket: WebSocket) -> None:
+        token = websocket.query_params.get("token")
+        if token is None:
+            await websocket.send_denial_response(PlainTextResponse("no token", 401))
+        elif token != "secret":
+            await websocket.close()
+        else:  # pragma: no cover - not reached in this test
+            await websocket.accept()
+
+    guard = Starlette(routes=[WebSocketRoute("/guarded", guarded)])
+    async with open_server(guard) as server:
+        denied = await rejected(server.port, "/guarded")
+        forbidden = await rejected(server.port, "/guarded?token=wrong")
+    assert denied[0] == 401 and denied[2] == b"no token"
+    assert forbidden[0] == 403
