@@ -271,7 +271,9 @@ class Config:
         help="Seconds to wait for a pong before closing the WebSocket (1011).",
     )
     websocket_per_message_deflate: bool = _opt(
-        True, cli=("--ws-per-message-deflate",), help="Offer permessage-deflate compression."
+        True,
+        cli=("--ws-per-message-deflate",),
+        help="Accept permessage-deflate when a client offers it.",
     )
 
     # --- TLS -------------------------------------------------------------------------------
