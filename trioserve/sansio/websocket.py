@@ -54,8 +54,6 @@ _HANDSHAKE_HEADERS = frozenset(
     }
 )
 
-CONNECT_MESSAGE: dict[str, Any] = {"type": "websocket.connect"}
-
 
 class SessionClosed(Exception):
     """The WebSocket is closed (by either side); the I/O layer raises ClientDisconnected."""

@@ -33,7 +33,6 @@ from ..sansio.events import Headers, Request
 from ..sansio.http11 import HTTP11Protocol, error_response
 from ..sansio.proxy import host_allowed, prepare_scope
 from ..sansio.websocket import (
-    CONNECT_MESSAGE,
     OPEN,
     HandshakeError,
     SessionClosed,
@@ -155,18 +154,18 @@ class WebSocketHandler:
     async def receive(self) -> dict[str, Any]:
         if not self._connected:
             self._connected = True
-            return CONNECT_MESSAGE
+            return {"type": "websocket.connect"}
         channel = self._from_reader
         try:
             return channel.receive_nowait()
         except trio.WouldBlock:
             pass
         except (trio.EndOfChannel, trio.ClosedResourceError):
-            return self.session.disconnect or _GONE
+            return self.session.disconnect or dict(_GONE)
         try:
             return await channel.receive()
         except (trio.EndOfChannel, trio.ClosedResourceError):
-            return self.session.disconnect or _GONE
+            return self.session.disconnect or dict(_GONE)
 
     async def send(self, message: MutableMapping[str, Any]) -> None:
         session = self.session
