@@ -132,9 +132,14 @@ async def test_exception_after_start_held_head_still_gets_500(
         stream = await trio.open_tcp_stream(server.host, server.port)
         async with stream:
             await stream.send_all(GET % b"fail")
-            data = await read_until_close(stream)
-    # The held-back head never reached the wire: the client sees no 200, just a close.
-    assert b"HTTP/1.1 200" not in data
+            first = await read_response(stream)
+            # The held-back 200 never reached the wire: a clean 500 replaces it, and the
+            # connection stays usable.
+            assert first.startswith(b"HTTP/1.1 500 ")
+            assert b"HTTP/1.1 200" not in first
+            await stream.send_all(GET % b"next")
+            second = await read_response(stream)
+            assert second.startswith(b"HTTP/1.1 200 ")
     assert len(error_records(caplog)) == 1
 
 

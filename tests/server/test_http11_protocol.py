@@ -560,3 +560,15 @@ async def test_keep_alive_timeout_zero_turns_keep_alive_off(connect: Connect) ->
         [(status, headers, _)] = split_responses(await read_until_close(stream))
     assert status == b"HTTP/1.1 200 OK"
     assert headers[b"x-path"] == b"/late"
+
+
+async def test_configured_date_header_replaces_the_default() -> None:
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body"})
+
+    async with open_server(app, headers=["Date: fixed"]) as server, httpx.AsyncClient() as client:
+        response = await client.get(server.url)
+    assert response.headers.get_list("date") == ["fixed"]

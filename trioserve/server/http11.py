@@ -312,7 +312,9 @@ class HTTP11Connection:
                 proto.close_after_response()
             if body_rejected:
                 pass  # answered with 413 below
-            elif not cycle.started and not self.broken:
+            elif not cycle.on_the_wire and not self.broken:
+                # Nothing was written yet (the head is held until the first body), so
+                # the client can still get a clean 500 instead of a cut connection.
                 await self._send_500(cycle)
             else:
                 self.broken = True

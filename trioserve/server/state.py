@@ -51,7 +51,7 @@ class ServerState:
         second = int(now)
         if second != self._headers_second:
             headers = list(self._static_headers)
-            if self.config.include_date_header:
+            if self.config.include_date_header and all(n != b"date" for n, _ in headers):
                 headers.insert(0, (b"date", self._date.value(now)))
             self._headers = headers
             self._headers_second = second
