@@ -315,7 +315,8 @@ def targets(harness: Any, runs: list[dict[str, Any]]) -> list[tuple[str, str, st
     def row(label: str, wanted: float, stats: dict[str, Any], higher: bool = True) -> None:
         med = stats.get("median")
         if med is None:
-            rows.append((label, f">= {wanted}" if higher else f"<= {wanted}", "not measured", "-"))
+            wanted_text = (">= " if higher else "<= ") + f"{wanted:g}x"
+            rows.append((label, wanted_text, "not measured", "-"))
             return
         ok = med >= wanted if higher else med <= wanted
         rows.append(
@@ -379,7 +380,7 @@ def targets(harness: Any, runs: list[dict[str, Any]]) -> list[tuple[str, str, st
                 higher=False,
             )
         else:
-            row(f"{scenario} KiB per conn vs hypercorn-trio", 0.5, {})
+            row(f"{scenario} KiB per conn vs hypercorn-trio", 0.5, {}, higher=False)
     return rows
 
 
