@@ -411,6 +411,27 @@ def summary_table(harness: Any, runs: list[dict[str, Any]], names: list[str]) ->
     return "\n".join(lines)
 
 
+def cpu_table(harness: Any, runs: list[dict[str, Any]], names: list[str]) -> str:
+    """Server CPU time per request: steadier than req/s on a busy machine (A/B decisions)."""
+    lines = ["| scenario | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
+    for scenario in HTTP_SCENARIOS:
+        cells = []
+        for name in names:
+            vals = [
+                r["server_cpu_pct"] / 100 * r["wall_s"] / r["requests"] * 1e6
+                for r in runs
+                if r["scenario"] == scenario
+                and r["server"] == name
+                and not r.get("error")
+                and r.get("requests")
+            ]
+            med = harness.summarize(vals)["median"]
+            cells.append("-" if med is None else f"{med:,.0f}")
+        if any(c != "-" for c in cells):
+            lines.append(f"| {scenario} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def idle_table(runs: list[dict[str, Any]]) -> str:
     lines = [
         "| scenario | server | connections | RSS before MiB | RSS idle MiB "
@@ -481,6 +502,10 @@ def render(data: dict[str, Any], harness: Any, bench: Any, ws_bench: Any) -> str
         "## trioserve relative to each server",
         "",
         summary_table(harness, runs, names),
+        "",
+        "## Server CPU per request, µs (median)",
+        "",
+        cpu_table(harness, runs, names),
         "",
     ]
     http_runs = [r for r in runs if r["scenario"] in HTTP_SCENARIOS]
