@@ -33,7 +33,7 @@ from ..sansio.events import (
     Response,
 )
 from ..sansio.http11 import HTTP11Protocol, error_response
-from ..sansio.proxy import host_allowed, prepare_scope
+from ..sansio.proxy import host_allowed
 from ..sansio.websocket import wants_websocket
 from .state import ServerState
 from .transport import ConnectionInfo, linger_close
@@ -187,21 +187,7 @@ class HTTP11Connection:
         config = state.config
         proto = self.proto
         info = self.info
-        scope = build_http_scope(
-            request,
-            scheme=info.scheme,
-            client=info.client,
-            server=info.server,
-            root_path=config.root_path,
-            state=state.lifespan_state,
-            raw_header_case=config.h11_pass_raw_headers,
-        )
-        prepare_scope(
-            scope,
-            proxy_headers=config.proxy_headers,
-            forwarded_allow_ips=config.forwarded_allow_ips,
-            tls=info.tls,
-        )
+        scope = state.scope_for(build_http_scope, request, info)
         cycle = HTTPResponseCycle(
             is_head=request.method == b"HEAD", default_headers=state.default_headers()
         )

@@ -12,8 +12,13 @@ import trio
 
 from ..config import Config
 from ..importer import ASGIApp
-from ..sansio.events import Headers
+from ..sansio.events import Headers, Request
 from ..sansio.headers import DateHeader, parse_default_headers
+from ..sansio.proxy import prepare_scope
+from .transport import ConnectionInfo
+
+# build_http_scope or build_websocket_scope: same arguments, different scope types.
+ScopeBuilder = Callable[..., dict[str, Any]]
 
 SERVER_HEADER = (b"server", b"trioserve")
 
@@ -44,6 +49,31 @@ class ServerState:
         if self.config.include_server_header and all(n != b"server" for n, _ in static):
             static.insert(0, SERVER_HEADER)
         self._static_headers = static
+
+    def scope_for(
+        self, build: ScopeBuilder, request: Request, info: ConnectionInfo
+    ) -> dict[str, Any]:
+        """The ASGI scope of a request on a connection, with proxy headers and TLS applied.
+
+        One place for what HTTP and WebSocket scopes share, so they can't drift apart.
+        """
+        config = self.config
+        scope = build(
+            request,
+            scheme=info.scheme,
+            client=info.client,
+            server=info.server,
+            root_path=config.root_path,
+            state=self.lifespan_state,
+            raw_header_case=config.h11_pass_raw_headers,
+        )
+        prepare_scope(
+            scope,
+            proxy_headers=config.proxy_headers,
+            forwarded_allow_ips=config.forwarded_allow_ips,
+            tls=info.tls,
+        )
+        return scope
 
     def default_headers(self) -> Headers:
         """Server, Date and ``--header`` defaults, rebuilt at most once a second."""

@@ -31,7 +31,7 @@ from ..sansio.accesslog import AccessLogAtoms, format_access_line
 from ..sansio.asgi import UnexpectedMessage
 from ..sansio.events import Headers, Request
 from ..sansio.http11 import HTTP11Protocol, error_response
-from ..sansio.proxy import host_allowed, prepare_scope
+from ..sansio.proxy import host_allowed
 from ..sansio.websocket import (
     OPEN,
     HandshakeError,
@@ -122,22 +122,7 @@ class WebSocketHandler:
             max_message_size=config.websocket_max_message_size,
             per_message_deflate=config.websocket_per_message_deflate,
         )
-        scope = build_websocket_scope(
-            request,
-            scheme=info.scheme,
-            client=info.client,
-            server=info.server,
-            root_path=config.root_path,
-            state=state.lifespan_state,
-            raw_header_case=config.h11_pass_raw_headers,
-        )
-        prepare_scope(
-            scope,
-            proxy_headers=config.proxy_headers,
-            forwarded_allow_ips=config.forwarded_allow_ips,
-            tls=info.tls,
-        )
-        self.scope = scope
+        self.scope = state.scope_for(build_websocket_scope, request, info)
         self._to_app, self._from_reader = trio.open_memory_channel[dict[str, Any]](
             max(0, config.max_app_queue_size)
         )
