@@ -29,6 +29,7 @@ from .lifespan import Lifespan
 from .state import ServerState
 from .transport import (
     TLSInfoCache,
+    close_transport,
     connection_info,
     read_proxy_header,
     tls_extension,
@@ -85,7 +86,7 @@ async def _handle_connection(
     try:
         info = connection_info(stream.socket, secure=listener.ssl_context is not None)
     except OSError:
-        await trio.aclose_forcefully(stream)
+        stream.socket.close()
         return
     if state.config.proxy_protocol:
         # The PROXY header comes before anything else, TLS included.
@@ -93,7 +94,7 @@ async def _handle_connection(
             header = await read_proxy_header(stream, state.config.request_head_timeout)
         except (ProxyProtocolError, trio.TooSlowError, OSError) as exc:
             error_log.info("%s: bad PROXY protocol header: %s", info.client_text, exc or "timeout")
-            await trio.aclose_forcefully(stream)
+            stream.socket.close()
             return
         trusted = trusted_peers(tuple(state.config.forwarded_allow_ips))
         if header.source is not None and trusted.trusts(info.client[0] if info.client else None):
@@ -116,7 +117,7 @@ async def _handle_connection(
     except Exception:
         error_log.exception("Unexpected error on connection from %s", info.client_text)
     finally:
-        await trio.aclose_forcefully(transport)
+        await close_transport(transport)
 
 
 async def _accept_loop(listener: _Listener, state: ServerState, connections: trio.Nursery) -> None:

