@@ -13,37 +13,10 @@ import trio
 
 from trioserve.testing import open_server
 
+from ..rawhttp import read_response, read_until_close
+
 Scope = MutableMapping[str, Any]
 GET = b"GET /%s HTTP/1.1\r\nHost: x\r\n\r\n"
-
-
-async def read_response(stream: trio.SocketStream, timeout: float = 5.0) -> bytes:
-    """One content-length framed response (or whatever arrives before close)."""
-    buf = b""
-    with trio.fail_after(timeout):
-        while True:
-            head, sep, body = buf.partition(b"\r\n\r\n")
-            if sep:
-                match = re.search(rb"(?i)content-length: *(\d+)", head)
-                if match and len(body) >= int(match.group(1)):
-                    return buf
-            data = await stream.receive_some(65536)
-            if not data:
-                return buf
-            buf += data
-
-
-async def read_until_close(stream: trio.SocketStream, timeout: float = 5.0) -> bytes:
-    buf = b""
-    with trio.fail_after(timeout):
-        while True:
-            try:
-                data = await stream.receive_some(65536)
-            except trio.BrokenResourceError:
-                return buf
-            if not data:
-                return buf
-            buf += data
 
 
 def error_records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:

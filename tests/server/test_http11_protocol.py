@@ -14,6 +14,8 @@ import trio
 
 from trioserve.testing import LiveServer, open_server
 
+from ..rawhttp import read_until_close
+
 Scope = MutableMapping[str, Any]
 Connect = Callable[[LiveServer], Awaitable[trio.SocketStream]]
 
@@ -31,20 +33,6 @@ async def connect() -> AsyncIterator[Connect]:
     yield open_one
     for stream in streams:
         await stream.aclose()
-
-
-async def read_until_close(stream: trio.SocketStream, timeout: float = 5.0) -> bytes:
-    chunks = []
-    with trio.fail_after(timeout):
-        while True:
-            try:
-                data = await stream.receive_some(65536)
-            except trio.BrokenResourceError:
-                break
-            if not data:
-                break
-            chunks.append(data)
-    return b"".join(chunks)
 
 
 async def read_responses(stream: trio.SocketStream, count: int, timeout: float = 5.0) -> bytes:

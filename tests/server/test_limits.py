@@ -11,6 +11,8 @@ import trio
 
 from trioserve.testing import LiveServer, open_server
 
+from ..rawhttp import read_until_close
+
 Scope = MutableMapping[str, Any]
 
 
@@ -21,19 +23,6 @@ async def hello(scope: Scope, receive: Any, send: Any) -> None:
         {"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]}
     )
     await send({"type": "http.response.body", "body": b"hi"})
-
-
-async def read_until_close(stream: trio.SocketStream, timeout: float = 5.0) -> bytes:
-    buf = b""
-    with trio.fail_after(timeout):
-        while True:
-            try:
-                data = await stream.receive_some(65536)
-            except trio.BrokenResourceError:
-                return buf
-            if not data:
-                return buf
-            buf += data
 
 
 async def send_ignoring_close(stream: trio.SocketStream, data: bytes) -> bool:

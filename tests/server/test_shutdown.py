@@ -20,6 +20,8 @@ import trio
 from trioserve import Config, serve
 from trioserve.run import make_config
 
+from ..rawhttp import read_until_close
+
 Scope = MutableMapping[str, Any]
 ROOT = Path(__file__).resolve().parent.parent.parent
 TRIOSERVE = [sys.executable, "-m", "trioserve"]
@@ -76,19 +78,6 @@ class SlowApp:
         )
         await send({"type": "http.response.body", "body": body})
         self.events.append("response " + path)
-
-
-async def read_until_close(stream: trio.SocketStream, timeout: float = 5.0) -> bytes:
-    buf = b""
-    with trio.fail_after(timeout):
-        while True:
-            try:
-                data = await stream.receive_some(65536)
-            except trio.BrokenResourceError:
-                return buf
-            if not data:
-                return buf
-            buf += data
 
 
 async def test_nursery_start_reports_urls_and_cancel_stops_it() -> None:

@@ -12,6 +12,8 @@ import trio
 
 from trioserve.testing import LiveServer, open_server
 
+from ..rawhttp import read_until_close
+
 Scope = MutableMapping[str, Any]
 
 # Each shape ends with what a front-end might not see as a request: if the server ever
@@ -79,19 +81,6 @@ class Recorder:
             {"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]}
         )
         await send({"type": "http.response.body", "body": b"ok"})
-
-
-async def read_until_close(stream: trio.SocketStream, timeout: float = 5.0) -> bytes:
-    buf = b""
-    with trio.fail_after(timeout):
-        while True:
-            try:
-                data = await stream.receive_some(65536)
-            except trio.BrokenResourceError:
-                return buf
-            if not data:
-                return buf
-            buf += data
 
 
 async def next_client_served(server: LiveServer) -> None:
