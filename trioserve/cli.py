@@ -33,6 +33,15 @@ def _version() -> str:
     )
 
 
+def _unit(name: str, tp: Any) -> str:
+    """A metavar that says what to write: SECONDS, BYTES, N, or the option's last word."""
+    if tp is float:
+        return "SECONDS"
+    if tp is int:
+        return "BYTES" if "size" in name else "N"
+    return name.rsplit("_", 1)[-1].upper()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="trioserve",
@@ -71,6 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
             kwargs["choices"] = field.metadata["choices"]
         if field.metadata["metavar"]:
             kwargs["metavar"] = field.metadata["metavar"]
+        elif tp is not bool and not field.metadata["choices"]:
+            kwargs["metavar"] = _unit(name, tp)
         parser.add_argument(*flags, **kwargs)
     return parser
 
