@@ -8,7 +8,9 @@ runs lifespan shutdown.
 
 from __future__ import annotations
 
+import errno
 import functools
+import os
 import random
 import signal
 import socket
@@ -78,53 +80,87 @@ class _Listener:
 async def _handle_connection(
     stream: trio.SocketStream, listener: _Listener, state: ServerState
 ) -> None:
-    if stream.socket.family != socket.AF_UNIX:
-        try:
-            stream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, True)
-        except OSError:  # pragma: no cover - peer already gone
-            pass
-    try:
-        info = connection_info(stream.socket, secure=listener.ssl_context is not None)
-    except OSError:
-        stream.socket.close()
-        return
-    if state.config.proxy_protocol:
-        # The PROXY header comes before anything else, TLS included.
-        try:
-            header = await read_proxy_header(stream, state.config.request_head_timeout)
-        except (ProxyProtocolError, trio.TooSlowError, OSError) as exc:
-            error_log.info("%s: bad PROXY protocol header: %s", info.client_text, exc or "timeout")
-            stream.socket.close()
-            return
-        trusted = trusted_peers(tuple(state.config.forwarded_allow_ips))
-        if header.source is not None and trusted.trusts(info.client[0] if info.client else None):
-            info.client = header.source
-            info.server = header.destination
+    """Serve one accepted connection; whatever happens, its socket is closed at the end."""
     transport: trio.abc.Stream = stream
-    if listener.ssl_context is not None:
-        tls = await tls_handshake(stream, listener.ssl_context, state.config.ssl_handshake_timeout)
-        if tls is None:
-            return
-        transport = tls
-        if listener.tls_info is not None:
-            info.tls = tls_extension(
-                tls, listener.tls_info.server_cert, listener.tls_info.cipher_ids
-            )
     try:
-        await HTTP11Connection(transport, state, info).run()
-    except (trio.BrokenResourceError, trio.ClosedResourceError):
-        pass
-    except Exception:
-        error_log.exception("Unexpected error on connection from %s", info.client_text)
+        if stream.socket.family != socket.AF_UNIX:
+            try:
+                stream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, True)
+            except OSError:  # pragma: no cover - peer already gone
+                pass
+        try:
+            info = connection_info(stream.socket, secure=listener.ssl_context is not None)
+        except OSError:
+            return
+        if state.config.proxy_protocol:
+            # The PROXY header comes before anything else, TLS included.
+            try:
+                header = await read_proxy_header(stream, state.config.request_head_timeout)
+            except (ProxyProtocolError, trio.TooSlowError, OSError) as exc:
+                error_log.info(
+                    "%s: bad PROXY protocol header: %s", info.client_text, exc or "timeout"
+                )
+                return
+            trusted = trusted_peers(tuple(state.config.forwarded_allow_ips))
+            if header.source is not None and trusted.trusts(
+                info.client[0] if info.client else None
+            ):
+                info.client = header.source
+                info.server = header.destination
+        if listener.ssl_context is not None:
+            tls = await tls_handshake(
+                stream, listener.ssl_context, state.config.ssl_handshake_timeout
+            )
+            if tls is None:
+                return
+            transport = tls
+            if listener.tls_info is not None:
+                info.tls = tls_extension(
+                    tls, listener.tls_info.server_cert, listener.tls_info.cipher_ids
+                )
+        try:
+            await HTTP11Connection(transport, state, info).run()
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+        except Exception:
+            error_log.exception("Unexpected error on connection from %s", info.client_text)
     finally:
         await close_transport(transport)
 
 
-async def _accept_loop(listener: _Listener, state: ServerState, connections: trio.Nursery) -> None:
-    async def handler(stream: trio.SocketStream) -> None:
-        await _handle_connection(stream, listener, state)
+# accept() errors that mean "out of file descriptors or buffers for now": wait, then retry.
+_ACCEPT_CAPACITY_ERRNOS = frozenset(
+    getattr(errno, name)
+    for name in ("EMFILE", "ENFILE", "ENOMEM", "ENOBUFS")
+    if hasattr(errno, name)
+)
+_ACCEPT_RETRY_SECONDS = 0.1
 
-    await trio.serve_listeners(handler, [listener.trio_listener], handler_nursery=connections)
+
+async def _accept_loop(listener: _Listener, state: ServerState, connections: trio.Nursery) -> None:
+    """Accept and start one task per connection, straight into the connections nursery.
+
+    Not ``trio.serve_listeners``: its per-connection wrapper task frame and its
+    ``trio.aclose_forcefully`` after the handler (a deliberately cancelled scope, on a
+    socket ``_handle_connection`` has already closed) cost memory per idle connection and
+    CPU per closed one.
+    """
+    trio_listener = listener.trio_listener
+    while True:
+        try:
+            stream = await trio_listener.accept()
+        except OSError as exc:
+            if exc.errno not in _ACCEPT_CAPACITY_ERRNOS:
+                raise
+            error_log.error(
+                "accept returned %s (%s); retrying in %s seconds",
+                errno.errorcode.get(exc.errno or 0, "?"),
+                os.strerror(exc.errno or 0),
+                _ACCEPT_RETRY_SECONDS,
+            )
+            await trio.sleep(_ACCEPT_RETRY_SECONDS)
+            continue
+        connections.start_soon(_handle_connection, stream, listener, state)
 
 
 async def _watch_signals(
