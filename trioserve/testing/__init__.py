@@ -9,13 +9,25 @@
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING, Any
 
-from .live import LiveServer, open_server
-from .wsclient import WebSocketClosed, WebSocketDenied, WebSocketSession, ws_connect
-
 if TYPE_CHECKING:
+    from .live import LiveServer, open_server
     from .memory import InMemoryTransport, open_memory_client
+    from .wsclient import WebSocketClosed, WebSocketDenied, WebSocketSession, ws_connect
+
+# Imported on first use (PEP 562), so loading the pytest plugin in this package is cheap.
+_LAZY = {
+    "LiveServer": "live",
+    "open_server": "live",
+    "InMemoryTransport": "memory",
+    "open_memory_client": "memory",
+    "WebSocketClosed": "wsclient",
+    "WebSocketDenied": "wsclient",
+    "WebSocketSession": "wsclient",
+    "ws_connect": "wsclient",
+}
 
 __all__ = [
     "InMemoryTransport",
@@ -30,9 +42,7 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    # The in-memory transport needs httpx; import it only when asked for.
-    if name in ("InMemoryTransport", "open_memory_client"):
-        from . import memory
-
-        return getattr(memory, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{module}"), name)

@@ -22,10 +22,12 @@ from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import pytest
-import trio
 
+# trio, httpx and the server are imported inside the fixtures: this module is loaded into
+# every pytest run of every project that has trioserve installed, and must cost ~nothing.
 if TYPE_CHECKING:
     import httpx
+    import trio
 
     from .live import LiveServer
 
@@ -65,6 +67,8 @@ class _Keeper:
     """
 
     def __init__(self, nursery: trio.Nursery) -> None:
+        import trio
+
         self._nursery = nursery
         self._stop = trio.Event()
 
@@ -86,6 +90,8 @@ class _Keeper:
 @pytest.fixture
 async def trioserve_server() -> AsyncIterator[Callable[..., Awaitable[LiveServer]]]:
     """Factory: ``server = await trioserve_server(app, **config)`` starts a live server."""
+    import trio
+
     from .live import open_server
 
     async with trio.open_nursery() as nursery:
@@ -131,6 +137,8 @@ async def trioserve_memory_client() -> AsyncIterator[Callable[..., Awaitable[htt
     ``base_url`` (default ``http://testserver``) and ``raise_app_exceptions`` are accepted
     along with config keys.
     """
+    import trio
+
     from .memory import open_memory_client
 
     async with trio.open_nursery() as nursery:
