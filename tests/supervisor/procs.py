@@ -101,7 +101,9 @@ class Server:
         deadline = time.monotonic() + timeout
         with self._cond:
             while True:
-                found = [m for line in self.lines if (m := re.search(pattern, line))]
+                # Count matches, not lines: workers share one stderr pipe, so two of
+                # their messages can land on one line.
+                found = [m for line in self.lines for m in re.finditer(pattern, line)]
                 if len(found) >= n:
                     return found
                 left = deadline - time.monotonic()
