@@ -135,6 +135,7 @@ _ACCEPT_CAPACITY_ERRNOS = frozenset(
     if hasattr(errno, name)
 )
 _ACCEPT_RETRY_SECONDS = 0.1
+_TASK_NAME = f"{__name__}._handle_connection"
 
 
 async def _accept_loop(listener: _Listener, state: ServerState, connections: trio.Nursery) -> None:
@@ -160,7 +161,8 @@ async def _accept_loop(listener: _Listener, state: ServerState, connections: tri
             )
             await trio.sleep(_ACCEPT_RETRY_SECONDS)
             continue
-        connections.start_soon(_handle_connection, stream, listener, state)
+        # A fixed name: trio would otherwise format a new name string for every task.
+        connections.start_soon(_handle_connection, stream, listener, state, name=_TASK_NAME)
 
 
 async def _watch_signals(
