@@ -33,6 +33,9 @@ class ServerState:
     shutting_down: bool = False
     shutdown_event: trio.Event = field(default_factory=trio.Event)
     idle_scopes: set[trio.CancelScope] = field(default_factory=set)
+    # Called once when shutdown begins (open WebSockets start their 1001 close from here,
+    # rather than each keeping a task parked on shutdown_event).
+    shutdown_hooks: set[Callable[[], None]] = field(default_factory=set)
     in_flight: int = 0
     requests_served: int = 0
     request_limit: int | None = None
@@ -104,3 +107,5 @@ class ServerState:
         self.shutdown_event.set()
         for scope in self.idle_scopes:
             scope.cancel()
+        for hook in list(self.shutdown_hooks):
+            hook()

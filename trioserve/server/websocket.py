@@ -1,6 +1,6 @@
 """One WebSocket, from the upgrade request the HTTP/1.1 connection hands over to the end.
 
-The app runs in the connection's task, as for HTTP. Once it accepts, three helper tasks
+The app runs in the connection's task, as for HTTP. Once it accepts, helper tasks
 join it in a nursery that lives exactly as long as the WebSocket:
 
 - the reader: socket -> wsproto -> a bounded channel (``max_app_queue_size``) -> the app's
@@ -9,8 +9,9 @@ join it in a nursery that lives exactly as long as the WebSocket:
   by the reader itself, batched per read.
 - the keep-alive (if ``websocket_ping_interval``): pings, and closes with 1011 when no
   pong comes within ``websocket_ping_timeout``; the app sees a 1006 disconnect.
-- the shutdown watcher: when graceful shutdown begins it closes with 1001; the app then
-  has until the connections nursery's deadline (``graceful_timeout``) to finish.
+- the shutdown close: when graceful shutdown begins (a hook in ``ServerState``, not a
+  task waiting for it) a task closes with 1001; the app then has until the connections
+  nursery's deadline (``graceful_timeout``) to finish.
 
 The app's ``send()`` writes straight to the socket (a slow client slows the app); every
 write goes through one lock because a trio stream allows one writer at a time. No send is
@@ -19,6 +20,7 @@ ever shielded, so the shutdown deadline holds.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import MutableMapping
 from typing import Any
@@ -50,6 +52,10 @@ CLOSE_TIMEOUT = 5.0
 _ABORT_WRITE_TIMEOUT = 1.0
 
 _GONE: dict[str, Any] = {"type": "websocket.disconnect", "code": 1006, "reason": ""}
+_NO_SCOPE = contextlib.nullcontext()
+_READER_NAME = f"{__name__}.WebSocketHandler._reader"
+_SHUTDOWN_NAME = f"{__name__}.WebSocketHandler._close_on_shutdown"
+_KEEPALIVE_NAME = f"{__name__}.WebSocketHandler._keepalive"
 
 
 async def serve_websocket(
@@ -131,8 +137,12 @@ class WebSocketHandler:
         self.eof = eof
         self.broken = False  # writing failed, or we gave up on the peer
         self._nursery: trio.Nursery | None = None
-        self._reader_scope = trio.CancelScope()
-        self._reader_done = trio.Event()
+        # Only the keep-alive cancels the reader; without pings no scope is needed (an
+        # entered CancelScope costs ~0.6 KiB per idle WebSocket).
+        self._reader_scope = trio.CancelScope() if config.websocket_ping_interval else None
+        # Created only when run() waits for the reader at the end.
+        self._reader_finished = False
+        self._reader_done: trio.Event | None = None
         self._pong: trio.Event | None = None
 
     # -- the app's channels -----------------------------------------------------------------
@@ -196,10 +206,14 @@ class WebSocketHandler:
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
-                await self._run_app()
-                self._from_reader.close()  # the reader now drops what still arrives
-                await self._await_close()
-                nursery.cancel_scope.cancel()
+                try:
+                    await self._run_app()
+                    self._from_reader.close()  # the reader now drops what still arrives
+                    await self._await_close()
+                    nursery.cancel_scope.cancel()
+                finally:
+                    # Before the nursery closes: the hook starts a task in it.
+                    state.shutdown_hooks.discard(self._shutdown_started)
         finally:
             state.in_flight -= 1
             state.count_request()
@@ -251,21 +265,33 @@ class WebSocketHandler:
 
     async def _await_close(self) -> None:
         """Give the peer a moment to answer our close frame (a clean close on both sides)."""
-        if self.session.conn is None or self.broken or self._reader_done.is_set():
+        if self.session.conn is None or self.broken or self._reader_finished:
             return
+        done = self._reader_done = trio.Event()
         with trio.move_on_after(CLOSE_TIMEOUT):
-            await self._reader_done.wait()
+            await done.wait()
 
     def _start_tasks(self) -> None:
         nursery = self._nursery
         assert nursery is not None
         config = self.state.config
-        nursery.start_soon(self._reader)
-        nursery.start_soon(self._close_on_shutdown)
+        # Fixed task names: trio would otherwise format a new string for every task.
+        nursery.start_soon(self._reader, name=_READER_NAME)
+        if self.state.shutting_down:
+            nursery.start_soon(self._close_on_shutdown, name=_SHUTDOWN_NAME)
+        else:
+            self.state.shutdown_hooks.add(self._shutdown_started)
         if config.websocket_ping_interval:
             nursery.start_soon(
-                self._keepalive, config.websocket_ping_interval, config.websocket_ping_timeout
+                self._keepalive,
+                config.websocket_ping_interval,
+                config.websocket_ping_timeout,
+                name=_KEEPALIVE_NAME,
             )
+
+    def _shutdown_started(self) -> None:
+        if self._nursery is not None:
+            self._nursery.start_soon(self._close_on_shutdown, name=_SHUTDOWN_NAME)
 
     # -- helper tasks -----------------------------------------------------------------------
     async def _deliver(self, message: dict[str, Any]) -> None:
@@ -284,7 +310,7 @@ class WebSocketHandler:
         session = self.session
         stream = self.stream
         try:
-            with self._reader_scope:
+            with self._reader_scope or _NO_SCOPE:
                 if self.eof:
                     session.receive_data(None)
                 while True:
@@ -313,10 +339,11 @@ class WebSocketHandler:
                 await self._deliver(lost)
             self._to_app.close()
         finally:
-            self._reader_done.set()
+            self._reader_finished = True
+            if self._reader_done is not None:
+                self._reader_done.set()
 
     async def _close_on_shutdown(self) -> None:
-        await self.state.shutdown_event.wait()
         data = self.session.close(1001, "server shutting down")
         if data and not self.broken:
             await self._write_quietly(data)
@@ -348,7 +375,8 @@ class WebSocketHandler:
         error_log.info(
             "%s: closing WebSocket %s: %s", self.info.client_text, self.scope["path"], reason
         )
-        self._reader_scope.cancel()
+        if self._reader_scope is not None:
+            self._reader_scope.cancel()
         data = self.session.close(1011, "keepalive ping timeout")
         if data and not self.broken:
             with trio.move_on_after(_ABORT_WRITE_TIMEOUT):
