@@ -226,7 +226,9 @@ class WebSocketSession:
         per_message_deflate: bool = True,
     ) -> None:
         self.request = request
-        self.proto = proto
+        # The HTTP/1.1 side, for a refusal or a denial response; dropped once accepted
+        # (an idle WebSocket need not keep h11's state and buffers).
+        self.proto: HTTP11Protocol | None = proto
         self._key = key
         self._max_size = max_message_size
         self.deflate = per_message_deflate
@@ -272,7 +274,7 @@ class WebSocketSession:
                     is_head=False, default_headers=list(default_headers or [])
                 )
                 self.state = DENYING
-                self.proto.close_after_response()
+                self._http().close_after_response()
                 return self._deny({**message, "type": "http.response.start"})
         elif state is DENYING:
             if kind == "websocket.http.response.body":
@@ -335,8 +337,9 @@ class WebSocketSession:
         head.extend(name + b": " + value + b"\r\n" for name, value in headers)
         head.append(b"\r\n")
         self.conn = Connection(
-            ConnectionType.SERVER, extensions, trailing_data=self.proto.take_trailing_data()
+            ConnectionType.SERVER, extensions, trailing_data=self._http().take_trailing_data()
         )
+        self.proto = None
         self.state = OPEN
         self.status = 101
         return b"".join(head)
@@ -347,7 +350,8 @@ class WebSocketSession:
         events = cycle.on_message(message)
         if cycle.status and self.status is None:
             self.status = cycle.status
-        out = b"".join([self.proto.send(event) for event in events])
+        proto = self._http()
+        out = b"".join([proto.send(event) for event in events])
         self.bytes_sent = cycle.bytes_sent
         if cycle.state == 2:  # DONE
             self.state = CLOSED
@@ -363,11 +367,17 @@ class WebSocketSession:
             (b"content-type", b"text/plain; charset=utf-8"),
             (b"content-length", b"%d" % len(body)),
         ]
-        proto = self.proto
+        proto = self._http()
         proto.close_after_response()
         return (
             proto.send(Response(status, headers)) + proto.send(Data(body)) + proto.send(EndData())
         )
+
+    def _http(self) -> HTTP11Protocol:
+        proto = self.proto
+        if proto is None:  # pragma: no cover - only HTTP answers use it, all before accept
+            raise SessionClosed("the WebSocket was accepted: no HTTP answer any more")
+        return proto
 
     @property
     def handshake_pending(self) -> bool:

@@ -198,13 +198,23 @@ class HTTP11Connection:
                 self.proto.close_after_response()
             if wants_websocket(request):  # the connection becomes a WebSocket (or is refused)
                 await serve_websocket(
-                    self.stream, state, self.info, self.proto, request, eof=self.eof
+                    self.stream, state, self.info, self._hand_over_proto(), request, eof=self.eof
                 )
                 return
             keep_going = await self._serve_request(request)
             if not keep_going or not self.proto.keep_alive:
                 return
             self.proto.start_next_cycle()
+
+    def _hand_over_proto(self) -> HTTP11Protocol:
+        """Give the protocol to the WebSocket, keeping no reference to it here.
+
+        The WebSocket drops it once accepted, so an idle WebSocket does not keep h11's
+        connection state and buffers alive. This connection serves no more HTTP after it.
+        """
+        proto = self.proto
+        del self.proto
+        return proto
 
     async def _serve_request(self, request: Request) -> bool:
         """Run the app for one request. Returns whether the connection may be reused."""

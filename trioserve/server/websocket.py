@@ -78,6 +78,7 @@ async def serve_websocket(
         await _refuse(stream, info, exc.status, str(exc), exc.headers)
         return
     handler = WebSocketHandler(stream, state, info, proto, request, key, eof)
+    del proto  # the session owns it now, and drops it once the WebSocket is accepted
     # The same gates as HTTP requests: server_names (404) and limit_concurrency (503).
     if config.server_names and not host_allowed(handler.scope["headers"], config.server_names):
         await _refuse(stream, info, 404, "Host not in server_names")
