@@ -14,8 +14,9 @@ join it in a nursery that lives exactly as long as the WebSocket:
   nursery's deadline (``graceful_timeout``) to finish.
 
 The app's ``send()`` writes straight to the socket (a slow client slows the app); every
-write goes through one lock because a trio stream allows one writer at a time. No send is
-ever shielded, so the shutdown deadline holds.
+write takes its turn (a flag, with a parking lot once writers queue) because a trio
+stream allows one writer at a time. No send is ever shielded, so the shutdown deadline
+holds.
 """
 
 from __future__ import annotations
@@ -133,7 +134,11 @@ class WebSocketHandler:
         self._to_app, self._from_reader = trio.open_memory_channel[dict[str, Any]](
             max(0, config.max_app_queue_size)
         )
-        self._write_lock = trio.Lock()
+        # One writer at a time. Not a trio.Lock: acquiring one registers the task with
+        # trio's parking-lot breaker table (a dict entry and an inspect call per message).
+        # A flag does it; the lot exists only once a second writer waits.
+        self._writing = False
+        self._write_waiters: trio.lowlevel.ParkingLot | None = None
         self._connected = False
         self.eof = eof
         self.broken = False  # writing failed, or we gave up on the peer
@@ -180,18 +185,25 @@ class WebSocketHandler:
                 self._start_tasks()
 
     async def _write(self, data: bytes) -> None:
-        lock = self._write_lock
-        try:
-            lock.acquire_nowait()
-        except trio.WouldBlock:
-            await lock.acquire()
+        if self._writing:
+            # Wait in line; the writer that finishes hands the turn over (_writing stays True).
+            waiters = self._write_waiters
+            if waiters is None:
+                waiters = self._write_waiters = trio.lowlevel.ParkingLot()
+            await waiters.park()
+        else:
+            self._writing = True  # send_all() below is this call's checkpoint
         try:
             await self.stream.send_all(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             self.broken = True
             raise ClientDisconnected("client disconnected") from None
         finally:
-            lock.release()
+            waiters = self._write_waiters
+            if waiters:
+                waiters.unpark()
+            else:
+                self._writing = False
 
     async def _write_quietly(self, data: bytes) -> None:
         try:
