@@ -42,7 +42,19 @@ def connection_info(sock: trio.socket.SocketType, *, secure: bool) -> Connection
     except OSError:
         client = None
     local = sock.getsockname()
-    return ConnectionInfo(client, (str(local[0]), int(local[1])), scheme)
+    server = _SERVER_ADDRESSES.get(local)
+    if server is None:
+        server = (str(local[0]), int(local[1]))
+        if len(_SERVER_ADDRESSES) < _SERVER_ADDRESSES_MAX:
+            _SERVER_ADDRESSES[local] = server
+    return ConnectionInfo(client, server, scheme)
+
+
+# Every connection to one local address has the same ``server`` pair: share one tuple
+# instead of keeping a copy per connection (~0.1 KiB per idle connection). Bounded: a
+# server listens on a handful of addresses.
+_SERVER_ADDRESSES: dict[Any, tuple[str, int]] = {}
+_SERVER_ADDRESSES_MAX = 256
 
 
 async def close_transport(stream: trio.abc.Stream) -> None:
