@@ -35,7 +35,7 @@ from ..sansio.events import (
 from ..sansio.http11 import HTTP11Protocol, error_response
 from ..sansio.proxy import host_allowed
 from ..sansio.websocket import wants_websocket
-from .state import ServerState
+from .state import FIRST_REQUEST_GRACE, ServerState
 from .transport import ConnectionInfo, linger_close
 from .websocket import serve_websocket
 
@@ -141,18 +141,22 @@ class HTTP11Connection:
                 if self.eof:
                     return None
                 if proto.idle:
-                    if self.state.shutting_down:
+                    fresh = not proto.requests_seen
+                    if self.state.shutting_down and not fresh:
                         return None
                     idle_timeout = config.keep_alive_timeout
-                    if idle_timeout <= 0 and not proto.requests_seen:
+                    if idle_timeout <= 0 and fresh:
                         # Keep-alive off: a new connection still gets time for its request.
                         idle_timeout = config.request_head_timeout
+                    if self.state.shutting_down:  # accepted as draining began
+                        idle_timeout = min(idle_timeout, FIRST_REQUEST_GRACE)
+                    scopes = self.state.fresh_scopes if fresh else self.state.idle_scopes
                     with trio.move_on_after(idle_timeout) as scope:
-                        self.state.idle_scopes.add(scope)
+                        scopes.add(scope)
                         try:
                             await self._read()
                         finally:
-                            self.state.idle_scopes.discard(scope)
+                            scopes.discard(scope)
                     if scope.cancelled_caught:
                         return None
                     continue

@@ -22,6 +22,9 @@ ScopeBuilder = Callable[..., dict[str, Any]]
 
 SERVER_HEADER = (b"server", b"trioserve")
 
+# Seconds a connection accepted just before shutdown gets to deliver its first request.
+FIRST_REQUEST_GRACE = 0.5
+
 
 @dataclass(eq=False)
 class ServerState:
@@ -33,6 +36,9 @@ class ServerState:
     shutting_down: bool = False
     shutdown_event: trio.Event = field(default_factory=trio.Event)
     idle_scopes: set[trio.CancelScope] = field(default_factory=set)
+    # Connections still waiting for their first request: at shutdown they get a moment, not
+    # a cancel, since a client that connected as draining began has its request in flight.
+    fresh_scopes: set[trio.CancelScope] = field(default_factory=set)
     # Called once when shutdown begins (open WebSockets start their 1001 close from here,
     # rather than each keeping a task parked on shutdown_event).
     shutdown_hooks: set[Callable[[], None]] = field(default_factory=set)
@@ -107,5 +113,8 @@ class ServerState:
         self.shutdown_event.set()
         for scope in self.idle_scopes:
             scope.cancel()
+        grace_end = trio.current_time() + FIRST_REQUEST_GRACE
+        for scope in self.fresh_scopes:
+            scope.deadline = min(scope.deadline, grace_end)
         for hook in list(self.shutdown_hooks):
             hook()
