@@ -52,10 +52,6 @@ _REQUEST_DONE: dict[str, Any] = {"type": "http.request", "body": b"", "more_body
 _DISCONNECT: dict[str, Any] = {"type": "http.disconnect"}
 
 
-class _Closed(Exception):
-    """Internal: stop serving this connection now (quietly)."""
-
-
 class HTTP11Connection:
     """Serves requests on one stream until the client leaves, a limit is hit, or shutdown."""
 
