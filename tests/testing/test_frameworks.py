@@ -20,6 +20,23 @@ from trioserve.testing import WebSocketClosed, WebSocketDenied, open_server, ws_
 from trioserve.testing.memory import InMemoryTransport
 
 
+async def ws_echo(websocket: WebSocket) -> None:
+    """The same WebSocket handler on both frameworks: echo JSON, deny on ?deny, close on "bye"."""
+    if websocket.query_params.get("deny"):
+        await websocket.send_denial_response(PlainTextResponse("go away", status_code=401))
+        return
+    await websocket.accept(subprotocol="v1" if "v1" in websocket.scope["subprotocols"] else None)
+    try:
+        while True:
+            message = await websocket.receive_json()
+            if message == "bye":
+                await websocket.close(code=4000, reason="asked to")
+                return
+            await websocket.send_json({"echo": message, "db": websocket.state.db})
+    except WebSocketDisconnect:
+        pass
+
+
 def make_fastapi_app() -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
@@ -45,23 +62,7 @@ def make_fastapi_app() -> FastAPI:
 
         return StreamingResponse(gen(), media_type="text/event-stream")
 
-    @app.websocket("/ws")
-    async def ws_echo(websocket: WebSocket) -> None:
-        if websocket.query_params.get("deny"):
-            await websocket.send_denial_response(PlainTextResponse("go away", status_code=401))
-            return
-        await websocket.accept(
-            subprotocol="v1" if "v1" in websocket.scope["subprotocols"] else None
-        )
-        try:
-            while True:
-                message = await websocket.receive_json()
-                if message == "bye":
-                    await websocket.close(code=4000, reason="asked to")
-                    return
-                await websocket.send_json({"echo": message, "db": websocket.state.db})
-        except WebSocketDisconnect:
-            pass
+    app.add_api_websocket_route("/ws", ws_echo)
 
     return app
 
@@ -87,23 +88,6 @@ def make_starlette_app() -> Starlette:
                 yield f"data: {i}\n\n"
 
         return StreamingResponse(gen(), media_type="text/event-stream")
-
-    async def ws_echo(websocket: Any) -> None:
-        if websocket.query_params.get("deny"):
-            await websocket.send_denial_response(PlainTextResponse("go away", status_code=401))
-            return
-        await websocket.accept(
-            subprotocol="v1" if "v1" in websocket.scope["subprotocols"] else None
-        )
-        try:
-            while True:
-                message = await websocket.receive_json()
-                if message == "bye":
-                    await websocket.close(code=4000, reason="asked to")
-                    return
-                await websocket.send_json({"echo": message, "db": websocket.state.db})
-        except WebSocketDisconnect:
-            pass
 
     return Starlette(
         routes=[
