@@ -116,6 +116,13 @@ def verify_flags_value(text: str) -> int:
     return value
 
 
+def _http_parser(value: str) -> str:
+    value = value.lower()
+    if value == "httptools" and importlib.util.find_spec("httptools") is None:
+        raise ValueError("httptools is not installed (pip install 'trioserve[speed]')")
+    return value
+
+
 def _lower(value: str) -> str:
     return value.lower()
 
@@ -194,6 +201,14 @@ class Config:
         10.0,
         cli=("--timeout-request-head",),
         help="Seconds from a request's first byte until its head must be complete (slowloris).",
+    )
+    http: str = _opt(
+        "h11",
+        cli=("--http",),
+        choices=("auto", "h11", "httptools"),
+        normalize=_http_parser,
+        help="HTTP/1.1 parser: h11, httptools (the 'speed' extra), or auto (httptools if "
+        "installed, else h11).",
     )
     h11_max_incomplete_size: int = _opt(
         16 * 1024,

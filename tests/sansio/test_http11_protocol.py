@@ -1,4 +1,7 @@
-"""HTTP11Protocol without sockets: framing, the checks h11 lacks, and chunking invariance."""
+"""HTTP11Protocol without sockets: framing, the checks h11 lacks, and chunking invariance.
+
+Every protocol test runs for both classes: h11's and the httptools one (http = "httptools").
+"""
 
 from __future__ import annotations
 
@@ -19,6 +22,11 @@ from trioserve.sansio.events import (
     Response,
 )
 from trioserve.sansio.http11 import ChunkValidator, HTTP11Protocol, error_response
+from trioserve.sansio.http11_fast import FastHTTP11Protocol
+
+PROTOCOLS = pytest.mark.parametrize(
+    "cls", [HTTP11Protocol, FastHTTP11Protocol], ids=["h11", "httptools"]
+)
 
 
 def drain(proto: HTTP11Protocol) -> list[Any]:
@@ -32,14 +40,15 @@ def drain(proto: HTTP11Protocol) -> list[Any]:
             return out
 
 
-def events_for(raw: bytes, **kwargs: Any) -> list[Any]:
-    proto = HTTP11Protocol(**kwargs)
+def events_for(cls: type[HTTP11Protocol], raw: bytes, **kwargs: Any) -> list[Any]:
+    proto = cls(**kwargs)
     proto.receive_data(raw)
     return drain(proto)
 
 
-def test_simple_get() -> None:
-    [request, end] = events_for(b"GET /a?b=1 HTTP/1.1\r\nHost: x\r\nX-Y: z\r\n\r\n")
+@PROTOCOLS
+def test_simple_get(cls: type[HTTP11Protocol]) -> None:
+    [request, end] = events_for(cls, b"GET /a?b=1 HTTP/1.1\r\nHost: x\r\nX-Y: z\r\n\r\n")
     assert isinstance(request, Request)
     assert request.method == b"GET"
     assert request.target == b"/a?b=1"
@@ -49,8 +58,9 @@ def test_simple_get() -> None:
     assert isinstance(end, EndData)
 
 
-def test_content_length_body() -> None:
-    events = events_for(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello")
+@PROTOCOLS
+def test_content_length_body(cls: type[HTTP11Protocol]) -> None:
+    events = events_for(cls, b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello")
     assert [type(e) for e in events] == [Request, Data, EndData]
     assert events[1].data == b"hello"
 
@@ -73,21 +83,26 @@ def test_content_length_body() -> None:
         (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n", 501),
     ],
 )
-def test_refused_requests(raw: bytes, status: int) -> None:
-    events = events_for(raw)
+@PROTOCOLS
+def test_refused_requests(cls: type[HTTP11Protocol], raw: bytes, status: int) -> None:
+    events = events_for(cls, raw)
     assert isinstance(events[-1], BadRequest), events
     assert events[-1].status == status
 
 
-def test_absolute_form_and_options_star_are_accepted() -> None:
-    [req, _] = events_for(b"GET http://example.com/p?q HTTP/1.1\r\nHost: example.com\r\n\r\n")
+@PROTOCOLS
+def test_absolute_form_and_options_star_are_accepted(cls: type[HTTP11Protocol]) -> None:
+    [req, _] = events_for(cls, b"GET http://example.com/p?q HTTP/1.1\r\nHost: example.com\r\n\r\n")
     assert req.target == b"http://example.com/p?q"
-    [req, _] = events_for(b"OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n")
+    [req, _] = events_for(cls, b"OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n")
     assert req.target == b"*"
 
 
-def test_content_length_with_transfer_encoding_closes_after_response() -> None:
-    proto = HTTP11Protocol()
+@PROTOCOLS
+def test_content_length_with_transfer_encoding_closes_after_response(
+    cls: type[HTTP11Protocol],
+) -> None:
+    proto = cls()
     proto.receive_data(
         b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n"
         b"0\r\n\r\n"
@@ -99,11 +114,12 @@ def test_content_length_with_transfer_encoding_closes_after_response() -> None:
     assert not proto.keep_alive
 
 
-def test_head_size_limit_is_the_same_in_one_read_or_many() -> None:
+@PROTOCOLS
+def test_head_size_limit_is_the_same_in_one_read_or_many(cls: type[HTTP11Protocol]) -> None:
     raw = b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 2000 + b"\r\n\r\n"
-    whole = events_for(raw, max_head_size=1024)
+    whole = events_for(cls, raw, max_head_size=1024)
     assert isinstance(whole[-1], BadRequest) and whole[-1].status == 431
-    proto = HTTP11Protocol(max_head_size=1024)
+    proto = cls(max_head_size=1024)
     result: list[Any] = []
     for i in range(len(raw)):
         proto.receive_data(raw[i : i + 1])
@@ -113,8 +129,9 @@ def test_head_size_limit_is_the_same_in_one_read_or_many() -> None:
     assert isinstance(result[-1], BadRequest) and result[-1].status == 431
 
 
-def test_pipelined_request_waits_for_the_response() -> None:
-    proto = HTTP11Protocol()
+@PROTOCOLS
+def test_pipelined_request_waits_for_the_response(cls: type[HTTP11Protocol]) -> None:
+    proto = cls()
     proto.receive_data(b"GET /1 HTTP/1.1\r\nHost: x\r\n\r\nGET /2 HTTP/1.1\r\nHost: x\r\n\r\n")
     assert [type(e) for e in drain(proto)] == [Request, EndData]
     assert proto.next_event() is PAUSED
@@ -126,8 +143,9 @@ def test_pipelined_request_waits_for_the_response() -> None:
     assert second.target == b"/2"
 
 
-def test_push_back_returns_the_peeked_event_first() -> None:
-    proto = HTTP11Protocol()
+@PROTOCOLS
+def test_push_back_returns_the_peeked_event_first(cls: type[HTTP11Protocol]) -> None:
+    proto = cls()
     proto.receive_data(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nab")
     assert isinstance(proto.next_event(), Request)
     data = proto.next_event()
@@ -136,8 +154,9 @@ def test_push_back_returns_the_peeked_event_first() -> None:
     assert isinstance(proto.next_event(), EndData)
 
 
-def test_http10_closes_after_response() -> None:
-    proto = HTTP11Protocol()
+@PROTOCOLS
+def test_http10_closes_after_response(cls: type[HTTP11Protocol]) -> None:
+    proto = cls()
     proto.receive_data(b"GET / HTTP/1.0\r\n\r\n")
     [req, _] = drain(proto)
     assert req.http_version == "1.0"
@@ -146,16 +165,18 @@ def test_http10_closes_after_response() -> None:
     assert not proto.keep_alive
 
 
-def test_response_status_line_has_reason_phrase() -> None:
-    proto = HTTP11Protocol()
+@PROTOCOLS
+def test_response_status_line_has_reason_phrase(cls: type[HTTP11Protocol]) -> None:
+    proto = cls()
     proto.receive_data(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
     drain(proto)
     assert proto.send(Response(404, [])).startswith(b"HTTP/1.1 404 Not Found\r\n")
 
 
-def test_expect_continue_is_flagged_for_http11_only() -> None:
+@PROTOCOLS
+def test_expect_continue_is_flagged_for_http11_only(cls: type[HTTP11Protocol]) -> None:
     [req, *_] = events_for(
-        b"POST / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n"
+        cls, b"POST / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n"
     )
     assert req.expects_continue
 
@@ -230,8 +251,8 @@ def normalise(events: list[Any]) -> list[Any]:
     return out
 
 
-def feed_in_pieces(raw: bytes, cuts: list[int]) -> list[Any]:
-    proto = HTTP11Protocol(max_head_size=256)
+def feed_in_pieces(cls: type[HTTP11Protocol], raw: bytes, cuts: list[int]) -> list[Any]:
+    proto = cls(max_head_size=256)
     events: list[Any] = []
     prev = 0
     for cut in [*sorted(cuts), len(raw)]:
@@ -248,12 +269,16 @@ def feed_in_pieces(raw: bytes, cuts: list[int]) -> list[Any]:
 
 @settings(max_examples=200)
 @given(st.sampled_from(REQUESTS), st.data())
-def test_any_chunking_gives_the_same_events(raw: bytes, data: st.DataObject) -> None:
-    whole = feed_in_pieces(raw, [])
+@PROTOCOLS
+def test_any_chunking_gives_the_same_events(
+    cls: type[HTTP11Protocol], raw: bytes, data: st.DataObject
+) -> None:
+    whole = feed_in_pieces(cls, raw, [])
     cuts = data.draw(st.lists(st.integers(0, len(raw)), max_size=12))
-    assert feed_in_pieces(raw, cuts) == whole
+    assert feed_in_pieces(cls, raw, cuts) == whole
 
 
-def test_byte_by_byte_matches_whole() -> None:
+@PROTOCOLS
+def test_byte_by_byte_matches_whole(cls: type[HTTP11Protocol]) -> None:
     for raw in REQUESTS:
-        assert feed_in_pieces(raw, list(range(len(raw)))) == feed_in_pieces(raw, [])
+        assert feed_in_pieces(cls, raw, list(range(len(raw)))) == feed_in_pieces(cls, raw, [])

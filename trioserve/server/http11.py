@@ -33,6 +33,7 @@ from ..sansio.events import (
     Response,
 )
 from ..sansio.http11 import HTTP11Protocol, error_response
+from ..sansio.http11_fast import make_http11_protocol
 from ..sansio.proxy import host_allowed
 from ..sansio.websocket import wants_websocket
 from .state import FIRST_REQUEST_GRACE, ServerState
@@ -73,7 +74,9 @@ class HTTP11Connection:
         self.state = state
         self.info = info
         config = state.config
-        self.proto = HTTP11Protocol(max_head_size=config.h11_max_incomplete_size)
+        self.proto = make_http11_protocol(
+            config.http, max_head_size=config.h11_max_incomplete_size
+        )
         self.eof = False  # the peer closed its sending side
         self.broken = False  # writing failed: the peer is gone for good
         self.refusal: BadRequest | None = None  # a body we refused mid-way

@@ -1,0 +1,629 @@
+"""HTTP/1.1 with llhttp (httptools) reading request heads and a lean writer of our own.
+
+The same events, the same verdicts and the same interface as
+:class:`~trioserve.sansio.http11.HTTP11Protocol` (h11 plus our checks), for less CPU per
+request: llhttp splits a head in C, a body is framed here (a Content-Length body is sliced,
+usually without a copy; chunked framing is held to ChunkValidator's rules), and a response
+head is written straight from the header list instead of through h11's state machine.
+
+Where llhttp and h11 disagree (unknown methods, obs-fold, bare LF, ``Content-Length: 5, 5``,
+Content-Length with Transfer-Encoding, ...) the head goes to h11 to decide, so a request is
+accepted or refused the same way whichever class reads it; the plain case never needs h11.
+
+It subclasses HTTP11Protocol only so that code typed against that class takes either; it
+overrides everything and never builds an ``h11.Connection`` for the connection itself.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+from http import HTTPStatus
+from typing import Any
+
+import h11
+
+from .events import (
+    NEED_DATA,
+    PAUSED,
+    BadRequest,
+    ConnectionClosed,
+    Data,
+    EndData,
+    Headers,
+    InboundEvent,
+    InformationalResponse,
+    OutboundEvent,
+    Request,
+    Response,
+)
+from .http11 import _ABSOLUTE_FORM, _HEAD_TOO_LARGE, _ORIGIN_FORM, HTTP11Protocol
+
+try:
+    import httptools
+except ImportError:  # pragma: no cover - the optional "speed" extra
+    httptools = None  # type: ignore[assignment]
+
+PARSERS = ("auto", "h11", "httptools")
+
+
+def httptools_available() -> bool:
+    return importlib.util.find_spec("httptools") is not None
+
+
+def protocol_class(kind: str) -> type[HTTP11Protocol]:
+    """The class for the ``http`` setting: ``auto`` is httptools when it is installed."""
+    if kind == "httptools" or (kind == "auto" and httptools is not None):
+        if httptools is None:
+            raise RuntimeError(
+                "http = 'httptools' needs httptools: pip install 'trioserve[speed]'"
+            )
+        return FastHTTP11Protocol
+    return HTTP11Protocol
+
+
+def make_http11_protocol(kind: str, *, max_head_size: int) -> HTTP11Protocol:
+    return protocol_class(kind)(max_head_size=max_head_size)
+
+
+# -- reading --------------------------------------------------------------------------------
+
+# h11's grammar for the request line, so a line llhttp takes is one h11 would take too.
+_REQUEST_LINE = re.compile(
+    rb"([-!#$%&'*+.^_`|~0-9A-Za-z]+) ([\x21-\x7e]+) HTTP/([0-9]\.[0-9])"
+).fullmatch
+_END_OF_HEAD = re.compile(rb"\n\r?\n").search
+_TRAILER_LINE = re.compile(
+    rb"(?:[-!#$%&'*+.^_`|~0-9A-Za-z]+:|[ \t])[ \t]*(?:[^\x00\s]+(?:[ \t]+[^\x00\s]+)*)?[ \t]*"
+).fullmatch
+_HEX = frozenset(b"0123456789abcdefABCDEF")
+_MAX_CHUNK_LINE = 4096
+_CL_MAX_DIGITS = 20  # h11's limit
+
+# their side
+_IDLE, _BODY, _DONE = 0, 1, 2
+# chunked body
+_SIZE, _CDATA, _CRLF, _TRAILER = 0, 1, 2, 3
+# our side: no request yet, may send a response, sending the body, done
+_WAIT, _SEND_RESPONSE, _SEND_BODY, _SENT = 0, 1, 2, 3
+# response body writers
+_LENGTH, _CHUNKED, _RAW = 0, 1, 2
+
+
+class _Collector:
+    """llhttp's callbacks land here: the header pairs, and whether the message ended."""
+
+    __slots__ = ("complete", "headers")
+
+    def __init__(self) -> None:
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.complete = False
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name, value))
+
+    def on_message_complete(self) -> None:
+        self.complete = True
+
+
+# Parsers are shared, not per connection: a head is parsed in one call, so a parser left
+# clean (its message complete) serves the next head of any connection. list.pop/append
+# keep this safe should two threads run servers.
+_spare: list[tuple[Any, _Collector]] = []
+
+
+def _llhttp_headers(head: bytes) -> list[tuple[bytes, bytes]] | None:
+    """The head's header pairs as llhttp reads them, or None if llhttp refuses the head."""
+    try:
+        parser, collector = _spare.pop()
+    except IndexError:
+        collector = _Collector()
+        parser = httptools.HttpRequestParser(collector)
+    try:
+        parser.feed_data(head)
+    except httptools.HttpParserUpgrade:
+        return collector.headers  # the parser waits for the new protocol: not reused
+    except httptools.HttpParserError:
+        return None
+    finally:
+        pairs = collector.headers
+        collector.headers = []
+    if collector.complete:  # no body expected: the parser is ready for the next head
+        collector.complete = False
+        _spare.append((parser, collector))
+    return pairs
+
+
+class _Head:
+    """A parsed head with the facts the framing needs."""
+
+    __slots__ = (
+        "chunked",
+        "close",
+        "expects_continue",
+        "headers",
+        "length",
+        "method",
+        "raw",
+        "target",
+        "version",
+    )
+
+    def __init__(self, method: bytes, target: bytes, version: str) -> None:
+        self.method = method
+        self.target = target
+        self.version = version
+        self.headers: Headers = []
+        self.raw: Headers = []
+        self.length = -1
+        self.chunked = False
+        self.close = version != "1.1"
+        self.expects_continue = False
+
+
+def _read_headers(head: _Head, pairs: list[tuple[bytes, bytes]], strict: bool) -> bool:
+    """Fill ``head`` from (wire name, value) pairs; False: not plain enough for llhttp's word.
+
+    ``strict`` (llhttp's pairs) refuses what h11 must judge: several Host or Content-Length
+    fields, a Transfer-Encoding other than one ``chunked``, Content-Length next to it.
+    h11's pairs are already judged and normalised.
+    """
+    headers = head.headers
+    raw = head.raw
+    hosts = 0
+    for name, value in pairs:
+        if value and value[-1] in (9, 32):  # llhttp keeps trailing whitespace
+            value = value.rstrip(b" \t")
+        lname = name.lower()
+        if lname == b"host":
+            hosts += 1
+        elif lname == b"content-length":
+            if strict and (
+                head.length != -1 or not value.isdigit() or len(value) > _CL_MAX_DIGITS
+            ):
+                return False
+            head.length = int(value)
+        elif lname == b"transfer-encoding":
+            if strict and (head.chunked or value.lower() != b"chunked"):
+                return False
+            head.chunked = True
+        elif lname == b"connection":
+            if b"close" in [t.strip() for t in value.lower().split(b",")]:
+                head.close = True
+        elif lname == b"expect" and value.lower() == b"100-continue":
+            head.expects_continue = True
+        headers.append((lname, value))
+        raw.append((name, value))
+    if strict:
+        if head.chunked and head.length != -1:
+            return False
+        if hosts > 1 or (hosts == 0 and head.version == "1.1"):
+            return False
+    return True
+
+
+def _h11_head(head: bytes) -> _Head | BadRequest:
+    """h11's verdict on a head llhttp refused or that is not plain."""
+    conn = h11.Connection(h11.SERVER, max_incomplete_event_size=len(head) + 1)
+    conn.receive_data(head)
+    try:
+        event: Any = conn.next_event()
+    except h11.RemoteProtocolError as exc:
+        return BadRequest(exc.error_status_hint, str(exc) or "invalid request")
+    if type(event) is not h11.Request:  # pragma: no cover - a whole head was given
+        return BadRequest(400, "invalid request head")
+    parsed = _Head(event.method, event.target, event.http_version.decode("ascii"))
+    _read_headers(parsed, list(event.headers.raw_items()), strict=False)
+    return parsed
+
+
+def _parse_head(head: bytes) -> _Head | BadRequest:
+    if httptools is not None:
+        line = _REQUEST_LINE(head, 0, head.find(b"\r\n"))
+        if line is not None:
+            pairs = _llhttp_headers(head)
+            if pairs is not None:
+                method, target, version = line.groups()
+                parsed = _Head(method, target, version.decode("ascii"))
+                if _read_headers(parsed, pairs, strict=True):
+                    return parsed
+    return _h11_head(head)
+
+
+# -- writing --------------------------------------------------------------------------------
+
+_STATUS_LINES = {s.value: b"HTTP/1.1 %d %s\r\n" % (s.value, s.phrase.encode()) for s in HTTPStatus}
+_FRAMING = frozenset((b"content-length", b"transfer-encoding", b"connection"))
+
+
+def _status_line(status: int) -> bytes:
+    line = _STATUS_LINES.get(status)
+    return line if line is not None else b"HTTP/1.1 %d \r\n" % status
+
+
+def _response_length(value: bytes, seen: bytes | None) -> bytes:
+    if b"," in value:
+        values = {v.strip() for v in value.split(b",")}
+        if len(values) != 1:
+            raise h11.LocalProtocolError("conflicting Content-Length headers")
+        value = values.pop()
+    if not value.isdigit() or len(value) > _CL_MAX_DIGITS:
+        raise h11.LocalProtocolError("bad Content-Length")
+    if seen is not None and seen != value:
+        raise h11.LocalProtocolError("conflicting Content-Length headers")
+    return value
+
+
+class FastHTTP11Protocol(HTTP11Protocol):
+    """One HTTP/1.1 server connection, read with llhttp; see the module docstring."""
+
+    __slots__ = (
+        "_buf",
+        "_chunk_state",
+        "_eof",
+        "_is_head",
+        "_keep",
+        "_left",
+        "_old_client",
+        "_our",
+        "_pos",
+        "_remaining",
+        "_scan_from",
+        "_their",
+        "_writer",
+    )
+
+    def __init__(self, *, max_head_size: int = 16 * 1024) -> None:
+        if httptools is None:  # pragma: no cover
+            raise RuntimeError(
+                "FastHTTP11Protocol needs httptools: pip install 'trioserve[speed]'"
+            )
+        self._max_head = max_head_size
+        self._pending_error: BadRequest | None = None  # sticky: a refused stream stays refused
+        self._pushed: InboundEvent | None = None
+        self.must_close = False
+        self.requests_seen = 0
+        self._buf = b""
+        self._pos = 0
+        self._eof = False
+        self._scan_from = 0
+        self._reset()
+
+    def _reset(self) -> None:
+        self._their = _IDLE
+        self._our = _WAIT
+        self._keep = True
+        self._chunk_state = -1  # -1: a Content-Length body
+        self._remaining = 0
+        self._is_head = False
+        self._old_client = False
+        self._writer = _LENGTH
+        self._left = 0
+
+    # -- input ---------------------------------------------------------------------------
+    def receive_data(self, data: bytes) -> None:
+        if not data:
+            self._eof = True
+        elif self._pos:
+            self._buf = self._buf[self._pos :] + data
+            self._scan_from = max(0, self._scan_from - self._pos)
+            self._pos = 0
+        elif self._buf:
+            self._buf += data
+        else:
+            self._buf = bytes(data)
+
+    def _fail(self, status: int, reason: str) -> BadRequest:
+        error = self._pending_error = BadRequest(status, reason)
+        return error
+
+    def next_event(self) -> InboundEvent:
+        if self._pushed is not None:
+            pushed, self._pushed = self._pushed, None
+            return pushed
+        if self._pending_error is not None:
+            return self._pending_error
+        their = self._their
+        if their == _BODY:
+            if self._chunk_state == -1:
+                return self._length_event()
+            return self._chunk_event()
+        if their == _IDLE:
+            return self._head_event()
+        if self._pos < len(self._buf):
+            return PAUSED
+        return ConnectionClosed() if self._eof else NEED_DATA
+
+    def _head_event(self) -> InboundEvent:
+        buf = self._buf
+        pos = self._pos
+        size = len(buf)
+        if pos == size:
+            return ConnectionClosed() if self._eof else NEED_DATA
+        if buf[pos] < 0x21:  # h11 takes no empty line or whitespace before the request line
+            return self._fail(400, "illegal request line")
+        found = _END_OF_HEAD(buf, max(pos, self._scan_from))
+        if found is None:
+            if size - pos > self._max_head:
+                return self._fail(431, _HEAD_TOO_LARGE)
+            if self._eof:
+                return self._fail(400, "peer unexpectedly closed connection")
+            self._scan_from = max(pos, size - 2)
+            return NEED_DATA
+        end = found.end()
+        head = buf if pos == 0 and end == size else buf[pos:end]
+        self._take(end)
+        self._scan_from = 0
+        parsed = _parse_head(head)
+        if type(parsed) is BadRequest:
+            self._pending_error = parsed
+            return parsed
+        assert isinstance(parsed, _Head)
+        return self._start_request(parsed, len(head))
+
+    def _take(self, end: int) -> None:
+        if end >= len(self._buf):
+            self._buf = b""
+            self._pos = 0
+        else:
+            self._pos = end
+
+    def _start_request(self, head: _Head, head_size: int) -> InboundEvent:
+        self.requests_seen += 1
+        # Same rule as HTTP11Protocol: one read or many, a head over the limit gets 431.
+        if head_size - 1 > self._max_head:
+            return self._fail(431, _HEAD_TOO_LARGE)
+        version = head.version
+        if version != "1.1" and version != "1.0":
+            return self._fail(505, f"HTTP version {version} not supported")
+        method = head.method
+        target = head.target
+        if not _ORIGIN_FORM(target):
+            if target == b"*":
+                if method != b"OPTIONS":
+                    return self._fail(400, "'*' target is only allowed for OPTIONS")
+            elif method == b"CONNECT":
+                return self._fail(405, "CONNECT is not supported")
+            elif not _ABSOLUTE_FORM(target):
+                return self._fail(400, "invalid request target")
+        if head.chunked:
+            if head.length != -1:
+                self.must_close = True
+            self._chunk_state = _SIZE
+        else:
+            self._chunk_state = -1
+            self._remaining = max(head.length, 0)
+        self._their = _BODY
+        self._our = _SEND_RESPONSE
+        self._is_head = method == b"HEAD"
+        self._old_client = version == "1.0"
+        if head.close:
+            self._keep = False
+        return Request(
+            method=method,
+            target=target,
+            headers=head.headers,
+            http_version=version,
+            raw_headers=head.raw,
+            expects_continue=head.expects_continue and version == "1.1",
+        )
+
+    def _length_event(self) -> InboundEvent:
+        left = self._remaining
+        if not left:
+            self._their = _DONE
+            return EndData()
+        buf = self._buf
+        pos = self._pos
+        available = len(buf) - pos
+        if not available:
+            if self._eof:
+                return self._fail(
+                    400, "peer closed connection without sending complete message body"
+                )
+            return NEED_DATA
+        if available <= left:
+            data = buf[pos:] if pos else buf
+            self._buf = b""
+            self._pos = 0
+            self._remaining = left - available
+        else:
+            data = buf[pos : pos + left]
+            self._pos = pos + left
+            self._remaining = 0
+        return Data(data)
+
+    def _chunk_event(self) -> InboundEvent:
+        buf = self._buf
+        pos = self._pos
+        size = len(buf)
+        state = self._chunk_state
+        while True:
+            if state == _CDATA:
+                if pos == size:
+                    break
+                take = min(self._remaining, size - pos)
+                data = buf if pos == 0 and take == size else buf[pos : pos + take]
+                self._remaining -= take
+                if not self._remaining:
+                    self._chunk_state = _CRLF
+                self._take(pos + take)
+                return Data(data)
+            nl = buf.find(b"\n", pos)
+            if nl == -1:
+                if size - pos > _MAX_CHUNK_LINE:
+                    return self._fail(400, "chunk line too long")
+                break
+            line = buf[pos : nl + 1]
+            pos = nl + 1
+            if line[-2:] != b"\r\n" or b"\r" in line[:-2]:
+                return self._fail(400, "chunk line must end with CRLF and contain no bare CR")
+            line = line[:-2]
+            if state == _CRLF:
+                if line:
+                    return self._fail(400, "chunk data not followed by CRLF")
+                state = _SIZE
+            elif state == _SIZE:
+                size_part, _, ext = line.partition(b";")
+                if not size_part or len(size_part) > 16 or not _HEX.issuperset(size_part):
+                    return self._fail(400, f"invalid chunk size line {line[:40]!r}")
+                if b"\x00" in ext:
+                    return self._fail(400, "invalid chunk extension")
+                self._remaining = int(size_part, 16)
+                state = _CDATA if self._remaining else _TRAILER
+            elif line:  # a trailer field: checked, then dropped as HTTP11Protocol does
+                if not _TRAILER_LINE(line):
+                    return self._fail(400, "invalid trailer field")
+            else:
+                self._chunk_state = state
+                self._take(pos)
+                self._their = _DONE
+                return EndData()
+            self._chunk_state = state
+        self._chunk_state = state
+        self._take(pos)
+        if self._eof:
+            return self._fail(
+                400,
+                "peer closed connection without sending complete message body: "
+                "incomplete chunked read",
+            )
+        return NEED_DATA
+
+    # -- output --------------------------------------------------------------------------
+    def send(self, event: OutboundEvent) -> bytes:
+        """Serialise one outbound event; raises ``h11.LocalProtocolError`` on misuse."""
+        cls = type(event)
+        if cls is Data:
+            if self._our != _SEND_BODY:
+                raise h11.LocalProtocolError("can't send data before a response head")
+            data: bytes = event.data  # type: ignore[union-attr]
+            writer = self._writer
+            if writer == _LENGTH:
+                left = self._left - len(data)
+                if left < 0:
+                    raise h11.LocalProtocolError("Too much data for declared Content-Length")
+                self._left = left
+                return data
+            if writer == _CHUNKED:
+                return b"%x\r\n%s\r\n" % (len(data), data) if data else b""
+            return data
+        if cls is EndData:
+            if self._our != _SEND_BODY:
+                raise h11.LocalProtocolError("can't end a response that was not started")
+            if self._writer == _LENGTH and self._left:
+                raise h11.LocalProtocolError("Too little data for declared Content-Length")
+            self._our = _SENT
+            return b"0\r\n\r\n" if self._writer == _CHUNKED else b""
+        if cls is Response:
+            return self._response(event.status, event.headers)  # type: ignore[union-attr]
+        if cls is InformationalResponse:
+            status = event.status  # type: ignore[union-attr]
+            if self._our != _SEND_RESPONSE or not 100 <= status < 200:
+                raise h11.LocalProtocolError("can't send an informational response now")
+            lines = [_status_line(status)]
+            lines.extend(
+                [name + b": " + value + b"\r\n" for name, value in event.headers]  # type: ignore[union-attr]
+            )
+            lines.append(b"\r\n")
+            return b"".join(lines)
+        raise TypeError(f"cannot send {event!r}")  # pragma: no cover
+
+    def _response(self, status: int, headers: Headers) -> bytes:
+        if self._our != _SEND_RESPONSE:
+            raise h11.LocalProtocolError("can't send a response now")
+        if not 200 <= status < 1000:
+            raise h11.LocalProtocolError(f"invalid response status {status}")
+        lines = [_status_line(status)]
+        append = lines.append
+        length: bytes | None = None
+        chunked = False
+        connection: list[bytes] | None = None
+        for name, value in headers:
+            if name in _FRAMING:
+                if name == b"content-length":
+                    if length is not None and value == length:
+                        continue  # h11 keeps one of equal duplicates
+                    length = _response_length(value, length)
+                    value = length
+                elif name == b"transfer-encoding":
+                    if chunked or value.lower() != b"chunked":
+                        raise h11.LocalProtocolError(
+                            "Only Transfer-Encoding: chunked is supported"
+                        )
+                    chunked = True
+                    continue  # written below, if the framing keeps it
+                else:
+                    if connection is None:
+                        connection = []
+                    connection.extend(t.strip() for t in value.lower().split(b",") if t.strip())
+                    continue
+            append(name + b": " + value + b"\r\n")
+        close = (
+            self.must_close
+            or not self._keep
+            or (connection is not None and b"close" in connection)
+        )
+        if status == 204 or status == 304:  # no body whatever the headers say
+            writer, left = _LENGTH, 0
+            if chunked:
+                append(b"Transfer-Encoding: chunked\r\n")
+        else:
+            if chunked or length is None:
+                if length is not None:  # Transfer-Encoding wins: drop the length
+                    lines = [line for line in lines if not line.startswith(b"content-length:")]
+                    append = lines.append
+                if self._old_client:  # no chunked for HTTP/1.0: the body ends at the close
+                    writer, left = _RAW, 0
+                    if not self._is_head:
+                        close = True
+                else:
+                    writer, left = _CHUNKED, 0
+                    append(b"Transfer-Encoding: chunked\r\n")
+            else:
+                writer, left = _LENGTH, int(length)
+            if self._is_head:
+                writer, left = _LENGTH, 0
+        if close:
+            self._keep = False
+            tokens = set(connection or ())
+            tokens.discard(b"keep-alive")
+            tokens.add(b"close")
+            lines.extend(b"Connection: " + token + b"\r\n" for token in sorted(tokens))
+        elif connection:
+            lines.extend(b"Connection: " + token + b"\r\n" for token in connection)
+        lines.append(b"\r\n")
+        self._writer = writer
+        self._left = left
+        self._our = _SEND_BODY
+        return b"".join(lines)
+
+    # -- state -----------------------------------------------------------------------------
+    @property
+    def response_started(self) -> bool:
+        return self._our >= _SEND_BODY
+
+    @property
+    def response_complete(self) -> bool:
+        # As with h11: a response that ends the connection is not "done", it "must close".
+        return self._our == _SENT and self._keep
+
+    @property
+    def request_complete(self) -> bool:
+        return self._their == _DONE and self._keep
+
+    @property
+    def keep_alive(self) -> bool:
+        return self._our == _SENT and self._their == _DONE and self._keep and not self.must_close
+
+    @property
+    def idle(self) -> bool:
+        return self._their == _IDLE and self._pos == len(self._buf)
+
+    def start_next_cycle(self) -> None:
+        if not (self._our == _SENT and self._their == _DONE and self._keep):
+            raise h11.LocalProtocolError("not in a reusable state")
+        self._reset()
+
+    def take_trailing_data(self) -> bytes:
+        return bytes(self._buf[self._pos :])
