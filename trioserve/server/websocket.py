@@ -1,28 +1,41 @@
 """One WebSocket, from the upgrade request the HTTP/1.1 connection hands over to the end.
 
-The app runs in the connection's task, as for HTTP. Once it accepts, helper tasks
-join it in a nursery that lives exactly as long as the WebSocket:
+The app runs in the connection's task, as for HTTP, and nothing else runs per WebSocket
+in the common case:
 
-- the reader: socket -> wsproto -> a bounded channel (``max_app_queue_size``) -> the app's
-  ``receive()``. When the app falls behind, the channel fills, the reader stops reading
-  and TCP pushes back on the client. Protocol replies (pongs, the close echo) are written
-  by the reader itself, batched per read.
-- the keep-alive (if ``websocket_ping_interval``): pings, and closes with 1011 when no
-  pong comes within ``websocket_ping_timeout``; the app sees a 1006 disconnect.
-- the shutdown close: when graceful shutdown begins (a hook in ``ServerState``, not a
-  task waiting for it) a task closes with 1001; the app then has until the connections
-  nursery's deadline (``graceful_timeout``) to finish.
+- ``receive()`` pulls: it reads from the socket only when the app wants a message and
+  none is parsed yet, feeds wsproto, and writes what the protocol owes the peer (pongs,
+  the close echo, a 1009 or 1002 close) itself, batched per read. A slow app therefore
+  stops the reads and TCP pushes back on the client, without a queue or a reader task.
+- keep-alive pings (``websocket_ping_interval``) are driven by a deadline on that read:
+  when it expires the reader sends the ping, or closes with 1011 when the pong is overdue
+  (``websocket_ping_timeout``); the app then sees a 1006 disconnect.
+- an app that stays away from ``receive()`` (it only streams out, or is busy) must still
+  answer pings and notice the client's close. One watchdog task per server looks at the
+  open WebSockets once a second; for one whose app has not called ``receive()`` for a
+  whole interval and nobody is reading, it starts a *pump*: a task that reads on the
+  app's behalf into a small buffer (``max_app_queue_size`` messages, then it stops:
+  backpressure) and hands the socket back as soon as the app calls ``receive()`` again.
+  A client close it reads makes the app's next ``send()`` raise ClientDisconnected.
+- the shutdown close: when graceful shutdown begins (a hook in ``ServerState``) a short
+  task writes the 1001 close; the app then has until the connections nursery's deadline
+  (``graceful_timeout``) to finish.
 
-The app's ``send()`` writes straight to the socket (a slow client slows the app); every
-write takes its turn (a flag, with a parking lot once writers queue) because a trio
-stream allows one writer at a time. No send is ever shielded, so the shutdown deadline
-holds.
+Helper tasks (pump, watchdog, shutdown close) run in the nursery the connection task
+itself runs in (the server's connections nursery), so they share its graceful deadline
+and an idle WebSocket carries no nursery of its own.
+
+One reader at a time (a flag, with a parking lot once a second reader waits; the turn is
+handed over) and one writer at a time (the same), since a trio stream allows one of each.
+The app's ``send()`` writes straight to the socket (a slow client slows the app). No send
+is ever shielded, so the shutdown deadline holds.
 """
 
 from __future__ import annotations
 
-import contextlib
+import math
 import time
+import weakref
 from collections.abc import MutableMapping
 from typing import Any
 
@@ -51,12 +64,17 @@ READ_SIZE = 64 * 1024
 CLOSE_TIMEOUT = 5.0
 # Bound on writing our close frame to a peer that stopped answering pings.
 _ABORT_WRITE_TIMEOUT = 1.0
+# How often the watchdog looks for apps that stay away from receive(); such an app gets a
+# pump after one to two intervals.
+WATCH_INTERVAL = 1.0
+# Bound on waiting for a pump to hand the socket back once the WebSocket is over.
+_STOP_TIMEOUT = 1.0
 
 _GONE: dict[str, Any] = {"type": "websocket.disconnect", "code": 1006, "reason": ""}
-_NO_SCOPE = contextlib.nullcontext()
-_READER_NAME = f"{__name__}.WebSocketHandler._reader"
+_CONNECT: dict[str, Any] = {"type": "websocket.connect"}
 _SHUTDOWN_NAME = f"{__name__}.WebSocketHandler._close_on_shutdown"
-_KEEPALIVE_NAME = f"{__name__}.WebSocketHandler._keepalive"
+_PUMP_NAME = f"{__name__}.WebSocketHandler._pump"
+_WATCHDOG_NAME = f"{__name__}._Watchdog._run"
 
 
 async def serve_websocket(
@@ -106,8 +124,84 @@ async def _refuse(
     await linger_close(stream)
 
 
+class _Watchdog:
+    """Per server: starts a pump for WebSockets whose app stays away from ``receive()``.
+
+    One task for all of them (a WebSocket costs a set entry, not a task or a timer), and
+    only while any is open: the last one to end cancels it, so shutdown never waits for
+    its sleep.
+    """
+
+    __slots__ = ("handlers", "scope")
+
+    def __init__(self) -> None:
+        self.handlers: set[WebSocketHandler] = set()
+        self.scope: trio.CancelScope | None = None
+
+    def add(self, handler: WebSocketHandler, nursery: trio.Nursery) -> None:
+        self.handlers.add(handler)
+        if self.scope is None:
+            self.scope = scope = trio.CancelScope()
+            nursery.start_soon(self._run, scope, name=_WATCHDOG_NAME)
+
+    def discard(self, handler: WebSocketHandler) -> None:
+        self.handlers.discard(handler)
+        if not self.handlers and self.scope is not None:
+            self.scope.cancel()
+            self.scope = None
+
+    async def _run(self, scope: trio.CancelScope) -> None:
+        with scope:
+            while True:
+                await trio.sleep(WATCH_INTERVAL)
+                for handler in list(self.handlers):
+                    try:
+                        handler.watch()
+                    except Exception:  # never take the server's connections nursery down
+                        error_log.exception("Unexpected error watching a WebSocket")
+
+
+# Per ServerState (weakly: a finished server's watchdog goes with it).
+_watchdogs: weakref.WeakKeyDictionary[ServerState, _Watchdog] = weakref.WeakKeyDictionary()
+
+
+def _watchdog(state: ServerState) -> _Watchdog:
+    dog = _watchdogs.get(state)
+    if dog is None:
+        dog = _watchdogs[state] = _Watchdog()
+    return dog
+
+
 class WebSocketHandler:
     """The trio side of one :class:`~trioserve.sansio.websocket.WebSocketSession`."""
+
+    # Up to thousands of these sit idle: no per-instance __dict__.
+    __slots__ = (
+        "__weakref__",
+        "_accepted",
+        "_calls",
+        "_connected",
+        "_next_ping",
+        "_nursery",
+        "_pending",
+        "_ping_count",
+        "_pong_due",
+        "_pump_scope",
+        "_queue_limit",
+        "_read_waiters",
+        "_reading",
+        "_seen_calls",
+        "_watched",
+        "_write_waiters",
+        "_writing",
+        "broken",
+        "eof",
+        "info",
+        "scope",
+        "session",
+        "state",
+        "stream",
+    )
 
     def __init__(
         self,
@@ -131,42 +225,152 @@ class WebSocketHandler:
             per_message_deflate=config.websocket_per_message_deflate,
         )
         self.scope = state.scope_for(build_websocket_scope, request, info)
-        self._to_app, self._from_reader = trio.open_memory_channel[dict[str, Any]](
-            max(0, config.max_app_queue_size)
-        )
-        # One writer at a time. Not a trio.Lock: acquiring one registers the task with
-        # trio's parking-lot breaker table (a dict entry and an inspect call per message).
-        # A flag does it; the lot exists only once a second writer waits.
+        self._connected = False
+        self.eof = eof  # the peer had closed its side with the upgrade request
+        self.broken = False  # writing failed, or we gave up on the peer
+        # Messages parsed but not yet given to the app, in reverse order (pop() is next).
+        self._pending: list[dict[str, Any]] = []
+        self._queue_limit = max(1, config.max_app_queue_size)
+        # One reader and one writer at a time. Not trio.Locks: a held Lock costs a
+        # ParkingLot and an entry in trio's breaker table; an idle WebSocket sits in a
+        # read. A flag does it; the lot exists only once a second task waits.
+        self._reading = False
+        self._read_waiters: trio.lowlevel.ParkingLot | None = None
         self._writing = False
         self._write_waiters: trio.lowlevel.ParkingLot | None = None
-        self._connected = False
-        self.eof = eof
-        self.broken = False  # writing failed, or we gave up on the peer
+        # receive() calls so far, and as the watchdog last saw them.
+        self._calls = 0
+        self._seen_calls = -1
+        self._pump_scope: trio.CancelScope | None = None
+        self._watched = False
         self._nursery: trio.Nursery | None = None
-        # Only the keep-alive cancels the reader; without pings no scope is needed (an
-        # entered CancelScope costs ~0.6 KiB per idle WebSocket).
-        self._reader_scope = trio.CancelScope() if config.websocket_ping_interval else None
-        # Created only when run() waits for the reader at the end.
-        self._reader_finished = False
-        self._reader_done: trio.Event | None = None
-        self._pong: trio.Event | None = None
+        self._accepted: trio.Event | None = None  # only for a receive() before accept
+        # Keep-alive timers (trio clock); inf when off.
+        self._next_ping = math.inf
+        self._pong_due = math.inf
+        self._ping_count = 0
 
     # -- the app's channels -----------------------------------------------------------------
     async def receive(self) -> dict[str, Any]:
+        self._calls += 1
+        pending = self._pending
+        if pending:
+            return pending.pop()
         if not self._connected:
             self._connected = True
-            return {"type": "websocket.connect"}
-        channel = self._from_reader
+            return dict(_CONNECT)
+        session = self.session
+        if session.disconnect is not None:
+            return session.disconnect
+        if session.conn is None:
+            await self._wait_for_accept()
+            if session.conn is None:
+                return dict(_GONE)
+        # Wait for the turn to read (another task of the app, or a pump, may hold it).
+        if self._reading:
+            waiters = self._read_waiters
+            if waiters is None:
+                waiters = self._read_waiters = trio.lowlevel.ParkingLot()
+            await waiters.park()  # the reader that finishes hands the turn over
+        else:
+            self._reading = True  # receive_some() is this call's checkpoint
         try:
-            return channel.receive_nowait()
-        except trio.WouldBlock:
-            pass
-        except (trio.EndOfChannel, trio.ClosedResourceError):
-            return self.session.disconnect or dict(_GONE)
+            while True:
+                if pending:  # the pump, or the reader before us, got some
+                    return pending.pop()
+                if session.disconnect is not None:
+                    return session.disconnect
+                if self.broken:
+                    return session.connection_lost() or dict(_GONE)
+                messages = await self._fill()
+                if messages:
+                    if len(messages) == 1:
+                        return messages[0]
+                    messages.reverse()
+                    pending[:0] = messages
+        finally:
+            waiters = self._read_waiters
+            if waiters:
+                waiters.unpark()
+            else:
+                self._reading = False
+
+    async def _wait_for_accept(self) -> None:
+        """A receive() after connect but before accept: wait until the app answers."""
+        if self._accepted is None:
+            self._accepted = trio.Event()
+        await self._accepted.wait()
+
+    async def _fill(self) -> list[dict[str, Any]]:
+        """Read once (or until a keep-alive deadline) and parse: messages for the app.
+
+        The caller holds the read turn. Replies the protocol owes the peer are written
+        here, in one write per read.
+        """
+        session = self.session
         try:
-            return await channel.receive()
-        except (trio.EndOfChannel, trio.ClosedResourceError):
-            return self.session.disconnect or dict(_GONE)
+            if self._next_ping == math.inf:
+                data = await self.stream.receive_some(READ_SIZE)
+            else:
+                deadline = self._next_ping
+                if session.awaiting_pong is not None and self._pong_due != math.inf:
+                    deadline = self._pong_due
+                with trio.CancelScope(deadline=deadline) as timer:
+                    data = await self.stream.receive_some(READ_SIZE)
+                if timer.cancelled_caught:
+                    return await self._on_timer()
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            data = b""
+        return await self._parse(data if data else None)
+
+    async def _parse(self, data: bytes | bytearray | None) -> list[dict[str, Any]]:
+        session = self.session
+        try:
+            session.receive_data(data)
+            messages = session.app_messages()
+        except Exception:
+            error_log.exception("Unexpected error reading WebSocket %s", self.scope["path"])
+            self.broken = True
+            lost = session.connection_lost()
+            return [lost] if lost is not None else []
+        out = session.data_to_send()
+        if out and not self.broken:
+            await self._write_quietly(out)
+        return messages
+
+    async def _on_timer(self) -> list[dict[str, Any]]:
+        """A keep-alive deadline passed during a read: ping, or give up on the peer."""
+        session = self.session
+        now = trio.current_time()
+        if session.awaiting_pong is not None and now >= self._pong_due:
+            return await self._abort(f"no pong within {self.state.config.websocket_ping_timeout}s")
+        if now >= self._next_ping:
+            config = self.state.config
+            self._next_ping = now + (config.websocket_ping_interval or math.inf)
+            self._ping_count += 1
+            data = session.ping(self._ping_count.to_bytes(4, "big"))
+            if not data:
+                self._next_ping = math.inf  # closing: no more pings
+                return []
+            timeout = config.websocket_ping_timeout
+            self._pong_due = math.inf if timeout is None else now + timeout
+            if not self.broken:
+                await self._write_quietly(data)
+        return []
+
+    async def _abort(self, reason: str) -> list[dict[str, Any]]:
+        """Give up on an unresponsive peer: close 1011, and the app sees 1006 once."""
+        error_log.info(
+            "%s: closing WebSocket %s: %s", self.info.client_text, self.scope["path"], reason
+        )
+        self._next_ping = self._pong_due = math.inf
+        data = self.session.close(1011, "keepalive ping timeout")
+        if data and not self.broken:
+            with trio.move_on_after(_ABORT_WRITE_TIMEOUT):
+                await self._write_quietly(data)
+        self.broken = True
+        lost = self.session.connection_lost()
+        return [lost] if lost is not None else []
 
     async def send(self, message: MutableMapping[str, Any]) -> None:
         session = self.session
@@ -181,8 +385,8 @@ class WebSocketHandler:
             raise ClientDisconnected("WebSocket is closed") from None
         if data:
             await self._write(data)
-            if opening and session.state is OPEN:
-                self._start_tasks()
+            if opening:
+                await self._answered()
 
     async def _write(self, data: bytes) -> None:
         if self._writing:
@@ -215,19 +419,18 @@ class WebSocketHandler:
     async def run(self) -> None:
         state = self.state
         start = time.perf_counter()
+        # Helper tasks go where this task lives: the server's connections nursery.
+        self._nursery = trio.lowlevel.current_task().parent_nursery
         state.in_flight += 1
         try:
-            async with trio.open_nursery() as nursery:
-                self._nursery = nursery
-                try:
-                    await self._run_app()
-                    self._from_reader.close()  # the reader now drops what still arrives
-                    await self._await_close()
-                    nursery.cancel_scope.cancel()
-                finally:
-                    # Before the nursery closes: the hook starts a task in it.
-                    state.shutdown_hooks.discard(self._shutdown_started)
+            await self._run_app()
+            await self._await_close()
         finally:
+            state.shutdown_hooks.discard(self._shutdown_started)
+            if self._watched:
+                _watchdog(state).discard(self)
+            if self._accepted is not None:
+                self._accepted.set()
             state.in_flight -= 1
             state.count_request()
         if access_log.isEnabledFor(20):
@@ -239,10 +442,36 @@ class WebSocketHandler:
                 time.perf_counter() - start,
             )
             access_log.info(format_access_line(state.config.access_log_format, atoms))
+        await self._stop_reading()
         if self.broken:
             await trio.aclose_forcefully(self.stream)
         else:
             await linger_close(self.stream)
+
+    async def _answered(self) -> None:
+        """The app's first answer went out: if it accepted, the WebSocket is open."""
+        session = self.session
+        if self._accepted is not None:
+            self._accepted.set()
+        if session.state is not OPEN:
+            return
+        # Frames that came with the upgrade request (or its EOF) are parsed now.
+        messages = await self._parse(None) if self.eof else await self._parse(b"")
+        if messages:
+            messages.reverse()
+            self._pending[:0] = messages
+        state = self.state
+        config = state.config
+        if config.websocket_ping_interval:
+            self._next_ping = trio.current_time() + config.websocket_ping_interval
+        if self._nursery is None:  # pragma: no cover - run() always sets it
+            return
+        if state.shutting_down:
+            self._nursery.start_soon(self._close_on_shutdown, name=_SHUTDOWN_NAME)
+        else:
+            state.shutdown_hooks.add(self._shutdown_started)
+        self._watched = True
+        _watchdog(state).add(self, self._nursery)
 
     async def _run_app(self) -> None:
         session = self.session
@@ -278,127 +507,97 @@ class WebSocketHandler:
 
     async def _await_close(self) -> None:
         """Give the peer a moment to answer our close frame (a clean close on both sides)."""
-        if self.session.conn is None or self.broken or self._reader_finished:
+        session = self.session
+        if session.conn is None or self.broken or session.disconnect is not None:
             return
-        done = self._reader_done = trio.Event()
+        self._pending.clear()
         with trio.move_on_after(CLOSE_TIMEOUT):
-            await done.wait()
+            await self._take_read_turn()
+            while session.disconnect is None and not self.broken:
+                await self._fill()
 
-    def _start_tasks(self) -> None:
-        nursery = self._nursery
-        assert nursery is not None
-        config = self.state.config
-        # Fixed task names: trio would otherwise format a new string for every task.
-        nursery.start_soon(self._reader, name=_READER_NAME)
-        if self.state.shutting_down:
-            nursery.start_soon(self._close_on_shutdown, name=_SHUTDOWN_NAME)
+    async def _take_read_turn(self) -> None:
+        """Hold the read turn for good (the WebSocket is over): a pump is stopped first."""
+        if self._pump_scope is not None:
+            self._pump_scope.cancel()
+        if self._reading:
+            waiters = self._read_waiters
+            if waiters is None:
+                waiters = self._read_waiters = trio.lowlevel.ParkingLot()
+            await waiters.park()
         else:
-            self.state.shutdown_hooks.add(self._shutdown_started)
-        if config.websocket_ping_interval:
-            nursery.start_soon(
-                self._keepalive,
-                config.websocket_ping_interval,
-                config.websocket_ping_timeout,
-                name=_KEEPALIVE_NAME,
-            )
+            self._reading = True
+
+    async def _stop_reading(self) -> None:
+        """No pump may still read once the stream is being closed."""
+        if self._pump_scope is None:
+            return
+        with trio.CancelScope(shield=True), trio.move_on_after(_STOP_TIMEOUT):
+            await self._take_read_turn()
 
     def _shutdown_started(self) -> None:
         if self._nursery is not None:
             self._nursery.start_soon(self._close_on_shutdown, name=_SHUTDOWN_NAME)
 
-    # -- helper tasks -----------------------------------------------------------------------
-    async def _deliver(self, message: dict[str, Any]) -> None:
-        channel = self._to_app
+    async def _close_on_shutdown(self) -> None:
         try:
-            channel.send_nowait(message)
-        except trio.WouldBlock:
-            try:
-                await channel.send(message)
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                pass  # the app has finished: nobody reads any more
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass
+            data = self.session.close(1001, "server shutting down")
+            if data and not self.broken:
+                await self._write_quietly(data)
+        except Exception:  # never take the server's connections nursery down
+            error_log.exception("Unexpected error closing WebSocket %s", self.scope["path"])
 
-    async def _reader(self) -> None:
+    # -- reading while the app is away ------------------------------------------------------
+    def watch(self) -> None:
+        """Called by the watchdog: start a pump if the app has stayed away from receive()."""
+        calls = self._calls
+        if (
+            calls != self._seen_calls
+            or self._reading
+            or self._pump_scope is not None
+            or self.broken
+            or self.session.disconnect is not None
+            or len(self._pending) >= self._queue_limit
+            or self._nursery is None
+        ):
+            self._seen_calls = calls
+            return
+        self._pump_scope = trio.CancelScope()
+        self._nursery.start_soon(self._pump, self._pump_scope, name=_PUMP_NAME)
+
+    async def _pump(self, scope: trio.CancelScope) -> None:
+        """Read for an app that is not reading, until it calls receive() again or the
+        buffer is full; answering pings and the client's close on the way."""
         session = self.session
-        stream = self.stream
+        pending = self._pending
         try:
-            with self._reader_scope or _NO_SCOPE:
-                if self.eof:
-                    session.receive_data(None)
-                while True:
-                    messages = session.app_messages()
-                    out = session.data_to_send()
-                    if out:
-                        await self._write_quietly(out)
-                    pong = self._pong
-                    if pong is not None and session.awaiting_pong is None:
-                        pong.set()
-                    for message in messages:
-                        await self._deliver(message)
-                    if session.disconnect is not None:
-                        self._to_app.close()
-                        return
-                    try:
-                        data = await stream.receive_some(READ_SIZE)
-                    except (trio.BrokenResourceError, trio.ClosedResourceError):
-                        data = b""
-                    session.receive_data(data if data else None)
-        except Exception:
+            with scope:
+                if self._reading:
+                    return
+                self._reading = True
+                try:
+                    while (
+                        not self._read_waiters
+                        and session.disconnect is None
+                        and not self.broken
+                        and len(pending) < self._queue_limit
+                    ):
+                        messages = await self._fill()
+                        if messages:
+                            messages.reverse()
+                            pending[:0] = messages
+                finally:
+                    waiters = self._read_waiters
+                    if waiters:
+                        waiters.unpark()
+                    else:
+                        self._reading = False
+        except Exception:  # never take the server's connections nursery down
             error_log.exception("Unexpected error reading WebSocket %s", self.scope["path"])
             self.broken = True
-            lost = session.connection_lost()
-            if lost is not None:
-                await self._deliver(lost)
-            self._to_app.close()
         finally:
-            self._reader_finished = True
-            if self._reader_done is not None:
-                self._reader_done.set()
-
-    async def _close_on_shutdown(self) -> None:
-        data = self.session.close(1001, "server shutting down")
-        if data and not self.broken:
-            await self._write_quietly(data)
-
-    async def _keepalive(self, interval: float, timeout: float | None) -> None:
-        session = self.session
-        count = 0
-        while True:
-            await trio.sleep(interval)
-            count += 1
-            self._pong = pong = trio.Event()
-            data = session.ping(count.to_bytes(4, "big"))
-            if not data or self.broken:
-                return
-            try:
-                await self._write(data)
-            except ClientDisconnected:
-                return
-            if timeout is None:
-                continue
-            with trio.move_on_after(timeout):
-                await pong.wait()
-            if session.awaiting_pong is not None and session.conn is not None:
-                await self._abort(f"no pong within {timeout}s")
-                return
-
-    async def _abort(self, reason: str) -> None:
-        """Give up on an unresponsive peer: close 1011, and the app sees 1006 once."""
-        error_log.info(
-            "%s: closing WebSocket %s: %s", self.info.client_text, self.scope["path"], reason
-        )
-        if self._reader_scope is not None:
-            self._reader_scope.cancel()
-        data = self.session.close(1011, "keepalive ping timeout")
-        if data and not self.broken:
-            with trio.move_on_after(_ABORT_WRITE_TIMEOUT):
-                await self._write_quietly(data)
-        self.broken = True
-        message = self.session.connection_lost()
-        if message is not None:
-            await self._deliver(message)
-        self._to_app.close()
+            if self._pump_scope is scope:
+                self._pump_scope = None
 
     def _log_app_error(self, exc: Exception) -> None:
         path = self.scope["path"]

@@ -1,0 +1,302 @@
+"""The pull model of the WebSocket path: receive() reads the socket itself, and a pump
+reads for an app that stays away from receive() (streaming out, busy, stuck).
+
+Real loopback sockets; raw wsproto clients where the test needs to see frames."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pytest
+import trio
+import trio_websocket
+from wsproto.connection import Connection, ConnectionType
+from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
+
+from trioserve.errors import ClientDisconnected
+from trioserve.server import websocket as ws_module
+from trioserve.testing import open_server
+
+from .test_websocket import connect, echo, handshake, next_events, raw_ws, read_head, ws_app
+
+
+@pytest.fixture
+def fast_watch(monkeypatch: pytest.MonkeyPatch) -> float:
+    """A short watchdog interval so pumps start within a fraction of a second."""
+    monkeypatch.setattr(ws_module, "WATCH_INTERVAL", 0.05)
+    return 0.05
+
+
+async def test_send_only_app_sees_the_client_close(fast_watch: float) -> None:
+    """An app that never calls receive() still learns that the client closed: the pump
+    reads the close, answers it, and the app's next send() raises."""
+    errors: list[BaseException] = []
+    sent = 0
+    done = trio.Event()
+
+    async def streamer(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        nonlocal sent
+        await receive()
+        await send({"type": "websocket.accept"})
+        try:
+            while True:
+                await send({"type": "websocket.send", "text": "tick"})
+                sent += 1
+                await trio.sleep(0.01)
+        except OSError as exc:
+            errors.append(exc)
+        finally:
+            done.set()
+
+    async with open_server(ws_app(streamer)) as server:
+        async with raw_ws(server.port) as (stream, conn, rest):
+            with trio.fail_after(5):
+                events = await next_events(stream, conn, rest)
+            assert isinstance(events[0], TextMessage)
+            await stream.send_all(conn.send(CloseConnection(code=1000, reason="bye")))
+            # The server answers the close although its app only sends.
+            seen: list[Any] = []
+            with trio.fail_after(5):
+                while not any(isinstance(e, CloseConnection) for e in seen):
+                    seen += await next_events(stream, conn)
+        with trio.fail_after(5):
+            await done.wait()
+    assert isinstance(errors[0], ClientDisconnected)
+    assert sent > 0
+
+
+async def test_pings_are_answered_while_the_app_is_away(fast_watch: float) -> None:
+    release = trio.Event()
+    received: list[dict[str, Any]] = []
+
+    async def busy(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+        await release.wait()  # away from receive() for a while
+        while True:
+            message = await receive()
+            received.append(message)
+            if message["type"] == "websocket.disconnect":
+                return
+
+    server_cm = open_server(ws_app(busy))
+    async with server_cm as server, raw_ws(server.port) as (stream, conn, rest):
+        await stream.send_all(conn.send(TextMessage(data="first")))
+        await stream.send_all(conn.send(Ping(payload=b"are you there")))
+        with trio.fail_after(5):
+            events = await next_events(stream, conn, rest)
+        assert events == [Pong(payload=b"are you there")]
+        # What the pump read meanwhile reaches the app, in order, when it comes back.
+        await stream.send_all(conn.send(TextMessage(data="second")))
+        release.set()
+        with trio.fail_after(5):
+            while len(received) < 2:
+                await trio.sleep(0.01)
+        await stream.send_all(conn.send(CloseConnection(code=1000)))
+        with trio.fail_after(5):
+            while len(received) < 3:
+                await trio.sleep(0.01)
+    assert received == [
+        {"type": "websocket.receive", "text": "first"},
+        {"type": "websocket.receive", "text": "second"},
+        {"type": "websocket.disconnect", "code": 1000, "reason": ""},
+    ]
+
+
+async def test_the_pump_stops_at_the_queue_limit(fast_watch: float) -> None:
+    """A pump reads at most max_app_queue_size messages ahead: then TCP pushes back."""
+    release = trio.Event()
+    got: list[int] = []
+
+    async def slow(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+        await release.wait()
+        while True:
+            message = await receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            got.append(len(message["bytes"]))
+
+    chunk = b"p" * (1 << 20)
+    total = 48
+    server_cm = open_server(ws_app(slow), max_app_queue_size=2)
+    async with server_cm as server, raw_ws(server.port) as (stream, conn, _):
+        frames = [conn.send(BytesMessage(data=chunk)) for _ in range(total)]
+        sent = 0
+        all_sent = trio.Event()
+
+        async def sender() -> None:
+            nonlocal sent
+            for frame in frames:
+                await stream.send_all(frame)
+                sent += 1
+            all_sent.set()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(sender)
+            await trio.sleep(1)  # many watchdog intervals: the pump ran and stopped
+            stalled_at = sent
+            assert not all_sent.is_set()
+            release.set()
+            with trio.fail_after(20):
+                await all_sent.wait()
+                while len(got) < total:
+                    await trio.sleep(0.01)
+        await stream.send_all(conn.send(CloseConnection(code=1000)))
+    assert stalled_at < total - 4
+    assert got == [1 << 20] * total
+
+
+async def test_server_pings_time_out_while_the_app_is_away(
+    fast_watch: float, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="trioserve.error")
+    errors: list[BaseException] = []
+    done = trio.Event()
+
+    async def away(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+        try:
+            await trio.sleep(1.5)
+            await send({"type": "websocket.send", "text": "late"})
+        except OSError as exc:
+            errors.append(exc)
+        finally:
+            done.set()
+
+    options = {"websocket_ping_interval": 0.1, "websocket_ping_timeout": 0.2}
+    async with open_server(ws_app(away), **options) as server:
+        async with raw_ws(server.port) as (stream, conn, rest):
+            seen: list[Any] = []
+            with trio.fail_after(5):  # we never answer the pings
+                while not any(isinstance(e, CloseConnection) for e in seen):
+                    seen += await next_events(stream, conn, rest)
+                    rest = b""
+        with trio.fail_after(5):
+            await done.wait()
+    assert isinstance(seen[0], Ping)
+    assert seen[-1].code == 1011
+    assert isinstance(errors[0], ClientDisconnected)
+    assert any("no pong" in r.getMessage() for r in caplog.records)
+
+
+async def test_two_tasks_receiving_share_the_messages() -> None:
+    """One reader at a time: concurrent receive() calls each get whole messages, in
+    order, none lost or duplicated."""
+    got: list[str] = []
+    n = 200
+
+    async def fan_in(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+
+        async def worker() -> None:
+            while True:
+                message = await receive()
+                if message["type"] == "websocket.disconnect":
+                    return
+                got.append(message["text"])
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(worker)
+            nursery.start_soon(worker)
+
+    async with open_server(ws_app(fan_in)) as server, connect(server.ws_url) as ws:
+        for i in range(n):
+            await ws.send_message(f"{i}")
+        with trio.fail_after(5):
+            while len(got) < n:
+                await trio.sleep(0.01)
+    assert sorted(got, key=int) == [f"{i}" for i in range(n)]
+
+
+async def test_receive_before_accept_waits_for_the_accept() -> None:
+    received: list[dict[str, Any]] = []
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await receive()  # websocket.connect
+
+        async def listener() -> None:
+            received.append(await receive())
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(listener)
+            await trio.sleep(0.1)
+            assert not received
+            await send({"type": "websocket.accept"})
+
+    async with open_server(ws_app(app)) as server, connect(server.ws_url) as ws:
+        await ws.send_message("after accept")
+        with trio.fail_after(5):
+            while not received:
+                await trio.sleep(0.01)
+    assert received == [{"type": "websocket.receive", "text": "after accept"}]
+
+
+async def test_a_stuck_app_still_sends_1001_at_shutdown() -> None:
+    async def stuck(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+        await trio.sleep_forever()
+
+    codes: list[int] = []
+    async with trio.open_nursery() as nursery:
+        ready = trio.Event()
+
+        async def client(url: str) -> None:
+            async with connect(url) as ws:
+                ready.set()
+                with pytest.raises(trio_websocket.ConnectionClosed) as info:
+                    await ws.get_message()
+                codes.append(info.value.reason.code)
+
+        async with open_server(ws_app(stuck), graceful_timeout=0.5) as server:
+            nursery.start_soon(client, server.ws_url)
+            await ready.wait()
+    assert codes == [1001]
+
+
+def _tasks_under(task: trio.lowlevel.Task) -> list[trio.lowlevel.Task]:
+    out = [task]
+    for nursery in task.child_nurseries:
+        for child in nursery.child_tasks:
+            out.extend(_tasks_under(child))
+    return out
+
+
+async def test_an_idle_websocket_is_one_task() -> None:
+    """No reader task, channel or nursery per WebSocket: idle ones add one task each
+    (the connection's), plus one watchdog for the whole server."""
+    root = trio.lowlevel.current_root_task()
+    assert root is not None
+
+    def server_tasks() -> list[str]:
+        return [t.name for t in _tasks_under(root) if t.name.startswith("trioserve.")]
+
+    k = 5
+    async with open_server(echo) as server:
+        before = server_tasks()
+        streams = []
+        try:
+            for _ in range(k):
+                stream = await trio.open_tcp_stream("127.0.0.1", server.port)
+                streams.append(stream)
+                await stream.send_all(handshake())
+                head, rest = await read_head(stream)
+                assert head.startswith(b"HTTP/1.1 101 ")
+                client = Connection(ConnectionType.CLIENT)
+                await stream.send_all(client.send(TextMessage(data="idle")))
+                with trio.fail_after(5):
+                    assert (await next_events(stream, client, rest))[0].data == "idle"
+            await trio.sleep(0.05)
+            after = server_tasks()
+        finally:
+            for stream in streams:
+                await stream.aclose()
+    conn_task = "trioserve.server.serve._handle_connection"
+    assert after.count(conn_task) - before.count(conn_task) == k
+    assert after.count("trioserve.server.websocket._Watchdog._run") == 1
+    assert len(after) - len(before) == k + 1, (before, after)
