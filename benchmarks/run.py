@@ -673,7 +673,8 @@ def main(argv: list[str] | None = None) -> int:
         name, sep, template = item.partition("=")
         if not sep or "{port}" not in template:
             ap.error(f"--server wants NAME=COMMAND with {{port}}, got {item!r}")
-        SERVERS[name.strip()] = (template.strip(), None, None)
+        # An extra server runs the idle scenarios too (put a long keep-alive flag in it).
+        SERVERS[name.strip()] = (template.strip(), None, "")
         if name.strip() not in args.only:
             args.only.append(name.strip())
     unknown = set(args.only) - set(SERVERS)
