@@ -15,9 +15,11 @@ from wsproto.connection import Connection, ConnectionType
 from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
 
 from trioserve.errors import ClientDisconnected
+from trioserve.sansio.websocket import _EventQueue
 from trioserve.server import websocket as ws_module
 from trioserve.testing import open_server
 
+from ..sansio.test_websocket import accepted, client
 from .test_websocket import connect, echo, handshake, next_events, raw_ws, read_head, ws_app
 
 
@@ -300,3 +302,22 @@ async def test_an_idle_websocket_is_one_task() -> None:
     assert after.count(conn_task) - before.count(conn_task) == k
     assert after.count("trioserve.server.websocket._Watchdog._run") == 1
     assert len(after) - len(before) == k + 1, (before, after)
+
+
+def test_wsproto_event_deque_is_replaced_and_still_works() -> None:
+    """The session swaps wsproto's (nearly always empty, ~620-byte) event deque for a
+    small list; a wsproto that changed its internals must make this test fail, not the
+    server. The swapped queue carries wsproto's own event (the 1006 close at EOF)."""
+    session, head = accepted()
+    assert head.startswith(b"HTTP/1.1 101 ")
+    conn = session.conn
+    assert conn is not None
+    assert type(conn._events) is _EventQueue
+    peer = client()
+    session.receive_data(peer.send(TextMessage(data="one")) + peer.send(TextMessage(data="two")))
+    assert session.app_messages() == [
+        {"type": "websocket.receive", "text": "one"},
+        {"type": "websocket.receive", "text": "two"},
+    ]
+    session.receive_data(None)  # EOF: wsproto queues its CloseConnection(1006) there
+    assert session.app_messages() == [{"type": "websocket.disconnect", "code": 1006, "reason": ""}]

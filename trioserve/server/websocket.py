@@ -282,7 +282,19 @@ class WebSocketHandler:
                     return session.disconnect
                 if self.broken:
                     return session.connection_lost() or dict(_GONE)
-                messages = await self._fill()
+                if self._next_ping == math.inf:
+                    # _fill() inlined for the usual case (no pings): one coroutine frame
+                    # less per idle WebSocket and per message.
+                    try:
+                        data = await self.stream.receive_some(READ_SIZE)
+                    except (trio.BrokenResourceError, trio.ClosedResourceError):
+                        data = b""
+                    messages = self._feed(data if data else None)
+                    out = session.data_to_send()
+                    if out and not self.broken:
+                        await self._write_quietly(out)
+                else:
+                    messages = await self._fill()
                 if messages:
                     if len(messages) == 1:
                         return messages[0]
@@ -321,22 +333,23 @@ class WebSocketHandler:
                     return await self._on_timer()
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             data = b""
-        return await self._parse(data if data else None)
+        messages = self._feed(data if data else None)
+        out = session.data_to_send()
+        if out and not self.broken:
+            await self._write_quietly(out)
+        return messages
 
-    async def _parse(self, data: bytes | bytearray | None) -> list[dict[str, Any]]:
+    def _feed(self, data: bytes | bytearray | None) -> list[dict[str, Any]]:
+        """Give wsproto what was read (None: the peer is gone); the messages for the app."""
         session = self.session
         try:
             session.receive_data(data)
-            messages = session.app_messages()
+            return session.app_messages()
         except Exception:
             error_log.exception("Unexpected error reading WebSocket %s", self.scope["path"])
             self.broken = True
             lost = session.connection_lost()
             return [lost] if lost is not None else []
-        out = session.data_to_send()
-        if out and not self.broken:
-            await self._write_quietly(out)
-        return messages
 
     async def _on_timer(self) -> list[dict[str, Any]]:
         """A keep-alive deadline passed during a read: ping, or give up on the peer."""
@@ -423,7 +436,14 @@ class WebSocketHandler:
         self._nursery = trio.lowlevel.current_task().parent_nursery
         state.in_flight += 1
         try:
-            await self._run_app()
+            # The app is called here rather than in a helper: one coroutine frame less
+            # per idle WebSocket.
+            try:
+                await state.app(self.scope, self.receive, self.send)
+            except Exception as exc:
+                await self._app_failed(exc)
+            else:
+                await self._app_returned()
             await self._await_close()
         finally:
             state.shutdown_hooks.discard(self._shutdown_started)
@@ -456,7 +476,10 @@ class WebSocketHandler:
         if session.state is not OPEN:
             return
         # Frames that came with the upgrade request (or its EOF) are parsed now.
-        messages = await self._parse(None) if self.eof else await self._parse(b"")
+        messages = self._feed(None if self.eof else b"")
+        out = session.data_to_send()
+        if out and not self.broken:
+            await self._write_quietly(out)
         if messages:
             messages.reverse()
             self._pending[:0] = messages
@@ -473,21 +496,20 @@ class WebSocketHandler:
         self._watched = True
         _watchdog(state).add(self, self._nursery)
 
-    async def _run_app(self) -> None:
+    async def _app_failed(self, exc: Exception) -> None:
         session = self.session
-        try:
-            await self.state.app(self.scope, self.receive, self.send)
-        except Exception as exc:
-            self._log_app_error(exc)
-            if session.handshake_pending:
-                await self._write_quietly(session.refuse(500, self.state.default_headers()))
-            elif session.denial_incomplete:
-                self.broken = True
-            elif not self.broken:
-                data = session.close(1011, "internal error")
-                if data:
-                    await self._write_quietly(data)
-            return
+        self._log_app_error(exc)
+        if session.handshake_pending:
+            await self._write_quietly(session.refuse(500, self.state.default_headers()))
+        elif session.denial_incomplete:
+            self.broken = True
+        elif not self.broken:
+            data = session.close(1011, "internal error")
+            if data:
+                await self._write_quietly(data)
+
+    async def _app_returned(self) -> None:
+        session = self.session
         if session.handshake_pending:
             error_log.error(
                 "ASGI app returned without accepting or closing the WebSocket (%s)",
