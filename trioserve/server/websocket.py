@@ -36,7 +36,7 @@ from __future__ import annotations
 import math
 import time
 import weakref
-from collections.abc import MutableMapping
+from collections.abc import Coroutine, MutableMapping
 from typing import Any
 
 import trio
@@ -77,7 +77,7 @@ _PUMP_NAME = f"{__name__}.WebSocketHandler._pump"
 _WATCHDOG_NAME = f"{__name__}._Watchdog._run"
 
 
-async def serve_websocket(
+def serve_websocket(
     stream: trio.abc.Stream,
     state: ServerState,
     info: ConnectionInfo,
@@ -85,28 +85,27 @@ async def serve_websocket(
     request: Request,
     *,
     eof: bool = False,
-) -> None:
-    """Serve one upgrade request; returns when the WebSocket (or the refusal) is over.
+) -> Coroutine[Any, Any, None]:
+    """Serve one upgrade request: ``await`` it; it returns when the WebSocket (or the
+    refusal) is over.
 
-    The caller closes the stream afterwards; the connection is never reused for HTTP.
+    A plain function returning the coroutine to await (the WebSocket's ``run()`` or a
+    refusal), so no frame of its own stays on the stack of an idle WebSocket. The caller
+    closes the stream afterwards; the connection is never reused for HTTP.
     """
     config = state.config
     try:
         key = check_handshake(request)
     except HandshakeError as exc:
-        await _refuse(stream, info, exc.status, str(exc), exc.headers)
-        return
+        return _refuse(stream, info, exc.status, str(exc), exc.headers)
     handler = WebSocketHandler(stream, state, info, proto, request, key, eof)
-    del proto  # the session owns it now, and drops it once the WebSocket is accepted
     # The same gates as HTTP requests: server_names (404) and limit_concurrency (503).
     if config.server_names and not host_allowed(handler.scope["headers"], config.server_names):
-        await _refuse(stream, info, 404, "Host not in server_names")
-        return
+        return _refuse(stream, info, 404, "Host not in server_names")
     limit = config.limit_concurrency
     if limit is not None and state.in_flight >= limit:
-        await _refuse(stream, info, 503, "limit_concurrency reached")
-        return
-    await handler.run()
+        return _refuse(stream, info, 503, "limit_concurrency reached")
+    return handler.run()
 
 
 async def _refuse(
@@ -225,6 +224,9 @@ class WebSocketHandler:
             per_message_deflate=config.websocket_per_message_deflate,
         )
         self.scope = state.scope_for(build_websocket_scope, request, info)
+        if request.raw_headers is not self.scope["headers"]:
+            # The scope has what it needs; an idle WebSocket need not keep a second copy.
+            request.raw_headers = None
         self._connected = False
         self.eof = eof  # the peer had closed its side with the upgrade request
         self.broken = False  # writing failed, or we gave up on the peer
