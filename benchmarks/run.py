@@ -87,6 +87,9 @@ SERVERS: dict[str, tuple[str, tuple[str, ...] | None, str | None]] = {
         "",
     ),
     "ceiling-ws-trio": ("{python} {here}/ceiling_ws_trio.py --port {port}", ("ws",), None),
+    # The ceiling plus one layer of the request path (benchmarks/layers.py).
+    "layer-h11": ("{python} layers.py --layer h11 --port {port}", ("hello", "close"), None),
+    "layer-sansio": ("{python} layers.py --layer sansio --port {port}", ("hello", "close"), None),
 }
 DEFAULT_SERVERS = [
     "trioserve",
@@ -95,6 +98,8 @@ DEFAULT_SERVERS = [
     "uvicorn-httptools",
     "ceiling-trio",
     "ceiling-ws-trio",
+    "layer-h11",
+    "layer-sansio",
 ]
 HTTP_SCENARIOS = ["hello", "close", "big", "post", "json"]
 ALL_SCENARIOS = [*HTTP_SCENARIOS, "ws", "idle-http", "idle-ws"]

@@ -7,10 +7,12 @@ generator must speak wrk's output format, or a benchmark run would silently meas
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import trio
 
@@ -76,3 +78,29 @@ async def test_post_echo_returns_the_body() -> None:
     head, _, echoed = data.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200 ")
     assert echoed == body
+
+
+@pytest.mark.parametrize("layer", ["h11", "sansio"])
+async def test_layer_servers_answer_hello_and_close(layer: str) -> None:
+    """benchmarks/layers.py must serve what the hello and close scenarios send."""
+    argv = [sys.executable, "layers.py", "--layer", layer, "--port", "0"]
+    proc = subprocess.Popen(argv, cwd=BENCH, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stderr is not None
+        line = await trio.to_thread.run_sync(proc.stderr.readline)
+        port = int(line.rsplit(":", 1)[1])
+        async with httpx.AsyncClient() as client:
+            for _ in range(3):  # keep-alive: the same connection serves them all
+                response = await client.get(f"http://127.0.0.1:{port}/")
+                assert response.status_code == 200
+                assert response.text == "Hello, world!"
+            response = await client.get(
+                f"http://127.0.0.1:{port}/", headers={"connection": "close"}
+            )
+            assert response.text == "Hello, world!"
+            assert response.headers["connection"] == "close"
+    finally:
+        proc.terminate()
+        proc.wait(5)
+        if proc.stderr is not None:
+            proc.stderr.close()
