@@ -18,6 +18,7 @@ from trioserve.sansio.events import (
     ConnectionClosed,
     Data,
     EndData,
+    InformationalResponse,
     Request,
     Response,
 )
@@ -282,3 +283,175 @@ def test_any_chunking_gives_the_same_events(
 def test_byte_by_byte_matches_whole(cls: type[HTTP11Protocol]) -> None:
     for raw in REQUESTS:
         assert feed_in_pieces(cls, raw, list(range(len(raw)))) == feed_in_pieces(cls, raw, [])
+
+
+# -- the httptools class gives h11's verdicts -----------------------------------------------
+
+ODD_REQUESTS = [
+    b"FOO /x HTTP/1.1\r\nHost: x\r\n\r\n",  # a method llhttp does not know
+    b"GET / HTTP/1.1\nHost: x\n\n",  # bare LF
+    b"GET / HTTP/1.1\r\nHost: x\r\nX: a\r\n b\r\n\r\n",  # obs-fold
+    b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3, 3\r\n\r\nabc",
+    b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\nabc",
+    b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabc",
+    b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: +3\r\n\r\nabc",
+    b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 007\r\n\r\nabcdefg",
+    b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
+    b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+    b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: Chunked\r\n\r\n1\r\na\r\n0\r\n\r\n",
+    b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n"
+    b"0\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n",
+    b"GET / HTTP/1.1\r\n\r\n",
+    b"GET / HTTP/1.0\r\n\r\n",
+    b"GET / HTTP/1.0\r\nHost: a\r\nHost: b\r\n\r\n",
+    b"\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n",
+    b" GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+    "GET /café HTTP/1.1\r\nHost: x\r\n\r\n".encode(),
+    b"GET / HTTP/1.1\r\nHost: x\r\nX: a\x01b\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: x\r\nX: a\x0bb\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: x\r\nX: a\x7fb\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: x\r\nX:  padded \t\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost : x\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: x\r\n: v\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: x\r\nX: \xe9\r\n\r\n",
+    b"GET / HTTP/1.12\r\nHost: x\r\n\r\n",
+    b"GET / http/1.1\r\nHost: x\r\n\r\n",
+    b"GET  / HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"GET / HTTP/1.1 \r\nHost: x\r\n\r\n",
+    b"GET / HTTP/3.0\r\nHost: x\r\n\r\n",
+    b"OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+    b"3\r\nabc\r\n0\r\nBad Trailer\r\n\r\n",
+    b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+    b"3\r\nabc\r\n0\r\nT: ok\r\n\r\n",
+    b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
+    b"GET /next HTTP/1.1\r\nHost: x\r\n\r\n",
+]
+
+
+def verdict(events: list[Any]) -> list[Any]:
+    """Events to compare across classes: a refusal by its status (the words differ)."""
+    return [("refused", e.status) if isinstance(e, BadRequest) else e for e in events]
+
+
+@pytest.mark.parametrize("raw", ODD_REQUESTS)
+@pytest.mark.parametrize("eof", [False, True], ids=["open", "eof"])
+def test_httptools_class_gives_h11s_verdicts(raw: bytes, eof: bool) -> None:
+    results = []
+    for cls in (HTTP11Protocol, FastHTTP11Protocol):
+        proto = cls()
+        proto.receive_data(raw)
+        if eof:
+            proto.receive_data(b"")
+        results.append((verdict(normalise(drain(proto))), proto.must_close, proto.idle))
+    assert results[0] == results[1]
+
+
+@pytest.mark.parametrize("raw", ODD_REQUESTS)
+def test_httptools_class_is_chunking_invariant_on_odd_requests(raw: bytes) -> None:
+    whole = verdict(feed_in_pieces(FastHTTP11Protocol, raw, []))
+    assert verdict(feed_in_pieces(FastHTTP11Protocol, raw, list(range(len(raw))))) == whole
+
+
+@settings(max_examples=100)
+@given(st.sampled_from(REQUESTS + ODD_REQUESTS), st.data())
+def test_httptools_class_matches_h11_under_any_chunking(raw: bytes, data: st.DataObject) -> None:
+    cuts = data.draw(st.lists(st.integers(0, len(raw)), max_size=12))
+    fast = verdict(feed_in_pieces(FastHTTP11Protocol, raw, cuts))
+    assert fast == verdict(feed_in_pieces(HTTP11Protocol, raw, cuts))
+
+
+RESPONSES: list[tuple[bytes, int, list[tuple[bytes, bytes]], list[bytes]]] = [
+    (b"GET", 200, [(b"content-length", b"5")], [b"hello"]),
+    (b"GET", 200, [(b"content-type", b"text/plain")], [b"hel", b"", b"lo"]),
+    (b"HEAD", 200, [(b"content-length", b"5")], []),
+    (b"HEAD", 200, [], []),
+    (b"GET", 204, [], []),
+    (b"GET", 304, [(b"etag", b'"x"')], []),
+    (b"GET", 200, [(b"content-length", b"3"), (b"transfer-encoding", b"chunked")], [b"abc"]),
+    (b"GET", 200, [(b"connection", b"close"), (b"content-length", b"0")], []),
+    (b"GET", 200, [(b"connection", b"keep-alive, x"), (b"content-length", b"0")], []),
+    (b"GET", 200, [(b"content-length", b"2, 2")], [b"ab"]),
+    (b"GET", 599, [(b"content-length", b"0")], []),
+]
+
+
+def response_parts(raw: bytes) -> tuple[bytes, set[tuple[bytes, bytes]], bytes]:
+    head, _, body = raw.partition(b"\r\n\r\n")
+    status, *lines = head.split(b"\r\n")
+    fields = set()
+    for line in lines:
+        name, _, value = line.partition(b":")
+        fields.add((name.lower(), value.strip()))
+    return status, fields, body
+
+
+@pytest.mark.parametrize("version", [b"1.1", b"1.0"])
+@pytest.mark.parametrize(("method", "status", "headers", "body"), RESPONSES)
+def test_httptools_class_writes_what_h11_writes(
+    version: bytes, method: bytes, status: int, headers: list[Any], body: list[bytes]
+) -> None:
+    outputs = []
+    for cls in (HTTP11Protocol, FastHTTP11Protocol):
+        proto = cls()
+        proto.receive_data(b"%s / HTTP/%s\r\nHost: x\r\n\r\n" % (method, version))
+        drain(proto)
+        raw = proto.send(Response(status, list(headers)))
+        raw += b"".join(proto.send(Data(piece)) for piece in body)
+        raw += proto.send(EndData())
+        outputs.append((response_parts(raw), proto.keep_alive, proto.response_complete))
+    assert outputs[0] == outputs[1]
+
+
+@pytest.mark.parametrize(
+    ("headers", "body"),
+    [
+        ([(b"content-length", b"2")], [b"abc"]),
+        ([(b"content-length", b"5")], [b"abc"]),
+        ([(b"content-length", b"x")], []),
+        ([(b"content-length", b"1"), (b"content-length", b"2")], []),
+        ([(b"transfer-encoding", b"gzip")], []),
+    ],
+)
+@PROTOCOLS
+def test_response_framing_misuse_raises(
+    cls: type[HTTP11Protocol], headers: list[Any], body: list[bytes]
+) -> None:
+    import h11
+
+    proto = cls()
+    proto.receive_data(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    drain(proto)
+    with pytest.raises(h11.LocalProtocolError):
+        proto.send(Response(200, headers))
+        for piece in body:
+            proto.send(Data(piece))
+        proto.send(EndData())
+
+
+@PROTOCOLS
+def test_upgrade_leaves_the_following_bytes_for_the_new_protocol(
+    cls: type[HTTP11Protocol],
+) -> None:
+    proto = cls()
+    proto.receive_data(
+        b"GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n\x81\x00"
+    )
+    assert isinstance(proto.next_event(), Request)
+    assert proto.take_trailing_data() == b"\x81\x00"
+
+
+@PROTOCOLS
+def test_informational_response_then_response(cls: type[HTTP11Protocol]) -> None:
+    proto = cls()
+    proto.receive_data(
+        b"POST / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n"
+    )
+    assert isinstance(proto.next_event(), Request)
+    assert proto.send(InformationalResponse(100, [])) == b"HTTP/1.1 100 Continue\r\n\r\n"
+    assert not proto.response_started
+    proto.send(Response(200, [(b"content-length", b"0")]))
+    assert proto.response_started

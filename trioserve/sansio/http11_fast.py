@@ -146,6 +146,7 @@ class _Head:
         "method",
         "raw",
         "target",
+        "upgrade",
         "version",
     )
 
@@ -159,6 +160,7 @@ class _Head:
         self.chunked = False
         self.close = version != "1.1"
         self.expects_continue = False
+        self.upgrade = 0  # 1: Connection: upgrade, 2: an Upgrade field; 3 is a proposal
 
 
 def _read_headers(head: _Head, pairs: list[tuple[bytes, bytes]], strict: bool) -> bool:
@@ -187,9 +189,15 @@ def _read_headers(head: _Head, pairs: list[tuple[bytes, bytes]], strict: bool) -
             if strict and (head.chunked or value.lower() != b"chunked"):
                 return False
             head.chunked = True
+            value = b"chunked"  # h11 passes it on lowercased
         elif lname == b"connection":
-            if b"close" in [t.strip() for t in value.lower().split(b",")]:
+            tokens = [t.strip() for t in value.lower().split(b",")]
+            if b"close" in tokens:
                 head.close = True
+            if b"upgrade" in tokens:
+                head.upgrade |= 1
+        elif lname == b"upgrade":
+            head.upgrade |= 2
         elif lname == b"expect" and value.lower() == b"100-continue":
             head.expects_continue = True
         headers.append((lname, value))
@@ -270,6 +278,7 @@ class FastHTTP11Protocol(HTTP11Protocol):
         "_remaining",
         "_scan_from",
         "_their",
+        "_upgrade",
         "_writer",
     )
 
@@ -297,6 +306,7 @@ class FastHTTP11Protocol(HTTP11Protocol):
         self._remaining = 0
         self._is_head = False
         self._old_client = False
+        self._upgrade = False
         self._writer = _LENGTH
         self._left = 0
 
@@ -330,8 +340,8 @@ class FastHTTP11Protocol(HTTP11Protocol):
             return self._chunk_event()
         if their == _IDLE:
             return self._head_event()
-        if self._pos < len(self._buf):
-            return PAUSED
+        if self._pos < len(self._buf) or self._upgrade:
+            return PAUSED  # as h11: after a protocol switch proposal, until we answer it
         return ConnectionClosed() if self._eof else NEED_DATA
 
     def _head_event(self) -> InboundEvent:
@@ -399,6 +409,8 @@ class FastHTTP11Protocol(HTTP11Protocol):
         self._old_client = version == "1.0"
         if head.close:
             self._keep = False
+        if head.upgrade == 3:
+            self._upgrade = True
         return Request(
             method=method,
             target=target,
@@ -538,7 +550,7 @@ class FastHTTP11Protocol(HTTP11Protocol):
         append = lines.append
         length: bytes | None = None
         chunked = False
-        connection: list[bytes] | None = None
+        connection: list[bytes] | None = None  # the app's Connection values
         for name, value in headers:
             if name in _FRAMING:
                 if name == b"content-length":
@@ -556,14 +568,15 @@ class FastHTTP11Protocol(HTTP11Protocol):
                 else:
                     if connection is None:
                         connection = []
-                    connection.extend(t.strip() for t in value.lower().split(b",") if t.strip())
+                    connection.append(value)
                     continue
             append(name + b": " + value + b"\r\n")
-        close = (
-            self.must_close
-            or not self._keep
-            or (connection is not None and b"close" in connection)
-        )
+        tokens: set[bytes] = set()
+        if connection is not None:
+            for value in connection:
+                tokens.update(t.strip() for t in value.lower().split(b","))
+            tokens.discard(b"")
+        close = self.must_close or not self._keep or b"close" in tokens
         if status == 204 or status == 304:  # no body whatever the headers say
             writer, left = _LENGTH, 0
             if chunked:
@@ -586,16 +599,16 @@ class FastHTTP11Protocol(HTTP11Protocol):
                 writer, left = _LENGTH, 0
         if close:
             self._keep = False
-            tokens = set(connection or ())
             tokens.discard(b"keep-alive")
             tokens.add(b"close")
             lines.extend(b"Connection: " + token + b"\r\n" for token in sorted(tokens))
         elif connection:
-            lines.extend(b"Connection: " + token + b"\r\n" for token in connection)
+            lines.extend(b"connection: " + value + b"\r\n" for value in connection)
         lines.append(b"\r\n")
         self._writer = writer
         self._left = left
         self._our = _SEND_BODY
+        self._upgrade = False  # not switching: this response answers the proposal
         return b"".join(lines)
 
     # -- state -----------------------------------------------------------------------------
@@ -618,7 +631,7 @@ class FastHTTP11Protocol(HTTP11Protocol):
 
     @property
     def idle(self) -> bool:
-        return self._their == _IDLE and self._pos == len(self._buf)
+        return self._their == _IDLE and self._pos == len(self._buf) and self._pending_error is None
 
     def start_next_cycle(self) -> None:
         if not (self._our == _SENT and self._their == _DONE and self._keep):
