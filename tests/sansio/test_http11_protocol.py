@@ -455,3 +455,21 @@ def test_informational_response_then_response(cls: type[HTTP11Protocol]) -> None
     assert not proto.response_started
     proto.send(Response(200, [(b"content-length", b"0")]))
     assert proto.response_started
+
+
+def test_http_setting_picks_the_class() -> None:
+    from trioserve.config import ConfigError
+    from trioserve.run import make_config
+    from trioserve.sansio.http11_fast import make_http11_protocol, protocol_class
+
+    assert make_config(environ={}).http == "h11"  # the default until it is decided otherwise
+    assert protocol_class("h11") is HTTP11Protocol
+    assert protocol_class("httptools") is FastHTTP11Protocol
+    assert protocol_class("auto") is FastHTTP11Protocol  # httptools is installed for the tests
+    assert make_config(environ={"TRIOSERVE_HTTP": "HTTPTOOLS"}).http == "httptools"
+    with pytest.raises(ConfigError, match="one of auto, h11, httptools"):
+        make_config(environ={}, http="llhttp")
+    proto = make_http11_protocol("httptools", max_head_size=100)
+    proto.receive_data(b"GET / HTTP/1.1\r\nHost: x\r\nX: " + b"a" * 100 + b"\r\n\r\n")
+    event = proto.next_event()
+    assert isinstance(event, BadRequest) and event.status == 431
