@@ -11,6 +11,8 @@ from typing import Any
 import pytest
 import trio
 import trio_websocket
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from wsproto.connection import Connection, ConnectionType
 from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
 
@@ -321,3 +323,88 @@ def test_wsproto_event_deque_is_replaced_and_still_works() -> None:
     ]
     session.receive_data(None)  # EOF: wsproto queues its CloseConnection(1006) there
     assert session.app_messages() == [{"type": "websocket.disconnect", "code": 1006, "reason": ""}]
+
+
+# -- frames parsed without wsproto must give exactly what wsproto gives ----------------------
+_client_events = st.one_of(
+    st.builds(lambda t: TextMessage(data=t), st.text(max_size=300)),
+    st.builds(lambda b: BytesMessage(data=b), st.binary(max_size=300)),
+    st.builds(lambda b: Ping(payload=b), st.binary(max_size=20)),
+    st.builds(lambda t: TextMessage(data=t, message_finished=False), st.text(max_size=20)),
+    st.just(BytesMessage(data=b"x" * 70000)),  # a 64-bit length: wsproto's
+)
+
+
+def _wire(events: list[Any]) -> bytes:
+    """What a client writes for ``events``; an unfinished message is finished by the next
+    data event of the same kind (wsproto's client refuses anything else)."""
+    peer = client()
+    out = b""
+    open_kind: type | None = None
+    for event in events:
+        kind = type(event)
+        if open_kind is not None and kind is not Ping and kind is not open_kind:
+            out += peer.send(open_kind(data="" if open_kind is TextMessage else b""))
+            open_kind = None
+        out += peer.send(event)
+        if kind is not Ping:
+            open_kind = None if event.message_finished else kind
+    return out
+
+
+def _run_session(wire: bytes, cuts: list[int], plain: bool, max_size: int) -> Any:
+    session, _ = accepted(max_size=max_size)
+    session._plain = plain
+    messages: list[dict[str, Any]] = []
+    replies = b""
+    last = 0
+    for cut in [*sorted(cuts), len(wire)]:
+        session.receive_data(wire[last:cut])
+        last = max(last, cut)
+        messages += session.app_messages()
+        replies += session.data_to_send()
+    return messages, replies, session.disconnect
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(_client_events, max_size=12),
+    st.lists(st.integers(min_value=0, max_value=80000), max_size=6),
+    st.sampled_from([1 << 20, 100]),
+    st.booleans(),
+)
+def test_simple_frames_match_wsproto(
+    events: list[Any], cuts: list[int], max_size: int, corrupt: bool
+) -> None:
+    wire = _wire(events)
+    if corrupt and wire:
+        # One byte of the masked stream flipped: bad UTF-8, bad opcodes, bad lengths...
+        index = len(wire) // 2
+        wire = wire[:index] + bytes([wire[index] ^ 0x5A]) + wire[index + 1 :]
+    fast = _run_session(wire, cuts, True, max_size)
+    slow = _run_session(wire, cuts, False, max_size)
+    assert fast == slow
+
+
+def test_simple_frames_are_taken_without_wsproto() -> None:
+    """The fast path is really used for a plain text frame (and replies are identical)."""
+    session, _ = accepted()
+    assert session._plain
+    peer = client()
+    session.receive_data(
+        peer.send(TextMessage(data="héllo")) + peer.send(BytesMessage(data=b"\0"))
+    )
+    assert session._ready == [
+        {"type": "websocket.receive", "text": "héllo"},
+        {"type": "websocket.receive", "bytes": b"\0"},
+    ]
+    assert session.app_messages() == [
+        {"type": "websocket.receive", "text": "héllo"},
+        {"type": "websocket.receive", "bytes": b"\0"},
+    ]
+    frame = session.app_message({"type": "websocket.send", "text": "é" * 100})
+    peer.receive_data(frame)
+    assert [e.data for e in peer.events()] == ["é" * 100]
+    big = session.app_message({"type": "websocket.send", "bytes": b"z" * 70000})
+    peer.receive_data(big)
+    assert b"".join(e.data for e in peer.events()) == b"z" * 70000

@@ -79,6 +79,90 @@ def _lighten(conn: Connection) -> Connection:
     return conn
 
 
+def _wsproto_idle(conn: Connection) -> bool:
+    """Whether wsproto sits between frames with nothing buffered, no message half-read
+    and no event queued: then whole frames may be parsed without it (see
+    :func:`_simple_frames`) and its state stays exactly as if it had parsed them.
+
+    Reads wsproto internals; anything unexpected answers False (wsproto does it all).
+    """
+    try:
+        proto = conn._proto
+        decoder = proto._frame_decoder
+        return (
+            not conn._events
+            and decoder.header is None
+            and not decoder.buffer.buffer
+            and proto._message_decoder.opcode is None
+        )
+    except AttributeError:  # pragma: no cover - another wsproto version
+        return False
+
+
+def _simple_frames(data: bytes | bytearray, max_size: int, out: list[dict[str, Any]]) -> int:
+    """Parse the leading run of *simple* client frames in ``data`` into ASGI messages.
+
+    Simple: a whole, unfragmented (FIN), masked text or binary frame, no RSV bits,
+    payload under 64 KiB (sent in canonical length form), within ``max_size``, text valid
+    UTF-8. That is nearly every message of a chatty WebSocket, and parsing it here is a
+    few operations instead of wsproto's generator, header objects, masker and
+    incremental decoder. Everything else (control frames, fragments, partial frames,
+    errors) is left to wsproto: returns how many bytes were used, always on a frame
+    boundary.
+    """
+    pos = 0
+    end = len(data)
+    while end - pos >= 6:
+        first = data[pos]
+        if first != 0x81 and first != 0x82:  # FIN + text / binary, no RSV bits
+            break
+        second = data[pos + 1]
+        if not second & 0x80:  # unmasked: wsproto answers 1002
+            break
+        size = second & 0x7F
+        head = pos + 2
+        if size == 126:
+            if end - pos < 8:
+                break
+            size = (data[head] << 8) | data[head + 1]
+            if size < 126:  # non-canonical length: wsproto answers 1002
+                break
+            head += 2
+        elif size == 127:
+            break
+        start = head + 4
+        stop = start + size
+        if stop > end or size > max_size:
+            break
+        if size:
+            mask = data[head:start]
+            key = int.from_bytes((mask * ((size >> 2) + 1))[:size], "little")
+            payload = (int.from_bytes(data[start:stop], "little") ^ key).to_bytes(size, "little")
+        else:
+            payload = b""
+        if first == 0x81:
+            try:
+                text = payload.decode("utf-8")
+            except UnicodeDecodeError:  # wsproto answers 1007
+                break
+            out.append({"type": "websocket.receive", "text": text})
+        else:
+            out.append({"type": "websocket.receive", "bytes": payload})
+        pos = stop
+    return pos
+
+
+def _server_frame(opcode_byte: int, payload: bytes) -> bytes:
+    """One unmasked, unfragmented frame (what wsproto writes for a message, without
+    extensions), built directly."""
+    size = len(payload)
+    if size < 126:
+        return bytes((opcode_byte, size)) + payload
+    if size < 65536:
+        return bytes((opcode_byte, 126)) + size.to_bytes(2, "big") + payload
+    return bytes((opcode_byte, 127)) + size.to_bytes(8, "big") + payload
+
+
 class SessionClosed(Exception):
     """The WebSocket is closed (by either side); the I/O layer raises ClientDisconnected."""
 
@@ -226,6 +310,8 @@ class WebSocketSession:
         "_max_size",
         "_out",
         "_parts",
+        "_plain",
+        "_ready",
         "_size",
         "_text",
         "awaiting_pong",
@@ -265,6 +351,10 @@ class WebSocketSession:
         self.disconnect: dict[str, Any] | None = None  # set once: the final app message
         self.awaiting_pong: bytes | None = None
         self._out = bytearray()
+        # No extension negotiated: data frames are plain and may skip wsproto (see
+        # _simple_frames / _server_frame).
+        self._plain = False
+        self._ready: list[dict[str, Any]] | None = None  # messages parsed without wsproto
         self._parts: list[Any] = []
         self._size = 0
         self._text = False
@@ -318,15 +408,24 @@ class WebSocketSession:
         if text is not None:
             if type(text) is not str:
                 raise UnexpectedMessage(f"'text' must be str, got {type(text).__name__}")
-            event: Message[Any] = TextMessage(data=text)
             self.bytes_sent += len(text)
         else:
             if not isinstance(data, (bytes, bytearray, memoryview)):
                 raise UnexpectedMessage(f"'bytes' must be bytes, got {type(data).__name__}")
-            event = BytesMessage(data=bytes(data))
             self.bytes_sent += len(data)
+        conn = self.conn
+        assert conn is not None
+        if self._plain and conn.state is ConnectionState.OPEN:
+            # What wsproto would write for a finished message without extensions (it keeps
+            # no state for one: only a message sent in parts would).
+            if text is not None:
+                return _server_frame(0x81, text.encode("utf-8"))
+            return _server_frame(0x82, bytes(data))
+        event: Message[Any] = (
+            TextMessage(data=text) if text is not None else BytesMessage(data=bytes(data))
+        )
         try:
-            return self.conn.send(event)  # type: ignore[union-attr]
+            return conn.send(event)
         except LocalProtocolError:  # pragma: no cover - state is OPEN here
             raise SessionClosed("WebSocket is closed") from None
 
@@ -365,6 +464,7 @@ class WebSocketSession:
                 ConnectionType.SERVER, extensions, trailing_data=self._http().take_trailing_data()
             )
         )
+        self._plain = not extensions
         self.proto = None
         self.state = OPEN
         self.status = 101
@@ -449,6 +549,15 @@ class WebSocketSession:
             return
         if conn.state is ConnectionState.CLOSED:
             return
+        if data and self._plain and conn.state is ConnectionState.OPEN and _wsproto_idle(conn):
+            ready = self._ready
+            if ready is None:
+                ready = self._ready = []
+            used = _simple_frames(data, self._max_size, ready)
+            if used == len(data):
+                return
+            if used:
+                data = data[used:]
         conn.receive_data(data)  # type: ignore[arg-type]
 
     def data_to_send(self) -> bytes:
@@ -464,7 +573,11 @@ class WebSocketSession:
         conn = self.conn
         if conn is None or self.disconnect is not None:
             return []
-        messages: list[dict[str, Any]] = []
+        messages = self._ready
+        if messages:  # they came before anything wsproto has
+            self._ready = None
+        else:
+            messages = []
         for event in conn.events():
             cls = type(event)
             if cls is TextMessage or cls is BytesMessage:
