@@ -10,7 +10,7 @@ the hello scenario's ``GET /`` with the same 13-byte body:
 * ``--layer sansio``: trioserve's sans-IO core in place of bare h11: ``HTTP11Protocol``
   (h11 plus the strict checks), ``build_http_scope`` and ``HTTPResponseCycle`` for the two
   ASGI messages a hello app sends. No app call, no server layer (``server/http11.py``).
-  ``--http`` picks the parser behind ``HTTP11Protocol`` when trioserve has more than one.
+  ``--http httptools`` uses the optional httptools protocol (``http = "httptools"``).
 
 trioserve's CPU per request minus ``sansio``'s is the cost of its trio layer and the ASGI
 call; ``sansio`` minus ``h11`` is the cost of its checks and ASGI message handling.
@@ -61,12 +61,10 @@ async def serve_h11(stream: trio.SocketStream) -> None:
 def sansio_handler(http: str) -> Any:
     from trioserve.sansio.asgi import HTTPResponseCycle, build_http_scope
     from trioserve.sansio.events import NEED_DATA, EndData, Request
+    from trioserve.sansio.http11_fast import make_http11_protocol
 
-    make_protocol: Any
-    if http == "h11":
-        from trioserve.sansio.http11 import HTTP11Protocol as make_protocol
-    else:
-        from trioserve.sansio.http11_fast import HTTPToolsProtocol as make_protocol  # type: ignore[import-not-found,no-redef]
+    def make_protocol() -> Any:
+        return make_http11_protocol(http, max_head_size=16 * 1024)
 
     start = {"type": "http.response.start", "status": 200, "headers": HEADERS[:2]}
     body = {"type": "http.response.body", "body": BODY}

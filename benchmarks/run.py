@@ -90,6 +90,11 @@ SERVERS: dict[str, tuple[str, tuple[str, ...] | None, str | None]] = {
     # The ceiling plus one layer of the request path (benchmarks/layers.py).
     "layer-h11": ("{python} layers.py --layer h11 --port {port}", ("hello", "close"), None),
     "layer-sansio": ("{python} layers.py --layer sansio --port {port}", ("hello", "close"), None),
+    "layer-sansio-httptools": (
+        "{python} layers.py --layer sansio --http httptools --port {port}",
+        ("hello", "close"),
+        None,
+    ),
 }
 DEFAULT_SERVERS = [
     "trioserve",
@@ -100,6 +105,7 @@ DEFAULT_SERVERS = [
     "ceiling-ws-trio",
     "layer-h11",
     "layer-sansio",
+    "layer-sansio-httptools",
 ]
 HTTP_SCENARIOS = ["hello", "close", "big", "post", "json"]
 ALL_SCENARIOS = [*HTTP_SCENARIOS, "ws", "idle-http", "idle-ws"]

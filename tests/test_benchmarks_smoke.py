@@ -80,10 +80,12 @@ async def test_post_echo_returns_the_body() -> None:
     assert echoed == body
 
 
-@pytest.mark.parametrize("layer", ["h11", "sansio"])
-async def test_layer_servers_answer_hello_and_close(layer: str) -> None:
+@pytest.mark.parametrize(
+    "layer", [["h11"], ["sansio"], ["sansio", "--http", "httptools"]], ids=" ".join
+)
+async def test_layer_servers_answer_hello_and_close(layer: list[str]) -> None:
     """benchmarks/layers.py must serve what the hello and close scenarios send."""
-    argv = [sys.executable, "layers.py", "--layer", layer, "--port", "0"]
+    argv = [sys.executable, "layers.py", "--layer", *layer, "--port", "0"]
     proc = subprocess.Popen(argv, cwd=BENCH, stderr=subprocess.PIPE, text=True)
     try:
         assert proc.stderr is not None
