@@ -60,6 +60,12 @@ SERVERS: dict[str, tuple[str, tuple[str, ...] | None, str | None]] = {
         None,
         "--timeout-keep-alive 600",
     ),
+    "trioserve-httptools": (
+        "{bin}/trioserve " + APP + " --port {port} --log-level warning --no-access-log "
+        "--http httptools",
+        None,
+        "--timeout-keep-alive 600",
+    ),
     "hypercorn-trio": (
         "{bin}/hypercorn --worker-class trio --workers 1 --bind 127.0.0.1:{port} " + APP,
         None,
@@ -98,6 +104,7 @@ SERVERS: dict[str, tuple[str, tuple[str, ...] | None, str | None]] = {
 }
 DEFAULT_SERVERS = [
     "trioserve",
+    "trioserve-httptools",
     "hypercorn-trio",
     "uvicorn-h11",
     "uvicorn-httptools",
@@ -358,6 +365,28 @@ def targets(harness: Any, runs: list[dict[str, Any]]) -> list[tuple[str, str, st
         "1 MiB response vs hypercorn-trio",
         2.5,
         _ratio(harness, http("big"), "trioserve", BASELINE, "rps"),
+    )
+    # The same targets with the optional httptools protocol (http = "httptools").
+    fast = "trioserve-httptools"
+    row(
+        "httptools: hello keep-alive vs uvicorn-httptools",
+        1.0,
+        _ratio(harness, http("hello"), fast, "uvicorn-httptools", "rps"),
+    )
+    row(
+        "httptools: hello keep-alive vs uvicorn-h11",
+        1.0,
+        _ratio(harness, http("hello"), fast, "uvicorn-h11", "rps"),
+    )
+    row(
+        "httptools: Connection: close vs trio ceiling",
+        0.75,
+        _ratio(harness, http("close"), fast, "ceiling-trio", "rps"),
+    )
+    row(
+        "httptools: 1 MiB response vs hypercorn-trio",
+        2.5,
+        _ratio(harness, http("big"), fast, BASELINE, "rps"),
     )
     ws16 = [r for r in runs if r["scenario"] == "ws" and r.get("conns") == 16]
     row(
