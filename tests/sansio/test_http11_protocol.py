@@ -473,3 +473,72 @@ def test_http_setting_picks_the_class() -> None:
     proto.receive_data(b"GET / HTTP/1.1\r\nHost: x\r\nX: " + b"a" * 100 + b"\r\n\r\n")
     event = proto.next_event()
     assert isinstance(event, BadRequest) and event.status == 431
+
+
+# Fragments of heads, many of them wrong, for comparing the two classes on random mixes.
+HEAD_LINES = [
+    b"GET / HTTP/1.1",
+    b"POST /p?q HTTP/1.1",
+    b"HEAD / HTTP/1.0",
+    b"FOO / HTTP/1.1",
+    b"GET / HTTP/1.2",
+    b"GET  / HTTP/1.1",
+    b"GET /\x80 HTTP/1.1",
+    b"OPTIONS * HTTP/1.1",
+    b"get / HTTP/1.1",
+    b"GET http://a/b HTTP/1.1",
+    b"M-SEARCH * HTTP/1.1",
+]
+HEAD_FIELDS = [
+    b"Host: x",
+    b"Host: y",
+    b"host:x",
+    b"Content-Length: 3",
+    b"Content-Length: 0",
+    b"Content-Length: 3, 3",
+    b"Content-Length: 03",
+    b"Content-Length: -1",
+    b"Transfer-Encoding: chunked",
+    b"Transfer-Encoding: CHUNKED",
+    b"Transfer-Encoding: identity",
+    b"Transfer-Encoding: chunked, chunked",
+    b"Connection: close",
+    b"Connection: keep-alive",
+    b"Connection: Upgrade",
+    b"Upgrade: websocket",
+    b"Expect: 100-continue",
+    b" folded",
+    b"X: a\x00b",
+    b"X: \x80\xff",
+    b"X:",
+    b"X :y",
+    b"X: y\t",
+    b": v",
+    b"X",
+    b"X: a\x7f",
+    b"X: a\x1fb",
+    b"[x]: y",
+]
+BODIES = [b"", b"abc", b"3\r\nabc\r\n0\r\n\r\n", b"0\r\n\r\n", b"3\r\nab", b"x\r\n"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.sampled_from(HEAD_LINES),
+    st.lists(st.sampled_from(HEAD_FIELDS), max_size=5),
+    st.sampled_from(BODIES),
+    st.sampled_from([b"\r\n", b"\n"]),
+    st.booleans(),
+)
+def test_httptools_class_matches_h11_on_random_heads(
+    line: bytes, fields: list[bytes], body: bytes, newline: bytes, eof: bool
+) -> None:
+    raw = newline.join([line, *fields]) + newline + newline + body
+    results = []
+    for cls in (HTTP11Protocol, FastHTTP11Protocol):
+        proto = cls()
+        proto.receive_data(raw)
+        if eof:
+            proto.receive_data(b"")
+        results.append((verdict(normalise(drain(proto))), proto.must_close))
+    assert results[0] == results[1]

@@ -160,7 +160,7 @@ class _Head:
         self.chunked = False
         self.close = version != "1.1"
         self.expects_continue = False
-        self.upgrade = 0  # 1: Connection: upgrade, 2: an Upgrade field; 3 is a proposal
+        self.upgrade = False  # a protocol switch proposal (h11: any Upgrade value)
 
 
 def _read_headers(head: _Head, pairs: list[tuple[bytes, bytes]], strict: bool) -> bool:
@@ -194,10 +194,8 @@ def _read_headers(head: _Head, pairs: list[tuple[bytes, bytes]], strict: bool) -
             tokens = [t.strip() for t in value.lower().split(b",")]
             if b"close" in tokens:
                 head.close = True
-            if b"upgrade" in tokens:
-                head.upgrade |= 1
-        elif lname == b"upgrade":
-            head.upgrade |= 2
+        elif lname == b"upgrade" and value.strip(b" \t,"):
+            head.upgrade = True
         elif lname == b"expect" and value.lower() == b"100-continue":
             head.expects_continue = True
         headers.append((lname, value))
@@ -340,8 +338,12 @@ class FastHTTP11Protocol(HTTP11Protocol):
             return self._chunk_event()
         if their == _IDLE:
             return self._head_event()
-        if self._pos < len(self._buf) or self._upgrade:
-            return PAUSED  # as h11: after a protocol switch proposal, until we answer it
+        if self._upgrade:  # as h11: a protocol switch was proposed and is not yet answered
+            return PAUSED
+        if self._pos < len(self._buf):
+            if not self._keep:  # h11: nothing may follow a request that ends the connection
+                return self._fail(400, "Got data when expecting EOF")
+            return PAUSED  # the next request waits until this response is done
         return ConnectionClosed() if self._eof else NEED_DATA
 
     def _head_event(self) -> InboundEvent:
@@ -409,8 +411,7 @@ class FastHTTP11Protocol(HTTP11Protocol):
         self._old_client = version == "1.0"
         if head.close:
             self._keep = False
-        if head.upgrade == 3:
-            self._upgrade = True
+        self._upgrade = head.upgrade
         return Request(
             method=method,
             target=target,
