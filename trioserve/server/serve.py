@@ -28,6 +28,7 @@ from ..logs import error_log
 from ..sansio.proxy import ProxyProtocolError, trusted_peers
 from .http11 import HTTP11Connection
 from .lifespan import Lifespan
+from .sockstream import SocketStream, StreamListener
 from .state import ServerState
 from .transport import (
     TLSInfoCache,
@@ -73,21 +74,19 @@ class _Listener:
         self.bind = bind
         self.url = socket_url(bind, sock)
         self.trio_listener = trio.SocketListener(trio.socket.from_stdlib_socket(sock))
+        # Accepts into trioserve's lean SocketStream (the trio listener is kept for closing).
+        self.stream_listener = StreamListener(sock)
         self.ssl_context = ssl_context if bind.secure else None
         self.tls_info = TLSInfoCache(self.ssl_context, certfile) if self.ssl_context else None
 
 
 async def _handle_connection(
-    stream: trio.SocketStream, listener: _Listener, state: ServerState
+    stream: SocketStream, listener: _Listener, state: ServerState
 ) -> None:
     """Serve one accepted connection; whatever happens, its socket is closed at the end."""
     transport: trio.abc.Stream = stream
     try:
-        if stream.socket.family != socket.AF_UNIX:
-            try:
-                stream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, True)
-            except OSError:  # pragma: no cover - peer already gone
-                pass
+        # (TCP_NODELAY is set by StreamListener.accept.)
         try:
             info = connection_info(stream.socket, secure=listener.ssl_context is not None)
         except OSError:
@@ -146,10 +145,10 @@ async def _accept_loop(listener: _Listener, state: ServerState, connections: tri
     socket ``_handle_connection`` has already closed) cost memory per idle connection and
     CPU per closed one.
     """
-    trio_listener = listener.trio_listener
+    stream_listener = listener.stream_listener
     while True:
         try:
-            stream = await trio_listener.accept()
+            stream = await stream_listener.accept()
         except OSError as exc:
             if exc.errno not in _ACCEPT_CAPACITY_ERRNOS:
                 raise

@@ -11,6 +11,7 @@ import trio
 
 from ..logs import error_log
 from ..sansio.proxy import V2_MAX, ProxyHeader, ProxyProtocolError, parse_proxy_header
+from .sockstream import SocketStream
 
 LINGER_SECONDS = 1.0
 LINGER_BYTES = 256 * 1024
@@ -31,7 +32,7 @@ class ConnectionInfo:
         return f"{self.client[0]}:{self.client[1]}" if self.client else "unix-client"
 
 
-def connection_info(sock: trio.socket.SocketType, *, secure: bool) -> ConnectionInfo:
+def connection_info(sock: socket.socket, *, secure: bool) -> ConnectionInfo:
     scheme = "https" if secure else "http"
     if sock.family == socket.AF_UNIX:
         name = sock.getsockname()
@@ -66,8 +67,8 @@ async def close_transport(stream: trio.abc.Stream) -> None:
     ``Connection: close``. A TLS stream's ``aclose()`` may wait for the peer's
     close_notify, so that keeps the forceful path.
     """
-    if type(stream) is trio.SocketStream:
-        stream.socket.close()
+    if type(stream) is SocketStream:
+        stream.close()
     else:
         await trio.aclose_forcefully(stream)
 
@@ -80,7 +81,7 @@ async def linger_close(stream: trio.abc.Stream) -> None:
     what the client still sends, for a bounded time and amount, then close.
     """
     try:
-        if isinstance(stream, trio.SocketStream):
+        if isinstance(stream, SocketStream):
             await stream.send_eof()
         with trio.move_on_after(LINGER_SECONDS):
             received = 0
@@ -95,8 +96,8 @@ async def linger_close(stream: trio.abc.Stream) -> None:
 
 
 async def tls_handshake(
-    stream: trio.SocketStream, context: ssl.SSLContext, timeout: float
-) -> trio.SSLStream[trio.SocketStream] | None:
+    stream: SocketStream, context: ssl.SSLContext, timeout: float
+) -> trio.SSLStream[SocketStream] | None:
     """Wrap and handshake; a stalled or failed handshake is dropped (None)."""
     tls = trio.SSLStream(stream, context, server_side=True, https_compatible=True)
     try:
@@ -210,10 +211,10 @@ class TLSInfoCache:
 # --- the PROXY protocol ------------------------------------------------------------------
 
 
-async def _recv_exactly(sock: trio.socket.SocketType, size: int) -> bytes:
+async def _recv_exactly(stream: SocketStream, size: int) -> bytes:
     chunks = []
     while size > 0:
-        data = await sock.recv(size)
+        data = await stream.receive_some(size)
         if not data:
             raise ProxyProtocolError("connection closed inside the PROXY header")
         chunks.append(data)
@@ -221,7 +222,7 @@ async def _recv_exactly(sock: trio.socket.SocketType, size: int) -> bytes:
     return b"".join(chunks)
 
 
-async def read_proxy_header(stream: trio.SocketStream, timeout: float) -> ProxyHeader:
+async def read_proxy_header(stream: SocketStream, timeout: float) -> ProxyHeader:
     """Consume exactly the PROXY header from the socket, leaving the client's bytes unread.
 
     Peeks (MSG_PEEK) so that nothing after the header is taken from the kernel buffer:
@@ -229,17 +230,23 @@ async def read_proxy_header(stream: trio.SocketStream, timeout: float) -> ProxyH
     :class:`ProxyProtocolError` for a malformed or missing header, and
     :class:`trio.TooSlowError` if it does not arrive within ``timeout``.
     """
-    sock = stream.socket
-    consumed = b""
     with trio.fail_after(timeout):
-        while True:
-            peeked = await sock.recv(V2_MAX, socket.MSG_PEEK)
-            if not peeked:
-                raise ProxyProtocolError("connection closed before the PROXY header")
-            header = parse_proxy_header(consumed + peeked)
-            if header is None:
-                # Everything peeked belongs to the unfinished header: take it and wait.
-                consumed += await _recv_exactly(sock, len(peeked))
-                continue
-            await _recv_exactly(sock, header.length - len(consumed))
-            return header
+        try:
+            return await _read_proxy_header(stream)
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            raise ProxyProtocolError(f"connection lost inside the PROXY header: {exc}") from None
+
+
+async def _read_proxy_header(stream: SocketStream) -> ProxyHeader:
+    consumed = b""
+    while True:
+        peeked = await stream.peek(V2_MAX)
+        if not peeked:
+            raise ProxyProtocolError("connection closed before the PROXY header")
+        header = parse_proxy_header(consumed + peeked)
+        if header is None:
+            # Everything peeked belongs to the unfinished header: take it and wait.
+            consumed += await _recv_exactly(stream, len(peeked))
+            continue
+        await _recv_exactly(stream, header.length - len(consumed))
+        return header
