@@ -570,14 +570,15 @@ class FastHTTP11Protocol(HTTP11Protocol):
                     if connection is None:
                         connection = []
                     connection.append(value)
-                    continue
             append(name + b": " + value + b"\r\n")
         tokens: set[bytes] = set()
         if connection is not None:
             for value in connection:
                 tokens.update(t.strip() for t in value.lower().split(b","))
             tokens.discard(b"")
-        close = self.must_close or not self._keep or b"close" in tokens
+        # Like h11: a connection the request already ends gets one rewritten Connection
+        # field; otherwise the app's fields stay and our own close is added after them.
+        rewrite = not self._keep
         if status == 204 or status == 304:  # no body whatever the headers say
             writer, left = _LENGTH, 0
             if chunked:
@@ -590,7 +591,7 @@ class FastHTTP11Protocol(HTTP11Protocol):
                 if self._old_client:  # no chunked for HTTP/1.0: the body ends at the close
                     writer, left = _RAW, 0
                     if not self._is_head:
-                        close = True
+                        rewrite = True
                 else:
                     writer, left = _CHUNKED, 0
                     append(b"Transfer-Encoding: chunked\r\n")
@@ -598,13 +599,18 @@ class FastHTTP11Protocol(HTTP11Protocol):
                 writer, left = _LENGTH, int(length)
             if self._is_head:
                 writer, left = _LENGTH, 0
-        if close:
+        if rewrite:
             self._keep = False
+            if connection is not None:
+                lines = [line for line in lines if not line.startswith(b"connection:")]
             tokens.discard(b"keep-alive")
             tokens.add(b"close")
             lines.extend(b"Connection: " + token + b"\r\n" for token in sorted(tokens))
-        elif connection:
-            lines.extend(b"connection: " + value + b"\r\n" for value in connection)
+        elif self.must_close:
+            self._keep = False
+            lines.append(b"connection: close\r\n")
+        elif b"close" in tokens:
+            self._keep = False
         lines.append(b"\r\n")
         self._writer = writer
         self._left = left
