@@ -382,6 +382,9 @@ class HTTP11Connection:
             return False
         if self.refusal is not None:
             if not cycle.started:
+                # The app was told "disconnect" (broken), but the client is still there and
+                # gets the answer to the bad bytes it sent; a failed write is still caught.
+                self.broken = False
                 await self._refuse(self.refusal.status, self.refusal.reason)
             return False
         if self.broken or not proto.response_complete:
