@@ -55,8 +55,9 @@ UV = (
     + " --host 127.0.0.1 --port {port} --workers 1 --no-access-log --log-level warning "
 )
 SERVERS: dict[str, tuple[str, tuple[str, ...] | None, str | None]] = {
+    # h11 named explicitly: the default (auto) is httptools wherever httptools is installed.
     "trioserve": (
-        "{bin}/trioserve " + APP + " --port {port} --log-level warning --no-access-log",
+        "{bin}/trioserve " + APP + " --port {port} --log-level warning --no-access-log --http h11",
         None,
         "--timeout-keep-alive 600",
     ),

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Run gunicorn's raw HTTP/1.1 request corpus (../shared) against trioserve on a free port.
 # Exit 1 on any FAILED file. Starts its own server and stops it by PID.
-# The server reads TRIOSERVE_* settings: TRIOSERVE_HTTP=httptools runs it with that parser.
+# The server reads TRIOSERVE_* settings: TRIOSERVE_HTTP=h11 (or httptools) runs it with that parser.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 shared=${SHARED:-$root/../shared}

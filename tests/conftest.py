@@ -12,9 +12,9 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-# TRIOSERVE_TEST_HTTP=httptools runs the suite with that HTTP/1.1 parser, whatever a test's
-# config says: in-process servers through the factory, `python -m trioserve` children through
-# the environment they inherit (TRIOSERVE_TEST_HTTP itself would be an unknown config key).
+# TRIOSERVE_TEST_HTTP=h11 (or httptools) runs the suite with that HTTP/1.1 parser, whatever
+# a test's config says: in-process servers through the factory, `python -m trioserve` children
+# through the environment they inherit (TRIOSERVE_TEST_HTTP itself would be an unknown key).
 TEST_HTTP = os.environ.pop("TRIOSERVE_TEST_HTTP", None)
 if TEST_HTTP:
     os.environ["TRIOSERVE_HTTP"] = TEST_HTTP

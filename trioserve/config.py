@@ -203,12 +203,12 @@ class Config:
         help="Seconds from a request's first byte until its head must be complete (slowloris).",
     )
     http: str = _opt(
-        "h11",
+        "auto",
         cli=("--http",),
         choices=("auto", "h11", "httptools"),
         normalize=_http_parser,
         help="HTTP/1.1 parser: h11, httptools (the 'speed' extra), or auto (httptools if "
-        "installed, else h11).",
+        "installed, else h11; as Uvicorn's --http auto).",
     )
     h11_max_incomplete_size: int = _opt(
         16 * 1024,

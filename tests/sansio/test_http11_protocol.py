@@ -462,7 +462,7 @@ def test_http_setting_picks_the_class() -> None:
     from trioserve.run import make_config
     from trioserve.sansio.http11_fast import make_http11_protocol, protocol_class
 
-    assert make_config(environ={}).http == "h11"  # the default until it is decided otherwise
+    assert make_config(environ={}).http == "auto"  # httptools when installed, as in Uvicorn
     assert protocol_class("h11") is HTTP11Protocol
     assert protocol_class("httptools") is FastHTTP11Protocol
     assert protocol_class("auto") is FastHTTP11Protocol  # httptools is installed for the tests
