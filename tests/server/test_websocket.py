@@ -606,8 +606,12 @@ async def test_access_log_line_for_a_websocket(caplog: pytest.LogCaptureFixture)
     assert "/live" in lines[0] and " 101 " in lines[0] and "WS/1.1" in lines[0]
 
 
-async def test_slow_app_stops_the_reading(caplog: pytest.LogCaptureFixture) -> None:
-    """A full app queue stops the reader, so the client's sends block (TCP backpressure)."""
+async def check_the_reading_stops(total: int, settle: float = 1) -> None:
+    """Send ``total`` 1 MiB messages to an app that doesn't read yet, with an app queue of 2.
+
+    The server must stop reading (the client's sends block: TCP backpressure), then deliver
+    every message in order once the app reads.
+    """
     release = trio.Event()
     got: list[int] = []
 
@@ -622,7 +626,6 @@ async def test_slow_app_stops_the_reading(caplog: pytest.LogCaptureFixture) -> N
             got.append(len(message["bytes"]))
 
     chunk = b"q" * (1 << 20)
-    total = 64
     server_cm = open_server(ws_app(slow), max_app_queue_size=2)
     async with server_cm as server, raw_ws(server.port) as (stream, conn, _):
         frames = [conn.send(BytesMessage(data=chunk)) for _ in range(total)]
@@ -638,7 +641,7 @@ async def test_slow_app_stops_the_reading(caplog: pytest.LogCaptureFixture) -> N
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(sender)
-            await trio.sleep(1)  # let the client push as much as TCP takes
+            await trio.sleep(settle)  # let the client push as much as TCP takes
             stalled_at = sent
             assert not all_sent.is_set(), "the server kept reading for an app that did not"
             release.set()
@@ -649,6 +652,11 @@ async def test_slow_app_stops_the_reading(caplog: pytest.LogCaptureFixture) -> N
         await stream.send_all(conn.send(CloseConnection(code=1000)))
     assert stalled_at < total - 4
     assert got == [1 << 20] * total
+
+
+async def test_slow_app_stops_the_reading() -> None:
+    """A full app queue stops the reading, so the client's sends block (TCP backpressure)."""
+    await check_the_reading_stops(total=64)
 
 
 async def test_shutdown_closes_open_websockets_with_1001() -> None:

@@ -269,13 +269,7 @@ class WebSocketHandler:
             if session.conn is None:
                 return dict(_GONE)
         # Wait for the turn to read (another task of the app, or a pump, may hold it).
-        if self._reading:
-            waiters = self._read_waiters
-            if waiters is None:
-                waiters = self._read_waiters = trio.lowlevel.ParkingLot()
-            await waiters.park()  # the reader that finishes hands the turn over
-        else:
-            self._reading = True  # receive_some() is this call's checkpoint
+        await self._wait_read_turn()
         try:
             while True:
                 if pending:  # the pump, or the reader before us, got some
@@ -303,11 +297,28 @@ class WebSocketHandler:
                     messages.reverse()
                     pending[:0] = messages
         finally:
+            self._end_read_turn()
+
+    async def _wait_read_turn(self) -> None:
+        """One reader at a time: a flag, and a ParkingLot only once a second reader waits.
+
+        Free (the usual case), it takes the turn without a checkpoint: the read that follows
+        is the checkpoint.
+        """
+        if self._reading:
             waiters = self._read_waiters
-            if waiters:
-                waiters.unpark()
-            else:
-                self._reading = False
+            if waiters is None:
+                waiters = self._read_waiters = trio.lowlevel.ParkingLot()
+            await waiters.park()  # the reader that finishes hands the turn over
+        else:
+            self._reading = True
+
+    def _end_read_turn(self) -> None:
+        waiters = self._read_waiters
+        if waiters:
+            waiters.unpark()  # the turn passes to the next reader in line
+        else:
+            self._reading = False
 
     async def _wait_for_accept(self) -> None:
         """A receive() after connect but before accept: wait until the app answers."""
@@ -544,13 +555,7 @@ class WebSocketHandler:
         """Hold the read turn for good (the WebSocket is over): a pump is stopped first."""
         if self._pump_scope is not None:
             self._pump_scope.cancel()
-        if self._reading:
-            waiters = self._read_waiters
-            if waiters is None:
-                waiters = self._read_waiters = trio.lowlevel.ParkingLot()
-            await waiters.park()
-        else:
-            self._reading = True
+        await self._wait_read_turn()
 
     async def _stop_reading(self) -> None:
         """No pump may still read once the stream is being closed."""
@@ -611,11 +616,7 @@ class WebSocketHandler:
                             messages.reverse()
                             pending[:0] = messages
                 finally:
-                    waiters = self._read_waiters
-                    if waiters:
-                        waiters.unpark()
-                    else:
-                        self._reading = False
+                    self._end_read_turn()
         except Exception:  # never take the server's connections nursery down
             error_log.exception("Unexpected error reading WebSocket %s", self.scope["path"])
             self.broken = True
