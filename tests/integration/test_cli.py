@@ -189,6 +189,27 @@ def test_port_zero_prints_real_url_and_serves(start: object) -> None:
     assert server.stop() == 0
 
 
+@pytest.mark.parametrize("parser", ["h11", "httptools"])
+def test_http_flag_picks_the_parser(start: object, parser: str) -> None:
+    server = start("examples.hello:app", "--port", "0", "--http", parser)  # type: ignore[operator]
+    [url] = server.wait_ready()
+    with httpx.Client() as client:  # keep-alive: two requests on one connection
+        for _ in range(2):
+            response = client.get(url + "/")
+            assert response.status_code == 200
+            assert response.text == "Hello, world!\n"
+    assert server.stop() == 0
+    assert f"HTTP/1.1 parser: {parser}" in server.text
+
+
+def test_http_auto_names_its_choice(start: object) -> None:
+    # The flag, not the default: the suite's h11 run sets TRIOSERVE_HTTP=h11 for children.
+    server = start("examples.hello:app", "--port", "0", "--http", "auto")  # type: ignore[operator]
+    server.wait_ready()
+    assert server.stop() == 0
+    assert "HTTP/1.1 parser: httptools" in server.text  # the test extra installs httptools
+
+
 def test_console_script_entry_point_exists() -> None:
     script = Path(sys.executable).parent / "trioserve"
     assert script.exists()

@@ -62,6 +62,11 @@ def protocol_class(kind: str) -> type[HTTP11Protocol]:
     return HTTP11Protocol
 
 
+def parser_name(kind: str) -> str:
+    """What the ``http`` setting resolves to ("h11" or "httptools"), for the start-up log."""
+    return "httptools" if protocol_class(kind) is FastHTTP11Protocol else "h11"
+
+
 def make_http11_protocol(kind: str, *, max_head_size: int) -> HTTP11Protocol:
     return protocol_class(kind)(max_head_size=max_head_size)
 

@@ -25,6 +25,7 @@ from ..config import Config, verify_flags_value
 from ..errors import LifespanFailure
 from ..importer import ASGIApp, as_asgi3
 from ..logs import error_log
+from ..sansio.http11_fast import parser_name
 from ..sansio.proxy import ProxyProtocolError, trusted_peers
 from .http11 import HTTP11Connection
 from .lifespan import Lifespan
@@ -293,6 +294,8 @@ async def _serve_connections(
                 urls = [listener.url for listener in listeners]
                 for url in urls:
                     error_log.info("Running on %s (CTRL + C to quit)", url)
+                # "auto" depends on what is installed: say what it picked.
+                error_log.info("HTTP/1.1 parser: %s", parser_name(state.config.http))
                 task_status.started(urls)
                 await trigger.wait()
                 accepting.cancel_scope.cancel()
