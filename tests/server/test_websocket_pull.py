@@ -17,7 +17,7 @@ from wsproto.connection import Connection, ConnectionType
 from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
 
 from trioserve.errors import ClientDisconnected
-from trioserve.sansio.websocket import _EventQueue
+from trioserve.sansio.wsframes import EventQueue
 from trioserve.server import websocket as ws_module
 from trioserve.testing import open_server
 
@@ -284,7 +284,7 @@ def test_wsproto_event_deque_is_replaced_and_still_works() -> None:
     assert head.startswith(b"HTTP/1.1 101 ")
     conn = session.conn
     assert conn is not None
-    assert type(conn._events) is _EventQueue
+    assert type(conn._events) is EventQueue
     peer = client()
     session.receive_data(peer.send(TextMessage(data="one")) + peer.send(TextMessage(data="two")))
     assert session.app_messages() == [

@@ -8,7 +8,8 @@ One object, :class:`WebSocketSession`, owns the whole life of a WebSocket:
 - ``websocket.accept`` writes the 101 and creates exactly one
   ``wsproto.Connection(SERVER, extensions, trailing_data)`` fed with the bytes h11 had
   already buffered after the request, so nothing is parsed twice or lost;
-- afterwards frames go through wsproto only.
+- afterwards frames go through wsproto, except plain data frames when no extension is
+  negotiated, which :mod:`.wsframes` parses and builds directly.
 
 Replies the protocol owes the peer (pongs, the close echo, a close for a protocol error or
 an oversized message) collect in an outbound buffer the I/O layer flushes, so several of
@@ -19,7 +20,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections import deque
 from typing import Any
 
 from wsproto.connection import Connection, ConnectionState, ConnectionType
@@ -38,6 +38,7 @@ from .asgi import HTTPResponseCycle, UnexpectedMessage, build_http_scope
 from .events import Data, EndData, Headers, Request, Response
 from .headers import InvalidHeader, validate_response_headers
 from .http11 import HTTP11Protocol
+from .wsframes import lighten, server_frame, simple_frames, wsproto_idle
 
 # Session states.
 HANDSHAKE, DENYING, OPEN, CLOSED = "handshake", "denying", "open", "closed"
@@ -54,113 +55,6 @@ _HANDSHAKE_HEADERS = frozenset(
         b"transfer-encoding",
     }
 )
-
-
-class _EventQueue(list):  # type: ignore[type-arg]
-    """Stands in for the ``deque`` a wsproto ``Connection`` keeps for its own events.
-
-    That deque is nearly always empty (wsproto queues only the 1006 close there; frames
-    come from its parser), yet an empty deque is ~620 bytes: a tenth of an idle
-    WebSocket. A list does the same for the two calls made on it (``append``,
-    ``popleft``) in ~60 bytes.
-    """
-
-    __slots__ = ()
-
-    def popleft(self) -> Any:
-        return self.pop(0)
-
-
-def _lighten(conn: Connection) -> Connection:
-    """Swap wsproto's empty event deque for an :class:`_EventQueue` (if it is as expected)."""
-    events = conn.__dict__.get("_events")
-    if type(events) is deque and not events:
-        conn._events = _EventQueue()  # type: ignore[assignment]
-    return conn
-
-
-def _wsproto_idle(conn: Connection) -> bool:
-    """Whether wsproto sits between frames with nothing buffered, no message half-read
-    and no event queued: then whole frames may be parsed without it (see
-    :func:`_simple_frames`) and its state stays exactly as if it had parsed them.
-
-    Reads wsproto internals; anything unexpected answers False (wsproto does it all).
-    """
-    try:
-        proto = conn._proto
-        decoder = proto._frame_decoder
-        return (
-            not conn._events
-            and decoder.header is None
-            and not decoder.buffer.buffer
-            and proto._message_decoder.opcode is None
-        )
-    except AttributeError:  # pragma: no cover - another wsproto version
-        return False
-
-
-def _simple_frames(data: bytes | bytearray, max_size: int, out: list[dict[str, Any]]) -> int:
-    """Parse the leading run of *simple* client frames in ``data`` into ASGI messages.
-
-    Simple: a whole, unfragmented (FIN), masked text or binary frame, no RSV bits,
-    payload under 64 KiB (sent in canonical length form), within ``max_size``, text valid
-    UTF-8. That is nearly every message of a chatty WebSocket, and parsing it here is a
-    few operations instead of wsproto's generator, header objects, masker and
-    incremental decoder. Everything else (control frames, fragments, partial frames,
-    errors) is left to wsproto: returns how many bytes were used, always on a frame
-    boundary.
-    """
-    pos = 0
-    end = len(data)
-    while end - pos >= 6:
-        first = data[pos]
-        if first != 0x81 and first != 0x82:  # FIN + text / binary, no RSV bits
-            break
-        second = data[pos + 1]
-        if not second & 0x80:  # unmasked: wsproto answers 1002
-            break
-        size = second & 0x7F
-        head = pos + 2
-        if size == 126:
-            if end - pos < 8:
-                break
-            size = (data[head] << 8) | data[head + 1]
-            if size < 126:  # non-canonical length: wsproto answers 1002
-                break
-            head += 2
-        elif size == 127:
-            break
-        start = head + 4
-        stop = start + size
-        if stop > end or size > max_size:
-            break
-        if size:
-            mask = data[head:start]
-            key = int.from_bytes((mask * ((size >> 2) + 1))[:size], "little")
-            payload = (int.from_bytes(data[start:stop], "little") ^ key).to_bytes(size, "little")
-        else:
-            payload = b""
-        if first == 0x81:
-            try:
-                text = payload.decode("utf-8")
-            except UnicodeDecodeError:  # wsproto answers 1007
-                break
-            out.append({"type": "websocket.receive", "text": text})
-        else:
-            out.append({"type": "websocket.receive", "bytes": payload})
-        pos = stop
-    return pos
-
-
-def _server_frame(opcode_byte: int, payload: bytes) -> bytes:
-    """One unmasked, unfragmented frame (what wsproto writes for a message, without
-    extensions), built directly."""
-    size = len(payload)
-    if size < 126:
-        return bytes((opcode_byte, size)) + payload
-    if size < 65536:
-        return bytes((opcode_byte, 126)) + size.to_bytes(2, "big") + payload
-    return bytes((opcode_byte, 127)) + size.to_bytes(8, "big") + payload
 
 
 class SessionClosed(Exception):
@@ -352,7 +246,7 @@ class WebSocketSession:
         self.awaiting_pong: bytes | None = None
         self._out = bytearray()
         # No extension negotiated: data frames are plain and may skip wsproto (see
-        # _simple_frames / _server_frame).
+        # simple_frames / server_frame).
         self._plain = False
         self._ready: list[dict[str, Any]] | None = None  # messages parsed without wsproto
         self._parts: list[Any] = []
@@ -419,8 +313,8 @@ class WebSocketSession:
             # What wsproto would write for a finished message without extensions (it keeps
             # no state for one: only a message sent in parts would).
             if text is not None:
-                return _server_frame(0x81, text.encode("utf-8"))
-            return _server_frame(0x82, bytes(data))
+                return server_frame(0x81, text.encode("utf-8"))
+            return server_frame(0x82, bytes(data))
         event: Message[Any] = (
             TextMessage(data=text) if text is not None else BytesMessage(data=bytes(data))
         )
@@ -459,7 +353,7 @@ class WebSocketSession:
         head = [b"HTTP/1.1 101 Switching Protocols\r\n"]
         head.extend(name + b": " + value + b"\r\n" for name, value in headers)
         head.append(b"\r\n")
-        self.conn = _lighten(
+        self.conn = lighten(
             Connection(
                 ConnectionType.SERVER, extensions, trailing_data=self._http().take_trailing_data()
             )
@@ -549,11 +443,11 @@ class WebSocketSession:
             return
         if conn.state is ConnectionState.CLOSED:
             return
-        if data and self._plain and conn.state is ConnectionState.OPEN and _wsproto_idle(conn):
+        if data and self._plain and conn.state is ConnectionState.OPEN and wsproto_idle(conn):
             ready = self._ready
             if ready is None:
                 ready = self._ready = []
-            used = _simple_frames(data, self._max_size, ready)
+            used = simple_frames(data, self._max_size, ready)
             if used == len(data):
                 return
             if used:
