@@ -14,6 +14,7 @@ from contextlib import contextmanager
 
 import pytest
 import trio
+import trio.testing
 
 from trioserve.server.sockstream import _YIELD_EVERY, SocketStream, StreamListener
 
@@ -308,6 +309,26 @@ async def test_listener_accept_can_be_cancelled_and_reports_closing() -> None:
         assert scope.cancelled_caught
     with pytest.raises(trio.ClosedResourceError):
         await listener.accept()
+
+
+async def test_listener_close_wakes_a_blocked_accept() -> None:
+    lsock = socket.create_server(("127.0.0.1", 0))
+    listener = StreamListener(lsock)
+    errors: list[BaseException] = []
+
+    async def accept() -> None:
+        try:
+            await listener.accept()
+        except trio.ClosedResourceError as exc:
+            errors.append(exc)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(accept)
+        await trio.testing.wait_all_tasks_blocked()
+        listener.close()
+    assert len(errors) == 1
+    assert lsock.fileno() == -1
+    listener.close()  # twice is fine
 
 
 async def test_unix_socket_stream() -> None:

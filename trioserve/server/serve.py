@@ -74,8 +74,7 @@ class _Listener:
     ) -> None:
         self.bind = bind
         self.url = socket_url(bind, sock)
-        self.trio_listener = trio.SocketListener(trio.socket.from_stdlib_socket(sock))
-        # Accepts into trioserve's lean SocketStream (the trio listener is kept for closing).
+        # Accepts into trioserve's lean SocketStream.
         self.stream_listener = StreamListener(sock)
         self.ssl_context = ssl_context if bind.secure else None
         self.tls_info = TLSInfoCache(self.ssl_context, certfile) if self.ssl_context else None
@@ -300,7 +299,7 @@ async def _serve_connections(
                 await trigger.wait()
                 accepting.cancel_scope.cancel()
             for listener in listeners:
-                await trio.aclose_forcefully(listener.trio_listener)
+                listener.stream_listener.close()
             error_log.info(
                 "Shutting down: %d request(s) in flight, waiting up to %ss",
                 state.in_flight,

@@ -228,6 +228,13 @@ class StreamListener:
         self._tcp = sock.family in (socket.AF_INET, socket.AF_INET6)
         self._unyielded = 0
 
+    def close(self) -> None:
+        """Stop listening; a task blocked in accept() gets ClosedResourceError."""
+        sock = self.socket
+        if sock.fileno() != -1:
+            notify_closing(sock)
+            sock.close()
+
     async def accept(self) -> SocketStream:
         """The next connection; ``OSError`` for errors that concern the listener itself.
 
