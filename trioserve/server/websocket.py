@@ -57,7 +57,7 @@ from ..sansio.websocket import (
     check_handshake,
 )
 from .state import ServerState
-from .transport import ConnectionInfo, linger_close
+from .transport import ConnectionInfo, close_transport, linger_close
 
 READ_SIZE = 64 * 1024
 # How long we wait for the peer's close frame after we sent ours, before dropping it.
@@ -477,7 +477,7 @@ class WebSocketHandler:
             access_log.info(format_access_line(state.config.access_log_format, atoms))
         await self._stop_reading()
         if self.broken:
-            await trio.aclose_forcefully(self.stream)
+            await close_transport(self.stream)
         else:
             await linger_close(self.stream)
 
