@@ -9,8 +9,8 @@ from __future__ import annotations
 import hashlib
 import socket
 import struct
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 
 import pytest
 import trio
@@ -237,45 +237,41 @@ async def test_peek_leaves_the_bytes_for_the_next_read() -> None:
         assert await stream.receive_some(100) == b"PROXY and more"
 
 
+@asynccontextmanager
+async def ticking() -> AsyncIterator[list[int]]:
+    """A task that counts its turns while the body runs: ticks[0] grows at each yield."""
+    ticks = [0]
+
+    async def other_task() -> None:
+        while True:
+            ticks[0] += 1
+            await trio.sleep(0)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(other_task)
+        yield ticks
+        nursery.cancel_scope.cancel()
+
+
 async def test_reads_that_never_wait_still_let_other_tasks_run() -> None:
     """A client whose requests are always there already must not starve the others."""
     with tcp_pair() as (stream, client):
         client.sendall(b"x" * (_YIELD_EVERY * 4))
         await trio.sleep(0.05)
-        ticks = 0
-
-        async def other_task() -> None:
-            nonlocal ticks
-            while True:
-                ticks += 1
-                await trio.sleep(0)
-
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(other_task)
+        async with ticking() as ticks:
             await trio.sleep(0)
-            before = ticks
+            before = ticks[0]
             for _ in range(_YIELD_EVERY * 4):
                 assert await stream.receive_some(1) == b"x"
-            assert ticks - before >= 3
-            nursery.cancel_scope.cancel()
+            assert ticks[0] - before >= 3
 
 
 async def test_send_all_is_a_schedule_point() -> None:
     with tcp_pair() as (stream, _client):
-        ticks = 0
-
-        async def other_task() -> None:
-            nonlocal ticks
-            while True:
-                ticks += 1
-                await trio.sleep(0)
-
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(other_task)
+        async with ticking() as ticks:
             for _ in range(20):  # each send completes at once, yet yields
                 await stream.send_all(b"x")
-            assert ticks >= 10
-            nursery.cancel_scope.cancel()
+            assert ticks[0] >= 10
 
 
 async def test_listener_accepts_non_blocking_no_delay_streams() -> None:
