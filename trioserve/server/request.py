@@ -272,7 +272,12 @@ class RequestRunner:
     def _log_access(self, duration: float) -> None:
         cycle = self.cycle
         atoms = AccessLogAtoms(
-            self.scope, cycle.status or None, self.response_headers, cycle.bytes_sent, duration
+            self.scope,
+            cycle.status or None,
+            self.response_headers,
+            cycle.bytes_sent,
+            duration,
+            time.time(),
         )
         access_log.info(format_access_line(self.state.config.access_log_format, atoms))
 

@@ -404,6 +404,7 @@ class WebSocketHandler:
                 None,
                 self.session.bytes_sent,
                 time.perf_counter() - start,
+                time.time(),
             )
             access_log.info(format_access_line(state.config.access_log_format, atoms))
         await self._stop_reading()
