@@ -27,8 +27,8 @@ from ..sansio.events import (
     Request,
     Sentinel,
 )
-from ..sansio.http11 import HTTP11Protocol, error_response
 from ..sansio.http11_fast import make_http11_protocol
+from ..sansio.http11_rules import HTTP11Interface, error_response
 from ..sansio.websocket import wants_websocket
 from .peer import PeerStream
 from .request import DONE_NORMALLY, LEAVE_BODY_UNREAD, RequestRunner
@@ -94,7 +94,7 @@ class HTTP11Connection:
                     return None
                 continue
             if type(event) is BadRequest:
-                await self._refuse(event.status, event.reason)
+                await self._refuse(event.status, event.reason, quiet=event.quiet)
                 return None
             if type(event) is ConnectionClosed:
                 return None
@@ -122,8 +122,8 @@ class HTTP11Connection:
                 scopes.discard(scope)
         return not scope.cancelled_caught
 
-    async def _refuse(self, status: int, reason: str) -> None:
-        error_log.info("%s %s: %s", self.info.client_text, status, reason)
+    async def _refuse(self, status: int, reason: str, *, quiet: bool = False) -> None:
+        error_log.log(10 if quiet else 20, "%s %s: %s", self.info.client_text, status, reason)
         peer = self.peer
         if not peer.broken:
             try:
@@ -154,7 +154,7 @@ class HTTP11Connection:
                 return
             self.proto.start_next_cycle()
 
-    def _hand_over_proto(self) -> HTTP11Protocol:
+    def _hand_over_proto(self) -> HTTP11Interface:
         """Give the protocol to the WebSocket, keeping no reference to it here.
 
         The WebSocket drops it once accepted, so an idle WebSocket does not keep h11's

@@ -46,7 +46,7 @@ from ..logs import access_log, error_log
 from ..sansio.accesslog import AccessLogAtoms, format_access_line
 from ..sansio.asgi import UnexpectedMessage
 from ..sansio.events import Headers, Request
-from ..sansio.http11 import HTTP11Protocol, error_response
+from ..sansio.http11_rules import HTTP11Interface, error_response
 from ..sansio.proxy import host_allowed
 from ..sansio.websocket import (
     OPEN,
@@ -81,7 +81,7 @@ def serve_websocket(
     peer: PeerStream,
     state: ServerState,
     info: ConnectionInfo,
-    proto: HTTP11Protocol,
+    proto: HTTP11Interface,
     request: Request,
     nursery: trio.Nursery,
 ) -> Coroutine[Any, Any, None]:
@@ -200,7 +200,7 @@ class WebSocketHandler:
         peer: PeerStream,
         state: ServerState,
         info: ConnectionInfo,
-        proto: HTTP11Protocol,
+        proto: HTTP11Interface,
         request: Request,
         key: bytes,
         nursery: trio.Nursery,
