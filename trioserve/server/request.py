@@ -189,7 +189,8 @@ class RequestRunner:
         except Exception as exc:
             await self._app_failed(exc)
         else:
-            await self._app_returned()
+            if self.cycle.state != DONE:  # (no await for a finished response)
+                await self._app_returned()
         finally:
             self.finished = True
             self.body.finish()
@@ -227,7 +228,7 @@ class RequestRunner:
 
     async def _app_returned(self) -> None:
         cycle = self.cycle
-        if cycle.state == DONE or self.port.gone or self.body.too_large:
+        if self.port.gone or self.body.too_large:
             return
         scope = self.scope
         if not cycle.started:
