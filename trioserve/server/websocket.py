@@ -92,19 +92,20 @@ def serve_websocket(
     try:
         key = check_handshake(request)
     except HandshakeError as exc:
-        return _refuse(peer, info, exc.status, str(exc), exc.headers)
+        return _refuse(peer, state, info, exc.status, str(exc), exc.headers)
     handler = WebSocketHandler(peer, state, info, proto, request, key, nursery)
     # The same gates as HTTP requests: server_names (404) and limit_concurrency (503).
     if config.server_names and not host_allowed(handler.scope["headers"], config.server_names):
-        return _refuse(peer, info, 404, "Host not in server_names")
+        return _refuse(peer, state, info, 404, "Host not in server_names")
     limit = config.limit_concurrency
     if limit is not None and state.in_flight >= limit:
-        return _refuse(peer, info, 503, "limit_concurrency reached")
+        return _refuse(peer, state, info, 503, "limit_concurrency reached")
     return handler.run()
 
 
 async def _refuse(
     peer: PeerStream,
+    state: ServerState,
     info: ConnectionInfo,
     status: int,
     reason: str,
@@ -112,7 +113,8 @@ async def _refuse(
 ) -> None:
     error_log.info("%s %s: WebSocket upgrade refused: %s", info.client_text, status, reason)
     try:
-        await peer.send(error_response(status, extra=headers or []))
+        extra = [*state.default_headers(), *(headers or [])]
+        await peer.send(error_response(status, extra=extra))
     except ClientDisconnected:
         return
     await peer.linger_close()
