@@ -105,4 +105,4 @@ def test_any_split_gives_the_body_or_one_disconnect_at_the_limit(
         assert message["type"] == "http.request" and message["more_body"] is more
         received += message["body"]
     assert received == b"".join(pieces)
-    assert body.state == (COMPLETE if pieces else READING)
+    assert body.state == (COMPLETE if pieces else READ)
