@@ -18,9 +18,10 @@ from wsproto.utilities import generate_accept_token
 from trioserve.sansio.asgi import UnexpectedMessage
 from trioserve.sansio.events import Request
 from trioserve.sansio.http11 import HTTP11Protocol
-from trioserve.sansio.websocket import SessionClosed, WebSocketSession
-from trioserve.sansio.wshandshake import (
+from trioserve.sansio.websocket import (
     HandshakeError,
+    SessionClosed,
+    WebSocketSession,
     build_websocket_scope,
     check_handshake,
     negotiate_deflate,

@@ -29,7 +29,7 @@ from ..sansio.events import (
 )
 from ..sansio.http11_fast import make_http11_protocol
 from ..sansio.http11_rules import HTTP11Interface, error_response
-from ..sansio.wshandshake import wants_websocket
+from ..sansio.websocket import wants_websocket
 from .peer import PeerStream
 from .request import DONE_NORMALLY, LEAVE_BODY_UNREAD, RequestRunner
 from .state import FIRST_REQUEST_GRACE, ServerState

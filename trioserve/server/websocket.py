@@ -3,25 +3,34 @@
 The app runs in the connection's task, as for HTTP, and nothing else runs per WebSocket
 in the common case:
 
-- ``receive()`` pulls: it reads only when the app wants a message and none is parsed yet,
-  feeds wsproto, and writes what the protocol owes the peer (pongs, the close echo, a 1009
-  or 1002 close), batched per read. A slow app stops the reads: TCP pushes back.
-- keep-alive pings (``websocket_ping_interval``) are a deadline on that read: the reader
-  pings, or closes with 1011 when the pong is overdue; the app then sees a 1006 disconnect.
-- an app that stays away from ``receive()`` must still answer pings and notice the
-  client's close: a *pump* task reads on its behalf into a small buffer
-  (``max_app_queue_size`` messages, then backpressure) and hands the socket back when the
-  app calls ``receive()`` again. It starts when the app sends twice with no ``receive()``
-  between, or from the per-server watchdog (:mod:`.wswatch`) for an app that has not
-  called ``receive()`` for a whole interval. A client close it reads makes the app's next
-  ``send()`` raise ClientDisconnected.
-- when graceful shutdown begins (a hook in ``ServerState``) a short task writes the 1001
-  close; the app has until the connections nursery's deadline to finish.
+- ``receive()`` pulls: it reads from the socket only when the app wants a message and
+  none is parsed yet, feeds wsproto, and writes what the protocol owes the peer (pongs,
+  the close echo, a 1009 or 1002 close) itself, batched per read. A slow app therefore
+  stops the reads and TCP pushes back on the client, without a queue or a reader task.
+- keep-alive pings (``websocket_ping_interval``) are driven by a deadline on that read:
+  when it expires the reader sends the ping, or closes with 1011 when the pong is overdue
+  (``websocket_ping_timeout``); the app then sees a 1006 disconnect.
+- an app that stays away from ``receive()`` (it only streams out, or is busy) must still
+  answer pings and notice the client's close. One watchdog task per server looks at the
+  open WebSockets once a second; for one whose app has not called ``receive()`` for a
+  whole interval and nobody is reading, it starts a *pump*: a task that reads on the
+  app's behalf into a small buffer (``max_app_queue_size`` messages, then it stops:
+  backpressure) and hands the socket back as soon as the app calls ``receive()`` again.
+  An app that sends twice with no ``receive()`` between gets its pump at once, without
+  waiting for the watchdog. A client close the pump reads makes the app's next ``send()``
+  raise ClientDisconnected.
+- the shutdown close: when graceful shutdown begins (a hook in ``ServerState``) a short
+  task writes the 1001 close; the app then has until the connections nursery's deadline
+  (``graceful_timeout``) to finish.
 
-Helper tasks run in the nursery the connection hands over, so they share its graceful
-deadline and an idle WebSocket carries no nursery of its own. Reads and writes go through
-the connection's :class:`~trioserve.server.peer.PeerStream`. No send is ever shielded, so
-the shutdown deadline holds.
+Helper tasks (pump, watchdog, shutdown close) run in the nursery the connection hands
+over (the server's connections nursery today), so they share its graceful deadline and an
+idle WebSocket carries no nursery of its own.
+
+Reads and writes go through the connection's :class:`~trioserve.server.peer.PeerStream`
+(one reader and one writer at a time, trio's errors translated there). The app's
+``send()`` writes straight to the socket (a slow client slows the app). No send is ever
+shielded, so the shutdown deadline holds.
 """
 
 from __future__ import annotations
@@ -40,8 +49,14 @@ from ..sansio.asgi import UnexpectedMessage
 from ..sansio.events import Headers, Request
 from ..sansio.http11_rules import HTTP11Interface, error_response
 from ..sansio.proxy import host_allowed
-from ..sansio.websocket import OPEN, SessionClosed, WebSocketSession
-from ..sansio.wshandshake import HandshakeError, build_websocket_scope, check_handshake
+from ..sansio.websocket import (
+    OPEN,
+    HandshakeError,
+    SessionClosed,
+    WebSocketSession,
+    build_websocket_scope,
+    check_handshake,
+)
 from .peer import PeerStream
 from .state import ServerState
 from .transport import ConnectionInfo
@@ -313,8 +328,10 @@ class WebSocketHandler:
             if opening:
                 await self._answered()
             elif self._sends_since == self._calls:
-                # Two sends, no receive() between: the app streams out. A pump now lets a
-                # client's close reach its next send() at once (not at the watchdog's).
+                # A second send with no receive() between: the app streams out, so read
+                # for it now (a pump), and the client's close reaches its next send()
+                # at once, not at the watchdog's next round. An app that alternates
+                # receive() and send() never gets here: the pull model stays as it is.
                 self._start_pump()
             else:
                 self._sends_since = self._calls
