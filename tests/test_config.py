@@ -340,3 +340,29 @@ def test_docs_table_is_current() -> None:
     table = config_reference()
     for name in OPTIONS:
         assert f"`{name}`" in table
+
+
+def test_forwarded_allow_ips_from_the_environment_as_uvicorn_and_gunicorn(
+    tmp_path: Path,
+) -> None:
+    config = make_config("m:app", environ={"FORWARDED_ALLOW_IPS": "10.1.0.0/16, unix"})
+    assert config.forwarded_allow_ips == ["10.1.0.0/16", "unix"]
+    # A default: the config file, TRIOSERVE_* and flags still win.
+    path = tmp_path / "c.toml"
+    path.write_text('forwarded_allow_ips = ["10.2.0.1"]\n')
+    config = make_config(
+        "m:app", config_file=str(path), environ={"FORWARDED_ALLOW_IPS": "10.1.0.0/16"}
+    )
+    assert config.forwarded_allow_ips == ["10.2.0.1"]
+    config = make_config(
+        "m:app", environ={"FORWARDED_ALLOW_IPS": "*"}, forwarded_allow_ips="192.0.2.1"
+    )
+    assert config.forwarded_allow_ips == ["192.0.2.1"]
+
+
+def test_forwarded_headers_option() -> None:
+    assert Config().forwarded_headers == ["x-forwarded-for", "x-forwarded-proto"]
+    config = make_config("m:app", environ={}, forwarded_headers="X-Forwarded-Host,forwarded")
+    assert config.forwarded_headers == ["x-forwarded-host", "forwarded"]
+    with pytest.raises(ConfigError, match="'x-real-ip' is not one of"):
+        make_config("m:app", environ={}, forwarded_headers=["x-real-ip"])

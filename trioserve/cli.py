@@ -17,7 +17,7 @@ from .config import OPTIONS, ConfigError, _hint, _strip_optional
 from .run import EXIT_USAGE, make_config, serve_config
 
 # List options given as one comma-separated value rather than a repeated flag.
-_COMMA_LISTS = {"forwarded_allow_ips"}
+_COMMA_LISTS = {"forwarded_allow_ips", "forwarded_headers"}
 
 
 def _version() -> str:

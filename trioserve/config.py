@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .sansio.proxy import DEFAULT_FORWARDED_HEADERS, FORWARDED_HEADERS
+
 __all__ = ["OPTIONS", "Config", "ConfigError", "load_config_file"]
 
 ENV_PREFIX = "TRIOSERVE_"
@@ -121,6 +123,14 @@ def _http_parser(value: str) -> str:
     if value == "httptools" and importlib.util.find_spec("httptools") is None:
         raise ValueError("httptools is not installed (pip install 'trioserve[speed]')")
     return value
+
+
+def _forwarded_headers(value: list[str]) -> list[str]:
+    names = [v.strip().lower() for v in value]
+    for name in names:
+        if name not in FORWARDED_HEADERS:
+            raise ValueError(f"{name!r} is not one of {', '.join(FORWARDED_HEADERS)}")
+    return names
 
 
 def _lower(value: str) -> str:
@@ -331,6 +341,18 @@ class Config:
         cli=("--forwarded-allow-ips",),
         metavar="IPS",
         help="Peers whose proxy headers are trusted: IPs, CIDRs, 'unix' or '*' (comma list).",
+    )
+    forwarded_headers: list[str] = _opt(
+        factory=lambda: list(DEFAULT_FORWARDED_HEADERS),
+        cli=("--forwarded-headers",),
+        metavar="NAMES",
+        normalize=_forwarded_headers,
+        help=(
+            "Proxy headers honoured from trusted peers (comma list of x-forwarded-for, "
+            "x-forwarded-proto, x-forwarded-host, x-forwarded-port, x-forwarded-prefix, "
+            "forwarded). The default is Uvicorn's; name the others only if every trusted "
+            "proxy sets or strips them."
+        ),
     )
     proxy_protocol: bool = _opt(
         False,
@@ -700,6 +722,11 @@ def build_config(
     values: dict[str, Any] = {}
     if config_file is None and environ is not None:
         config_file = environ.get(ENV_PREFIX + "CONFIG")
+    if environ is not None and "FORWARDED_ALLOW_IPS" in environ:
+        # Uvicorn's and gunicorn's variable: a default that a config file still overrides.
+        values["forwarded_allow_ips"] = coerce(
+            "forwarded_allow_ips", environ["FORWARDED_ALLOW_IPS"], source="FORWARDED_ALLOW_IPS"
+        )
     if config_file:
         values.update(coerce_all(load_config_file(config_file), source=config_file))
     if environ is not None:

@@ -6,8 +6,9 @@ exactly the same rules, and the parsers are tested byte by byte.
 * :class:`TrustedPeers` decides whose word we take (``forwarded_allow_ips``: IPs, CIDRs,
   ``unix`` for unix-socket peers, ``*``).
 * :func:`apply_proxy_headers` rewrites an ASGI ``http`` or ``websocket`` scope from
-  ``X-Forwarded-For/-Proto/-Host/-Port/-Prefix`` or RFC 7239 ``Forwarded`` - only when the
-  immediate peer is trusted. In a chain of proxies the client is the rightmost address that
+  ``X-Forwarded-For`` and ``-Proto`` (and, only when the operator names them,
+  ``-Host/-Port/-Prefix`` or RFC 7239 ``Forwarded``) - only when the immediate peer is
+  trusted. In a chain of proxies the client is the rightmost address that
   is not itself a trusted proxy (so a client cannot spoof its address by sending its own
   ``X-Forwarded-For``: the trusted proxy appends the real one after it).
 * :func:`parse_proxy_header` parses HAProxy's PROXY protocol v1 (text) and v2 (binary).
@@ -23,10 +24,13 @@ from functools import lru_cache
 from typing import Any
 
 __all__ = [
+    "DEFAULT_FORWARDED_HEADERS",
+    "FORWARDED_HEADERS",
     "ProxyHeader",
     "ProxyProtocolError",
     "TrustedPeers",
     "apply_proxy_headers",
+    "honoured_headers",
     "parse_forwarded",
     "parse_proxy_header",
     "prepare_scope",
@@ -219,117 +223,138 @@ def _client_from(node: str | None) -> tuple[str, int] | None:
     return host, port or 0
 
 
-def _read_forwarded(headers: Iterable[tuple[bytes, bytes]], trusted: TrustedPeers) -> _Forwarded:
+# Every header that can be honoured, and the default: what Uvicorn honours. The others let
+# a client that talks through a proxy which passes them on unchanged (nginx's default for
+# any header it does not set itself) choose the Host the app builds URLs from, or its own
+# address, so they are honoured only when the operator names them.
+FORWARDED_HEADERS = (
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-forwarded-port",
+    "x-forwarded-prefix",
+    "forwarded",
+)
+DEFAULT_FORWARDED_HEADERS = ("x-forwarded-for", "x-forwarded-proto")
+
+
+@lru_cache(maxsize=32)
+def honoured_headers(names: tuple[str, ...]) -> frozenset[bytes]:
+    """A config's ``forwarded_headers`` as the lower-case byte names the scope carries."""
+    return frozenset(name.strip().lower().encode("latin-1") for name in names)
+
+
+_DEFAULT_HONOURED = honoured_headers(DEFAULT_FORWARDED_HEADERS)
+
+
+def _read_forwarded(
+    headers: Iterable[tuple[bytes, bytes]], trusted: TrustedPeers, honour: frozenset[bytes]
+) -> _Forwarded:
     found: dict[bytes, list[str]] = {}
     for name, value in headers:
         name = name.lower()
-        if name in _PROXY_HEADERS:
+        if name in honour:
             found.setdefault(name, []).append(value.decode("latin-1"))
     prefix_values = _comma_list(found.get(b"x-forwarded-prefix", []))
     prefix = prefix_values[-1] if prefix_values else None
     forwarded = found.get(b"forwarded")
     if forwarded:
-        elements = parse_forwarded(forwarded)
-        if not elements:
-            return _Forwarded(prefix=prefix)
-        nodes = [e.get("for", "unknown") for e in elements]
-        client_node = _pick_client(nodes, trusted)
-        # proto/host come from the element the nearest proxy wrote for the hop we trust.
-        chosen = elements[nodes.index(client_node)] if client_node in nodes else elements[-1]
-        host = chosen.get("host") or None
-        port = None
-        if host:
-            _, port = _split_host_port(host)
-        return _Forwarded(
-            client=_client_from(client_node),
-            proto=chosen.get("proto"),
-            host=host,
-            port=port,
-            prefix=prefix,
-        )
+        return _from_rfc7239(forwarded, trusted, prefix)
     xff = _comma_list(found.get(b"x-forwarded-for", []))
     protos = _comma_list(found.get(b"x-forwarded-proto", []))
     hosts = _comma_list(found.get(b"x-forwarded-host", []))
     ports = _comma_list(found.get(b"x-forwarded-port", []))
     port_text = ports[-1] if ports else ""
     port = int(port_text) if port_text.isdigit() and int(port_text) <= 65535 else None
-    host = hosts[-1] if hosts else None
-    if host is not None and port is None:
-        _, port = _split_host_port(host)
     return _Forwarded(
         client=_client_from(_pick_client(xff, trusted)) if xff else None,
         proto=protos[-1] if protos else None,
-        host=host,
+        host=hosts[-1] if hosts else None,
         port=port,
         prefix=prefix,
     )
 
 
-_PROXY_HEADERS = frozenset(
-    {
-        b"forwarded",
-        b"x-forwarded-for",
-        b"x-forwarded-proto",
-        b"x-forwarded-host",
-        b"x-forwarded-port",
-        b"x-forwarded-prefix",
-    }
-)
+def _from_rfc7239(values: list[str], trusted: TrustedPeers, prefix: str | None) -> _Forwarded:
+    elements = parse_forwarded(values)
+    if not elements:
+        return _Forwarded(prefix=prefix)
+    nodes = [e.get("for", "unknown") for e in elements]
+    client_node = _pick_client(nodes, trusted)
+    # proto/host come from the element the nearest proxy wrote for the hop we trust.
+    chosen = elements[nodes.index(client_node)] if client_node in nodes else elements[-1]
+    return _Forwarded(
+        client=_client_from(client_node),
+        proto=chosen.get("proto"),
+        host=chosen.get("host") or None,
+        prefix=prefix,
+    )
+
+
 _DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
 _SECURE = {"https": True, "wss": True, "http": False, "ws": False}
 
 
-def apply_proxy_headers(scope: MutableMapping[str, Any], trusted: TrustedPeers) -> bool:
-    """Rewrite an ASGI http/websocket scope from proxy headers if its peer is trusted.
+def apply_proxy_headers(
+    scope: MutableMapping[str, Any],
+    trusted: TrustedPeers,
+    honour: frozenset[bytes] = _DEFAULT_HONOURED,
+) -> bool:
+    """Rewrite an ASGI http/websocket scope from the honoured proxy headers of a trusted peer.
 
-    Sets ``client`` (the real client), ``scheme`` (``http``/``https``; ``ws``/``wss`` for
-    WebSockets), ``server`` and the ``host`` header (from -Host/-Port or ``host=``), and
-    ``root_path`` (prefixed to ``path``/``raw_path`` too, as trioserve does for
-    ``--root-path``) from ``X-Forwarded-Prefix``. Returns whether it applied anything
-    (proxy headers present and the peer trusted).
+    ``honour`` (see :func:`honoured_headers`) names the headers believed; by default only
+    ``X-Forwarded-For`` (``client``) and ``X-Forwarded-Proto`` (``scheme``; ``ws``/``wss``
+    for WebSockets), as Uvicorn. Opt-in: ``X-Forwarded-Host``/``-Port`` and ``host=`` set
+    the ``host`` header the app builds URLs from, ``X-Forwarded-Prefix`` is put before
+    ``root_path`` and ``path``, and RFC 7239 ``Forwarded`` (which then wins over
+    ``X-Forwarded-*``) sets client, scheme and host. ``server`` stays the address we
+    listen on and ``raw_path`` stays the bytes the client sent. Returns whether it applied
+    anything (an honoured header present and the peer trusted).
     """
     headers = scope.get("headers", ())
     for name, _ in headers:
-        if name.lower() in _PROXY_HEADERS:
+        if name.lower() in honour:
             break
     else:
         return False  # the common case: nothing to apply
     client = scope.get("client")
     if not trusted.trusts(client[0] if client else None):
         return False
-    info = _read_forwarded(headers, trusted)
+    info = _read_forwarded(headers, trusted, honour)
     if info.client is not None:
         scope["client"] = info.client
-    is_ws = scope.get("type") == "websocket"
     if info.proto is not None and info.proto.lower() in _SECURE:
         secure = _SECURE[info.proto.lower()]
-        if is_ws:
+        if scope.get("type") == "websocket":
             scope["scheme"] = "wss" if secure else "ws"
         else:
             scope["scheme"] = "https" if secure else "http"
-    if info.host is not None:
-        hostname, host_port = _split_host_port(info.host)
-        port = info.port if info.port is not None else host_port
-        if port is None:
-            port = _DEFAULT_PORTS.get(scope.get("scheme", "http"), 80)
-        if hostname:
-            scope["server"] = (hostname, port)
-            host_value = info.host if host_port is not None or info.port is None else None
-            if host_value is None:
-                default = _DEFAULT_PORTS.get(scope.get("scheme", "http"))
-                bracketed = f"[{hostname}]" if ":" in hostname else hostname
-                host_value = bracketed if port == default else f"{bracketed}:{port}"
-            _set_header(scope, b"host", host_value.encode("latin-1"))
-    elif info.port is not None and scope.get("server"):
-        scope["server"] = (scope["server"][0], info.port)
+    if info.host is not None or info.port is not None:
+        _apply_host(scope, info)
     if info.prefix:
         prefix = "/" + info.prefix.strip("/") if info.prefix.strip("/") else ""
         if prefix:
             scope["root_path"] = prefix + scope.get("root_path", "")
             scope["path"] = prefix + scope.get("path", "")
-            if "raw_path" in scope and scope["raw_path"] is not None:
-                scope["raw_path"] = prefix.encode("utf-8") + scope["raw_path"]
     return True
+
+
+def _apply_host(scope: MutableMapping[str, Any], info: _Forwarded) -> None:
+    """The ``host`` header from the forwarded host and/or port (``server`` is left alone)."""
+    text = info.host
+    if text is None:
+        text = next(
+            (v.decode("latin-1") for n, v in scope.get("headers", ()) if n.lower() == b"host"),
+            "",
+        )
+    hostname, host_port = _split_host_port(text)
+    if not hostname or any(c in hostname for c in " \t/\\@?#"):
+        return
+    port = info.port if info.port is not None else host_port
+    bracketed = f"[{hostname}]" if ":" in hostname else hostname
+    default = _DEFAULT_PORTS.get(scope.get("scheme", "http"))
+    value = bracketed if port is None or port == default else f"{bracketed}:{port}"
+    _set_header(scope, b"host", value.encode("latin-1"))
 
 
 def _set_header(scope: MutableMapping[str, Any], name: bytes, value: bytes) -> None:
@@ -343,13 +368,14 @@ def prepare_scope(
     *,
     proxy_headers: bool,
     forwarded_allow_ips: Iterable[str],
+    forwarded_headers: Iterable[str] = DEFAULT_FORWARDED_HEADERS,
     tls: Mapping[str, Any] | None = None,
 ) -> None:
     """The connection-level scope adjustments every HTTP and WebSocket scope gets.
 
-    Applies the proxy headers (if enabled and the peer is trusted) and adds the ASGI
-    ``tls`` extension (a fresh copy per scope, since apps may mutate it). The WebSocket
-    path calls this too, so both see the same client, scheme and TLS information.
+    Applies the honoured proxy headers (if enabled and the peer is trusted) and adds the
+    ASGI ``tls`` extension (a fresh copy per scope, since apps may mutate it). The
+    WebSocket path calls this too, so both see the same client, scheme and TLS information.
     """
     if tls is not None:
         extensions = scope.setdefault("extensions", {})
@@ -357,7 +383,11 @@ def prepare_scope(
         if tls.get("client_cert_chain") is not None:
             extensions["tls"]["client_cert_chain"] = list(tls["client_cert_chain"])
     if proxy_headers:
-        apply_proxy_headers(scope, trusted_peers(tuple(forwarded_allow_ips)))
+        apply_proxy_headers(
+            scope,
+            trusted_peers(tuple(forwarded_allow_ips)),
+            honoured_headers(tuple(forwarded_headers)),
+        )
 
 
 # --- PROXY protocol ----------------------------------------------------------------------------
