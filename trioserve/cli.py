@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ._runner import make_config, serve_config
-from .config import OPTIONS, ConfigError, _hint, _strip_optional
+from .config import OPTIONS, ConfigError, option_type
 from .exit_codes import EXIT_USAGE
 
 # List options given as one comma-separated value rather than a repeated flag.
@@ -69,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
         flags = field.metadata["cli"]
         if not flags:
             continue
-        tp, _ = _strip_optional(_hint(name))
+        tp, _ = option_type(name)
         # argparse %-formats help texts; a literal '%' (as in "%(atom)s") must be doubled.
         help_text = field.metadata["help"].replace("%", "%%")
         kwargs: dict[str, Any] = {"dest": name, "help": help_text}
@@ -100,7 +100,7 @@ def expand_bool_values(argv: Sequence[str]) -> list[str]:
     flags = {
         flag
         for name, field in OPTIONS.items()
-        if _strip_optional(_hint(name))[0] is bool
+        if option_type(name)[0] is bool
         for flag in field.metadata["cli"]
     }
     out: list[str] = []

@@ -624,6 +624,11 @@ def _strip_optional(tp: Any) -> tuple[Any, bool]:
     return tp, False
 
 
+def option_type(name: str) -> tuple[Any, bool]:
+    """An option's value type without ``| None``, and whether None is allowed."""
+    return _strip_optional(_hint(name))
+
+
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 

@@ -10,7 +10,7 @@ import dataclasses
 import typing
 from typing import Any
 
-from .config import ALIASES, ENV_PREFIX, OPTIONS, _hint, _strip_optional
+from .config import ALIASES, ENV_PREFIX, OPTIONS, option_type
 
 __all__ = ["config_reference", "render_configuration_doc"]
 
@@ -69,7 +69,7 @@ PROXY header must arrive within `request_head_timeout`.
 
 
 def _type_name(name: str) -> str:
-    tp, optional = _strip_optional(_hint(name))
+    tp, optional = option_type(name)
     origin = typing.get_origin(tp)
     if origin is list:
         text = "list of str"

@@ -28,6 +28,13 @@ APP = """
 import json, logging, os
 
 async def app(scope, receive, send):
+    if scope["type"] == "websocket":
+        await receive()
+        await send({"type": "websocket.accept"})
+        message = await receive()
+        await send({"type": "websocket.send", "text": message.get("text") or ""})
+        await send({"type": "websocket.close"})
+        return
     if scope["type"] != "http":
         return
     logging.getLogger("uvicorn.error").info("app says hello via uvicorn.error")
@@ -95,6 +102,13 @@ SCRIPT = """
 import trioserve
 
 async def app(scope, receive, send):
+    if scope["type"] == "websocket":
+        await receive()
+        await send({"type": "websocket.accept"})
+        message = await receive()
+        await send({"type": "websocket.send", "text": message.get("text") or ""})
+        await send({"type": "websocket.close"})
+        return
     if scope["type"] != "http":
         return
     await send({{"type": "http.response.start", "status": 200, "headers": []}})
@@ -340,7 +354,24 @@ def test_uvicorn_flags_all_start_a_server(start: object, app_dir: Path) -> None:
     # --h11-max-incomplete-event-size reached the parser: a 4 KiB head gets 431.
     big = httpx.get(url + "/", headers={"x-big": "a" * 4096}, timeout=10)
     assert big.status_code == 431
+    # --ws-per-message-deflate false: a client's permessage-deflate offer is declined.
+    assert ws_extensions(url) is None
     assert server.stop() == 0
+    server = start("dropin:app", "--port", "0", "--ws-per-message-deflate", "true", cwd=app_dir)  # type: ignore[operator]
+    [url] = server.wait_ready()
+    assert (ws_extensions(url) or "").startswith("permessage-deflate")
+    assert server.stop() == 0
+
+
+def ws_extensions(url: str) -> str | None:
+    from websockets.sync.client import connect
+
+    with connect("ws" + url[4:] + "/ws", compression="deflate", open_timeout=10) as ws:
+        ws.send("hi")
+        assert ws.recv(timeout=10) == "hi"
+        assert ws.response is not None
+        value: str | None = ws.response.headers.get("Sec-WebSocket-Extensions")
+        return value
 
 
 def test_header_without_colon_is_one_line(app_dir: Path) -> None:
