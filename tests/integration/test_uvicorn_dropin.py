@@ -102,13 +102,6 @@ SCRIPT = """
 import trioserve
 
 async def app(scope, receive, send):
-    if scope["type"] == "websocket":
-        await receive()
-        await send({"type": "websocket.accept"})
-        message = await receive()
-        await send({"type": "websocket.send", "text": message.get("text") or ""})
-        await send({"type": "websocket.close"})
-        return
     if scope["type"] != "http":
         return
     await send({{"type": "http.response.start", "status": 200, "headers": []}})
