@@ -223,7 +223,7 @@ def exchange(port: int, raw: bytes, method: str, count: int = 1) -> dict[str, An
 
 def summary(response: Response) -> dict[str, Any]:
     body: Any = response.body.decode("latin-1")
-    if response.headers.get("content-type") == "application/json":
+    if response.headers.get("content-type") == "application/json" and response.body:
         body = json.loads(response.body)
     return {
         "status": response.status,
@@ -232,6 +232,7 @@ def summary(response: Response) -> dict[str, Any]:
         "close": "close" in response.headers.get("connection", "").lower(),
         "body": body,
         "x-padded": response.headers.get("x-padded"),
+        "date": "date" in response.headers,
     }
 
 
@@ -286,6 +287,13 @@ CASES: dict[str, tuple[bytes, str, int]] = {
     "content-length-too-long": (b"GET /cl-short HTTP/1.1\r\n" + H + b"\r\n", "GET", 1),
     "start-without-body": (b"GET /start-only HTTP/1.1\r\n" + H + b"\r\n", "GET", 1),
     "response-header-ows": (b"GET /ows-header HTTP/1.1\r\n" + H + b"\r\n", "GET", 1),
+    "expect-100-unread": (
+        b"POST /noread-post HTTP/1.1\r\n"
+        + H
+        + b"Content-Length: 4\r\nExpect: 100-continue\r\n\r\n",
+        "POST",
+        1,
+    ),
     "proxy-headers": (
         b"GET /scope HTTP/1.1\r\n" + H + b"X-Forwarded-For: 198.51.100.7, 203.0.113.9\r\n"
         b"X-Forwarded-Proto: https\r\nX-Forwarded-Host: evil.example\r\n"
@@ -323,6 +331,17 @@ def refused(status: int) -> dict[str, Any]:
 
 
 DIFFERENCES: dict[str, Expect] = {
+    "expect-100-unread": Expect(
+        "",
+        "The app answered without reading a body it was sent 100-continue for, so the "
+        "connection cannot be reused: RFC 9110 10.1.1 says to announce that, and trioserve "
+        "sends Connection: close; Uvicorn and Hypercorn close without saying so.",
+        {
+            "responses": [{"status": 200, "close": True, "body": "unread", "interim": []}],
+            "keep_alive": False,
+        },
+        fixed_on="issue 11 item 6",
+    ),
     "proxy-headers": Expect(
         "uvicorn",
         "Uvicorn's default proxy handling: X-Forwarded-For and -Proto believed from "
@@ -412,11 +431,12 @@ DIFFERENCES: dict[str, Expect] = {
 
 
 def normalise(outcome: dict[str, Any]) -> dict[str, Any]:
-    """Drop what servers may word differently: the text of their own error pages."""
+    """Drop what servers may word differently: the text of their own error pages (and, until
+    issue 11 item 6 is merged, their Date: see test_server_errors_carry_date)."""
     out = {"responses": [], "keep_alive": outcome["keep_alive"]}
     for response in outcome["responses"]:
         if isinstance(response, dict) and response["status"] >= 400:
-            response = {**response, "body": None}
+            response = {**response, "body": None, "date": None}
         out["responses"].append(response)
     return out
 
@@ -490,3 +510,22 @@ def test_every_difference_is_justified_and_still_different(ports: dict[str, int]
         else:
             assert expect.outcome is not None
             assert not all(matches(p, expect.outcome) for p in peers.values()), case
+
+
+@pytest.mark.xfail(strict=True, reason="issue 11 item 6: fixed on branch issue-13")
+@pytest.mark.parametrize("server", ["trioserve-h11", "trioserve-httptools"])
+@pytest.mark.parametrize("case", ["no-host", "bad-header-name", "bad-version"])
+def test_server_errors_carry_date(ports: dict[str, int], case: str, server: str) -> None:
+    """RFC 9110 6.6.1: an origin server with a clock sends Date, on its own 4xx/5xx too."""
+    raw, method, count = CASES[case]
+    [response] = exchange(ports[server], raw, method, count)["responses"]
+    assert response["status"] >= 400
+    assert response["date"], response
+
+
+def test_peers_send_date_on_their_errors(ports: dict[str, int]) -> None:
+    """So the xfail above asks for what the peers do."""
+    for case in ("bad-header-name",):
+        for peer in ("uvicorn", "hypercorn"):
+            [response] = exchange(ports[peer], *CASES[case])["responses"]
+            assert response["status"] == 400 and response["date"], (peer, response)
