@@ -170,6 +170,22 @@ def _interface(value: str) -> str:
 _SSL_VERSIONS = {"2": "TLS", "17": "TLS", "5": "TLSv1_2", "3": "TLSv1", "4": "TLSv1_1"}
 
 
+_WS_IMPLEMENTATIONS = ("auto", "wsproto", "websockets", "websockets-sansio")
+
+
+def _ws_implementation(value: str) -> str:
+    text = value.lower()
+    if text == "none":
+        raise ValueError(
+            "WebSocket upgrades cannot be turned off: they always reach the app as "
+            "'websocket' scopes, and an app that does not want them closes before accepting "
+            "(the client gets 403)"
+        )
+    if text not in _WS_IMPLEMENTATIONS:
+        raise ValueError(f"expected one of {', '.join(_WS_IMPLEMENTATIONS)}")
+    return text
+
+
 def _ssl_version(value: str) -> str:
     text = value.strip()
     name = _SSL_VERSIONS.get(text, text.removeprefix("PROTOCOL_"))
@@ -370,6 +386,15 @@ class Config:
     )
 
     # --- WebSocket -------------------------------------------------------------------------
+    ws: str = _opt(
+        "auto",
+        cli=("--ws",),
+        normalize=_ws_implementation,
+        help=(
+            "Uvicorn's WebSocket implementation choice: auto, wsproto, websockets and "
+            "websockets-sansio all mean trioserve's one implementation (on wsproto)."
+        ),
+    )
     websocket_max_message_size: int = _opt(
         16 * 1024 * 1024,
         cli=("--ws-max-size",),
