@@ -242,21 +242,25 @@ def _forward_to_uvicorn(access_enabled: bool) -> None:
         handler._trioserve = True  # type: ignore[attr-defined]
         ours.addHandler(handler)
         ours.propagate = False
+        _touched.add(ours)
         enabled = access_enabled or ours is not access_log
         ours.setLevel(target.getEffectiveLevel() if enabled else logging.CRITICAL + 1)
 
 
+# Loggers whose level/propagation a previous configure_logging set, so a second call (run()
+# twice in one process, tests) starts from what the user's own config would see.
+_touched: set[logging.Logger] = set()
+
+
 def _reset() -> None:
-    for logger in (
-        error_log,
-        access_log,
-        logging.getLogger("uvicorn"),
-        logging.getLogger(UVICORN_ACCESS),
-    ):
+    for logger in _touched:
+        logger.setLevel(logging.NOTSET)
+        logger.propagate = True
         for old in list(logger.handlers):
             if getattr(old, "_trioserve", False):
                 logger.removeHandler(old)
                 old.close()
+    _touched.clear()
 
 
 def configure_logging(config: Config) -> None:
@@ -279,6 +283,7 @@ def configure_logging(config: Config) -> None:
         _forward_to_uvicorn(config.access_log)
         if not config.access_log:
             access_log.setLevel(logging.CRITICAL + 1)
+            _touched.add(access_log)
         return
     for logger, uvicorn_name, target, fmt, dash, enabled in (
         (error_log, "uvicorn", config.errorlog, DEFAULT_FORMAT, sys.stderr, True),
@@ -295,6 +300,7 @@ def configure_logging(config: Config) -> None:
             # "uvicorn" too: an app that logs to uvicorn.error (it propagates there) is shown.
             each.setLevel(level if enabled else logging.CRITICAL + 1)
             each.propagate = False
+            _touched.add(each)
             if enabled and target is not None:
                 handler = _handler(config, target, fmt, dash)
                 handler._trioserve = True  # type: ignore[attr-defined]
