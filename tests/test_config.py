@@ -389,11 +389,14 @@ def test_kubernetes_service_variables_warn_and_do_not_stop_start_up() -> None:
         config = make_config("m:app", environ={**KUBERNETES_SERVICE_ENV, "TRIOSERVE_BACKLOG": "7"})
     assert config.backlog == 7  # real settings still apply
     assert config.bind == ["127.0.0.1:8000"]  # TRIOSERVE_PORT=tcp://... changed nothing
-    message = str(caught[0].message)
-    assert len(caught) == 1  # one warning for all of them
+    messages = [str(w.message) for w in caught]
+    # One for TRIOSERVE_PORT (a real setting with a value that is no port), one for the rest.
+    assert len(messages) == 2, messages
+    assert "TRIOSERVE_PORT='tcp://10.96.0.12:8000' (not a number)" in messages[0]
+    assert "Kubernetes service variable?" in messages[0]
     for name in KUBERNETES_SERVICE_ENV:
-        assert name in message
-    assert "TRIOSERVE_PORT (a Kubernetes service variable?)" in message
+        assert name in " ".join(messages)
+    assert "TRIOSERVE_SERVICE_HOST (a Kubernetes service variable?)" in messages[1]
     # A typo in a file or a flag stays an error.
     with pytest.raises(ConfigError, match="unknown config key 'service_host'"):
         make_config("m:app", environ={}, service_host="x")
@@ -548,3 +551,18 @@ def test_cli_bool_flags_take_uvicorn_values() -> None:
     assert config.verify_mode == "CERT_REQUIRED"
     assert config.h11_max_incomplete_size == 99
     assert config.include_server_header is False and config.include_date_header is False
+
+
+def test_trioserve_host_port_uds_from_the_environment_as_uvicorns() -> None:
+    assert make_config("m:app", environ={"TRIOSERVE_PORT": "9001"}).bind == ["127.0.0.1:9001"]
+    config = make_config("m:app", environ={"TRIOSERVE_HOST": "::1", "TRIOSERVE_PORT": "9"})
+    assert config.bind == ["[::1]:9"]
+    config = make_config(
+        "m:app", environ={"TRIOSERVE_UDS": "/tmp/a.sock", "TRIOSERVE_BIND": "127.0.0.1:5"}
+    )
+    assert config.bind == ["127.0.0.1:5", "unix:/tmp/a.sock"]
+    # A flag (or run() keyword) naming an address wins over all of them.
+    config = make_config("m:app", environ={"TRIOSERVE_PORT": "9001"}, port=7)
+    assert config.bind == ["127.0.0.1:7"]
+    config = make_config("m:app", environ={"TRIOSERVE_PORT": "9001"}, bind=["unix:/x"])
+    assert config.bind == ["unix:/x"]

@@ -20,7 +20,7 @@ from typing import Any, Protocol
 import trio
 
 from .binds import Bind
-from .config import Config, ConfigError, build_config
+from .config import ENV_PREFIX, Config, ConfigError, build_config, env_bind_options
 from .envfile import load_env_file
 from .errors import AppLoadError, LifespanFailure
 from .importer import load_app
@@ -67,10 +67,22 @@ def make_config(
     environ: Mapping[str, str] | None = None,
     **options: Any,
 ) -> Config:
+    env = os.environ if environ is None else environ
+    # TRIOSERVE_HOST/PORT/UDS/FD (Uvicorn's UVICORN_PORT...) when no flag names an address;
+    # TRIOSERVE_BIND is kept beside them, as --bind beside --port. (Read, and a bad value
+    # warned about, either way.)
+    from_env = env_bind_options(env)
+    named = any(options.get(key) is not None for key in ("host", "port", "uds", "fd", "bind"))
+    if from_env and not named:
+        bind_text = env.get(ENV_PREFIX + "BIND", "")
+        options = {
+            **options,
+            **from_env,
+            "bind": [b.strip() for b in bind_text.split(",") if b.strip()],
+        }
     overrides = options_to_overrides(options)
     if isinstance(app, str):
         overrides["application_path"] = app
-    env = os.environ if environ is None else environ
     config = build_config(config_file=config_file, environ=env, overrides=overrides)
     if "workers" not in overrides and "WEB_CONCURRENCY" in env:
         config = config.replace(workers=int(env["WEB_CONCURRENCY"]))

@@ -873,6 +873,8 @@ def env_values(environ: Mapping[str, str]) -> dict[str, str]:
         if not key.startswith(ENV_PREFIX) or key == ENV_PREFIX + "CONFIG":
             continue
         name = key[len(ENV_PREFIX) :].lower()
+        if name in ENV_BIND_NAMES:
+            continue  # see env_bind_options
         try:
             canonical_key(name, source="environment")
         except ConfigError:
@@ -883,6 +885,39 @@ def env_values(environ: Mapping[str, str]) -> dict[str, str]:
         warnings.warn(
             "ignoring environment variables that are not trioserve settings: "
             + "; ".join(unknown),
+            ConfigWarning,
+            stacklevel=2,
+        )
+    return out
+
+
+# Uvicorn's --host/--port/--uds/--fd as TRIOSERVE_HOST... (UVICORN_PORT -> TRIOSERVE_PORT).
+ENV_BIND_NAMES = ("host", "port", "uds", "fd")
+
+
+def env_bind_options(environ: Mapping[str, str]) -> dict[str, str | int]:
+    """``TRIOSERVE_HOST``/``PORT``/``UDS``/``FD``, as the runner folds them into ``bind``.
+
+    A port or fd that is not a number is ignored with a warning: Kubernetes sets
+    ``TRIOSERVE_PORT=tcp://10.0.0.1:8000`` in every pod when a Service is named trioserve.
+    """
+    out: dict[str, str | int] = {}
+    ignored = []
+    for name in ENV_BIND_NAMES:
+        value = environ.get(ENV_PREFIX + name.upper())
+        if value is None:
+            continue
+        if name in ("port", "fd"):
+            if not value.strip().isdigit():
+                ignored.append(f"{ENV_PREFIX}{name.upper()}={value!r} (not a number)")
+                continue
+            out[name] = int(value)
+        elif value.strip():
+            out[name] = value.strip()
+    if ignored:
+        hint = " (a Kubernetes service variable?)" if any("://" in i for i in ignored) else ""
+        warnings.warn(
+            "ignoring environment variables: " + "; ".join(ignored) + hint,
             ConfigWarning,
             stacklevel=2,
         )

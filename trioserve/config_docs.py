@@ -30,7 +30,10 @@ From strongest to weakest:
 1. command-line flags (`trioserve main:app --backlog 2048`) and keyword arguments of
    `trioserve.run()`;
 2. environment variables `TRIOSERVE_<KEY>` (`TRIOSERVE_KEEP_ALIVE_TIMEOUT=10`; lists are
-   comma-separated: `TRIOSERVE_BIND=127.0.0.1:8000,unix:/run/app.sock`);
+   comma-separated: `TRIOSERVE_BIND=127.0.0.1:8000,unix:/run/app.sock`), and
+   `TRIOSERVE_HOST`/`_PORT`/`_UDS`/`_FD` as Uvicorn's `UVICORN_PORT`... (used when no flag
+   names an address; a port that is not a number, such as Kubernetes'
+   `TRIOSERVE_PORT=tcp://...`, is ignored with a warning);
 3. the config file given by `-c/--config` (or `TRIOSERVE_CONFIG`):
    - `server.toml` - a TOML file with Hypercorn's keys (a Hypercorn file works unchanged),
    - `python:module` or `python:module.object` - module-level names / attributes,

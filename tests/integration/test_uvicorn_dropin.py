@@ -387,7 +387,19 @@ def test_kubernetes_service_variables_do_not_stop_start_up(start: object, app_di
     [url] = server.wait_ready()
     assert httpx.get(url + "/", timeout=10).status_code == 200
     assert server.stop() == 0
-    assert "TRIOSERVE_PORT (a Kubernetes service variable?)" in server.text
+    assert "TRIOSERVE_PORT='tcp://10.96.0.12:8000' (not a number)" in server.text
+    assert "TRIOSERVE_SERVICE_HOST (a Kubernetes service variable?)" in server.text
+
+
+def test_trioserve_port_from_the_environment(start: object, app_dir: Path) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = start("dropin:app", cwd=app_dir, env={"TRIOSERVE_PORT": str(port)})  # type: ignore[operator]
+    [url] = server.wait_ready()
+    assert url == f"http://127.0.0.1:{port}"
+    assert httpx.get(url + "/", timeout=10).status_code == 200
+    assert server.stop() == 0
 
 
 # --- item 13: unix sockets -------------------------------------------------------------------
