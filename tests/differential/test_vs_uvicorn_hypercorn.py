@@ -294,6 +294,21 @@ CASES: dict[str, tuple[bytes, str, int]] = {
         "POST",
         1,
     ),
+    "absolute-form": (b"GET http://example.test/scope?x=1 HTTP/1.1\r\n" + H + b"\r\n", "GET", 1),
+    "options-asterisk": (b"OPTIONS * HTTP/1.1\r\n" + H + b"\r\n", "OPTIONS", 1),
+    "head-streaming": (b"HEAD /stream HTTP/1.1\r\n" + H + b"\r\n", "HEAD", 1),
+    "huge-head": (
+        b"GET /scope HTTP/1.1\r\n" + H + b"X-Big: " + b"a" * 70000 + b"\r\n\r\n",
+        "GET",
+        1,
+    ),
+    "bad-chunk-size": (
+        b"POST /echo HTTP/1.1\r\n"
+        + H
+        + b"Transfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n",
+        "POST",
+        1,
+    ),
     "proxy-headers": (
         b"GET /scope HTTP/1.1\r\n" + H + b"X-Forwarded-For: 198.51.100.7, 203.0.113.9\r\n"
         b"X-Forwarded-Proto: https\r\nX-Forwarded-Host: evil.example\r\n"
@@ -331,6 +346,17 @@ def refused(status: int) -> dict[str, Any]:
 
 
 DIFFERENCES: dict[str, Expect] = {
+    "absolute-form": Expect(
+        "uvicorn",
+        "RFC 9112 3.2.2: for an absolute-form target the scope's path is the URL's path, as "
+        "Uvicorn gives it; Hypercorn passes the whole URL as path and raw_path.",
+    ),
+    "huge-head": Expect(
+        "hypercorn",
+        "A 70 KB header gets 431 (h11_max_incomplete_size, 16 KiB as h11's default and "
+        "Uvicorn's h11 mode) so a head cannot grow without bound; Uvicorn's httptools mode "
+        "has no head limit and serves it.",
+    ),
     "expect-100-unread": Expect(
         "",
         "The app answered without reading a body it was sent 100-continue for, so the "
