@@ -84,19 +84,6 @@ class PeerStream:
         finally:
             self.end_read_turn()
 
-    async def receive_in_turn(self) -> bytes:
-        """Read once; the caller holds the read turn. ``b""`` at EOF."""
-        if self.eof:
-            await checkpoint()
-            return b""
-        try:
-            data = await self.stream.receive_some(READ_SIZE)
-        except STREAM_ERRORS:
-            data = b""
-        if not data:
-            self.eof = True
-        return bytes(data)
-
     async def take_read_turn(self) -> None:
         """Wait for the read turn. Free (the usual case), it takes it without a checkpoint."""
         if self._reading:
