@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.programs import check_markers
+
 ROOT = Path(__file__).resolve().parent.parent
 # The examples are imported by their tests as `examples.NAME`.
 if str(ROOT) not in sys.path:
@@ -26,3 +28,15 @@ if TEST_HTTP:
         cls = http11_fast.protocol_class(TEST_HTTP)
         monkeypatch.setattr(http11_fast, "protocol_class", lambda kind: cls)
         yield
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "requires_program(name, package=...): skip when the system program is missing "
+        "(fail in CI); see tests/programs.py",
+    )
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    check_markers(item)

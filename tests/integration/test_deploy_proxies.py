@@ -6,14 +6,13 @@
   address and port.
 
 nginx and haproxy are Debian packages that ``.ci/run`` installs; without them these tests
-fail rather than skip.
+skip (and fail in CI, see tests/programs.py).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import socket
 import ssl
 from collections.abc import AsyncIterator
@@ -28,6 +27,10 @@ import trustme
 from websockets.sync.client import connect as ws_connect
 
 from trioserve.testing import open_server
+
+from ..programs import require_program, requires_program
+
+NGINX = requires_program("nginx", package="nginx")
 
 CLIENT_IP = "127.0.0.2"  # anything in 127/8 is loopback on Linux: a distinct real client
 
@@ -60,12 +63,6 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
-
-
-def tool(name: str) -> str:
-    path = shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/local/sbin:/sbin")
-    assert path, f"{name} is required for this test (.ci/run installs it)"
-    return path
 
 
 async def wait_for_port(port: int, proc: trio.Process, log: Path) -> None:
@@ -158,7 +155,8 @@ async def nginx(backend: int, certs: tuple[Path, Path, Path]) -> AsyncIterator[i
             user="user root;" if os.geteuid() == 0 else "",
         )
     )
-    cmd = [tool("nginx"), "-c", str(conf), "-p", str(tmp), "-e", str(tmp / "nginx-error.log")]
+    exe = require_program("nginx", package="nginx")
+    cmd = [exe, "-c", str(conf), "-p", str(tmp), "-e", str(tmp / "nginx-error.log")]
     async with external(cmd, port, tmp / "nginx-stdout.log"):
         yield port
 
@@ -167,6 +165,7 @@ def client_ssl(ca: Path) -> ssl.SSLContext:
     return ssl.create_default_context(cafile=str(ca))
 
 
+@NGINX
 async def test_nginx_https_proxy_passes_real_client_and_scheme(
     certs: tuple[Path, Path, Path],
 ) -> None:
@@ -183,6 +182,7 @@ async def test_nginx_https_proxy_passes_real_client_and_scheme(
         assert data["host"] == "localhost"
 
 
+@NGINX
 async def test_spoofed_header_through_nginx_is_not_believed(
     certs: tuple[Path, Path, Path],
 ) -> None:
@@ -197,6 +197,7 @@ async def test_spoofed_header_through_nginx_is_not_believed(
     assert response.json()["client"][0] == CLIENT_IP
 
 
+@NGINX
 async def test_nginx_websocket_proxy(certs: tuple[Path, Path, Path]) -> None:
     ca = certs[0]
     async with open_server(whoami) as server, nginx(server.port, certs) as port:
@@ -244,12 +245,13 @@ backend v2
 """
 
 
+@requires_program("haproxy", package="haproxy")
 async def test_haproxy_proxy_protocol_v1_and_v2(tmp_path: Path) -> None:
     port1, port2 = free_port(), free_port()
     async with open_server(whoami, proxy_protocol=True) as server:
         cfg = tmp_path / "haproxy.cfg"
         cfg.write_text(HAPROXY_CFG.format(port1=port1, port2=port2, backend=server.port))
-        cmd = [tool("haproxy"), "-f", str(cfg), "-db"]
+        cmd = [require_program("haproxy", package="haproxy"), "-f", str(cfg), "-db"]
         async with external(cmd, port1, tmp_path / "haproxy.log"):
             results = {}
             for name, port in (("v1", port1), ("v2", port2)):
