@@ -115,12 +115,6 @@ def main() -> int:
     ap.add_argument("--top", type=int, default=25)
     ap.add_argument("--out", default="/tmp/trioserve-profile.folded")
     ap.add_argument(
-        "--tools",
-        default=os.environ.get(
-            "TRIOSERVE_BENCH_TOOLS", str(HERE.parent.parent / "shared" / "tools" / "bench")
-        ),
-    )
-    ap.add_argument(
         "--summary-only", metavar="FOLDED", help="only summarize an existing collapsed file"
     )
     args = ap.parse_args()
@@ -128,7 +122,7 @@ def main() -> int:
         print(summarize(Path(args.summary_only), args.top))
         return 0
     bindir = Path(sys.executable).parent
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(HERE), args.tools]))
+    env = dict(os.environ, PYTHONPATH=str(HERE))
     server = [
         str(bindir / "trioserve"),
         "bench_apps:app",
