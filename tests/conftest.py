@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.programs import check_markers
+from tests.programs import check_markers, in_ci, is_missing_program_reason
 
 ROOT = Path(__file__).resolve().parent.parent
 # The examples are imported by their tests as `examples.NAME`.
@@ -40,3 +40,28 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
     check_markers(item)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """In CI, a test skipped for a missing program (a plain ``shutil.which`` skip included)
+    is a failure: CI installs every program the tests need, so the skip hides a test."""
+    outcome = yield
+    report = outcome.get_result()  # type: ignore[attr-defined]
+    if report.skipped and in_ci() and isinstance(report.longrepr, tuple):
+        reason = str(report.longrepr[2])
+        if is_missing_program_reason(reason):
+            report.outcome = "failed"
+            report.longrepr = f"skipped in CI for a missing program: {reason}"
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """No "exit 5": a run that collected no test fails and says why (CI counts exit 5 as a
+    run that tested nothing, and a typo in a path or -k would otherwise pass unnoticed)."""
+    if exitstatus == pytest.ExitCode.NO_TESTS_COLLECTED:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line(
+                "no test was collected: that is a failure here (tests/conftest.py)"
+            )

@@ -19,12 +19,19 @@ from __future__ import annotations
 
 import glob
 import os
+import re
 import shutil
 from collections.abc import Iterable
 
 import pytest
 
-__all__ = ["find_program", "in_ci", "require_program", "requires_program"]
+__all__ = [
+    "find_program",
+    "in_ci",
+    "is_missing_program_reason",
+    "require_program",
+    "requires_program",
+]
 
 # Daemons live in sbin, which a non-root user's PATH often lacks; PostgreSQL's server binaries
 # live in a versioned directory that is never on PATH.
@@ -44,6 +51,15 @@ def find_program(name: str, extra_dirs: Iterable[str] = ()) -> str | None:
     for pattern in (*extra_dirs, *EXTRA_DIRS):
         dirs.extend(sorted(glob.glob(pattern), reverse=True) if "*" in pattern else [pattern])
     return shutil.which(name, path=os.pathsep.join(dirs)) if dirs else None
+
+
+# Skip reasons that say a program is missing, ours ("... not found (Debian package: ...)") and
+# the usual hand-written ones ("gtlsclient not installed (Debian: ngtcp2-client)").
+_MISSING = re.compile(r"not (?:found|installed)|Debian(?: package)?:|is required", re.I)
+
+
+def is_missing_program_reason(reason: str) -> bool:
+    return bool(_MISSING.search(reason))
 
 
 def missing_reason(name: str, package: str) -> str:

@@ -37,6 +37,22 @@ def test_server_toml_loads_cleanly() -> None:
     assert "%({user-agent}i)s" in config.access_log_format
 
 
+def test_nginx_example_drops_idle_upstream_connections_before_trioserve() -> None:
+    """The keep-alive rule of docs/deployment.md, held by the examples that teach it: nginx
+    must close an idle upstream connection before trioserve does, or it may reuse one that
+    trioserve is closing (a 502)."""
+    site = (EXAMPLES / "nginx.conf").read_text()
+    upstream = re.search(r"upstream trioserve \{(.*?)\n\}", site, re.S)
+    assert upstream, "examples/nginx.conf has no upstream block"
+    timeout = re.search(r"^\s*keepalive_timeout (\d+)s;", upstream.group(1), re.M)
+    assert timeout, "the upstream block must set keepalive_timeout (nginx's default is 60 s)"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        toml = build_config(config_file=str(EXAMPLES / "server.toml"), environ={})
+    assert int(timeout.group(1)) < toml.keep_alive_timeout
+    assert int(timeout.group(1)) < Config().keep_alive_timeout
+
+
 @requires_program("nginx", package="nginx")
 def test_nginx_site_is_valid(tmp_path: Path) -> None:
     ca = trustme.CA()

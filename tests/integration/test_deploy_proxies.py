@@ -122,7 +122,7 @@ http {{
     uwsgi_temp_path {tmp}/uwsgi;
     scgi_temp_path {tmp}/scgi;
     map $http_upgrade $connection_upgrade {{ default upgrade; '' close; }}
-    upstream trioserve {{ server 127.0.0.1:{backend}; keepalive 4; }}
+    upstream trioserve {{ server 127.0.0.1:{backend}; keepalive 4; keepalive_timeout 4s; }}
     server {{
         listen 127.0.0.1:{port} ssl;
         ssl_certificate {pem};
