@@ -270,9 +270,16 @@ def _row(
         _cell([r[key] for r in good if r.get(key)]),
         harness.fmt_ratio(harness.round_ratios(rows, name, base, key)),
         _cell([r["p99_ms"] for r in good if r.get("p99_ms")], ".2f"),
-        _cell([r["server_cpu_pct"] for r in good]),
-        _cell([r["client_cpu_pct"] for r in good]),
-        _cell([r["other_pct"] for r in good]),
+        _cell([r["server_cpu_pct"] for r in good if "server_cpu_pct" in r]),
+        # results.json files from before benchmarks/loads.py call the load generator "wrk"
+        _cell(
+            [
+                r.get("client_cpu_pct", r.get("wrk_cpu_pct"))
+                for r in good
+                if r.get("client_cpu_pct", r.get("wrk_cpu_pct")) is not None
+            ]
+        ),
+        _cell([r["other_pct"] for r in good if "other_pct" in r]),
         "; ".join(sorted({r["error"][:60] for r in mine if r.get("error")})),
     ]
     return "| " + " | ".join(cells) + " |"
