@@ -13,6 +13,7 @@ import json
 import os
 import re
 import resource
+import signal
 import subprocess
 import time
 from collections.abc import Callable, Sequence
@@ -130,7 +131,12 @@ def _run_client(argv: list[str], timeout: float) -> tuple[subprocess.CompletedPr
     proc = subprocess.Popen(
         argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
     )
-    out, err = proc.communicate(timeout=timeout)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except BaseException:  # a hung client, or Ctrl-C / SIGTERM: stop its group, by its id
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        raise
     return subprocess.CompletedProcess(argv, proc.returncode, out, err), proc.pid
 
 
@@ -143,7 +149,11 @@ def _start(
         spec.name, ph.expand(spec.template, port), port, args.server_cpu, args.cwd, log
     )
     server.start()
-    server.wait_ready(args.start_timeout)
+    try:
+        server.wait_ready(args.start_timeout)
+    except BaseException:  # not ready, or Ctrl-C / SIGTERM while waiting: never leave it
+        server.stop()
+        raise
     return server
 
 
