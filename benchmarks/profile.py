@@ -110,7 +110,7 @@ def main() -> int:
     ap.add_argument("--scenario", choices=list(PATHS), default="hello")
     ap.add_argument("--duration", type=int, default=10)
     ap.add_argument("--connections", type=int, default=64)
-    ap.add_argument("--port", type=int, default=8765)
+    ap.add_argument("--port", type=int, default=0, help="default: a free port")
     ap.add_argument("--rate", type=int, default=250, help="py-spy samples per second")
     ap.add_argument("--top", type=int, default=25)
     ap.add_argument("--out", default="/tmp/trioserve-profile.folded")
@@ -121,6 +121,10 @@ def main() -> int:
     if args.summary_only:
         print(summarize(Path(args.summary_only), args.top))
         return 0
+    if not args.port:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            args.port = sock.getsockname()[1]
     bindir = Path(sys.executable).parent
     env = dict(os.environ, PYTHONPATH=str(HERE))
     server = [
