@@ -157,6 +157,7 @@ async def ws_client(port: int) -> dict[str, Any]:
     return parsed
 
 
+@pytest.mark.timeout(180)  # several servers started one after another; slow on a busy machine
 def test_run_py_end_to_end(tmp_path: Path) -> None:
     """benchmarks/run.py from a plain checkout: starts the servers, drives them, reports."""
     argv = [sys.executable, str(BENCH / "run.py"), "--quick", "--scenario", "hello", "ws"]
