@@ -102,3 +102,23 @@ async def test_runner_catches_a_body_framed_wrongly(
     assert "BODY-MISMATCH" in out and "framed 4 body bytes, the file has 5" in out
     assert out.splitlines()[-1] == "http_corpus: 0 passed, 1 failed, 0 skipped"
     assert code == 1
+
+
+def test_autobahn_summary_counts_only_failed_as_failure(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """compliance/autobahn.py judges wstest's report: NON-STRICT passes, FAILED fails, and a
+    report with fewer cases than the mode runs is incomplete."""
+    import autobahn  # type: ignore[import-not-found]
+
+    def case(behavior: str) -> dict[str, str]:
+        return {"behavior": behavior, "behaviorClose": "OK", "reportfile": "x.json"}
+
+    cases = {"1.1.1": case("OK"), "3.2": case("NON-STRICT"), "5.1": case("INFORMATIONAL")}
+    (tmp_path / "index.json").write_text(json.dumps({"trioserve": cases}))
+    assert autobahn.summarize(tmp_path, 3) == (3, 0, True)
+    cases["6.4.1"] = case("FAILED")
+    (tmp_path / "index.json").write_text(json.dumps({"trioserve": cases}))
+    assert autobahn.summarize(tmp_path, 301) == (3, 1, False)
+    out = capsys.readouterr().out
+    assert "FAILED 6.4.1" in out and "expected 301 cases, the report has 4" in out
