@@ -159,18 +159,25 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
+def setup_failed(why: str) -> int:
+    """A run that could not be made still ends with the closing line, as one failure."""
+    print(f"autobahn: {why}", file=sys.stderr)
+    print("autobahn: 0 passed, 1 failed")
+    return 2
+
+
 def main() -> int:
     args = parse_args()
     wstest = ensure_wstest()
     if wstest is None:
-        return 2
+        return setup_failed("the fuzzing client is not installed")
     outdir = (args.outdir or Path(tempfile.mkdtemp(prefix="autobahn-"))).resolve()
     outdir.mkdir(parents=True, exist_ok=True)
     logs: list[Path] = []
     started = time.monotonic()
     with serve_echo(log_path=logs) as address:
         if address is None:
-            return 2
+            return setup_failed("trioserve did not start")
         url = f"ws://{address[0]}:{address[1]}/"
         print(f"autobahn: mode={args.mode} url={url} report={outdir}/index.html", flush=True)
         code = run_wstest(wstest, url, args, outdir)

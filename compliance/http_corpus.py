@@ -30,7 +30,7 @@ An HTTP/1.1 request without Host gets ``Host: localhost`` after its request line
 is about. --no-inject-host sends the files unchanged.
 
 The last line is ``http_corpus: N passed, N failed, N skipped``; exit 1 on a failure, 2 when the
-corpus or the server cannot be reached.
+corpus or the server cannot be reached (the closing line then counts that as one failure).
 """
 
 from __future__ import annotations
@@ -278,22 +278,27 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def setup_failed(why: str) -> int:
+    """A run that could not be made still ends with the closing line, as one failure."""
+    print(f"http_corpus: {why}", file=sys.stderr)
+    print("http_corpus: 0 passed, 1 failed, 0 skipped")
+    return 2
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         corpus = args.corpus or corpus_dir()
     except Exception as exc:
-        print(f"http_corpus: the corpus could not be fetched: {exc}", file=sys.stderr)
-        return 2
+        return setup_failed(f"the corpus could not be fetched: {exc}")
     if not (corpus / "valid").is_dir():
-        print(f"http_corpus: no corpus at {corpus}", file=sys.stderr)
-        return 2
+        return setup_failed(f"no corpus at {corpus}")
     given = (args.host, args.port) if args.host else None
     server = nullcontext(given) if given else serve_echo()
     started = time.monotonic()
     with server as address:
         if address is None:
-            return 2
+            return setup_failed("trioserve did not start")
         args.address = address
         verdicts = run_all(corpus, args)
     passed, failed, skipped = report(verdicts, args.quiet)
