@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from tests.programs import check_markers, in_ci, is_missing_program_reason
 
@@ -13,6 +14,12 @@ ROOT = Path(__file__).resolve().parent.parent
 # The examples are imported by their tests as `examples.NAME`.
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+# Hypothesis' 200 ms per-example deadline measures the machine, not the code: on a loaded
+# 2-core CI machine an example of a correct parser can take longer, and the test then fails
+# as "flaky". What these tests check is behaviour, so no deadline (a test may still set one).
+settings.register_profile("trioserve", deadline=None)
+settings.load_profile("trioserve")
 
 # TRIOSERVE_TEST_HTTP=h11 (or httptools) runs the suite with that HTTP/1.1 parser, whatever
 # a test's config says: in-process servers through the factory, `python -m trioserve` children
