@@ -45,6 +45,7 @@ assert version("trioserve") == trioserve.__version__ == sys.argv[1]
 PY
 
 echo "-- the example app answers a real request"
+: >server.log  # exists before the server starts: the loop below reads it at once
 venv/bin/trioserve hello:app --port 0 --no-access-log >server.log 2>&1 &
 server=$!
 port=""
