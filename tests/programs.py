@@ -54,8 +54,9 @@ def find_program(name: str, extra_dirs: Iterable[str] = ()) -> str | None:
 
 
 # Skip reasons that say a program is missing, ours ("... not found (Debian package: ...)") and
-# the usual hand-written ones ("gtlsclient not installed (Debian: ngtcp2-client)").
-_MISSING = re.compile(r"not (?:found|installed)|Debian(?: package)?:|is required", re.I)
+# the usual hand-written ones ("gtlsclient not installed (Debian: ngtcp2-client)", "needs
+# kubectl (Debian package kubernetes-client)").
+_MISSING = re.compile(r"not (?:found|installed)|\bDebian\b|is required", re.I)
 
 
 def is_missing_program_reason(reason: str) -> bool:

@@ -45,6 +45,10 @@ def test_needs_a_program():
 
 def test_skips_for_another_reason():
     pytest.skip("only on Windows")
+
+@pytest.mark.parametrize("reason", ["needs kubectl (Debian package kubernetes-client)"])
+def test_needs_another(reason):
+    pytest.skip(reason)
 """
 
 
@@ -66,10 +70,12 @@ def run_inner_pytest(tmp_path: Path, source: str, ci: bool, *args: str) -> tuple
 
 def test_a_skip_for_a_missing_program_fails_in_ci_only(tmp_path: Path) -> None:
     code, out = run_inner_pytest(tmp_path, SKIPPING_TESTS, ci=False)
-    assert code == 0 and "2 skipped" in out, out
+    assert code == 0 and "3 skipped" in out, out
     code, out = run_inner_pytest(tmp_path, SKIPPING_TESTS, ci=True)
     assert code == 1, out
-    assert "skipped in CI for a missing program" in out and "1 skipped, 1 error" in out, out
+    assert (
+        "skipped in CI for a missing program" in out and "1 failed, 1 skipped, 1 error" in out
+    ), out
 
 
 def test_collecting_no_test_is_a_failure_not_exit_5(tmp_path: Path) -> None:
