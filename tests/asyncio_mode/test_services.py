@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -139,5 +138,14 @@ def test_django_two_workers(workers: Callable[..., Server]) -> None:
     assert "Traceback" not in server.output, server.output
 
 
-if sys.platform != "linux":  # pragma: no cover
-    pytestmark = pytest.mark.skip("the services are started the Linux way")
+def test_asyncpg_app_without_the_flag_says_what_to_do(svc_env: dict[str, str]) -> None:
+    """The same app, started as a user would before learning about --loop asyncio."""
+    args = ["tests.asyncio_mode.svc_app:app", "--port", "0", "--lifespan", "on"]
+    server = Server(ROOT, args, env={**svc_env, "SVC_UPSTREAM_URL": "http://127.0.0.1:9/"})
+    try:
+        assert server.proc.wait(timeout=60) == 3, server.output  # startup failed
+        server.wait_for("<EOF>")
+        assert server.count("--loop asyncio") == 1, server.output
+        assert server.count("Application startup failed") == 1, server.output
+    finally:
+        server.stop()

@@ -68,10 +68,14 @@ class _AsyncioApp:
         async with trio_asyncio.open_loop() as loop:
             _accept_any_executor(loop, trio_asyncio.TrioExecutor)
             self.loop = loop
+            _running.append(loop)
+            _mark_running()
             try:
                 yield
             finally:
                 self.loop = None
+                _running.remove(loop)
+                _mark_running()
                 _cancel_leaked_tasks(loop)
 
     async def __call__(self, scope: Message, receive: Any, send: Any) -> None:
@@ -106,6 +110,24 @@ def _to_asyncio(loop: Any, proc: Callable[..., Awaitable[Any]]) -> Callable[...,
         return await as_future(proc, *args)
 
     return call
+
+
+# The loops open in this thread (one per worker; more only when a test runs several servers).
+_running: list[Any] = []
+
+
+def _mark_running() -> None:
+    """Make the open loop asyncio's running loop for this thread, at the C level too.
+
+    trio_asyncio patches ``asyncio.get_running_loop`` when it is imported, but a module that
+    took the function before that (anyio's asyncio backend does, with ``from asyncio import
+    get_running_loop``) still has the original, which reads this thread-local slot: left
+    empty, anyio task groups fail with "no running event loop". Event loops fill the slot
+    with ``_set_running_loop`` while they run; so do we, while the worker's loop is open.
+    """
+    import asyncio.events
+
+    asyncio.events._set_running_loop(_running[-1] if _running else None)
 
 
 def _accept_any_executor(loop: Any, trio_executor: type[Any]) -> None:
