@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import glob
 import os
+import pwd
 import shutil
 import subprocess
 import tempfile
@@ -90,7 +91,13 @@ def run_postgres() -> Iterator[Postgres]:
     if bin_dir is None:
         missing("initdb/postgres", "postgresql")
     assert bin_dir is not None
-    user: str | None = "postgres" if os.geteuid() == 0 else None
+    user: str | None = None
+    if os.geteuid() == 0:  # initdb refuses root: the cluster belongs to the package's user
+        user = "postgres"
+        try:
+            pwd.getpwnam(user)
+        except KeyError:
+            missing("the postgres user", "postgresql")
     with tempfile.TemporaryDirectory(prefix="trioserve-pg-") as tmp:
         data, sockets, log = Path(tmp, "data"), Path(tmp, "sock"), Path(tmp, "postgres.log")
         sockets.mkdir()
