@@ -10,6 +10,7 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ import pytest
 import sniffio
 import trio
 import trio_asyncio
-from fastapi import FastAPI, WebSocket
+from fastapi import FastAPI, Request, WebSocket
 
 from trioserve.config import ConfigError
 from trioserve.errors import ClientDisconnected, LifespanFailure
@@ -384,3 +385,86 @@ def test_sigterm_deadline_cancels_asyncio_work_in_workers(tmp_path: Path) -> Non
         assert "Traceback" not in server.output, server.output
     finally:
         server.stop()
+
+
+# -- receive()/send() crossings: inline, concurrent, given up by asyncio ---------------------
+def make_crossing_app(events: list[str]) -> Any:
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        start = {"type": "http.response.start", "status": 200, "headers": []}
+        if scope["path"] == "/concurrent":
+            # A listener waits in receive() while the response streams: two crossings at once.
+            assert (await receive())["type"] == "http.request"
+            listener = asyncio.create_task(receive())
+            await send(start)
+            for i in range(3):
+                await send({"type": "http.response.body", "body": b"%d" % i, "more_body": True})
+            await send({"type": "http.response.body", "body": b""})
+            events.append((await listener)["type"])  # the client closes after the response
+        elif scope["path"] == "/timeout":
+            # asyncio gives up on a receive() (wait_for), then the app carries on normally.
+            assert (await receive())["type"] == "http.request"
+            try:
+                await asyncio.wait_for(receive(), 0.05)
+            except asyncio.TimeoutError:
+                events.append("receive timed out")
+            await send(start)
+            await send({"type": "http.response.body", "body": b"after timeout"})
+
+            async def late() -> None:  # a task that outlives the request
+                await asyncio.sleep(0.05)
+                events.append((await receive())["type"])
+
+            events_task.append(asyncio.create_task(late()))
+
+    events_task: list[Any] = []
+    return app
+
+
+async def test_concurrent_receive_and_send_from_asyncio_tasks() -> None:
+    events: list[str] = []
+    async with open_server(make_crossing_app(events), loop="asyncio") as server:
+        async with httpx.AsyncClient(base_url=server.url) as client:
+            response = await client.get("/concurrent")
+            assert response.text == "012"
+        await wait_for(events, "http.disconnect")
+
+
+async def test_receive_given_up_by_asyncio_leaves_the_connection_usable() -> None:
+    events: list[str] = []
+    async with open_server(make_crossing_app(events), loop="asyncio") as server:
+        async with httpx.AsyncClient(base_url=server.url) as client:
+            for _ in range(2):  # the same keep-alive connection serves the next request
+                response = await client.get("/timeout")
+                assert response.text == "after timeout"
+        # A receive() after the request ended says the client is gone.
+        await wait_for(events, "http.disconnect")
+    assert events.count("receive timed out") == 2
+
+
+async def test_starlette_is_disconnected_polls_in_asyncio_mode() -> None:
+    """Starlette polls receive() inside an already-cancelled anyio scope: the crossing is
+    dropped before it runs, and the request goes on."""
+    from starlette.responses import StreamingResponse
+
+    app = FastAPI()
+    seen: list[bool] = []
+
+    @app.post("/poll")
+    async def poll(request: Request) -> StreamingResponse:
+        body = await request.body()  # first: a poll would consume a waiting body chunk
+
+        async def chunks() -> AsyncIterator[bytes]:
+            for _ in range(3):
+                seen.append(await request.is_disconnected())
+                yield b"tick\n"
+            yield b"body %d\n" % len(body)
+
+        return StreamingResponse(chunks())
+
+    async with open_server(app, loop="asyncio") as server, httpx.AsyncClient() as client:
+        for _ in range(2):
+            response = await client.post(server.url + "/poll", content=b"12345")
+            assert response.text == "tick\ntick\ntick\nbody 5\n"
+    assert seen == [False] * 6

@@ -29,6 +29,8 @@ import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import Any
 
+import trio
+
 from ..importer import ASGIApp
 from ..logs import error_log
 
@@ -79,37 +81,133 @@ class _AsyncioApp:
                 _cancel_leaked_tasks(loop)
 
     async def __call__(self, scope: Message, receive: Any, send: Any) -> None:
-        import asyncio
-
         loop = self.loop
         if loop is None:
             raise RuntimeError("the asyncio loop is not open (serve the app with serve())")
-        call = self._call(scope, _to_asyncio(loop, receive), _to_asyncio(loop, send))
-        try:
-            await loop.run_aio_coroutine(call)
-        except asyncio.CancelledError as exc:
-            # trio was not cancelling us (that arrives as trio.Cancelled): the app's task
-            # was cancelled from inside asyncio. An app failure, not a server one.
-            raise RuntimeError("the app's asyncio task was cancelled") from exc
+        await _AppCall(loop, receive, send).run(self.app, scope)
 
-    async def _call(self, scope: Message, receive: Any, send: Any) -> None:
+
+class _AppCall:
+    """One call of the app: its asyncio task, driven from the trio task that made the call.
+
+    The app's ``receive()``/``send()`` are run by that trio task itself, inline: the asyncio
+    side queues the call and wakes it. So they run inside the connection's cancel scopes, and
+    a crossing costs two scheduler rounds instead of a new trio task through trio-asyncio's
+    queue (``trio_as_future``), several times slower. A call made while another one is
+    queued or running (an app receiving and sending at once) cannot wait for it, and goes
+    through ``trio_as_future``; so does one made after the app call returned.
+    """
+
+    def __init__(self, loop: Any, receive: Any, send: Any) -> None:
+        self.loop = loop
+        self.trio_task = trio.lowlevel.current_task()
+        self.parked = False
+        self.finished = False
+        # The one inline call: (proc, args, asyncio future for its outcome), or None.
+        self.queued: tuple[Any, tuple[Any, ...], Any] | None = None
+        self.busy = False  # a call is queued or running inline
+        # The call running inline: its future and the scope that cancels it.
+        self.inline: tuple[Any, trio.CancelScope] | None = None
+        self.receive = self._crossing(receive)
+        self.send = self._crossing(send)
+
+    def _crossing(self, proc: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+        async def call(*args: Any) -> Any:  # runs in the app's asyncio task
+            if self.busy or self.finished:
+                return await self.loop.trio_as_future(proc, *args)
+            self.busy = True
+            future = self.loop.create_future()
+            future.add_done_callback(self._on_call_done)
+            self.queued = (proc, args, future)
+            self._wake()
+            return await future
+
+        return call
+
+    def _wake(self, _: object = None) -> None:
+        if self.parked:
+            self.parked = False
+            trio.lowlevel.reschedule(self.trio_task)
+
+    def _on_call_done(self, future: Any) -> None:
+        if future.cancelled():  # the asyncio side gave up on it (a timeout, a cancel scope)
+            if self.queued is not None and self.queued[2] is future:
+                self.queued = None
+                self.busy = False
+            elif self.inline is not None and self.inline[0] is future:
+                self.inline[1].cancel()
+
+    async def run(self, app: ASGIApp, scope: Message) -> None:
+        import asyncio
+
         # Called (not only awaited) inside the task: an app whose __call__ does asyncio
         # work before its first await finds a running loop.
-        await self.app(scope, receive, send)
+        task = self.loop.create_task(_call_app(app, scope, self.receive, self.send))
+        task.add_done_callback(self._wake)
+        raise_cancel: Callable[[], Any] | None = None
+        trio_cancelled = False
+
+        def abort(raise_cancel_arg: Callable[[], Any]) -> trio.lowlevel.Abort:
+            nonlocal raise_cancel
+            raise_cancel = raise_cancel_arg
+            task.cancel()  # the app sees CancelledError; we wait until it is done
+            return trio.lowlevel.Abort.FAILED
+
+        try:
+            while not task.done():
+                if self.queued is not None:
+                    trio_cancelled |= await self._run_queued(task)
+                    continue
+                self.parked = True
+                await trio.lowlevel.wait_task_rescheduled(abort)
+        finally:
+            self.finished = True
+        if task.cancelled() or isinstance(task.exception(), asyncio.CancelledError):
+            if raise_cancel is not None:
+                raise_cancel()
+            if trio_cancelled:
+                await trio.lowlevel.checkpoint()  # raises trio.Cancelled again
+            # trio was not cancelling us: the app's task was cancelled inside asyncio.
+            raise RuntimeError("the app's asyncio task was cancelled")
+        error = task.exception()
+        if error is not None:
+            raise error
+
+    async def _run_queued(self, task: Any) -> bool:
+        """Run the queued receive()/send() here; True if trio cancelled this task meanwhile."""
+        assert self.queued is not None
+        proc, args, future = self.queued
+        self.queued = None
+        if future.done():  # given up before it started (its callback has yet to run)
+            self.busy = False
+            return False
+        scope = trio.CancelScope()
+        self.inline = (future, scope)
+        try:
+            with scope:
+                result = await proc(*args)
+        except trio.Cancelled:
+            # Our own task is cancelled (scope.cancelled_caught would mean only the asyncio
+            # side gave up): the app's task is cancelled and waited for.
+            task.cancel()
+            return True
+        except Exception as exc:
+            if not future.done():
+                future.set_exception(exc)
+        else:
+            if not future.done():
+                if scope.cancelled_caught:
+                    future.cancel()
+                else:
+                    future.set_result(result)
+        finally:
+            self.inline = None
+            self.busy = False
+        return False
 
 
-def _to_asyncio(loop: Any, proc: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
-    """``proc`` (trio) as an asyncio coroutine function, run in a trio task of ``loop``.
-
-    A coroutine function rather than trio_asyncio's future-returning wrapper, so apps may
-    pass ``receive()`` to ``asyncio.create_task``.
-    """
-    as_future = loop.trio_as_future
-
-    async def call(*args: Any) -> Any:
-        return await as_future(proc, *args)
-
-    return call
+async def _call_app(app: ASGIApp, scope: Message, receive: Any, send: Any) -> None:
+    await app(scope, receive, send)
 
 
 # The loops open in this thread (one per worker; more only when a test runs several servers).
