@@ -468,3 +468,14 @@ async def test_starlette_is_disconnected_polls_in_asyncio_mode() -> None:
             response = await client.post(server.url + "/poll", content=b"12345")
             assert response.text == "tick\ntick\ntick\nbody 5\n"
     assert seen == [False] * 6
+
+
+async def test_in_memory_client_runs_asyncio_apps() -> None:
+    from trioserve.testing import open_memory_client
+
+    events: list[str] = []
+    async with open_memory_client(make_mixed_app(events), loop="asyncio") as client:
+        response = await client.get("/asyncio")
+        assert response.json() == {"results": ["created", 3], "same_loop": True}
+        assert (await client.get("/anyio")).json() == {"library": "asyncio"}
+    assert events == ["startup", "shutdown same-loop=True"]
