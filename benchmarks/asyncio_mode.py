@@ -154,7 +154,8 @@ def report(results: dict[str, dict[str, list[float]]], args: argparse.Namespace)
     trio_json, aio_json = median("trioserve-trio", "/json"), median("trioserve-asyncio", "/json")
     if trio_json and aio_json:
         cost = (1 / aio_json - 1 / trio_json) * 1e6
-        lines += ["", f"Bridge cost per request (JSON route): {cost:.1f} us"]
+        note = " (negative: noise, the machine is not quiet)" if cost < 0 else ""
+        lines += ["", f"Bridge cost per request (JSON route): {cost:.1f} us{note}"]
     for route in ROUTES:
         aio, uv = median("trioserve-asyncio", route), median("uvicorn", route)
         if aio and uv:
