@@ -479,3 +479,16 @@ async def test_in_memory_client_runs_asyncio_apps() -> None:
         assert response.json() == {"results": ["created", 3], "same_loop": True}
         assert (await client.get("/anyio")).json() == {"library": "asyncio"}
     assert events == ["startup", "shutdown same-loop=True"]
+
+
+async def test_asyncio_example(caplog: pytest.LogCaptureFixture) -> None:
+    from examples import asyncio_app
+
+    async with (
+        open_server(asyncio_app.app, loop="asyncio") as server,
+        httpx.AsyncClient(base_url=server.url) as client,
+    ):
+        response = await client.post("/upper", params={"text": "trio"})
+        assert response.json() == {"result": "TRIO"}
+    # The worker task was stopped by lifespan shutdown, so nothing was reported as leaked.
+    assert not [r for r in caplog.records if "still running at shutdown" in r.getMessage()]
