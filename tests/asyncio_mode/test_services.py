@@ -116,7 +116,7 @@ async def test_fastapi_services_two_workers(workers: Callable[..., Server]) -> N
         assert len(pids) == 2, pids
         await trio.to_thread.run_sync(_stop_cleanly, server)
     # Each worker closed its own clients at shutdown, and nothing failed on the way.
-    assert server.count(r"svc_app \d+: clients closed") == 2, server.output
+    assert len(server.wait_for(r"svc_app \d+: clients closed", n=2)) == 2  # matches, not lines
     assert "Traceback" not in server.output, server.output
 
 
