@@ -492,3 +492,32 @@ async def test_asyncio_example(caplog: pytest.LogCaptureFixture) -> None:
         assert response.json() == {"result": "TRIO"}
     # The worker task was stopped by lifespan shutdown, so nothing was reported as leaked.
     assert not [r for r in caplog.records if "still running at shutdown" in r.getMessage()]
+
+
+@pytest.mark.filterwarnings("ignore::ResourceWarning")  # Starlette's un-closed generator
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+async def test_fastapi_example_features_in_asyncio_mode() -> None:
+    """Thread pool (def endpoints), background tasks, streaming, a client leaving a stream."""
+    from examples import fastapi_app
+
+    fastapi_app.events.clear()
+    async with (
+        open_server(fastapi_app.app, loop="asyncio") as server,
+        httpx.AsyncClient(base_url=server.url) as client,
+    ):
+        assert (await client.get("/items/1")).json() == {"id": 1, "name": "apple"}
+        assert (await client.post("/items", json={"name": "pear"})).status_code == 422
+        assert (await client.get("/sync")).json()["thread"] != "MainThread"
+        assert (await client.post("/notify")).json() == {"status": "queued"}
+        await client.get("/items/1")
+        assert "notified" in fastapi_app.events
+        assert (await client.get("/stream")).text == "chunk 0\nchunk 1\nchunk 2\n"
+        with socket.create_connection((server.host, server.port)) as sock:
+            sock.sendall(b"GET /forever HTTP/1.1\r\nHost: x\r\n\r\n")
+            await trio.to_thread.run_sync(sock.recv, 4096)
+        sent = fastapi_app.ticks_sent[0]
+        await trio.sleep(0.3)
+        settled = fastapi_app.ticks_sent[0]
+        await trio.sleep(0.3)
+        assert fastapi_app.ticks_sent[0] == settled, (sent, settled)  # the stream ended
+    assert fastapi_app.events[-1] == "shutdown"
