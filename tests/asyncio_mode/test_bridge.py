@@ -183,6 +183,13 @@ def make_raw_app(events: list[str]) -> Any:
             except asyncio.CancelledError:
                 events.append("cancelled")
                 raise
+        if scope["path"] == "/swallow":
+            events.append("sleeping")
+            try:
+                await asyncio.sleep(60)
+            except asyncio.CancelledError:
+                events.append("swallowed")  # and returns as if nothing happened
+            return
         if scope["path"] == "/leak":
 
             async def forgotten() -> None:
@@ -241,6 +248,24 @@ async def test_graceful_deadline_cancels_asyncio_work(caplog: pytest.LogCaptureF
     assert events == ["sleeping", "cancelled", "lifespan shutdown in task=True"]
     assert outcome == ["RemoteProtocolError"]
     assert any("Graceful shutdown timed out" in r.getMessage() for r in caplog.records)
+
+
+async def test_app_swallowing_cancellation_still_ends_at_the_deadline() -> None:
+    events: list[str] = []
+
+    async def request(url: str) -> None:
+        with contextlib.suppress(httpx.HTTPError):
+            await httpx.AsyncClient().get(url + "/swallow", timeout=30)
+
+    started = time.monotonic()
+    async with (
+        trio.open_nursery() as nursery,
+        open_server(make_raw_app(events), loop="asyncio", graceful_timeout=0.3) as server,
+    ):
+        nursery.start_soon(request, server.url)
+        await wait_for(events, "sleeping")
+    assert time.monotonic() - started < 8
+    assert events == ["sleeping", "swallowed", "lifespan shutdown in task=True"]
 
 
 async def test_leaked_asyncio_task_is_named_and_cancelled(

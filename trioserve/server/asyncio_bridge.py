@@ -96,13 +96,19 @@ class _AppCall:
     queue (``trio_as_future``), several times slower. A call made while another one is
     queued or running (an app receiving and sending at once) cannot wait for it, and goes
     through ``trio_as_future``; so does one made after the app call returned.
+
+    Every asyncio callback is one more trip through trio-asyncio's queue, so none is added
+    that can be avoided: the app's outcome is recorded by the task itself (no done
+    callback), and a crossing the asyncio side gives up on is noticed where it raises.
     """
 
     def __init__(self, loop: Any, receive: Any, send: Any) -> None:
         self.loop = loop
         self.trio_task = trio.lowlevel.current_task()
         self.parked = False
-        self.finished = False
+        self.app_done = False
+        self.error: BaseException | None = None  # what the app raised
+        self.finished = False  # the trio side has returned: crossings go through trio-asyncio
         # The one inline call: (proc, args, asyncio future for its outcome), or None.
         self.queued: tuple[Any, tuple[Any, ...], Any] | None = None
         self.busy = False  # a call is queued or running inline
@@ -112,38 +118,54 @@ class _AppCall:
         self.send = self._crossing(send)
 
     def _crossing(self, proc: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+        import asyncio
+
         async def call(*args: Any) -> Any:  # runs in the app's asyncio task
             if self.busy or self.finished:
                 return await self.loop.trio_as_future(proc, *args)
             self.busy = True
             future = self.loop.create_future()
-            future.add_done_callback(self._on_call_done)
             self.queued = (proc, args, future)
             self._wake()
-            return await future
+            try:
+                return await future
+            except asyncio.CancelledError:
+                self._given_up(future)
+                raise
 
         return call
 
-    def _wake(self, _: object = None) -> None:
+    def _wake(self) -> None:
         if self.parked:
             self.parked = False
             trio.lowlevel.reschedule(self.trio_task)
 
-    def _on_call_done(self, future: Any) -> None:
-        if future.cancelled():  # the asyncio side gave up on it (a timeout, a cancel scope)
-            if self.queued is not None and self.queued[2] is future:
-                self.queued = None
-                self.busy = False
-            elif self.inline is not None and self.inline[0] is future:
-                self.inline[1].cancel()
+    def _given_up(self, future: Any) -> None:
+        """The asyncio side stopped waiting (a timeout, a cancel scope): so does trio."""
+        future.cancel()
+        if self.queued is not None and self.queued[2] is future:
+            self.queued = None
+            self.busy = False
+        elif self.inline is not None and self.inline[0] is future:
+            self.inline[1].cancel()
+
+    async def _drive(self, app: ASGIApp, scope: Message) -> None:
+        """The asyncio task. Called (not only awaited) inside it, so an app whose __call__
+        does asyncio work before its first await finds a running loop."""
+        import asyncio
+
+        try:
+            await app(scope, self.receive, self.send)
+        except (Exception, asyncio.CancelledError) as exc:
+            self.error = exc  # raised on the trio side; the task itself ends quietly
+        finally:
+            self.app_done = True
+            self._wake()
 
     async def run(self, app: ASGIApp, scope: Message) -> None:
         import asyncio
 
-        # Called (not only awaited) inside the task: an app whose __call__ does asyncio
-        # work before its first await finds a running loop.
-        task = self.loop.create_task(_call_app(app, scope, self.receive, self.send))
-        task.add_done_callback(self._wake)
+        task = self.loop.create_task(self._drive(app, scope))
         raise_cancel: Callable[[], Any] | None = None
         trio_cancelled = False
 
@@ -154,7 +176,7 @@ class _AppCall:
             return trio.lowlevel.Abort.FAILED
 
         try:
-            while not task.done():
+            while not self.app_done:
                 if self.queued is not None:
                     trio_cancelled |= await self._run_queued(task)
                     continue
@@ -162,25 +184,26 @@ class _AppCall:
                 await trio.lowlevel.wait_task_rescheduled(abort)
         finally:
             self.finished = True
-        if task.cancelled() or isinstance(task.exception(), asyncio.CancelledError):
+        error, self.error = self.error, None
+        if isinstance(error, asyncio.CancelledError):
             if raise_cancel is not None:
                 raise_cancel()
             if trio_cancelled:
                 await trio.lowlevel.checkpoint()  # raises trio.Cancelled again
             # trio was not cancelling us: the app's task was cancelled inside asyncio.
-            raise RuntimeError("the app's asyncio task was cancelled")
-        error = task.exception()
+            raise RuntimeError("the app's asyncio task was cancelled") from error
         if error is not None:
             raise error
+        if raise_cancel is not None:  # the app swallowed its CancelledError: trio's stands
+            raise_cancel()
+        if trio_cancelled:
+            await trio.lowlevel.checkpoint()
 
     async def _run_queued(self, task: Any) -> bool:
         """Run the queued receive()/send() here; True if trio cancelled this task meanwhile."""
         assert self.queued is not None
         proc, args, future = self.queued
         self.queued = None
-        if future.done():  # given up before it started (its callback has yet to run)
-            self.busy = False
-            return False
         scope = trio.CancelScope()
         self.inline = (future, scope)
         try:
@@ -196,18 +219,11 @@ class _AppCall:
                 future.set_exception(exc)
         else:
             if not future.done():
-                if scope.cancelled_caught:
-                    future.cancel()
-                else:
-                    future.set_result(result)
+                future.set_result(result)
         finally:
             self.inline = None
             self.busy = False
         return False
-
-
-async def _call_app(app: ASGIApp, scope: Message, receive: Any, send: Any) -> None:
-    await app(scope, receive, send)
 
 
 # The loops open in this thread (one per worker; more only when a test runs several servers).
