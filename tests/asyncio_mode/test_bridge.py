@@ -371,6 +371,7 @@ def test_needs_asyncio_recognises_the_usual_failures() -> None:
     wrapped.__cause__ = RuntimeError("Timeout should be used inside a task")
     assert needs_asyncio(wrapped)
     assert needs_asyncio(BaseExceptionGroup("tasks", [RuntimeError("no running event loop")]))
+    assert needs_asyncio(NotImplementedError("this client supports asyncio, not 'trio'"))
     assert not needs_asyncio(RuntimeError("something else"))
     assert not needs_asyncio(KeyError("no running event loop"))
 

@@ -304,9 +304,11 @@ def needs_asyncio(exc: BaseException) -> bool:
         if current is None or id(current) in seen:
             continue
         seen.add(id(current))
-        if isinstance(current, (RuntimeError, TypeError)):
+        if isinstance(current, (RuntimeError, TypeError, NotImplementedError)):
             text = str(current).lower()
             if any(sign in text for sign in _ASYNCIO_SIGNS):
+                return True
+            if "asyncio" in text and "trio" in text:  # "only asyncio is supported, not trio"
                 return True
         if isinstance(current, BaseExceptionGroup):
             stack.extend(current.exceptions)
