@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -149,3 +150,25 @@ def test_asyncpg_app_without_the_flag_says_what_to_do(svc_env: dict[str, str]) -
         assert server.count("Application startup failed") == 1, server.output
     finally:
         server.stop()
+
+
+async def test_benchmark_app_answers_in_both_modes(postgres: Postgres) -> None:
+    """benchmarks/asyncio_mode.py would otherwise silently measure errors."""
+    bench_dir = str(ROOT / "benchmarks")
+    if bench_dir not in sys.path:
+        sys.path.insert(0, bench_dir)
+    import asyncio_app  # type: ignore[import-not-found]
+
+    os.environ["BENCH_PG_DSN"] = postgres.dsn
+    try:
+        async with open_server(asyncio_app.app) as server, httpx.AsyncClient() as client:
+            assert (await client.get(server.url + "/json")).json()["ok"] is True
+            assert (await client.get(server.url + "/db")).status_code == 503
+        async with (
+            open_server(asyncio_app.app, loop="asyncio") as server,
+            httpx.AsyncClient() as client,
+        ):
+            assert (await client.get(server.url + "/json")).json()["ok"] is True
+            assert (await client.get(server.url + "/db")).json() == {"value": 42}
+    finally:
+        del os.environ["BENCH_PG_DSN"]
