@@ -119,6 +119,7 @@ async def test_fastapi_services_two_workers(workers: Callable[..., Server]) -> N
     # Each worker closed its own clients at shutdown, and nothing failed on the way.
     assert len(server.wait_for(r"svc_app \d+: clients closed", n=2)) == 2  # matches, not lines
     assert "Traceback" not in server.output, server.output
+    assert "still running at shutdown" not in server.output  # a clean app leaks nothing
 
 
 def test_django_two_workers(workers: Callable[..., Server]) -> None:

@@ -67,18 +67,23 @@ class _AsyncioApp:
     async def open_loop(self) -> AsyncIterator[None]:
         import trio_asyncio
 
-        async with trio_asyncio.open_loop() as loop:
-            _accept_any_executor(loop, trio_asyncio.TrioExecutor)
-            self.loop = loop
-            _running.append(loop)
-            _mark_running()
-            try:
-                yield
-            finally:
-                self.loop = None
+        loop: Any = None
+        try:
+            async with trio_asyncio.open_loop() as loop:
+                _accept_any_executor(loop, trio_asyncio.TrioExecutor)
+                self.loop = loop
+                _running.append(loop)
+                _mark_running()
+                try:
+                    yield
+                finally:
+                    self.loop = None
+                    _cancel_leaked_tasks(loop)  # trio-asyncio waits for them on the way out
+        finally:
+            # Only now: leaked tasks unwind while the loop closes, and may need it.
+            if loop in _running:
                 _running.remove(loop)
                 _mark_running()
-                _cancel_leaked_tasks(loop)
 
     async def __call__(self, scope: Message, receive: Any, send: Any) -> None:
         loop = self.loop
