@@ -555,13 +555,10 @@ def test_missing_service_skips_naming_the_debian_package(monkeypatch: pytest.Mon
     monkeypatch.setattr(services.shutil, "which", lambda *args, **kwargs: None)
     monkeypatch.setattr(services.glob, "glob", lambda pattern: [])
     monkeypatch.delenv("CI_REQUIRE_SERVICES", raising=False)
-    for start, package in (
-        (services.run_redis, "redis-server"),
-        (services.run_postgres, "postgresql"),
-    ):
-        with pytest.raises(pytest.skip.Exception, match=f"Debian package {package}$"):
-            with start():
-                pass  # pragma: no cover
+    starters = ((services.run_redis, "redis-server"), (services.run_postgres, "postgresql"))
+    for start, package in starters:
+        with pytest.raises(pytest.skip.Exception, match=f"Debian package {package}$"), start():
+            pass  # pragma: no cover
     monkeypatch.setenv("CI_REQUIRE_SERVICES", "1")  # as .ci/run sets it: a failure there
     with pytest.raises(pytest.fail.Exception, match="redis-server"), services.run_redis():
         pass  # pragma: no cover
