@@ -562,3 +562,21 @@ def test_missing_service_skips_naming_the_debian_package(monkeypatch: pytest.Mon
     monkeypatch.setenv("CI_REQUIRE_SERVICES", "1")  # as .ci/run sets it: a failure there
     with pytest.raises(pytest.fail.Exception, match="redis-server"), services.run_redis():
         pass  # pragma: no cover
+
+
+async def test_bare_trio_call_in_asyncio_mode_gets_the_reverse_hint(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            await trio.sleep(0)  # needs trio_as_aio in asyncio mode
+
+    async with (
+        open_server(app, loop="asyncio", raise_app_exceptions=False) as server,
+        httpx.AsyncClient(base_url=server.url) as client,
+    ):
+        for _ in range(2):
+            assert (await client.get("/")).status_code == 500
+    [hint] = [r for r in caplog.records if "trio_as_aio" in r.getMessage()]
+    assert "Task got bad yield" in hint.getMessage()
+    assert hint_records(caplog) == [hint]  # and no advice to use --loop asyncio

@@ -50,6 +50,7 @@ def app_runner(
     ``serve()`` calls this once and runs everything (lifespan included) inside the context.
     """
     _hinted.clear()
+    _hinted["loop"] = loop
     if loop != "asyncio":
         return app, contextlib.nullcontext()
     bridged = _AsyncioApp(app)
@@ -296,7 +297,8 @@ _ASYNCIO_SIGNS = (
     "requires asyncio",
     "must be run in asyncio",
 )
-_hinted: set[str] = set()  # once per serve(): the first asyncio failure gets the hint
+# Per serve(): its loop option, and whether the one hint was given.
+_hinted: dict[str, str] = {}
 
 
 def needs_asyncio(exc: BaseException) -> bool:
@@ -326,17 +328,39 @@ def report_needs_asyncio(failure: BaseException | str) -> None:
 
     ``failure`` is the app's exception, or the text a framework reported it with (a
     lifespan ``startup.failed`` message). Once per ``serve()``: each failure keeps its
-    own traceback; the advice need not repeat.
+    own traceback; the advice need not repeat. In asyncio mode the advice is the reverse
+    one: trio code awaited straight from an asyncio task fails with "Task got bad yield".
     """
     if isinstance(failure, str):
-        found = any(sign in failure.lower() for sign in _ASYNCIO_SIGNS)
+        text = failure.lower()
+        uses_asyncio = any(sign in text for sign in _ASYNCIO_SIGNS)
     else:
-        found = needs_asyncio(failure)
-    if not found or _hinted:
-        return
-    _hinted.add("asyncio")
-    error_log.error(
-        "The app uses asyncio (it failed with 'no running event loop' or similar), and "
-        "trioserve runs apps on trio by default: start it with --loop asyncio "
-        "(loop = \"asyncio\"; pip install 'trioserve[asyncio]'). See docs/asyncio.md."
-    )
+        text = _messages(failure)
+        uses_asyncio = needs_asyncio(failure)
+    if _hinted.get("loop") == "asyncio":
+        found = "got bad yield" in text
+        advice = (
+            "The app awaited trio code directly inside asyncio ('Task got bad yield'): with "
+            "--loop asyncio, call trio functions through trio_asyncio.trio_as_aio(...). "
+            "See docs/asyncio.md."
+        )
+    else:
+        found = uses_asyncio
+        advice = (
+            "The app uses asyncio (it failed with 'no running event loop' or similar), and "
+            "trioserve runs apps on trio by default: start it with --loop asyncio "
+            "(loop = \"asyncio\"; pip install 'trioserve[asyncio]'). See docs/asyncio.md."
+        )
+    if found and not _hinted.get("done"):
+        _hinted["done"] = "yes"
+        error_log.error(advice)
+
+
+def _messages(exc: BaseException) -> str:
+    """The lower-cased messages of ``exc`` and its causes."""
+    parts: list[str] = []
+    current: BaseException | None = exc
+    while current is not None and len(parts) < 20:
+        parts.append(str(current).lower())
+        current = current.__cause__ or current.__context__
+    return " ".join(parts)
