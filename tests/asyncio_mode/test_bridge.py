@@ -77,6 +77,32 @@ def test_trio_mode_serves_the_app_itself() -> None:
     assert isinstance(context, contextlib.nullcontext)
 
 
+def test_trio_mode_never_imports_trio_asyncio() -> None:
+    """trio_asyncio patches asyncio when imported: a default server must leave it alone."""
+    import subprocess
+
+    script = """
+import sys, httpx, trio
+from trioserve.testing import open_server
+
+async def app(scope, receive, send):
+    if scope["type"] == "http":
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+async def main():
+    async with open_server(app) as server, httpx.AsyncClient() as client:
+        assert (await client.get(server.url)).status_code == 204
+    print("trio_asyncio imported:", "trio_asyncio" in sys.modules)
+
+trio.run(main)
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, cwd=ROOT
+    )
+    assert done.stdout.strip() == "trio_asyncio imported: False", done.stderr
+
+
 # -- asyncio, trio and anyio code in one app --------------------------------------------------
 def make_mixed_app(events: list[str]) -> FastAPI:
     @contextlib.asynccontextmanager
