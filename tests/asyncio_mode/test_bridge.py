@@ -8,6 +8,7 @@ import contextlib
 import logging
 import socket
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ import pytest
 import sniffio
 import trio
 import trio_asyncio
-from fastapi import FastAPI, WebSocket
+from fastapi import FastAPI, Request, WebSocket
 
 from trioserve.config import ConfigError
 from trioserve.errors import LifespanFailure
@@ -334,3 +335,42 @@ async def test_bare_trio_call_in_asyncio_mode_gets_the_reverse_hint(
     [hint] = [r for r in caplog.records if "trio_as_aio" in r.getMessage()]
     assert "Task got bad yield" in hint.getMessage()
     assert hint_records(caplog) == [hint]  # and no advice to use --loop asyncio
+
+
+async def test_base_http_middleware_in_asyncio_mode() -> None:
+    """Starlette's BaseHTTPMiddleware runs the endpoint in its own task: crossings overlap."""
+    from starlette.responses import Response, StreamingResponse
+
+    app = FastAPI()
+
+    @app.middleware("http")
+    async def mark(request: Request, call_next: Any) -> Response:
+        await asyncio.sleep(0)
+        response: Response = await call_next(request)
+        response.headers["x-middleware"] = "asyncio"
+        return response
+
+    @app.post("/echo")
+    async def echo(request: Request) -> dict[str, int]:
+        return {"length": len(await request.body())}
+
+    @app.get("/stream")
+    async def stream() -> StreamingResponse:
+        async def chunks() -> AsyncIterator[bytes]:
+            for i in range(3):
+                await asyncio.sleep(0.001)
+                yield b"%d\n" % i
+
+        return StreamingResponse(chunks())
+
+    async with (
+        open_server(app, loop="asyncio") as server,
+        httpx.AsyncClient(base_url=server.url) as client,
+    ):
+        for _ in range(3):
+            echoed = await client.post("/echo", content=b"a" * 200_000)
+            assert echoed.json() == {"length": 200_000}
+            assert echoed.headers["x-middleware"] == "asyncio"
+            streamed = await client.get("/stream")
+            assert streamed.text == "0\n1\n2\n"
+            assert streamed.headers["x-middleware"] == "asyncio"
