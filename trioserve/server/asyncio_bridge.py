@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -66,8 +67,7 @@ class _AsyncioApp:
 
     @contextlib.asynccontextmanager
     async def open_loop(self) -> AsyncIterator[None]:
-        import trio_asyncio
-
+        trio_asyncio = _import_trio_asyncio()
         loop: Any = None
         try:
             async with trio_asyncio.open_loop() as loop:
@@ -230,6 +230,15 @@ class _AppCall:
             self.inline = None
             self.busy = False
         return False
+
+
+def _import_trio_asyncio() -> Any:
+    """trio_asyncio, without the DeprecationWarning its import raises on Python 3.12+ (it
+    subclasses asyncio's AbstractChildWatcher): nothing the user of trioserve can act on."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "'AbstractChildWatcher'", DeprecationWarning)
+        import trio_asyncio
+    return trio_asyncio
 
 
 # The loops open in this thread (one per worker; more only when a test runs several servers).
