@@ -117,8 +117,11 @@ def make_mixed_app(events: list[str]) -> FastAPI:
 
     @app.get("/asyncio")
     async def use_asyncio() -> dict[str, Any]:
-        async with asyncio.timeout(5), app.state.lock:  # needs a real asyncio task
-            await asyncio.sleep(0.001)
+        assert asyncio.current_task() is not None
+        # asyncio.timeout() (3.11+) needs a real asyncio task; wait_for() before that.
+        timeout = asyncio.timeout(5) if sys.version_info >= (3, 11) else contextlib.nullcontext()
+        async with timeout, app.state.lock:
+            await asyncio.wait_for(asyncio.sleep(0.001), 5)
         task = asyncio.create_task(asyncio.sleep(0.001, "created"))
         threaded = asyncio.get_running_loop().run_in_executor(None, sum, [1, 2])
         results = await asyncio.gather(task, threaded)
