@@ -25,11 +25,13 @@ event-loop policy when imported, so it is imported only in asyncio mode.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import sys
 import warnings
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator, MutableMapping
 from typing import Any
 
+import sniffio
 import trio
 
 from ..importer import ASGIApp
@@ -130,7 +132,7 @@ class _AppCall:
             if self.busy or self.finished:
                 return await self.loop.trio_as_future(proc, *args)
             self.busy = True
-            future = self.loop.create_future()
+            future = _answer(self.loop)
             self.queued = (proc, args, future)
             self._wake()
             try:
@@ -208,28 +210,134 @@ class _AppCall:
     async def _run_queued(self, task: Any) -> bool:
         """Run the queued receive()/send() here; True if trio cancelled this task meanwhile."""
         assert self.queued is not None
-        proc, args, future = self.queued
+        proc, args, answer = self.queued
         self.queued = None
         scope = trio.CancelScope()
-        self.inline = (future, scope)
+        self.inline = (answer, scope)
+        result = None  # stays None if the asyncio side gave up (the scope was cancelled)
         try:
             with scope:
                 result = await proc(*args)
         except trio.Cancelled:
             # Our own task is cancelled (scope.cancelled_caught would mean only the asyncio
             # side gave up): the app's task is cancelled and waited for.
+            self.inline, self.busy = None, False
             task.cancel()
             return True
         except Exception as exc:
-            if not future.done():
-                future.set_exception(exc)
+            outcome: tuple[Any, BaseException | None] = (None, exc)
         else:
-            if not future.done():
-                future.set_result(result)
-        finally:
-            self.inline = None
-            self.busy = False
+            outcome = (result, None)
+        # Free before the app resumes: its next crossing may come right away.
+        self.inline, self.busy = None, False
+        answer.resolve(*outcome)  # a no-op if the asyncio side gave up meanwhile
         return False
+
+
+_ANSWER_CLASS: list[type[Any]] = []
+
+
+def _answer(loop: Any) -> Any:
+    """A new :class:`_Answer` (the class is made on first use: asyncio mode only)."""
+    if not _ANSWER_CLASS:
+        _ANSWER_CLASS.append(_make_answer_class())
+    return _ANSWER_CLASS[0](loop)
+
+
+def _make_answer_class() -> type[Any]:
+    import asyncio
+
+    class _Answer(asyncio.Future):  # type: ignore[type-arg]
+        """The outcome of one receive()/send() crossing, awaited by the app's task.
+
+        An ``asyncio.Future`` hands its result to the waiting task through
+        ``loop.call_soon``: under trio-asyncio one more trip through the loop's queue and
+        one more scheduler round per crossing. This one resumes the task at once, from the
+        trio task that produced the answer, with sniffio saying "asyncio" as trio-asyncio
+        does around its callbacks. Cancellation goes through the loop, as usual. It is an
+        ``asyncio.Future`` for ``isinstance`` checks (anyio's cancel scopes look at the
+        task's waiter), but keeps its own state: every method a task or anyio uses is here.
+        """
+
+        def __init__(self, loop: Any) -> None:
+            super().__init__(loop=loop)
+            self._answer_loop = loop
+            self._waiters: list[tuple[Callable[[Any], Any], contextvars.Context]] = []
+            self._outcome = "pending"  # or "result", "error", "cancelled"
+            self._value: Any = None
+            self._asyncio_future_blocking = False
+
+        def get_loop(self) -> Any:
+            return self._answer_loop
+
+        def done(self) -> bool:
+            return self._outcome != "pending"
+
+        def cancelled(self) -> bool:
+            return self._outcome == "cancelled"
+
+        def add_done_callback(
+            self, fn: Callable[[Any], Any], *, context: contextvars.Context | None = None
+        ) -> None:
+            context = context if context is not None else contextvars.copy_context()
+            if self.done():
+                self._answer_loop.call_soon(fn, self, context=context)
+            else:
+                self._waiters.append((fn, context))
+
+        def remove_done_callback(self, fn: Callable[[Any], Any]) -> int:
+            kept = [(f, c) for f, c in self._waiters if f != fn]
+            removed = len(self._waiters) - len(kept)
+            self._waiters = kept
+            return removed
+
+        def result(self) -> Any:
+            if self._outcome == "cancelled":
+                # With the canceller's message: anyio tells its own cancellations by it.
+                raise asyncio.CancelledError(*self._value)
+            if self._outcome == "pending":
+                raise asyncio.InvalidStateError("the crossing has not finished")
+            if self._outcome == "error":
+                raise self._value
+            return self._value
+
+        def exception(self) -> BaseException | None:
+            return self._value if self._outcome == "error" else None
+
+        def cancel(self, msg: Any = None) -> bool:
+            if self.done():
+                return False
+            self._outcome = "cancelled"
+            self._value = () if msg is None else (msg,)
+            waiters, self._waiters = self._waiters, []
+            for fn, context in waiters:
+                self._answer_loop.call_soon(fn, self, context=context)
+            return True
+
+        def resolve(self, value: Any, error: BaseException | None) -> None:
+            """Set the outcome and resume the waiting task now (called from trio)."""
+            if self.done():
+                return
+            self._outcome = "error" if error is not None else "result"
+            self._value = error if error is not None else value
+            waiters, self._waiters = self._waiters, []
+            previous = sniffio.thread_local.name
+            sniffio.thread_local.name = "asyncio"
+            try:
+                for fn, context in waiters:
+                    context.run(fn, self)
+            finally:
+                sniffio.thread_local.name = previous
+
+        def __await__(self) -> Generator[Any, None, Any]:
+            if not self.done():
+                self._asyncio_future_blocking = True
+                yield self
+            return self.result()
+
+        __iter__ = __await__
+
+    return _Answer
 
 
 def _import_trio_asyncio() -> Any:
