@@ -99,15 +99,17 @@ class _AppCall:
     """One call of the app: its asyncio task, driven from the trio task that made the call.
 
     The app's ``receive()``/``send()`` are run by that trio task itself, inline: the asyncio
-    side queues the call and wakes it. So they run inside the connection's cancel scopes, and
-    a crossing costs two scheduler rounds instead of a new trio task through trio-asyncio's
-    queue (``trio_as_future``), several times slower. A call made while another one is
-    queued or running (an app receiving and sending at once) cannot wait for it, and goes
-    through ``trio_as_future``; so does one made after the app call returned.
+    side queues the call and wakes it, and the answer resumes the asyncio task right there
+    (:func:`_answer`). So they run inside the connection's cancel scopes, and a crossing
+    costs one trio scheduler round, where a new trio task through trio-asyncio's queue
+    (``trio_as_future``) costs several. A call made while another one is queued or running
+    (an app receiving and sending at once) cannot wait for it, and goes through
+    ``trio_as_future``; so does one made after the app call returned.
 
     Every asyncio callback is one more trip through trio-asyncio's queue, so none is added
     that can be avoided: the app's outcome is recorded by the task itself (no done
     callback), and a crossing the asyncio side gives up on is noticed where it raises.
+    A FastAPI request costs 2 scheduler rounds and 1 queue item (the task's first step).
     """
 
     def __init__(self, loop: Any, receive: Any, send: Any) -> None:
