@@ -304,6 +304,8 @@ def _make_answer_class() -> type[Any]:
             return self._value
 
         def exception(self) -> BaseException | None:
+            if self._outcome in ("cancelled", "pending"):
+                self.result()  # raises, as asyncio.Future.exception() does
             return self._value if self._outcome == "error" else None
 
         def cancel(self, msg: Any = None) -> bool:
