@@ -531,7 +531,6 @@ def test_nginx_as_another_user_reaches_the_socket(
 # Uvicorn options trioserve does not take, each with the reason. Anything else Uvicorn has
 # must be accepted (a new Uvicorn release adding a flag makes this test name it).
 NOT_TAKEN = {
-    "loop": "the event loop choice belongs to the asyncio work (branch issue-17)",
     "http2": "HTTP/2 is not served yet (its own issue)",
     "reset_contextvars": "not implemented: requests on one connection share its task",
     "timeout_notify": "gunicorn's UvicornWorker protocol; workers report by heartbeat here",

@@ -36,6 +36,7 @@ from ..sansio.http11 import HTTP11Protocol, error_response
 from ..sansio.http11_fast import make_http11_protocol
 from ..sansio.proxy import host_allowed
 from ..sansio.websocket import wants_websocket
+from .asyncio_bridge import report_needs_asyncio
 from .state import FIRST_REQUEST_GRACE, ServerState
 from .transport import ConnectionInfo, linger_close
 from .websocket import serve_websocket
@@ -482,6 +483,7 @@ class HTTP11Connection:
                 exc_info=exc,
             )
             return
+        report_needs_asyncio(exc)
         error_log.error(
             "Exception in ASGI application (%s %s)",
             scope["method"],

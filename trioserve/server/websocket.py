@@ -56,6 +56,7 @@ from ..sansio.websocket import (
     build_websocket_scope,
     check_handshake,
 )
+from .asyncio_bridge import report_needs_asyncio
 from .state import ServerState
 from .transport import ConnectionInfo, close_transport, linger_close
 
@@ -632,4 +633,5 @@ class WebSocketHandler:
         if isinstance(exc, UnexpectedMessage):
             error_log.error("ASGI protocol error in WebSocket %s: %s", path, exc)
             return
+        report_needs_asyncio(exc)
         error_log.error("Exception in ASGI application (WebSocket %s)", path, exc_info=exc)
