@@ -53,6 +53,7 @@ from ..sansio.events import (
     Sentinel,
 )
 from ..sansio.proxy import host_allowed
+from .asyncio_bridge import report_needs_asyncio
 from .state import ServerState
 from .transport import ConnectionInfo
 
@@ -363,6 +364,7 @@ class RequestRunner:
                 exc_info=exc,
             )
             return
+        report_needs_asyncio(exc)
         error_log.error(
             "Exception in ASGI application (%s %s)",
             scope["method"],

@@ -57,6 +57,7 @@ from ..sansio.websocket import (
     build_websocket_scope,
     check_handshake,
 )
+from .asyncio_bridge import report_needs_asyncio
 from .peer import READ_SIZE, STREAM_ERRORS, PeerStream
 from .state import ServerState
 from .transport import ConnectionInfo
@@ -535,4 +536,5 @@ class WebSocketHandler:
         if isinstance(exc, UnexpectedMessage):
             error_log.error("ASGI protocol error in WebSocket %s: %s", path, exc)
             return
+        report_needs_asyncio(exc)
         error_log.error("Exception in ASGI application (WebSocket %s)", path, exc_info=exc)
