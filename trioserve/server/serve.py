@@ -15,7 +15,7 @@ import random
 import signal
 import socket
 import ssl
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 import trio
@@ -29,13 +29,13 @@ from ..sansio.http11_fast import parser_name
 from ..sansio.proxy import ProxyProtocolError, trusted_peers
 from .asgitrace import trace_asgi
 from .asyncio_bridge import app_runner
-from .http11 import HTTP11Connection
+from .connection import handle_stream
 from .lifespan import Lifespan
 from .sockstream import SocketStream, StreamListener
 from .state import ServerState
 from .transport import (
+    ConnectionInfo,
     TLSInfoCache,
-    close_transport,
     connection_info,
     read_proxy_header,
     tls_extension,
@@ -84,51 +84,72 @@ class _Listener:
         self.tls_info = TLSInfoCache(self.ssl_context, certfile) if self.ssl_context else None
 
 
-async def _handle_connection(
-    stream: SocketStream, listener: _Listener, state: ServerState
+def _handle_connection(
+    stream: SocketStream, listener: _Listener, state: ServerState, connections: trio.Nursery
+) -> Coroutine[Any, Any, None]:
+    """The coroutine a connection's task runs; whatever happens, the socket is closed.
+
+    A plain function: for plain TCP without a PROXY header it returns
+    :func:`handle_stream`'s coroutine itself, so the task has one frame less to pass
+    through each time it wakes (several times per request).
+    """
+    if listener.ssl_context is None and not state.config.proxy_protocol:
+        try:
+            info = connection_info(stream.socket, secure=False)
+        except OSError:  # the peer is already gone
+            stream.close()
+            return _nothing()
+        return handle_stream(stream, state, info, connections)
+    return _prepare_and_handle(stream, listener, state, connections)
+
+
+async def _nothing() -> None:
+    """The task of a connection that was gone before it started."""
+
+
+async def _prepare_and_handle(
+    stream: SocketStream, listener: _Listener, state: ServerState, connections: trio.Nursery
 ) -> None:
-    """Serve one accepted connection; whatever happens, its socket is closed at the end."""
-    transport: trio.abc.Stream = stream
+    """PROXY header and TLS, then :func:`handle_stream`."""
+    prepared = None
     try:
-        # (TCP_NODELAY is set by StreamListener.accept.)
-        try:
-            info = connection_info(stream.socket, secure=listener.ssl_context is not None)
-        except OSError:
-            return
-        if state.config.proxy_protocol:
-            # The PROXY header comes before anything else, TLS included.
-            try:
-                header = await read_proxy_header(stream, state.config.request_head_timeout)
-            except (ProxyProtocolError, trio.TooSlowError, OSError) as exc:
-                error_log.info(
-                    "%s: bad PROXY protocol header: %s", info.client_text, exc or "timeout"
-                )
-                return
-            trusted = trusted_peers(tuple(state.config.forwarded_allow_ips))
-            if header.source is not None and trusted.trusts(
-                info.client[0] if info.client else None
-            ):
-                info.client = header.source
-                info.server = header.destination
-        if listener.ssl_context is not None:
-            tls = await tls_handshake(
-                stream, listener.ssl_context, state.config.ssl_handshake_timeout
-            )
-            if tls is None:
-                return
-            transport = tls
-            if listener.tls_info is not None:
-                info.tls = tls_extension(
-                    tls, listener.tls_info.server_cert, listener.tls_info.cipher_ids
-                )
-        try:
-            await HTTP11Connection(transport, state, info).run()
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass
-        except Exception:
-            error_log.exception("Unexpected error on connection from %s", info.client_text)
+        prepared = await _prepare(stream, listener, state)
     finally:
-        await close_transport(transport)
+        if prepared is None:  # refused, failed or cancelled before HTTP began
+            stream.close()
+    if prepared is not None:
+        transport, info = prepared
+        await handle_stream(transport, state, info, connections)
+
+
+async def _prepare(
+    stream: SocketStream, listener: _Listener, state: ServerState
+) -> tuple[trio.abc.Stream, ConnectionInfo] | None:
+    """The stream HTTP will read (after PROXY and TLS) and who is on the other end."""
+    # (TCP_NODELAY is set by StreamListener.accept.)
+    try:
+        info = connection_info(stream.socket, secure=listener.ssl_context is not None)
+    except OSError:
+        return None
+    if state.config.proxy_protocol:
+        # The PROXY header comes before anything else, TLS included.
+        try:
+            header = await read_proxy_header(stream, state.config.request_head_timeout)
+        except (ProxyProtocolError, trio.TooSlowError, OSError) as exc:
+            error_log.info("%s: bad PROXY protocol header: %s", info.client_text, exc or "timeout")
+            return None
+        trusted = trusted_peers(tuple(state.config.forwarded_allow_ips))
+        if header.source is not None and trusted.trusts(info.client[0] if info.client else None):
+            info.client = header.source
+            info.server = header.destination
+    if listener.ssl_context is None:
+        return stream, info
+    tls = await tls_handshake(stream, listener.ssl_context, state.config.ssl_handshake_timeout)
+    if tls is None:
+        return None
+    if listener.tls_info is not None:
+        info.tls = tls_extension(tls, listener.tls_info.server_cert, listener.tls_info.cipher_ids)
+    return tls, info
 
 
 # accept() errors that mean "out of file descriptors or buffers for now": wait, then retry.
@@ -165,7 +186,9 @@ async def _accept_loop(listener: _Listener, state: ServerState, connections: tri
             await trio.sleep(_ACCEPT_RETRY_SECONDS)
             continue
         # A fixed name: trio would otherwise format a new name string for every task.
-        connections.start_soon(_handle_connection, stream, listener, state, name=_TASK_NAME)
+        connections.start_soon(
+            _handle_connection, stream, listener, state, connections, name=_TASK_NAME
+        )
 
 
 async def _watch_signals(
@@ -251,13 +274,9 @@ async def serve(
                         on_request_limit=on_max_requests
                         or functools.partial(_limit_reached, trigger),
                     )
-                    try:
-                        await _serve_connections(
-                            listeners, state, trigger, handle_signals, task_status
-                        )
-                    finally:
-                        with trio.CancelScope(shield=True):
-                            await lifespan.shutdown()
+                    await _serve_then_shut_down(
+                        lifespan, listeners, state, trigger, handle_signals, task_status
+                    )
             finally:
                 lifespan.close()
                 system.cancel_scope.cancel()
@@ -266,6 +285,22 @@ async def serve(
     finally:
         if owned:
             close_sockets(bound)
+
+
+async def _serve_then_shut_down(
+    lifespan: Lifespan,
+    listeners: list[_Listener],
+    state: ServerState,
+    trigger: trio.Event,
+    handle_signals: bool,
+    task_status: trio.TaskStatus[list[str]],
+) -> None:
+    """Serve until the trigger; lifespan shutdown runs whatever happens."""
+    try:
+        await _serve_connections(listeners, state, trigger, handle_signals, task_status)
+    finally:
+        with trio.CancelScope(shield=True):
+            await lifespan.shutdown()
 
 
 def _request_limit(config: Config) -> int | None:
