@@ -22,6 +22,10 @@ class Request:
     http_version: str
     raw_headers: Headers | None = None
     expects_continue: bool = False
+    # HTTP/2 and later: ``:authority`` (also given to the app as ``host``) and the extended
+    # CONNECT ``:protocol`` (RFC 8441), which marks a WebSocket over an HTTP/2 stream.
+    authority: bytes | None = None
+    protocol: bytes | None = None
 
 
 @dataclass(slots=True)
@@ -58,6 +62,15 @@ class ConnectionClosed:
 
 
 @dataclass(slots=True)
+class StreamReset:
+    """One multiplexed stream was reset (HTTP/2 RST_STREAM): its request is over, the
+    connection is not. ``remote`` is False when we reset it (the peer misbehaved)."""
+
+    error_code: int
+    remote: bool = True
+
+
+@dataclass(slots=True)
 class BadRequest:
     """The peer sent something we refuse. ``status`` is the answer to give, then close."""
 
@@ -81,5 +94,5 @@ NEED_DATA = _Sentinel("NEED_DATA")
 PAUSED = _Sentinel("PAUSED")
 """The next request is buffered but waits until the current response is complete."""
 
-InboundEvent = Request | Data | EndData | ConnectionClosed | BadRequest | _Sentinel
+InboundEvent = Request | Data | EndData | ConnectionClosed | StreamReset | BadRequest | _Sentinel
 OutboundEvent = Response | InformationalResponse | Data | EndData
