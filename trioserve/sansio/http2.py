@@ -22,7 +22,9 @@ Nothing here does I/O or reads a clock: ``now`` is passed in.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import base64
+import binascii
+from dataclasses import dataclass, replace
 
 import h2.config
 import h2.connection
@@ -32,10 +34,29 @@ import h2.settings
 from h2.errors import ErrorCodes
 from hyperframe.frame import GoAwayFrame
 
-from .events import ConnectionClosed, Data, EndData, Headers, Request, StreamReset
+from .events import (
+    ConnectionClosed,
+    Data,
+    EndData,
+    Headers,
+    ProtocolError,
+    Request,
+    StreamReset,
+)
 from .h2limits import RST_STREAM, FrameScanner, TokenBucket, count_frames
 
-__all__ = ["ErrorCodes", "H2Event", "H2Limits", "H2Protocol", "SendCredit"]
+__all__ = [
+    "H2C_SWITCHING",
+    "ErrorCodes",
+    "H2Event",
+    "H2Limits",
+    "H2Protocol",
+    "H2Switch",
+    "SendCredit",
+    "h2c_settings",
+    "is_h2_preface",
+    "upgraded_request",
+]
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 _DEFAULT_WINDOW = 65535
@@ -274,7 +295,10 @@ class H2Protocol:
             for name, value in headers
             if name.lower() not in _CONNECTION_FIELDS
         ]
-        self._conn.send_headers(stream_id, fields, end_stream=end)
+        try:
+            self._conn.send_headers(stream_id, fields, end_stream=end)
+        except h2.exceptions.ProtocolError as exc:
+            raise ProtocolError(f"cannot send this response head over HTTP/2: {exc}") from None
         self._sent(stream_id, end)
 
     def send_data(self, stream_id: int, data: bytes, end: bool) -> None:
@@ -285,7 +309,10 @@ class H2Protocol:
 
     def send_trailers(self, stream_id: int, headers: Headers) -> None:
         fields = [(name.lower(), value) for name, value in headers]
-        self._conn.send_headers(stream_id, fields, end_stream=True)
+        try:
+            self._conn.send_headers(stream_id, fields, end_stream=True)
+        except h2.exceptions.ProtocolError as exc:
+            raise ProtocolError(f"cannot send these trailers over HTTP/2: {exc}") from None
         self._sent(stream_id, True)
 
     def _sent(self, stream_id: int, end: bool) -> None:
@@ -383,4 +410,89 @@ def request_from_headers(fields: list[tuple[bytes, bytes]]) -> Request:
         http_version="2",
         authority=authority or None,
         protocol=protocol or None,
+    )
+
+
+# -- getting to HTTP/2 from a cleartext HTTP/1.1 connection -------------------------------------
+H2C_SWITCHING = b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n"
+_HOP_FIELDS = _CONNECTION_FIELDS | {b"http2-settings", b"te"}
+
+
+@dataclass(slots=True)
+class H2Switch:
+    """An HTTP/1.1 connection found to be HTTP/2: what the HTTP/2 connection starts from."""
+
+    received: bytes = b""  # bytes already read (the prior-knowledge preface and more)
+    upgrade: Request | None = None  # the request that asked for "Upgrade: h2c" (stream 1)
+    settings: bytes | None = None  # its HTTP2-Settings value, decoded
+
+
+def is_h2_preface(data: bytes) -> bool:
+    """Whether a new connection's first bytes are HTTP/2's (h2 checks the rest of them)."""
+    return data[:4] == b"PRI " and PREFACE.startswith(data[:24])
+
+
+def _tokens(headers: Headers, name: bytes) -> set[bytes]:
+    return {
+        token.strip().lower()
+        for field, value in headers
+        if field == name
+        for token in value.split(b",")
+    }
+
+
+def h2c_settings(request: Request) -> bytes | None:
+    """The decoded HTTP2-Settings of a request we can upgrade to h2c, or None to decline.
+
+    RFC 7540 3.2 (the Upgrade mechanism RFC 9113 dropped, still sent by curl and others):
+    exactly one valid HTTP2-Settings field; we also decline a request with a body (its body
+    would have to be read before the switch) and a CONNECT.
+    """
+    headers = request.headers
+    if b"h2c" not in _tokens(headers, b"upgrade") or request.method == b"CONNECT":
+        return None
+    values = [value for name, value in headers if name == b"http2-settings"]
+    if len(values) != 1:
+        return None
+    for name, value in headers:
+        if name == b"transfer-encoding" or (name == b"content-length" and value.strip() != b"0"):
+            return None
+    text = values[0].strip()
+    try:
+        payload = base64.urlsafe_b64decode(text + b"=" * (-len(text) % 4))
+    except (binascii.Error, ValueError):
+        return None
+    if len(payload) % 6 or not all(
+        _valid_setting(
+            int.from_bytes(payload[i : i + 2], "big"),
+            int.from_bytes(payload[i + 2 : i + 6], "big"),
+        )
+        for i in range(0, len(payload), 6)
+    ):
+        return None
+    return payload
+
+
+def _valid_setting(code: int, value: int) -> bool:
+    """RFC 9113 6.5.2 ranges (unknown settings are ignored)."""
+    if code in (0x2, 0x8):  # ENABLE_PUSH, ENABLE_CONNECT_PROTOCOL
+        return value in (0, 1)
+    if code == 0x4:  # INITIAL_WINDOW_SIZE
+        return value <= 2**31 - 1
+    if code == 0x5:  # MAX_FRAME_SIZE
+        return 2**14 <= value <= 2**24 - 1
+    return True
+
+
+def upgraded_request(request: Request) -> Request:
+    """The h2c upgrade request as stream 1 sees it: HTTP/2, no hop-by-hop fields."""
+    headers = [(name, value) for name, value in request.headers if name not in _HOP_FIELDS]
+    authority = next((value for name, value in headers if name == b"host"), None)
+    return replace(
+        request,
+        headers=headers,
+        raw_headers=None,
+        http_version="2",
+        authority=authority,
+        expects_continue=False,
     )

@@ -27,6 +27,7 @@ from ..sansio.events import (
     Request,
     Sentinel,
 )
+from ..sansio.http2 import H2C_SWITCHING, H2Switch, h2c_settings, is_h2_preface, upgraded_request
 from ..sansio.http11 import HTTP11Protocol, error_response
 from ..sansio.http11_fast import make_http11_protocol
 from ..sansio.websocket import wants_websocket
@@ -46,7 +47,7 @@ class HTTP11Connection:
     """Serves requests on one stream until the client leaves, a limit is hit, or shutdown."""
 
     # Thousands of these sit idle in a keep-alive server: no per-instance __dict__.
-    __slots__ = ("info", "nursery", "peer", "proto", "refusal", "state")
+    __slots__ = ("info", "nursery", "peer", "proto", "refusal", "state", "switch")
 
     def __init__(
         self,
@@ -64,6 +65,9 @@ class HTTP11Connection:
             config.http, max_head_size=config.h11_max_incomplete_size
         )
         self.refusal: BadRequest | None = None  # a body we refused mid-way
+        # Set when the connection turns out to be HTTP/2 (the prior-knowledge preface, or an
+        # accepted "Upgrade: h2c"): run() returns and the caller serves HTTP/2 instead.
+        self.switch: H2Switch | None = None
 
     async def _next_request(self) -> Request | None:
         """Wait for the next request head; None means close the connection (quietly)."""
@@ -117,9 +121,13 @@ class HTTP11Connection:
         with trio.move_on_after(idle_timeout) as scope:
             scopes.add(scope)
             try:
-                self.proto.receive_data(await self.peer.receive())
+                data = await self.peer.receive()
             finally:
                 scopes.discard(scope)
+            if fresh and is_h2_preface(data):  # h2c with prior knowledge (RFC 9113 3.3)
+                self.switch = H2Switch(received=data)
+                return False
+            self.proto.receive_data(data)
         return not scope.cancelled_caught
 
     async def _refuse(self, status: int, reason: str) -> None:
@@ -144,6 +152,9 @@ class HTTP11Connection:
                 return
             if state.shutting_down or self.proto.requests_seen >= max_requests:
                 self.proto.close_after_response()
+            if self._upgrade_to_h2c(request):
+                await self.peer.send(H2C_SWITCHING)
+                return
             if wants_websocket(request):  # the connection becomes a WebSocket (or is refused)
                 await serve_websocket(
                     self.peer, state, self.info, self._hand_over_proto(), request, self.nursery
@@ -153,6 +164,20 @@ class HTTP11Connection:
             if not keep_going or not self.proto.keep_alive:
                 return
             self.proto.start_next_cycle()
+
+    def _upgrade_to_h2c(self, request: Request) -> bool:
+        """Accept ``Upgrade: h2c`` on a first, cleartext, bodiless request (RFC 7540 3.2)."""
+        if (
+            self.proto.requests_seen != 1
+            or not self.state.config.h2c_upgrade
+            or isinstance(self.peer.stream, trio.SSLStream)
+        ):
+            return False
+        settings = h2c_settings(request)
+        if settings is None:
+            return False
+        self.switch = H2Switch(upgrade=upgraded_request(request), settings=settings)
+        return True
 
     def _hand_over_proto(self) -> HTTP11Protocol:
         """Give the protocol to the WebSocket, keeping no reference to it here.
