@@ -43,7 +43,7 @@ from .events import (
     Request,
     StreamReset,
 )
-from .h2limits import RST_STREAM, FrameScanner, TokenBucket, count_frames
+from .h2limits import GOAWAY, RST_STREAM, FrameScanner, TokenBucket, count_frames
 
 __all__ = [
     "H2C_SWITCHING",
@@ -157,9 +157,13 @@ class H2Protocol:
         try:
             h2_events = self._conn.receive_data(data)
         except h2.exceptions.ProtocolError as exc:
-            self._take_output(now)
+            out = self._conn.data_to_send()
+            self._out += out
+            reason = f"{type(exc).__name__}: {exc}"
+            if not count_frames(out, GOAWAY):  # h2 sends none for a bad preface
+                return self._fail(ErrorCodes(exc.error_code), reason)
             self.closed = True
-            self.error = f"{type(exc).__name__}: {exc}"
+            self.error = reason
             return [(0, ConnectionClosed())]
         events: list[H2Event] = []
         credit = False
@@ -429,7 +433,9 @@ class H2Switch:
 
 def is_h2_preface(data: bytes) -> bool:
     """Whether a new connection's first bytes are HTTP/2's (h2 checks the rest of them)."""
-    return data[:4] == b"PRI " and PREFACE.startswith(data[:24])
+    if data[:4] != b"PRI ":
+        return False
+    return data.startswith(PREFACE[:14]) or PREFACE.startswith(data)
 
 
 def _tokens(headers: Headers, name: bytes) -> set[bytes]:

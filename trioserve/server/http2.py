@@ -48,7 +48,7 @@ from ..sansio.http2 import ErrorCodes, H2Event, H2Limits, H2Protocol, H2Switch, 
 from .peer import STREAM_ERRORS
 from .request import REFUSED, RequestRunner
 from .state import ServerState
-from .transport import ConnectionInfo
+from .transport import ConnectionInfo, linger_close
 
 READ_SIZE = 64 * 1024
 # Our output waiting for the socket: streams pause above this, the reader far above it.
@@ -323,6 +323,10 @@ class HTTP2Connection:
                     self._end_streams()
                 self._finish()
                 nursery.cancel_scope.deadline = trio.current_time() + _FINAL_FLUSH
+            if not self._broken:
+                # We ended it (GOAWAY): FIN, then drop what the client still sends, so a
+                # reset does not destroy our last frames before the client reads them.
+                await linger_close(self.stream)
         finally:
             state.shutdown_hooks.discard(self._on_shutdown)
         if self.proto.error is not None:
