@@ -64,10 +64,12 @@ class RawH2:
         *,
         stream: trio.abc.Stream | None = None,
         handshake: bool = True,
+        received: bytes = b"",
     ) -> RawH2:
         if stream is None:
             stream = await trio.open_tcp_stream("127.0.0.1", port)
         client = cls(stream)
+        client.buffer = received
         frame = SettingsFrame(0)
         frame.settings.update(settings or {})
         await client.send(PREFACE, frame)

@@ -428,7 +428,7 @@ class H2Switch:
 
     received: bytes = b""  # bytes already read (the prior-knowledge preface and more)
     upgrade: Request | None = None  # the request that asked for "Upgrade: h2c" (stream 1)
-    settings: bytes | None = None  # its HTTP2-Settings value, decoded
+    settings: bytes | None = None  # its HTTP2-Settings value (base64url, checked)
 
 
 def is_h2_preface(data: bytes) -> bool:
@@ -448,7 +448,7 @@ def _tokens(headers: Headers, name: bytes) -> set[bytes]:
 
 
 def h2c_settings(request: Request) -> bytes | None:
-    """The decoded HTTP2-Settings of a request we can upgrade to h2c, or None to decline.
+    """The HTTP2-Settings value of a request we can upgrade to h2c, or None to decline.
 
     RFC 7540 3.2 (the Upgrade mechanism RFC 9113 dropped, still sent by curl and others):
     exactly one valid HTTP2-Settings field; we also decline a request with a body (its body
@@ -464,19 +464,18 @@ def h2c_settings(request: Request) -> bytes | None:
         if name == b"transfer-encoding" or (name == b"content-length" and value.strip() != b"0"):
             return None
     text = values[0].strip()
+    text += b"=" * (-len(text) % 4)
     try:
-        payload = base64.urlsafe_b64decode(text + b"=" * (-len(text) % 4))
+        payload = base64.b64decode(text, altchars=b"-_", validate=True)
     except (binascii.Error, ValueError):
         return None
-    if len(payload) % 6 or not all(
-        _valid_setting(
-            int.from_bytes(payload[i : i + 2], "big"),
-            int.from_bytes(payload[i + 2 : i + 6], "big"),
-        )
-        for i in range(0, len(payload), 6)
-    ):
+    if len(payload) % 6:
         return None
-    return payload
+    for i in range(0, len(payload), 6):
+        code = int.from_bytes(payload[i : i + 2], "big")
+        if not _valid_setting(code, int.from_bytes(payload[i + 2 : i + 6], "big")):
+            return None
+    return text  # h2 decodes it again
 
 
 def _valid_setting(code: int, value: int) -> bool:
