@@ -54,6 +54,7 @@ class HTTP11Protocol:
     """
 
     __slots__ = (
+        "_chunked",
         "_chunks",
         "_h11",
         "_max_head",
@@ -67,6 +68,7 @@ class HTTP11Protocol:
         self._h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=max_head_size)
         self._max_head = max_head_size
         self._chunks: ChunkValidator | None = None
+        self._chunked = False  # the response being sent is chunked (h11's choice, restated)
         self._pending_error: BadRequest | None = None
         self._pushed: InboundEvent | None = None
         self.must_close = False
@@ -190,12 +192,22 @@ class HTTP11Protocol:
         if cls is Data:
             out = self._h11.send(h11.Data(data=event.data))  # type: ignore[union-attr]
         elif cls is EndData:
-            out = self._h11.send(h11.EndOfMessage())
+            trailers = event.headers  # type: ignore[union-attr]
+            if trailers and self._chunked:
+                out = self._h11.send(h11.EndOfMessage(headers=trailers))
+            else:  # trailers need chunked framing; otherwise they are dropped
+                out = self._h11.send(h11.EndOfMessage())
         elif cls is Response:
             headers = event.headers  # type: ignore[union-attr]
             if self.must_close:
                 headers = [*headers, (b"connection", b"close")]
             status = event.status  # type: ignore[union-attr]
+            # h11 frames a body with chunks when the app gave no length (HTTP/1.1 client).
+            self._chunked = (
+                status not in (204, 304)
+                and self._h11.their_http_version == b"1.1"
+                and all(name != b"content-length" for name, _ in headers)
+            )
             out = self._h11.send(
                 h11.Response(status_code=status, headers=headers, reason=_REASONS.get(status, b""))
             )

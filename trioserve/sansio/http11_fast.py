@@ -375,7 +375,13 @@ class FastHTTP11Protocol(HTTP11Protocol):
             if self._writer == _LENGTH and self._left:
                 raise ProtocolError("Too little data for declared Content-Length")
             self._our = _SENT
-            return b"0\r\n\r\n" if self._writer == _CHUNKED else b""
+            if self._writer != _CHUNKED:
+                return b""  # (trailers need chunked framing; otherwise they are dropped)
+            trailers = event.headers  # type: ignore[union-attr]
+            if trailers:
+                lines = [name + b": " + value + b"\r\n" for name, value in trailers]
+                return b"0\r\n" + b"".join(lines) + b"\r\n"
+            return b"0\r\n\r\n"
         if cls is Response:
             return self._response(event.status, event.headers)  # type: ignore[union-attr]
         if cls is InformationalResponse:
