@@ -84,6 +84,7 @@ class BadRequest:
 
     status: int
     reason: str
+    quiet: bool = False  # logged at debug only (e.g. CONNECT: any client could flood the log)
 
 
 class Sentinel:

@@ -219,7 +219,8 @@ class RequestRunner:
         except Exception as exc:
             await self._app_failed(exc)
         else:
-            await self._app_returned()
+            if self.cycle.state != DONE:  # (no await for a finished response)
+                await self._app_returned()
         finally:
             self.finished = True
             self.body.finish()
@@ -257,7 +258,7 @@ class RequestRunner:
 
     async def _app_returned(self) -> None:
         cycle = self.cycle
-        if cycle.state == DONE or self.port.gone or self.body.too_large:
+        if self.port.gone or self.body.too_large:
             return
         scope = self.scope
         if not cycle.started:
@@ -302,7 +303,12 @@ class RequestRunner:
     def _log_access(self, duration: float) -> None:
         cycle = self.cycle
         atoms = AccessLogAtoms(
-            self.scope, cycle.status or None, self.response_headers, cycle.bytes_sent, duration
+            self.scope,
+            cycle.status or None,
+            self.response_headers,
+            cycle.bytes_sent,
+            duration,
+            time.time(),
         )
         access_log.info(format_access_line(self.state.config.access_log_format, atoms))
 
