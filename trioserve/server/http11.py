@@ -130,12 +130,13 @@ class HTTP11Connection:
             self.proto.receive_data(data)
         return not scope.cancelled_caught
 
-    async def _refuse(self, status: int, reason: str, *, quiet: bool = False) -> None:
-        error_log.log(10 if quiet else 20, "%s %s: %s", self.info.client_text, status, reason)
+    async def _refuse(self, status: int, reason: str | None, *, quiet: bool = False) -> None:
+        if reason is not None:
+            error_log.log(10 if quiet else 20, "%s %s: %s", self.info.client_text, status, reason)
         peer = self.peer
         if not peer.broken:
             try:
-                await peer.send(error_response(status))
+                await peer.send(error_response(status, extra=self.state.default_headers()))
             except OSError:
                 return
             await peer.linger_close()
@@ -307,5 +308,5 @@ class HTTP11Connection:
     def abort(self) -> None:
         self.peer.broken = True
 
-    async def refuse(self, status: int, reason: str) -> None:
+    async def refuse(self, status: int, reason: str | None) -> None:
         await self._refuse(status, reason)

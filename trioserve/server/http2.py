@@ -262,8 +262,9 @@ class H2Stream:
             self.conn.kick()
             self.vanish()
 
-    async def refuse(self, status: int, reason: str) -> None:
-        error_log.info("%s %s: %s", self.conn.info.client_text, status, reason)
+    async def refuse(self, status: int, reason: str | None) -> None:
+        if reason is not None:
+            error_log.info("%s %s: %s", self.conn.info.client_text, status, reason)
         if self._gone or self.headers_sent:
             return
         body = b"%d\n" % status

@@ -40,6 +40,7 @@ from ..sansio.asgi import (
     response_extensions,
 )
 from ..sansio.body import (
+    CONTINUE,
     NOT_YET,
     READ,
     SEND_CONTINUE,
@@ -108,8 +109,9 @@ class RequestPort(Protocol):
     def abort(self) -> None:
         """Give up on this exchange: nothing more is written and it is not reused."""
 
-    async def refuse(self, status: int, reason: str) -> None:
-        """Answer with a minimal error response instead of the app's, then close."""
+    async def refuse(self, status: int, reason: str | None) -> None:
+        """Answer with a minimal error response instead of the app's, then close.
+        ``reason`` is logged (None: the runner has logged already)."""
 
 
 class RequestRunner:
@@ -124,6 +126,8 @@ class RequestRunner:
         "response_headers",
         "scope",
         "state",
+        "target",
+        "written",
     )
 
     def __init__(
@@ -151,6 +155,8 @@ class RequestRunner:
         )
         self.response_headers: Any = None
         self.finished = False
+        self.written = False  # response bytes were handed to the port for writing
+        self.target = request.target  # as received, for the access log
 
     # -- the app's channels ------------------------------------------------------------------
     async def receive(self) -> dict[str, Any]:
@@ -183,12 +189,15 @@ class RequestRunner:
         if events:
             if type(events[0]) is Response:
                 self.response_headers = events[0].headers
-                if self.state.shutting_down:  # tell the client not to reuse it
+                if self.state.shutting_down or self.body.state == CONTINUE:
+                    # Draining, or the client may still send a body it was never asked
+                    # for (100-continue unanswered): tell it the connection ends here.
                     port.close_after_response()
             try:
                 write = port.send_events(events)
             except ProtocolError as exc:
                 raise UnexpectedMessage(str(exc)) from None
+            self.written = True
             await write
         if self.cycle.file_path is not None:
             await self._send_file()
@@ -249,9 +258,13 @@ class RequestRunner:
         if isinstance(exc, UnexpectedMessage):
             # The app broke the message protocol: don't trust the connection's state.
             port.close_after_response()
-        if not self.cycle.on_the_wire and not port.gone:
-            # Nothing was written yet (the head is held until the first body), so the
-            # client can still get a clean 500 instead of a cut connection.
+        if self.cycle.state == DONE and self.written:
+            # The response is complete and framed (Starlette's ServerErrorMiddleware sends
+            # its 500, then re-raises): logged once, nothing to undo.
+            return
+        if not self.written and not port.gone:
+            # Nothing was written yet (the head is held until the first body, and a framing
+            # error is caught before writing), so the client can still get a clean 500.
             await self._send_500()
         else:
             port.abort()
@@ -268,13 +281,17 @@ class RequestRunner:
                 scope["path"],
             )
             await self._send_500()
-        else:
-            error_log.error(
-                "ASGI app returned without finishing the response (%s %s)",
-                scope["method"],
-                scope["path"],
-            )
+            return
+        error_log.error(
+            "ASGI app returned without finishing the response (%s %s)",
+            scope["method"],
+            scope["path"],
+        )
+        if self.written:
             self.port.abort()
+        else:  # only the held-back head: a 500 replaces it, and the connection ends
+            self.port.close_after_response()
+            await self._send_500()
 
     async def _send_500(self) -> None:
         cycle = self.cycle
@@ -289,10 +306,14 @@ class RequestRunner:
         if not cycle.is_head:
             events.append(Data(body))
         events.append(EndData())
+        port = self.port
         try:
-            write = self.port.send_events(events)
+            write = port.send_events(events)
         except ProtocolError:
-            self.port.abort()
+            # The protocol took part of the app's response before refusing it: answer
+            # outside it, and close.
+            await port.refuse(500, None)
+            port.abort()
             return
         try:
             await write
@@ -309,6 +330,7 @@ class RequestRunner:
             cycle.bytes_sent,
             duration,
             time.time(),
+            self.target,
         )
         access_log.info(format_access_line(self.state.config.access_log_format, atoms))
 

@@ -97,19 +97,20 @@ def serve_websocket(
     try:
         key = check_handshake(request)
     except HandshakeError as exc:
-        return _refuse(peer, info, exc.status, str(exc), exc.headers, proto)
+        return _refuse(peer, state, info, exc.status, str(exc), exc.headers, proto)
     handler = WebSocketHandler(peer, state, info, proto, request, key, nursery)
     # The same gates as HTTP requests: server_names (404) and limit_concurrency (503).
     if config.server_names and not host_allowed(handler.scope["headers"], config.server_names):
-        return _refuse(peer, info, 404, "Host not in server_names", None, proto)
+        return _refuse(peer, state, info, 404, "Host not in server_names", None, proto)
     limit = config.limit_concurrency
     if limit is not None and state.in_flight >= limit:
-        return _refuse(peer, info, 503, "limit_concurrency reached", None, proto)
+        return _refuse(peer, state, info, 503, "limit_concurrency reached", None, proto)
     return handler.run()
 
 
 async def _refuse(
     peer: PeerStream,
+    state: ServerState,
     info: ConnectionInfo,
     status: int,
     reason: str,
@@ -117,10 +118,11 @@ async def _refuse(
     proto: HandshakeAnswer,
 ) -> None:
     error_log.info("%s %s: WebSocket upgrade refused: %s", info.client_text, status, reason)
+    extra = [*state.default_headers(), *(headers or [])]
     if isinstance(proto, H2StreamAnswer):
-        data = proto.error_response(status, headers or [])
+        data = proto.error_response(status, extra)
     else:
-        data = error_response(status, extra=headers or [])
+        data = error_response(status, extra=extra)
     try:
         await peer.send(data)
     except ClientDisconnected:
