@@ -30,6 +30,7 @@ import h2.connection
 import h2.events
 import h2.exceptions
 import h2.settings
+import hpack.exceptions
 from h2.errors import ErrorCodes
 from hyperframe.frame import GoAwayFrame
 
@@ -155,14 +156,7 @@ class H2Protocol:
         try:
             h2_events = self._conn.receive_data(data)
         except h2.exceptions.ProtocolError as exc:
-            out = self._conn.data_to_send()
-            self._out += out
-            reason = f"{type(exc).__name__}: {exc}"
-            if not count_frames(out, GOAWAY):  # h2 sends none for a bad preface
-                return self._fail(ErrorCodes(exc.error_code), reason)
-            self.closed = True
-            self.error = reason
-            return [(0, ConnectionClosed())]
+            return self._h2_failed(exc)
         events: list[H2Event] = []
         credit = False
         for event in h2_events:
@@ -172,6 +166,22 @@ class H2Protocol:
         if self._take_output(now) and not self.closed:
             return self._fail(ErrorCodes.ENHANCE_YOUR_CALM, "too many stream resets")
         return events
+
+    def _h2_failed(self, exc: h2.exceptions.ProtocolError) -> list[H2Event]:
+        out = bytearray(self._conn.data_to_send())
+        reason = f"{type(exc).__name__}: {exc}"
+        if not count_frames(bytes(out), GOAWAY):  # h2 sends none for a bad preface
+            self._out += out
+            return self._fail(ErrorCodes(exc.error_code), reason)
+        last_is_goaway = out[-17:-14] == b"\0\0\x08" and out[-14] == GOAWAY
+        if _is_decoding_error(exc) and last_is_goaway:
+            # RFC 9113 4.3: a header block that does not decode is a COMPRESSION_ERROR
+            # (h2 says PROTOCOL_ERROR); its GOAWAY is the last frame, the code its last word.
+            out[-4:] = int(ErrorCodes.COMPRESSION_ERROR).to_bytes(4, "big")
+        self._out += out
+        self.closed = True
+        self.error = reason
+        return [(0, ConnectionClosed())]
 
     def _over_limits(self, now: float) -> str | None:
         scanner = self._scanner
@@ -382,6 +392,13 @@ class H2Protocol:
     @property
     def pending_output(self) -> int:
         return len(self._out)
+
+
+def _is_decoding_error(exc: BaseException) -> bool:
+    cause = exc.__cause__
+    return isinstance(cause, hpack.exceptions.HPACKError) and not isinstance(
+        cause, hpack.exceptions.OversizedHeaderListError
+    )
 
 
 def request_from_headers(fields: list[tuple[bytes, bytes]]) -> Request:
