@@ -300,7 +300,11 @@ class HTTP11Connection:
         peer.broken = True  # the app is told the client is gone: send() now raises
 
     def poll_disconnected(self) -> bool:
-        return self.peer.poll_gone()
+        peer = self.peer
+        if peer.poll_gone():
+            peer.broken = True  # as after wait_disconnected(): send() now raises
+            return True
+        return False
 
     def close_after_response(self) -> None:
         self.proto.close_after_response()

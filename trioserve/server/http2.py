@@ -80,9 +80,11 @@ class HTTP2Connection:
         stream: trio.abc.Stream,
         state: ServerState,
         info: ConnectionInfo,
+        nursery: trio.Nursery | None = None,
         *,
         switch: H2Switch | None = None,
     ) -> None:
+        """``nursery`` (the connections') is not needed: streams run in our own."""
         self.stream = stream
         self.state = state
         self.info = info

@@ -101,7 +101,8 @@ class RequestPort(Protocol):
         """Return once the peer is gone (``gone`` is then true)."""
 
     def poll_disconnected(self) -> bool:
-        """Whether the peer is already known to be gone, looking without waiting."""
+        """Whether the peer is already known to be gone, looking without waiting (once
+        true, so is ``gone``)."""
 
     def close_after_response(self) -> None:
         """Do not reuse the connection after this response (HTTP/1.1: Connection: close)."""
@@ -118,6 +119,7 @@ class RequestRunner:
     """Runs the app for one request on a :class:`RequestPort`; see the module docstring."""
 
     __slots__ = (
+        "aborted",
         "body",
         "cycle",
         "finished",
@@ -127,6 +129,7 @@ class RequestRunner:
         "scope",
         "state",
         "target",
+        "waiting",
         "written",
     )
 
@@ -157,6 +160,8 @@ class RequestRunner:
         self.finished = False
         self.written = False  # response bytes were handed to the port for writing
         self.target = request.target  # as received, for the access log
+        self.aborted = False  # we gave up on the exchange (not the client leaving)
+        self.waiting: trio.CancelScope | None = None  # a receive() waiting for the peer
 
     # -- the app's channels ------------------------------------------------------------------
     async def receive(self) -> dict[str, Any]:
@@ -168,7 +173,10 @@ class RequestRunner:
                 piece = await self.port.receive_body(self.state.config.read_timeout)
             return body.on_piece(piece)  # type: ignore[arg-type]
         if action == WAIT_FOR_DISCONNECT:
-            await self.port.wait_disconnected()
+            # An answer already known comes back without waiting, so it reaches even a
+            # receive() in a cancelled scope (Starlette's is_disconnected()).
+            if not self.port.poll_disconnected() and not self._draining():
+                await self._wait_disconnected()
             return body.on_disconnect()
         if action == SEND_CONTINUE:
             body.continue_handled()
@@ -181,10 +189,32 @@ class RequestRunner:
             return await self.receive()
         return body.on_disconnect()
 
+    def _draining(self) -> bool:
+        """Draining, with this response started: the app is told the client is gone, so
+        a streaming loop (SSE) ends cleanly instead of being cut at the deadline."""
+        return self.state.shutting_down and self.cycle.started
+
+    async def _wait_disconnected(self) -> None:
+        """Wait until the peer leaves, or a drain begins once the response started."""
+        hooks = self.state.shutdown_hooks
+        with trio.CancelScope() as self.waiting:
+            hooks.add(self._drain_started)
+            try:
+                await self.port.wait_disconnected()
+            finally:
+                hooks.discard(self._drain_started)
+        self.waiting = None
+
+    def _drain_started(self) -> None:
+        if self.waiting is not None and self._draining():
+            self.waiting.cancel()
+
     async def send(self, message: MutableMapping[str, Any]) -> None:
         port = self.port
         if self.finished or port.gone or self.body.too_large:
             raise ClientDisconnected("client disconnected")
+        if self.waiting is not None:
+            self._drain_started()  # a response that starts during a drain
         events = self.cycle.on_message(message)
         if events:
             if type(events[0]) is Response:
@@ -227,6 +257,11 @@ class RequestRunner:
             await app(self.scope, self.receive, self.send)
         except Exception as exc:
             await self._app_failed(exc)
+        except trio.Cancelled:
+            # The shutdown deadline (or a second Ctrl-C) cut the request: still one line.
+            if access_log.isEnabledFor(20):
+                self._log_access(time.perf_counter() - start, 503)
+            raise
         else:
             if self.cycle.state != DONE:  # (no await for a finished response)
                 await self._app_returned()
@@ -240,7 +275,10 @@ class RequestRunner:
         if too_large and not cycle.started:
             cycle.status = 413
         if access_log.isEnabledFor(20):
-            self._log_access(time.perf_counter() - start)
+            # 499 (nginx's "client closed request"): the client left before the response
+            # was complete, whatever status the app had chosen.
+            left = cycle.state != DONE and self.port.gone and not self.aborted
+            self._log_access(time.perf_counter() - start, 499 if left else cycle.status)
         if too_large:
             if not cycle.started:
                 await self.port.refuse(413, "request body over max_request_body_size")
@@ -266,8 +304,8 @@ class RequestRunner:
             # Nothing was written yet (the head is held until the first body, and a framing
             # error is caught before writing), so the client can still get a clean 500.
             await self._send_500()
-        else:
-            port.abort()
+        elif not port.gone:  # (a client that left is not ours to abort: logged as 499)
+            self._abort()
 
     async def _app_returned(self) -> None:
         cycle = self.cycle
@@ -288,7 +326,7 @@ class RequestRunner:
             scope["path"],
         )
         if self.written:
-            self.port.abort()
+            self._abort()
         else:  # only the held-back head: a 500 replaces it, and the connection ends
             self.port.close_after_response()
             await self._send_500()
@@ -313,19 +351,23 @@ class RequestRunner:
             # The protocol took part of the app's response before refusing it: answer
             # outside it, and close.
             await port.refuse(500, None)
-            port.abort()
+            self._abort()
             return
         try:
             await write
         except ClientDisconnected:
             pass
 
+    def _abort(self) -> None:
+        self.aborted = True
+        self.port.abort()
+
     # -- logs ------------------------------------------------------------------------------
-    def _log_access(self, duration: float) -> None:
+    def _log_access(self, duration: float, status: int) -> None:
         cycle = self.cycle
         atoms = AccessLogAtoms(
             self.scope,
-            cycle.status or None,
+            status or None,
             self.response_headers,
             cycle.bytes_sent,
             duration,
