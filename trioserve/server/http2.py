@@ -162,8 +162,12 @@ class HTTP2Connection:
                 return
             while proto.pending_output > _READ_MARK and not self._broken:
                 await self._space.park()  # a peer that does not read is not read either
-            idle = proto.running == 0
-            timeout = config.keep_alive_timeout if idle else math.inf
+            timeout = math.inf
+            if proto.running == 0:
+                timeout = config.keep_alive_timeout
+                if timeout <= 0 and not self.requests:
+                    # Keep-alive off: a new connection still gets time for its request.
+                    timeout = config.request_head_timeout
             with trio.move_on_after(timeout) as idle_scope:
                 try:
                     data = bytes(await self.stream.receive_some(READ_SIZE))
@@ -203,7 +207,10 @@ class HTTP2Connection:
         if upgraded:
             stream.on_event(EndData())
         self.requests += 1
-        if self.requests >= self.state.config.keep_alive_max_requests:
+        config = self.state.config
+        # Keep-alive off: one request per connection, as over HTTP/1.1.
+        limit = config.keep_alive_max_requests if config.keep_alive_timeout > 0 else 1
+        if self.requests >= limit:
             self._goaway()
         self._nursery.start_soon(self._serve_stream, stream, request)
 
