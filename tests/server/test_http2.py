@@ -573,3 +573,19 @@ async def test_keep_alive_off_serves_one_stream_then_goaway() -> None:
             frames.append(frame)
         goaway = next(f for f in frames if isinstance(f, GoAwayFrame))
         assert goaway.last_stream_id == 1
+
+
+async def test_max_inbound_frame_size_is_advertised_and_honoured() -> None:
+    probe = Probe()
+    async with open_server(probe, h2_max_inbound_frame_size=32768) as server:
+        client = await RawH2.open(server.port)
+        assert client.server_settings[SettingCodes.MAX_FRAME_SIZE] == 32768
+        await client.send(client.headers(1, post("/echo"), end_stream=False))
+        await client.send(client.data(1, b"q" * 30000, end_stream=True))  # over 16384: fine
+        assert (await client.response(1))["body"] == b"q" * 30000
+        await client.send(client.headers(3, post("/echo"), end_stream=False))
+        await client.send(client.data(3, b"q" * 40000, end_stream=True))  # over 32768
+        frame = await client.frame()
+        while not isinstance(frame, GoAwayFrame):
+            frame = await client.frame()
+        assert frame.error_code == ErrorCodes.FRAME_SIZE_ERROR
