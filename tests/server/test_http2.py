@@ -589,3 +589,17 @@ async def test_max_inbound_frame_size_is_advertised_and_honoured() -> None:
         while not isinstance(frame, GoAwayFrame):
             frame = await client.frame()
         assert frame.error_code == ErrorCodes.FRAME_SIZE_ERROR
+
+
+async def test_shutdown_deadline_holds_when_the_client_stops_reading_the_socket() -> None:
+    """Windows wide open, then no reads at all: the writer blocks in the kernel, and the
+    graceful deadline still ends the connection (no write is shielded)."""
+    probe = Probe()
+    async with stoppable(probe, graceful_timeout=0.5) as (port, trigger, stopped):
+        client = await RawH2.open(port, {SettingCodes.INITIAL_WINDOW_SIZE: 2**31 - 1})
+        await client.send(client.window_update(0, 2**31 - 65536))
+        await client.send(*(client.headers(sid, get("/big")) for sid in range(1, 40, 2)))
+        await trio.sleep(0.5)  # 20 MiB asked for; the socket buffers fill up
+        with trio.fail_after(5):
+            trigger.set()
+            await stopped.wait()
