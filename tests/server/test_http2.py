@@ -12,7 +12,14 @@ import pytest
 import trio
 from h2.errors import ErrorCodes
 from h2.settings import SettingCodes
-from hyperframe.frame import GoAwayFrame, HeadersFrame, PingFrame, RstStreamFrame, SettingsFrame
+from hyperframe.frame import (
+    DataFrame,
+    GoAwayFrame,
+    HeadersFrame,
+    PingFrame,
+    RstStreamFrame,
+    SettingsFrame,
+)
 
 from tests.h2raw import PREFACE, RawH2, close_all, get, post
 from trioserve.run import make_config
@@ -603,3 +610,39 @@ async def test_shutdown_deadline_holds_when_the_client_stops_reading_the_socket(
         with trio.fail_after(5):
             trigger.set()
             await stopped.wait()
+
+
+async def test_a_stream_without_window_does_not_block_the_others() -> None:
+    probe = Probe()
+    async with open_server(probe) as server:
+        client = await RawH2.open(server.port)
+        await client.send(client.window_update(0, 2**30))  # connection: plenty
+        await client.send(client.headers(1, get("/big")))  # its stream window: 65535 only
+        received = 0
+        while received < 65535:
+            frame = await client.frame()
+            if isinstance(frame, DataFrame) and frame.stream_id == 1:
+                received += len(frame.data)
+        await client.send(client.headers(3, get("/")))
+        response = await client.response(3)
+        assert response["body"] == b"ok"
+        assert not any(isinstance(f, DataFrame) and f.stream_id == 1 for f in response["others"])
+
+
+async def test_streams_take_turns_on_the_wire() -> None:
+    probe = Probe()
+    async with open_server(probe) as server:
+        client = await RawH2.open(server.port, {SettingCodes.INITIAL_WINDOW_SIZE: 2**31 - 1})
+        await client.send(client.window_update(0, 2**31 - 65536))
+        await client.send(client.headers(1, get("/big")), client.headers(3, get("/big")))
+        order: list[int] = []
+        ended = 0
+        while ended < 2:
+            frame = await client.frame()
+            if isinstance(frame, DataFrame):
+                order.append(frame.stream_id)
+                ended += "END_STREAM" in frame.flags
+        # Neither stream waits for the other's megabyte: they interleave from the start.
+        first_half = order[: len(order) // 2]
+        assert first_half.count(1) > len(first_half) // 4
+        assert first_half.count(3) > len(first_half) // 4
