@@ -646,3 +646,35 @@ async def test_streams_take_turns_on_the_wire() -> None:
         first_half = order[: len(order) // 2]
         assert first_half.count(1) > len(first_half) // 4
         assert first_half.count(3) > len(first_half) // 4
+
+
+async def test_random_frames_never_take_down_the_server(caplog: pytest.LogCaptureFixture) -> None:
+    """Hypercorn's trio worker lets one odd frame escape into the server nursery. Here 40
+    connections of random frames each end at worst in a GOAWAY, with no unexpected error
+    logged, and the server keeps serving."""
+    import random
+
+    caplog.set_level(logging.DEBUG, "trioserve.error")
+    rng = random.Random(1414)
+    async with open_server(Probe(), h2_max_concurrent_streams=4) as server:
+        for _ in range(40):
+            client = await RawH2.open(server.port)
+            frames = [client.headers(1, get("/"), end_stream=False).serialize()]
+            for _ in range(rng.randint(1, 30)):
+                payload = rng.randbytes(rng.randint(0, 24))
+                stream = rng.choice([0, 1, 3, 5, 2**31 - 1])
+                frames.append(
+                    _raw(len(payload), rng.randint(0, 11), rng.randint(0, 255), stream, payload)
+                )
+            try:
+                await client.send(*frames)
+                while await client.frame_or_eof(timeout=2) is not None:
+                    pass
+            except (trio.BrokenResourceError, trio.TooSlowError):
+                pass
+            await client.aclose()
+        other = await RawH2.open(server.port)
+        await other.send(other.headers(1, get("/")))
+        assert (await other.response(1))["body"] == b"ok"
+    assert not [r for r in caplog.records if "Unexpected error" in r.getMessage()]
+    assert not [r for r in caplog.records if r.exc_info]
