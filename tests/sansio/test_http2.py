@@ -494,3 +494,49 @@ def test_random_frames_never_raise(frames: list, finished: list[int], step: int)
     if server.closed:
         assert events[-1] == (0, ConnectionClosed())
     assert len(server.data_to_send()) < 64 * 1024
+
+
+# -- h2c: the preface and Upgrade (sansio/h2c.py) ------------------------------------------------
+def _upgrade_request(*extra: tuple[bytes, bytes], method: bytes = b"GET") -> Request:
+    headers = [
+        (b"host", b"example.com"),
+        (b"connection", b"Upgrade, HTTP2-Settings"),
+        (b"upgrade", b"h2c"),
+        (b"http2-settings", b"AAMAAABkAARAAAAAAAIAAAAA"),
+        (b"te", b"trailers"),
+        (b"x-app", b"1"),
+        *extra,
+    ]
+    return Request(method=method, target=b"/u?x=1", headers=headers, http_version="1.1")
+
+
+def test_h2c_settings_accepts_a_valid_upgrade_and_declines_the_rest() -> None:
+    from trioserve.sansio.h2c import h2c_settings
+
+    assert h2c_settings(_upgrade_request()) == b"AAMAAABkAARAAAAAAAIAAAAA"
+    assert h2c_settings(_upgrade_request((b"content-length", b"5"))) is None  # a body
+    assert h2c_settings(_upgrade_request((b"transfer-encoding", b"chunked"))) is None
+    assert h2c_settings(_upgrade_request((b"content-length", b"0"))) is not None
+    assert h2c_settings(_upgrade_request((b"http2-settings", b""))) is None  # two of them
+    assert h2c_settings(_upgrade_request(method=b"CONNECT")) is None
+    no_upgrade = _upgrade_request()
+    no_upgrade.headers = [h for h in no_upgrade.headers if h[0] != b"upgrade"]
+    assert h2c_settings(no_upgrade) is None
+
+
+def test_upgraded_request_is_an_http2_request_without_hop_fields() -> None:
+    from trioserve.sansio.h2c import upgraded_request
+
+    request = upgraded_request(_upgrade_request())
+    assert request.http_version == "2" and request.authority == b"example.com"
+    assert [name for name, _ in request.headers] == [b"host", b"x-app"]
+
+
+@given(st.binary(max_size=30))
+def test_preface_detection(data: bytes) -> None:
+    from trioserve.sansio.h2c import is_h2_preface
+
+    expected = data[:4] == b"PRI " and (data.startswith(PREFACE[:14]) or PREFACE.startswith(data))
+    assert is_h2_preface(data) == expected
+    assert is_h2_preface(PREFACE + data)
+    assert not is_h2_preface(b"GET / HTTP/1.1\r\n" + data)
