@@ -486,17 +486,8 @@ def params() -> list[Any]:
     out = []
     for case in CASES:
         for server in ("trioserve-h11", "trioserve-httptools"):
-            expect = DIFFERENCES.get(case, Expect())
-            marks = (
-                [
-                    pytest.mark.xfail(
-                        strict=True, reason=f"{expect.fixed_on}: fixed on branch issue-13"
-                    )
-                ]
-                if expect.fixed_on
-                else []
-            )
-            out.append(pytest.param(case, server, marks=marks, id=f"{case}-{server}"))
+            # (Cases with ``fixed_on`` were xfail until issue-13 was merged: they pass now.)
+            out.append(pytest.param(case, server, id=f"{case}-{server}"))
     return out
 
 
@@ -538,7 +529,6 @@ def test_every_difference_is_justified_and_still_different(ports: dict[str, int]
             assert not all(matches(p, expect.outcome) for p in peers.values()), case
 
 
-@pytest.mark.xfail(strict=True, reason="issue 11 item 6: fixed on branch issue-13")
 @pytest.mark.parametrize("server", ["trioserve-h11", "trioserve-httptools"])
 @pytest.mark.parametrize("case", ["no-host", "bad-header-name", "bad-version"])
 def test_server_errors_carry_date(ports: dict[str, int], case: str, server: str) -> None:
