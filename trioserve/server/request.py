@@ -22,6 +22,7 @@ returns on RST_STREAM or the connection's end; ``abort()`` resets the stream;
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Awaitable, MutableMapping
@@ -32,7 +33,13 @@ import trio
 from ..errors import ClientDisconnected
 from ..logs import access_log, error_log
 from ..sansio.accesslog import AccessLogAtoms, format_access_line
-from ..sansio.asgi import DONE, HTTPResponseCycle, UnexpectedMessage, build_http_scope
+from ..sansio.asgi import (
+    DONE,
+    HTTPResponseCycle,
+    UnexpectedMessage,
+    build_http_scope,
+    response_extensions,
+)
 from ..sansio.body import (
     CONTINUE,
     NOT_YET,
@@ -66,6 +73,8 @@ LEAVE_BODY_UNREAD = 1  # answered without reading the body: close it politely (H
 REFUSED = 2  # the port's refuse() answered and closed: nothing left to do
 
 _INTERNAL_ERROR_BODY = b"Internal Server Error\n"
+# http.response.pathsend reads the file in pieces of this size.
+_FILE_PIECE = 256 * 1024
 
 
 class RequestPort(Protocol):
@@ -132,8 +141,12 @@ class RequestRunner:
         self.port = port
         self.state = state
         self.scope = scope = state.scope_for(build_http_scope, request, info)
+        extensions = response_extensions(request)
+        scope["extensions"].update(extensions)
         self.cycle = HTTPResponseCycle(
-            is_head=request.method == b"HEAD", default_headers=state.default_headers()
+            is_head=request.method == b"HEAD",
+            default_headers=state.default_headers(),
+            extensions=extensions,
         )
         # Refusals (server_names, limit_concurrency, an announced body over the limit) go
         # through the normal response path with a tiny app in place of the user's.
@@ -218,6 +231,32 @@ class RequestRunner:
                 raise UnexpectedMessage(str(exc)) from None
             self.written = True
             await write
+        if self.cycle.file_path is not None:
+            await self._send_file()
+
+    async def _send_file(self) -> None:
+        """http.response.pathsend: by sendfile where the port can (cleartext HTTP/1.1),
+        else the file in bounded pieces, each through the port (so HTTP/2 flow control
+        and a slow client pace the reads); then the end."""
+        cycle = self.cycle
+        path = cycle.file_path
+        cycle.file_path = None
+        port = self.port
+        if not cycle.no_body and path is not None:
+            async with await trio.open_file(path, "rb") as file:
+                send_file = getattr(port, "send_file", None)
+                size = os.fstat(file.fileno()).st_size
+                try:
+                    sent = send_file is not None and await send_file(file.fileno(), size)
+                except ProtocolError as exc:
+                    raise UnexpectedMessage(str(exc)) from None
+                if sent:
+                    cycle.bytes_sent += size
+                else:
+                    while chunk := await file.read(_FILE_PIECE):
+                        cycle.bytes_sent += len(chunk)
+                        await port.send_events([Data(chunk)])
+        await port.send_events([EndData()])
 
     # -- one request -------------------------------------------------------------------------
     async def run(self) -> int:

@@ -46,14 +46,17 @@ from .transport import (
 def create_ssl_context(config: Config) -> ssl.SSLContext:
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
+    # RFC 9113 9.2: TLS 1.2 or later, no compression, no renegotiation (and 9.2.2: the
+    # default cipher string is ECDHE with AEAD only).
     context.options |= ssl.OP_NO_COMPRESSION
+    context.options |= getattr(ssl, "OP_NO_RENEGOTIATION", 0)
     context.set_ciphers(config.ciphers)
     context.load_cert_chain(
         certfile=config.certfile,  # type: ignore[arg-type]
         keyfile=config.keyfile,
         password=config.keyfile_password,
     )
-    protocols = [p for p in config.alpn_protocols if p == "http/1.1"] or ["http/1.1"]
+    protocols = [p for p in config.alpn_protocols if p in ("h2", "http/1.1")] or ["http/1.1"]
     context.set_alpn_protocols(protocols)
     if config.ca_certs:
         context.load_verify_locations(config.ca_certs)
