@@ -22,6 +22,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
+from .sansio.accesslog import AccessLogAtoms, format_access_line, json_fields
+
 if TYPE_CHECKING:
     from .config import Config
 
@@ -70,8 +72,17 @@ class ColorFormatter(logging.Formatter):
             record.levelname = saved
 
 
+def log_access(fmt: str, atoms: AccessLogAtoms) -> None:
+    """One access-log line; the atoms ride along so the JSON format can give fields."""
+    access_log.info(format_access_line(fmt, atoms), extra={"trioserve_access": atoms})
+
+
 class JSONFormatter(logging.Formatter):
-    """One JSON object per line: time, level, logger, pid, message (+ exception)."""
+    """One JSON object per line, with stable field names (docs/observability.md).
+
+    Always: time, level, logger, pid, message; exception/stack when present; request_id
+    on lines about one request; the access fields of :func:`json_fields` on access lines.
+    """
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
@@ -82,6 +93,12 @@ class JSONFormatter(logging.Formatter):
             "pid": record.process,
             "message": record.getMessage(),
         }
+        request_id = getattr(record, "request_id", None)
+        if request_id is not None:
+            entry["request_id"] = request_id
+        atoms = getattr(record, "trioserve_access", None)
+        if isinstance(atoms, AccessLogAtoms):
+            entry.update(json_fields(atoms))
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         if record.stack_info:

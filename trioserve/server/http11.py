@@ -19,8 +19,8 @@ import h11
 import trio
 
 from ..errors import ClientDisconnected
-from ..logs import access_log, error_log
-from ..sansio.accesslog import AccessLogAtoms, format_access_line
+from ..logs import access_log, error_log, log_access
+from ..sansio.accesslog import AccessLogAtoms
 from ..sansio.asgi import HTTPResponseCycle, UnexpectedMessage, build_http_scope
 from ..sansio.events import (
     NEED_DATA,
@@ -179,6 +179,7 @@ class HTTP11Connection:
 
     async def _refuse(self, status: int, reason: str) -> None:
         error_log.info("%s %s: %s", self.info.client_text, status, reason)
+        self.state.metrics.refused(status)
         if not self.broken:
             try:
                 await self.stream.send_all(error_response(status))
@@ -227,7 +228,7 @@ class HTTP11Connection:
         info = self.info
         scope = state.scope_for(build_http_scope, request, info)
         cycle = HTTPResponseCycle(
-            is_head=request.method == b"HEAD", default_headers=state.default_headers()
+            is_head=request.method == b"HEAD", default_headers=state.response_headers(scope)
         )
         # Refusals (server_names, limit_concurrency, an announced body over the limit) go
         # through the normal response path with a tiny app in place of the user's.
@@ -236,6 +237,7 @@ class HTTP11Connection:
         if refused:
             app = _refusal_app(refused)
             proto.close_after_response()
+            state.metrics.refused(refused)
         body_limit = config.max_request_body_size
         body_received = 0
         body_rejected = False  # the body grew past max_request_body_size while streaming
@@ -364,15 +366,16 @@ class HTTP11Connection:
             state.count_request()
         if body_rejected and not cycle.started:
             cycle.status = 413
+        duration = time.perf_counter() - start
+        state.metrics.request_done(
+            scope["method"], cycle.status, scope["http_version"], duration, body_received,
+            cycle.bytes_sent,
+        )  # fmt: skip
         if access_log.isEnabledFor(20):
             atoms = AccessLogAtoms(
-                scope,
-                cycle.status or None,
-                response_headers,
-                cycle.bytes_sent,
-                time.perf_counter() - start,
+                scope, cycle.status or None, response_headers, cycle.bytes_sent, duration
             )
-            access_log.info(format_access_line(config.access_log_format, atoms))
+            log_access(config.access_log_format, atoms)
         if body_rejected or refused == 413:
             # Answer without reading the rest of the body; linger so the answer survives.
             if body_rejected and not cycle.started:
@@ -472,6 +475,7 @@ class HTTP11Connection:
         if self._caused_by_disconnect(exc):
             error_log.debug("client went away during %s %s", scope["method"], scope["path"])
             return
+        self.state.metrics.app_exception()
         if isinstance(exc, UnexpectedMessage):
             # The traceback points at the app's offending send().
             error_log.error(
@@ -480,6 +484,7 @@ class HTTP11Connection:
                 scope["path"],
                 exc,
                 exc_info=exc,
+                extra={"request_id": scope.get("request_id")},
             )
             return
         error_log.error(
@@ -487,6 +492,7 @@ class HTTP11Connection:
             scope["method"],
             scope["path"],
             exc_info=exc,
+            extra={"request_id": scope.get("request_id")},
         )
 
 

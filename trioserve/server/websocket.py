@@ -42,8 +42,8 @@ from typing import Any
 import trio
 
 from ..errors import ClientDisconnected
-from ..logs import access_log, error_log
-from ..sansio.accesslog import AccessLogAtoms, format_access_line
+from ..logs import access_log, error_log, log_access
+from ..sansio.accesslog import AccessLogAtoms
 from ..sansio.asgi import UnexpectedMessage
 from ..sansio.events import Headers, Request
 from ..sansio.http11 import HTTP11Protocol, error_response
@@ -97,18 +97,19 @@ def serve_websocket(
     try:
         key = check_handshake(request)
     except HandshakeError as exc:
-        return _refuse(stream, info, exc.status, str(exc), exc.headers)
+        return _refuse(state, stream, info, exc.status, str(exc), exc.headers)
     handler = WebSocketHandler(stream, state, info, proto, request, key, eof)
     # The same gates as HTTP requests: server_names (404) and limit_concurrency (503).
     if config.server_names and not host_allowed(handler.scope["headers"], config.server_names):
-        return _refuse(stream, info, 404, "Host not in server_names")
+        return _refuse(state, stream, info, 404, "Host not in server_names")
     limit = config.limit_concurrency
     if limit is not None and state.in_flight >= limit:
-        return _refuse(stream, info, 503, "limit_concurrency reached")
+        return _refuse(state, stream, info, 503, "limit_concurrency reached")
     return handler.run()
 
 
 async def _refuse(
+    state: ServerState,
     stream: trio.abc.Stream,
     info: ConnectionInfo,
     status: int,
@@ -116,6 +117,7 @@ async def _refuse(
     headers: Headers | None = None,
 ) -> None:
     error_log.info("%s %s: WebSocket upgrade refused: %s", info.client_text, status, reason)
+    state.metrics.refused(status)
     try:
         await stream.send_all(error_response(status, extra=headers or []))
     except (trio.BrokenResourceError, trio.ClosedResourceError):
@@ -406,7 +408,9 @@ class WebSocketHandler:
             raise ClientDisconnected("client disconnected")
         opening = session.state is not OPEN
         try:
-            data = session.app_message(message, self.state.default_headers() if opening else None)
+            data = session.app_message(
+                message, self.state.response_headers(self.scope) if opening else None
+            )
         except SessionClosed:
             raise ClientDisconnected("WebSocket is closed") from None
         if data:
@@ -448,6 +452,7 @@ class WebSocketHandler:
         # Helper tasks go where this task lives: the server's connections nursery.
         self._nursery = trio.lowlevel.current_task().parent_nursery
         state.in_flight += 1
+        state.websockets += 1
         try:
             # The app is called here rather than in a helper: one coroutine frame less
             # per idle WebSocket.
@@ -465,16 +470,15 @@ class WebSocketHandler:
             if self._accepted is not None:
                 self._accepted.set()
             state.in_flight -= 1
+            state.websockets -= 1
             state.count_request()
+        duration = time.perf_counter() - start
+        state.metrics.websocket_done(self.session.status or 0, duration, self.session.bytes_sent)
         if access_log.isEnabledFor(20):
             atoms = AccessLogAtoms(
-                self.scope,
-                self.session.status,
-                None,
-                self.session.bytes_sent,
-                time.perf_counter() - start,
+                self.scope, self.session.status, None, self.session.bytes_sent, duration
             )
-            access_log.info(format_access_line(state.config.access_log_format, atoms))
+            log_access(state.config.access_log_format, atoms)
         await self._stop_reading()
         if self.broken:
             await close_transport(self.stream)
