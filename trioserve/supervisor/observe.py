@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from ..binds import create_socket, parse_bind
 from ..config import Config
+from ..logs import error_log
 from ..metrics.admin import AdminServer
 from ..metrics.counters import SLOTS, Layout, lifespan_name, read_snapshot
 
@@ -49,6 +50,7 @@ class SupervisorObserver:
             raise
         self.admin = AdminServer(sock, self)
         self.admin.start()
+        error_log.info("Workers count into %s", self.directory)
 
     def path(self, pid: int) -> str:
         return os.path.join(self.directory, f"worker-{pid}.counters")
