@@ -46,9 +46,9 @@ def free_port() -> int:
 def query(base: str, promql: str) -> float | None:
     try:
         response = httpx.get(base + "/api/v1/query", params={"query": promql}, timeout=5)
-    except httpx.HTTPError:
+        result = response.json()["data"]["result"]
+    except (httpx.HTTPError, ValueError, KeyError):  # not up yet: "Service Unavailable"
         return None
-    result = response.json()["data"]["result"]
     return float(result[0]["value"][1]) if result else None
 
 
