@@ -425,6 +425,12 @@ class Config:
         help="Own listener for /metrics (Prometheus; the 'metrics' extra), /healthz and "
         "/readyz; never the app's port.",
     )
+    metrics_linger: float = _opt(
+        0.0,
+        cli=("--metrics-linger",),
+        help="Seconds the metrics listener keeps answering after the server stopped, so a "
+        "last scrape sees the final counts.",
+    )
     statsd_host: str | None = _opt(
         None,
         cli=("--statsd-host",),

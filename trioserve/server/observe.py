@@ -75,6 +75,13 @@ class Observer:
         if self.statsd is not None:
             self.statsd.flush()
 
+    async def linger(self) -> None:
+        """After a graceful stop: the admin listener answers a while with the final counts."""
+        if self.admin is not None and self.config.metrics_linger > 0:
+            self.metrics.set_lifespan("stopped")
+            self.sample()
+            await trio.sleep(self.config.metrics_linger)
+
     def close(self) -> None:
         self.metrics.set_lifespan("stopped")
         if self.state is not None:

@@ -262,6 +262,7 @@ async def serve(
                     finally:
                         with trio.CancelScope(shield=True):
                             await lifespan.shutdown()
+                    await observer.linger()
             finally:
                 lifespan.close()
                 observer.close()

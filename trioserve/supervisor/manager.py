@@ -155,7 +155,7 @@ class Supervisor:
                 signal.signal(signum, handler)
             signal.set_wakeup_fd(old_wakeup)
             if self.observer is not None:
-                self.observer.close()
+                self.observer.close(linger=self.config.metrics_linger)
             self.selector.close()
             wake_r.close()
             wake_w.close()

@@ -13,6 +13,7 @@ import os
 import shutil
 import tempfile
 import threading
+import time
 from collections import Counter
 from typing import TYPE_CHECKING
 
@@ -77,7 +78,10 @@ class SupervisorObserver:
         except OSError:
             pass
 
-    def close(self) -> None:
+    def close(self, linger: float = 0.0) -> None:
+        if linger > 0 and self.admin is not None:
+            error_log.info("Workers stopped; metrics stay up for %ss", linger)
+            time.sleep(linger)  # the admin thread answers meanwhile, with the final counts
         if self.admin is not None:
             self.admin.close()
         shutil.rmtree(self.directory, ignore_errors=True)
