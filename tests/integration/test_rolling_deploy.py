@@ -69,6 +69,9 @@ defaults
     timeout client 30s
     timeout server 30s
     timeout tunnel 60s
+    # A slow answer on this loaded machine is not a down host: the drain itself is seen
+    # within two checks (readyz 503), and a refused connect meanwhile is redispatched.
+    timeout check 2s
     retries 3
     option redispatch 1
     retry-on all-retryable-errors
@@ -79,7 +82,7 @@ backend hosts
     balance roundrobin
     option httpchk GET /readyz
     http-check expect status 200
-    default-server check port {admin} inter 100ms fall 1 rise 2
+    default-server check port {admin} inter 100ms fall 2 rise 2
 {servers}
 """
 
@@ -285,9 +288,10 @@ def test_rolling_deploy_loses_nothing(topology: Topology, tmp_path: Path) -> Non
             assert close["code"] == 1001, report
     assert sum(1 for c in closes if c["code"] == 1001) >= 3, report  # every drain closed some
     # Requests the hosts counted (every lifetime's final scrape) == requests answered. The
-    # one exception is the SIGKILL: it can land between a response's last write and the
-    # worker counting it (a few microseconds, ~1 in 50 runs at this rate), so that worker's
-    # count may be one short. Never more, and never over.
+    # one exception is the SIGKILL: it can land after a response's last write and before
+    # the worker counts it (the write ends in a checkpoint, so other tasks may run in
+    # between), so the killed worker's count may be one short: seen in 2 of 5 runs with
+    # the kill, never in runs without it. Never more, and never over.
     answered = ok.get("keep-alive", 0) + ok.get("fresh", 0) + ok.get("stream", 0)
     counted = sum(sum(h.final_counts) for h in hosts)
     detail = (counted, answered, [h.final_counts for h in hosts], report)
