@@ -87,11 +87,20 @@ class HTTPResponseCycle:
     leaves in one write (and a 500 can still replace it if the app fails in between).
     """
 
-    __slots__ = ("_head", "bytes_sent", "default_headers", "is_head", "state", "status")
+    __slots__ = (
+        "_head",
+        "_no_body",
+        "bytes_sent",
+        "default_headers",
+        "is_head",
+        "state",
+        "status",
+    )
 
     def __init__(self, *, is_head: bool, default_headers: Headers) -> None:
         self.state = START
         self.is_head = is_head
+        self._no_body = is_head  # HEAD, 204 and 304: body bytes are dropped
         self.default_headers = default_headers
         self.status = 0
         self._head: Response | None = None
@@ -120,7 +129,7 @@ class HTTPResponseCycle:
             if self._head is not None:
                 events.append(self._head)
                 self._head = None
-            if body and not self.is_head:
+            if body and not self._no_body:
                 if not isinstance(body, (bytes, bytearray, memoryview)):
                     raise UnexpectedMessage(f"body must be bytes, got {type(body).__name__}")
                 self.bytes_sent += len(body)
@@ -143,6 +152,8 @@ class HTTPResponseCycle:
                 present = {name for name, _ in headers}
                 headers.extend(h for h in self.default_headers if h[0] not in present)
             self.status = status
+            if status == 204 or status == 304:  # no body, whatever the app sends (RFC 9110)
+                self._no_body = True
             self._head = Response(status, headers)
             self.state = BODY
             return []
