@@ -215,3 +215,34 @@ async def test_healthz_is_503_while_the_event_loop_is_blocked(
 
 async def _get_in_thread(url: str) -> int:
     return await trio.to_thread.run_sync(lambda: httpx.get(url).status_code)
+
+
+async def test_refusals_by_reason(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, "trioserve.error")
+    async with (
+        open_server(
+            app,
+            metrics_bind="127.0.0.1:0",
+            request_head_timeout=0.3,
+            max_request_body_size=10,
+            server_names=["good.example"],
+        ) as server,
+        httpx.AsyncClient() as client,
+    ):
+        admin = admin_url(caplog.records)
+        answers = []
+        for raw in (
+            b"GET / HTTP/1.1\r\nHost: good.example\r\nX: " + b"a" * 70000 + b"\r\n\r\n",  # 431
+            b"GET / HTTP/1.1\r\nHost: good.exa",  # never finished: 408
+            b"POST / HTTP/1.1\r\nHost: good.example\r\nContent-Length: 11\r\n\r\n",  # 413
+            b"GET / HTTP/1.1\r\nHost: bad.example\r\n\r\n",  # 404
+        ):
+            stream = await trio.open_tcp_stream(server.host, server.port)
+            await stream.send_all(raw)
+            answers.append((await read_until_close(stream))[:12])
+            await stream.aclose()
+        samples = parse((await client.get(admin + "/metrics")).text)
+    assert answers == [b"HTTP/1.1 431", b"HTTP/1.1 408", b"HTTP/1.1 413", b"HTTP/1.1 404"]
+    for reason in ("431", "408", "413", "404"):
+        assert value(samples, "trioserve_refusals_total", reason=reason) == 1, reason
+    assert value(samples, "trioserve_refusals_total", reason="400") == 0
