@@ -102,3 +102,24 @@ def test_one_scrape_totals_all_workers_through_restarts(start: StartServer) -> N
     server.stop()
     assert server.proc.returncode == 0
     assert not directory.exists()
+
+
+def test_max_requests_recycling_is_not_ready_until_the_old_worker_left(
+    start: StartServer,
+) -> None:
+    server = start("--workers", "2", "--max-requests", "20", "--metrics-bind", "127.0.0.1:0")
+    server.wait_serving(workers=2)
+    admin = server.wait_for(r"Metrics and health on (http://\S+)")[0].group(1)
+    assert wait_until(lambda: _ready(admin) == 200, 5)
+    sent = 0
+    while not server.count(r"reached max_requests") and sent < 100:
+        assert server.get("/")[0] == 200
+        sent += 1
+    assert sent < 100
+    # The worker asked for its replacement: 503 until it has drained and exited.
+    assert _ready(admin) == 503  # (its successor is still starting Python)
+    server.wait_for(r"Worker \d+ stopped", timeout=20)
+    assert wait_until(lambda: _ready(admin) == 200, 10)
+    samples = _scrape(admin)
+    assert value(samples, "trioserve_worker_restarts_total", cause="max_requests") >= 1
+    assert total(samples, "trioserve_requests_total") == sent

@@ -101,9 +101,7 @@ class Supervisor:
         self.paused = False  # reload mode: the code doesn't start; wait for the next change
         self.exit_code = EXIT_OK
         self.heartbeat_interval = max(0.05, min(1.0, config.worker_timeout / 4))
-        self.observer: SupervisorObserver | None = None
-        if config.metrics_bind:
-            self.observer = SupervisorObserver(config, self)
+        self.observer = SupervisorObserver(config, self) if config.metrics_bind else None
         app = config.application_path
         self.title = f"trioserve: worker [{app}]"
         set_process_title(f"trioserve: supervisor [{app}]")
@@ -367,7 +365,7 @@ class Supervisor:
             if code is not None:
                 self.forget(worker)
                 if self.observer is not None:
-                    self.observer.exited(worker, exit_cause(worker, code))
+                    self.observer.exited(worker, code)
                 self.on_exit(worker, code, now)
 
     def on_exit(self, worker: Worker, code: int, now: float) -> None:
@@ -485,17 +483,6 @@ class Supervisor:
                 exc,
                 self.respawn_at - now,
             )
-
-
-def exit_cause(worker: Worker, code: int) -> str:
-    """The ``cause`` label of a worker's exit."""
-    if worker.killed:
-        return "killed"  # by the supervisor: a blocked loop, or a drain that overran
-    if worker.stopping:
-        return "stopped"
-    if code < 0:
-        return "signal"
-    return "exited" if code == 0 else "failed"
 
 
 def _noop(signum: int, frame: object) -> None:

@@ -27,6 +27,17 @@ if TYPE_CHECKING:
     from .manager import Supervisor, Worker
 
 
+def exit_cause(worker: Worker, code: int) -> str:
+    """The ``cause`` label of a worker's exit."""
+    if worker.killed:
+        return "killed"  # by the supervisor: a blocked loop, or a drain that overran
+    if worker.stopping:
+        return "stopped"
+    if code < 0:
+        return "signal"
+    return "exited" if code == 0 else "failed"
+
+
 class SupervisorObserver:
     """Counts worker starts, exits and restarts; answers the admin listener."""
 
@@ -61,9 +72,9 @@ class SupervisorObserver:
         if restart_cause is not None:
             self.restarts[restart_cause] += 1
 
-    def exited(self, worker: Worker, cause: str) -> None:
+    def exited(self, worker: Worker, code: int) -> None:
         """Fold a reaped worker's final counts into ``retired`` and delete its file."""
-        self.exits[cause] += 1
+        self.exits[exit_cause(worker, code)] += 1
         if worker.ready and not worker.stopping and not self.supervisor.stopping:
             self.restarts["killed" if worker.killed else "died"] += 1
         path = self.path(worker.pid)
