@@ -60,31 +60,7 @@ def _netns_usable() -> str:
 SKIP = _netns_usable()
 pytestmark = [pytest.mark.skipif(bool(SKIP), reason=SKIP), pytest.mark.timeout(240)]
 
-HAPROXY_CFG = """
-global
-    maxconn 2000
-defaults
-    mode http
-    timeout connect 1s
-    timeout client 30s
-    timeout server 30s
-    timeout tunnel 60s
-    # A slow answer on this loaded machine is not a down host: the drain itself is seen
-    # within two checks (readyz 503), and a refused connect meanwhile is redispatched.
-    timeout check 2s
-    retries 3
-    option redispatch 1
-    retry-on all-retryable-errors
-frontend web
-    bind 127.0.0.1:8080
-    default_backend hosts
-backend hosts
-    balance roundrobin
-    option httpchk GET /readyz
-    http-check expect status 200
-    default-server check port {admin} inter 100ms fall 2 rise 2
-{servers}
-"""
+HAPROXY_CFG = HERE.parents[1] / "examples" / "haproxy-readyz.cfg"  # used as it is
 
 
 def ip(*args: str) -> None:
@@ -223,17 +199,14 @@ def test_rolling_deploy_loses_nothing(topology: Topology, tmp_path: Path) -> Non
     try:
         for host in hosts:
             host.start()
-        servers = "\n".join(
-            f"    server {h.name} {addr}:{APP_PORT}"
-            for h, addr in zip(hosts, topology.addresses, strict=True)
-        )
-        (tmp_path / "haproxy.cfg").write_text(
-            HAPROXY_CFG.format(admin=ADMIN_PORT, servers=servers)
-        )
+        config = HAPROXY_CFG.read_text()
+        for host, address in zip(hosts, topology.addresses, strict=True):
+            assert f"server {host.name} {address}:{APP_PORT}" in config
+        assert f"check port {ADMIN_PORT}" in config
         assert HAPROXY is not None
         with open(tmp_path / "haproxy.log", "wb") as log:
             haproxy = subprocess.Popen(
-                in_ns(topology.lb, HAPROXY, "-db", "-f", str(tmp_path / "haproxy.cfg")),
+                in_ns(topology.lb, HAPROXY, "-db", "-f", str(HAPROXY_CFG)),
                 stdout=subprocess.DEVNULL,
                 stderr=log,
             )
