@@ -111,11 +111,6 @@ class HTTPResponseCycle:
         """True once a response head exists (sent, or held back until the first body)."""
         return self.state != START
 
-    @property
-    def on_the_wire(self) -> bool:
-        """True once the head has been handed out for sending (it can't be replaced then)."""
-        return self.state != START and self._head is None
-
     def on_message(self, message: Any) -> list[OutboundEvent]:
         """Return the events to send for one app message; raise on a wrong message."""
         try:

@@ -75,10 +75,3 @@ class DateHeader:
             self._second = second
             self._value = formatdate(second, usegmt=True).encode("ascii")
         return self._value
-
-
-def header_value(headers: Headers, name: bytes) -> bytes | None:
-    for key, value in headers:
-        if key == name:
-            return value
-    return None

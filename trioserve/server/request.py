@@ -275,7 +275,7 @@ class RequestRunner:
             # Nothing was written yet (the head is held until the first body, and a framing
             # error is caught before writing), so the client can still get a clean 500.
             await self._send_500()
-        else:
+        elif not port.gone:  # (a client that left is not ours to abort: logged as 499)
             self._abort()
 
     async def _app_returned(self) -> None:
