@@ -93,3 +93,34 @@ async def test_error_log_lines_are_counted() -> None:
             assert (await client.get(s.url)).status_code == 500
             lines = await trio.to_thread.run_sync(_collect, listener, 4, 5.0)
     assert "hypercorn.log.exception:1|c|@1.0" in lines
+
+
+async def test_lines_are_hypercorns_own() -> None:
+    """The same request through Hypercorn's StatsdLogger and ours: the same datagram lines."""
+    from hypercorn.config import Config as HypercornConfig
+    from hypercorn.statsd import StatsdLogger
+
+    from trioserve.metrics.statsd import StatsD
+
+    theirs: list[str] = []
+
+    class Capturing(StatsdLogger):
+        async def _socket_send(self, message: bytes) -> None:
+            theirs.append(message.decode())
+
+    config = HypercornConfig()
+    config.statsd_prefix = "web"
+    config.dogstatsd_tags = "env:test"
+    config.accesslog = None
+    logger = Capturing(config)
+    scope = {"type": "http", "method": "GET", "path": "/", "headers": [], "client": None}
+    for status, seconds in ((200, 0.0123), (404, 0.5)):
+        await logger.access(scope, {"status": status, "headers": []}, seconds)  # type: ignore[arg-type]
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as listener:
+        listener.bind(("127.0.0.1", 0))
+        ours = StatsD(f"127.0.0.1:{listener.getsockname()[1]}", "web", "env:test")
+        for status, seconds in ((200, 0.0123), (404, 0.5)):
+            ours.request_done(status, seconds)
+        ours.close()
+        lines = listener.recv(65536).decode().split("\n")
+    assert lines == theirs
