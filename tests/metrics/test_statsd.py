@@ -115,7 +115,7 @@ async def test_lines_are_hypercorns_own() -> None:
     logger = Capturing(config)
     scope = {"type": "http", "method": "GET", "path": "/", "headers": [], "client": None}
     for status, seconds in ((200, 0.0123), (404, 0.5)):
-        await logger.access(scope, {"status": status, "headers": []}, seconds)  # type: ignore[arg-type]
+        await logger.access(scope, {"status": status, "headers": []}, seconds)
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as listener:
         listener.bind(("127.0.0.1", 0))
         ours = StatsD(f"127.0.0.1:{listener.getsockname()[1]}", "web", "env:test")
