@@ -123,3 +123,10 @@ def test_max_requests_recycling_is_not_ready_until_the_old_worker_left(
     samples = _scrape(admin)
     assert value(samples, "trioserve_worker_restarts_total", cause="max_requests") >= 1
     assert total(samples, "trioserve_requests_total") == sent
+
+
+def test_a_bad_metrics_bind_is_a_usage_error(start: StartServer) -> None:
+    for workers in ("1", "2"):
+        server = start("--workers", workers, "--metrics-bind", "127.0.0.1:notaport")
+        assert server.proc.wait(20) == 2
+        server.wait_for(r"port 'notaport' is not a number")
