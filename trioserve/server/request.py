@@ -30,8 +30,8 @@ from typing import Any, Protocol
 import trio
 
 from ..errors import ClientDisconnected
-from ..logs import access_log, error_log, log_access
-from ..sansio.accesslog import AccessLogAtoms
+from ..logs import access_log, error_log
+from ..sansio.accesslog import AccessLogAtoms, format_access_line
 from ..sansio.asgi import DONE, HTTPResponseCycle, UnexpectedMessage, build_http_scope
 from ..sansio.body import (
     CONTINUE,
@@ -355,7 +355,7 @@ class RequestRunner:
             time.time(),
             self.target,
         )
-        log_access(self.state.config.access_log_format, atoms)
+        access_log.info(format_access_line(self.state.config.access_log_format, atoms))
 
     def _log_app_error(self, exc: Exception) -> None:
         scope = self.scope

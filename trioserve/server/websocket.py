@@ -43,8 +43,8 @@ from typing import Any
 import trio
 
 from ..errors import ClientDisconnected
-from ..logs import access_log, error_log, log_access
-from ..sansio.accesslog import AccessLogAtoms
+from ..logs import access_log, error_log
+from ..sansio.accesslog import AccessLogAtoms, format_access_line
 from ..sansio.asgi import UnexpectedMessage
 from ..sansio.events import Headers, Request
 from ..sansio.http11_rules import HTTP11Interface, error_response
@@ -375,7 +375,7 @@ class WebSocketHandler:
                 duration,
                 time.time(),
             )
-            log_access(state.config.access_log_format, atoms)
+            access_log.info(format_access_line(state.config.access_log_format, atoms))
         await self._stop_reading()
         if self.peer.broken:
             await self.peer.close()
