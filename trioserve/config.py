@@ -652,10 +652,43 @@ class Config:
     )
     debug: bool = _opt(False, help="Hypercorn's debug flag (enables debug logging).")
 
-    # --- metrics (accepted, not implemented) -----------------------------------------------
-    statsd_host: str | None = _opt(None, implemented=False, help="StatsD host:port.")
-    statsd_prefix: str = _opt("", implemented=False, help="StatsD metric prefix.")
-    dogstatsd_tags: str = _opt("", implemented=False, help="DogStatsD tags.")
+    # --- metrics, health, request ids (docs/observability.md) ------------------------------
+    metrics_bind: str | None = _opt(
+        None,
+        cli=("--metrics-bind",),
+        metavar="HOST:PORT",
+        help="Own listener for /metrics (Prometheus; the 'metrics' extra), /healthz and "
+        "/readyz; never the app's port.",
+    )
+    metrics_linger: float = _opt(
+        0.0,
+        cli=("--metrics-linger",),
+        help="Seconds the metrics listener keeps answering after the server stopped, so a "
+        "last scrape sees the final counts.",
+    )
+    statsd_host: str | None = _opt(
+        None,
+        cli=("--statsd-host",),
+        metavar="HOST:PORT",
+        help="Send StatsD metrics (Hypercorn's names) over UDP to this address.",
+    )
+    statsd_prefix: str = _opt(
+        "", cli=("--statsd-prefix",), help="Prefix for StatsD metric names (a dot is added)."
+    )
+    dogstatsd_tags: str = _opt(
+        "", cli=("--dogstatsd-tags",), help="DogStatsD tags added to every metric (a,b:c)."
+    )
+    request_id_header: str = _opt(
+        "X-Request-ID",
+        cli=("--request-id-header",),
+        help="Request header whose value becomes scope['request_id'] (a new id is made "
+        "when it is absent or not 1-128 safe characters); empty: no request ids.",
+    )
+    request_id_response: bool = _opt(
+        False,
+        cli=("--request-id-response",),
+        help="Echo the request id in the response, under request_id_header.",
+    )
 
     def __post_init__(self) -> None:
         """Built directly (the documented API), a Config checks itself as every loader does.
