@@ -177,9 +177,10 @@ def ratios(
     return f"{statistics.median(values):.2f} ({min(values):.2f}-{max(values):.2f})"
 
 
-def report(runs: list[dict[str, Any]], settings: dict[str, Any]) -> str:
+def report(runs: list[dict[str, Any]], settings: dict[str, Any], when: str = "") -> str:
+    when = when or time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     lines = [
-        f"# Uploads through FastAPI, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
+        f"# Uploads through FastAPI, {when}",
         "",
         f"Settings: {settings}. Python {platform.python_version()}, "
         f"{os.cpu_count()} CPUs. 10 MiB per upload, a new connection each; ratios are "
@@ -228,7 +229,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.report:
         data = json.loads(Path(args.report).read_text())
-        print(report(data["runs"], data["settings"]), end="")
+        when = data.get("date", "") + f" (commit {data.get('commit')}, re-rendered)"
+        print(report(data["runs"], data["settings"], when), end="")
         return
     if args.quick:
         args.rounds, args.uploads, args.warmup = 1, 3, 1
@@ -261,7 +263,8 @@ def main() -> None:
         "servers": args.only,
         "scenarios": args.scenarios,
     }
-    text = report(runs, settings)
+    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    text = report(runs, settings, when)
     print(text)
     if args.out:
         out = Path(args.out)
@@ -277,7 +280,13 @@ def main() -> None:
             ).stdout.strip()
         except OSError:
             commit = ""
-        data = {"settings": settings, "versions": versions, "commit": commit, "runs": runs}
+        data = {
+            "date": when,
+            "settings": settings,
+            "versions": versions,
+            "commit": commit,
+            "runs": runs,
+        }
         (out / "results.json").write_text(json.dumps(data, indent=1) + "\n")
 
 
