@@ -36,6 +36,7 @@ from ..sansio.http11 import HTTP11Protocol, error_response
 from ..sansio.http11_fast import make_http11_protocol
 from ..sansio.proxy import host_allowed
 from ..sansio.websocket import wants_websocket
+from .faults import belongs_to_server
 from .state import FIRST_REQUEST_GRACE, ServerState
 from .transport import ConnectionInfo, linger_close
 from .websocket import serve_websocket
@@ -328,7 +329,10 @@ class HTTP11Connection:
         state.in_flight += 1
         try:
             await app(scope, receive, send)
-        except Exception as exc:
+        except BaseException as exc:
+            # SystemExit, KeyboardInterrupt, ... from an app fail one request, not the server.
+            if belongs_to_server(exc):
+                raise
             if not body_rejected:
                 self._log_app_error(scope, exc, cycle)
             if isinstance(exc, UnexpectedMessage):
@@ -467,7 +471,7 @@ class HTTP11Connection:
         return False
 
     def _log_app_error(
-        self, scope: dict[str, Any], exc: Exception, cycle: HTTPResponseCycle
+        self, scope: dict[str, Any], exc: BaseException, cycle: HTTPResponseCycle
     ) -> None:
         if self._caused_by_disconnect(exc):
             error_log.debug("client went away during %s %s", scope["method"], scope["path"])

@@ -11,6 +11,7 @@ from ..errors import LifespanFailure
 from ..importer import ASGIApp
 from ..logs import error_log
 from ..sansio.asgi import ASGI_VERSION
+from .faults import belongs_to_server
 
 _DONE = object()
 
@@ -40,7 +41,11 @@ class Lifespan:
         try:
             with self._scope:
                 await self.app(scope, self._receive, self._send)
-        except Exception as exc:
+        except BaseException as exc:
+            # A SystemExit or custom BaseException from the app's lifespan follows the
+            # startup/shutdown failure policy, like any exception; a real Ctrl-C does not.
+            if belongs_to_server(exc):
+                raise
             error = exc
         finally:
             self._running = False
