@@ -1,0 +1,27 @@
+"""Apps the fault tests run in ``python -m trioserve`` subprocesses (tests.faults.apps:NAME)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import trio
+
+
+async def hello(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """200 with the worker's pid; /slow takes 0.2 s, so a drain finds requests in flight."""
+    if scope["type"] != "http":
+        return
+    while (await receive()).get("more_body"):
+        pass
+    if scope["path"] == "/slow":
+        await trio.sleep(0.2)
+    body = b"%d" % os.getpid()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"content-length", b"%d" % len(body))],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
