@@ -361,7 +361,10 @@ class HTTP11Connection:
                         scope["method"],
                         scope["path"],
                     )
-                    self.broken = True
+                    if cycle.on_the_wire:
+                        self.broken = True
+                    else:  # the head is still held back: a 500 replaces it
+                        await self._send_500(cycle)
         finally:
             finished = True
             state.in_flight -= 1
