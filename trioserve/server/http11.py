@@ -38,6 +38,8 @@ from .websocket import serve_websocket
 
 # Bytes of pipelined requests we buffer while waiting to see whether the client is gone.
 _PIPELINE_BUFFER = 64 * 1024
+# How often a connection whose pipeline buffer is full looks for the client's FIN or reset.
+_GONE_POLL_INTERVAL = 0.25
 # Response pieces up to this size are joined into one write; a larger body is written as is.
 _JOIN_LIMIT = 64 * 1024
 
@@ -268,7 +270,14 @@ class HTTP11Connection:
         buffered = 0
         while not peer.eof and not peer.broken:
             if buffered > _PIPELINE_BUFFER:
-                await trio.sleep_forever()
+                # Reading more would buffer without bound, and the unread bytes keep the
+                # socket readable, so waiting for readability spins. Look for the peer's
+                # FIN or reset behind them instead, a few times a second.
+                while True:
+                    if peer.poll_gone():
+                        break
+                    await trio.sleep(_GONE_POLL_INTERVAL)
+                break
             data = await peer.receive()
             self.proto.receive_data(data)
             buffered += len(data)
