@@ -75,3 +75,11 @@ def test_status_phrase_and_websocket_protocol() -> None:
     assert atoms()["st"] == "Created"
     ws = AccessLogAtoms({**SCOPE, "type": "websocket"}, 101, None, 0, 1.0, 0.0)
     assert ws["H"] == "WS/1.1"
+
+
+def test_x_atom_says_whether_the_exchange_was_cut() -> None:
+    scope = {"type": "http", "method": "GET", "path": "/", "http_version": "1.1"}
+    whole = AccessLogAtoms(scope, 200, [], 2, 0.1, 0.0)
+    cut = AccessLogAtoms(scope, 200, [], 2, 0.1, 0.0, complete=False)
+    assert format_access_line("%(s)s %(X)s", whole) == "200 +"
+    assert format_access_line("%(s)s %(X)s", cut) == "200 X"

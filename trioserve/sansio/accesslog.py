@@ -5,7 +5,8 @@ three. Atoms: h remote address, l '-', u user '-', t time, r request line, m met
 U path, q query string, H protocol, s status, st status phrase, S scheme, B body bytes,
 b body bytes or '-', f referer, a user agent, T seconds, D microseconds, L seconds with
 decimals, p pid, M milliseconds, R raw path+query, {name}i request header, {name}o response
-header, {name}e environment variable.
+header, {name}e environment variable, X (Apache's) "X" if the exchange was cut before the
+response completed (the client left, or a send/body deadline closed it), else "+".
 """
 
 from __future__ import annotations
@@ -29,7 +30,15 @@ def _phrase(status: int) -> str:
 class AccessLogAtoms(Mapping[str, str]):
     """A read-only mapping from atom names to their text for one finished request."""
 
-    __slots__ = ("bytes_sent", "duration", "end", "response_headers", "scope", "status")
+    __slots__ = (
+        "bytes_sent",
+        "complete",
+        "duration",
+        "end",
+        "response_headers",
+        "scope",
+        "status",
+    )
 
     def __init__(
         self,
@@ -39,6 +48,7 @@ class AccessLogAtoms(Mapping[str, str]):
         bytes_sent: int,
         duration: float,
         end: float,
+        complete: bool = True,
     ) -> None:
         """``end``: when the request ended, in seconds since the epoch (the ``t`` atom);
         the caller reads the clock, so this module never does."""
@@ -48,6 +58,7 @@ class AccessLogAtoms(Mapping[str, str]):
         self.bytes_sent = bytes_sent
         self.duration = duration
         self.end = end
+        self.complete = complete  # False: the exchange was cut (the X atom)
 
     def __getitem__(self, key: str) -> str:
         if key.startswith("{") and len(key) > 3 and key[-2] == "}":
@@ -132,6 +143,7 @@ _ATOMS: dict[str, Any] = {
     "M": lambda a: str(int(a.duration * 1_000)),
     "L": lambda a: f"{a.duration:.6f}",
     "p": lambda a: f"<{os.getpid()}>",
+    "X": lambda a: "+" if a.complete else "X",
 }
 
 

@@ -57,7 +57,7 @@ class HTTP11Connection:
         info: ConnectionInfo,
         nursery: trio.Nursery,
     ) -> None:
-        self.peer = PeerStream(stream)
+        self.peer = PeerStream(stream, state.config.send_timeout)
         self.nursery = nursery  # for the helper tasks of a WebSocket this may become
         self.state = state
         self.info = info
@@ -239,14 +239,12 @@ class HTTP11Connection:
 
     async def receive_body(self, timeout: float | None) -> BodyPiece:
         peer = self.peer
+        # One deadline for the piece, however many reads it takes (a trickle of chunk-size
+        # lines must not restart it). Past it, TooSlowError: the runner answers 408.
+        deadline = None if timeout is None else trio.current_time() + timeout
         while True:
-            try:
-                data = await peer.receive(timeout)
-            except trio.TooSlowError:
-                error_log.info("%s: request body read timed out", self.info.client_text)
-                peer.broken = True
-                return None
-            self.proto.receive_data(data)
+            left = None if deadline is None else max(deadline - trio.current_time(), 0.0)
+            self.proto.receive_data(await peer.receive(left))
             piece = self.body_piece()
             if piece is not NOT_YET:
                 return piece  # type: ignore[return-value]

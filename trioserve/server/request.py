@@ -27,7 +27,9 @@ import time
 from collections.abc import Awaitable, MutableMapping
 from typing import Any, Protocol
 
-from ..errors import ClientDisconnected
+import trio
+
+from ..errors import ClientDisconnected, SendTimeout
 from ..logs import access_log, error_log
 from ..sansio.accesslog import AccessLogAtoms, format_access_line
 from ..sansio.asgi import DONE, HTTPResponseCycle, UnexpectedMessage, build_http_scope
@@ -80,7 +82,8 @@ class RequestPort(Protocol):
         """The next body piece if it is already here, else ``NOT_YET``. Never waits."""
 
     async def receive_body(self, timeout: float | None) -> BodyPiece:
-        """Wait for the next body piece; a stall past ``timeout`` ends the body (None)."""
+        """Wait for the next body piece. ``trio.TooSlowError`` if none came in ``timeout``
+        (the port may not be reused then: the rest of the body is unread)."""
 
     def send_events(self, events: list[OutboundEvent]) -> Awaitable[None]:
         """Frame ``events`` (raising :class:`ProtocolError` before writing anything if they
@@ -108,6 +111,7 @@ class RequestRunner:
 
     __slots__ = (
         "body",
+        "cut_by",
         "cycle",
         "finished",
         "port",
@@ -138,6 +142,7 @@ class RequestRunner:
         )
         self.response_headers: Any = None
         self.finished = False
+        self.cut_by = ""  # the deadline that ended the exchange, if one did
 
     # -- the app's channels ------------------------------------------------------------------
     async def receive(self) -> dict[str, Any]:
@@ -146,7 +151,11 @@ class RequestRunner:
         if action == READ:
             piece = self.port.body_piece()
             if piece is NOT_YET:
-                piece = await self.port.receive_body(self.state.config.read_timeout)
+                try:
+                    piece = await self._wait_for_body()
+                except trio.TooSlowError:
+                    self._deadline_hit("request body")
+                    return body.on_timeout()
             return body.on_piece(piece)  # type: ignore[arg-type]
         if action == WAIT_FOR_DISCONNECT:
             await self.port.wait_disconnected()
@@ -162,9 +171,37 @@ class RequestRunner:
             return await self.receive()
         return body.on_disconnect()
 
+    async def _wait_for_body(self) -> BodyPiece:
+        """The peer's next body piece, within read_timeout (one stall) and the body's
+        budget (request_body_timeout, earned back at request_body_min_rate)."""
+        config = self.state.config
+        body = self.body
+        timeout = config.read_timeout
+        budget = body.wait_budget(config.request_body_timeout, config.request_body_min_rate)
+        if budget is not None and (timeout is None or budget < timeout):
+            timeout = budget
+        start = trio.current_time()
+        try:
+            return await self.port.receive_body(timeout)
+        finally:
+            body.waited += trio.current_time() - start
+
+    def _deadline_hit(self, what: str) -> None:
+        self.cut_by = what
+        scope = self.scope
+        error_log.info(
+            "%s: %s timed out (%s %s, %d body bytes in %.1fs of waiting); closing",
+            _client_text(scope),
+            what,
+            scope["method"],
+            scope["path"],
+            self.body.received,
+            self.body.waited,
+        )
+
     async def send(self, message: MutableMapping[str, Any]) -> None:
         port = self.port
-        if self.finished or port.gone or self.body.too_large:
+        if self.finished or port.gone or self.body.too_large or self.body.timed_out:
             raise ClientDisconnected("client disconnected")
         events = self.cycle.on_message(message)
         if events:
@@ -176,7 +213,11 @@ class RequestRunner:
                 write = port.send_events(events)
             except ProtocolError as exc:
                 raise UnexpectedMessage(str(exc)) from None
-            await write
+            try:
+                await write
+            except SendTimeout:
+                self._deadline_hit("send")
+                raise
 
     # -- one request -------------------------------------------------------------------------
     async def run(self) -> int:
@@ -203,8 +244,17 @@ class RequestRunner:
         too_large = self.body.too_large
         if too_large and not cycle.started:
             cycle.status = 413
+        timed_out = self.body.timed_out
+        if timed_out and not cycle.started:
+            cycle.status = 408
         if access_log.isEnabledFor(20):
             self._log_access(time.perf_counter() - start)
+        if timed_out:
+            if not cycle.started:
+                await self.port.refuse(408, "request body timed out")
+                return REFUSED
+            self.port.abort()
+            return DONE_NORMALLY
         if too_large:
             if not cycle.started:
                 await self.port.refuse(413, "request body over max_request_body_size")
@@ -216,8 +266,8 @@ class RequestRunner:
 
     async def _app_failed(self, exc: BaseException) -> None:
         port = self.port
-        if self.body.too_large:
-            return  # the app saw the disconnect we made: answered with 413
+        if self.body.too_large or self.body.timed_out:
+            return  # the app saw the disconnect we made: answered with 413 or 408
         self._log_app_error(exc)
         if isinstance(exc, UnexpectedMessage):
             # The app broke the message protocol: don't trust the connection's state.
@@ -231,7 +281,7 @@ class RequestRunner:
 
     async def _app_returned(self) -> None:
         cycle = self.cycle
-        if cycle.state == DONE or self.port.gone or self.body.too_large:
+        if cycle.state == DONE or self.port.gone or self.body.too_large or self.body.timed_out:
             return
         scope = self.scope
         if not cycle.started:
@@ -285,6 +335,7 @@ class RequestRunner:
             cycle.bytes_sent,
             duration,
             time.time(),
+            complete=cycle.state == DONE and not self.cut_by and not self.port.gone,
         )
         access_log.info(format_access_line(self.state.config.access_log_format, atoms))
 
@@ -370,3 +421,8 @@ def refusal_app(status: int) -> Any:
         await send({"type": "http.response.body", "body": body})
 
     return refuse
+
+
+def _client_text(scope: dict[str, Any]) -> str:
+    client = scope.get("client")
+    return f"{client[0]}:{client[1]}" if client else "-"
