@@ -9,14 +9,14 @@ import trio
 
 
 async def hello(scope: dict[str, Any], receive: Any, send: Any) -> None:
-    """200 with the worker's pid; /slow takes 0.2 s, so a drain finds requests in flight."""
+    """200 with the worker's pid (/big: 1 MiB); /slow takes 0.2 s (a drain finds it in flight)."""
     if scope["type"] != "http":
         return
     while (await receive()).get("more_body"):
         pass
     if scope["path"] == "/slow":
         await trio.sleep(0.2)
-    body = b"%d" % os.getpid()
+    body = b"x" * (1 << 20) if scope["path"] == "/big" else b"%d" % os.getpid()
     await send(
         {
             "type": "http.response.start",

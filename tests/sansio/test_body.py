@@ -79,3 +79,23 @@ def test_each_message_is_a_fresh_dict() -> None:
     first = body.on_piece((b"", False))
     first["body"] = b"mutated"
     assert body.on_disconnect() is not body.on_disconnect()
+
+
+def test_wait_budget_counts_only_waiting_and_is_earned_by_bytes() -> None:
+    body = RequestBody(None, expects_continue=False)
+    assert body.wait_budget(None, 500) is None
+    assert body.wait_budget(20.0, 500) == 20.0
+    body.on_piece((b"x" * 1000, True))  # 1000 bytes at 500 B/s earn 2 s
+    body.waited = 5.0
+    assert body.wait_budget(20.0, 500) == 17.0
+    body.waited = 30.0
+    assert body.wait_budget(20.0, 500) == 0.0
+    assert body.wait_budget(20.0, 0) == 0.0  # no rate: a fixed total
+
+
+def test_timeout_is_a_disconnect_then_408_state() -> None:
+    body = RequestBody(None, expects_continue=False)
+    assert body.on_timeout() == {"type": "http.disconnect"}
+    assert body.timed_out
+    body.finish()
+    assert body.timed_out  # the runner still answers 408 after the app returns
