@@ -107,13 +107,11 @@ class HTTP11Connection:
         state = self.state
         config = state.config
         fresh = not self.proto.requests_seen
-        if state.shutting_down and not fresh:
-            return False
         idle_timeout = config.keep_alive_timeout
         if idle_timeout <= 0 and fresh:
             # Keep-alive off: a new connection still gets time for its request.
             idle_timeout = config.request_head_timeout
-        if state.shutting_down:  # accepted as draining began
+        if state.shutting_down:  # a request may be on its way: answered, then closed
             idle_timeout = min(idle_timeout, FIRST_REQUEST_GRACE)
         scopes = state.fresh_scopes if fresh else state.idle_scopes
         with trio.move_on_after(idle_timeout) as scope:
