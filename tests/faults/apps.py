@@ -25,3 +25,21 @@ async def hello(scope: dict[str, Any], receive: Any, send: Any) -> None:
         }
     )
     await send({"type": "http.response.body", "body": body})
+
+
+async def echo(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """HTTP: the body's length back; WebSocket: every message echoed."""
+    if scope["type"] == "http":
+        return await hello(scope, receive, send)
+    if scope["type"] != "websocket":
+        return None
+    await receive()  # websocket.connect
+    await send({"type": "websocket.accept"})
+    while True:
+        message = await receive()
+        if message["type"] == "websocket.disconnect":
+            return None
+        if message.get("text") is not None:
+            await send({"type": "websocket.send", "text": message["text"]})
+        else:
+            await send({"type": "websocket.send", "bytes": message.get("bytes") or b""})
