@@ -18,7 +18,7 @@ from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessag
 
 from trioserve.errors import ClientDisconnected
 from trioserve.sansio.wsframes import EventQueue
-from trioserve.server import websocket as ws_module
+from trioserve.server import wswatch
 from trioserve.testing import open_server
 
 from ..sansio.test_websocket import accepted, client
@@ -37,7 +37,7 @@ from .test_websocket import (
 @pytest.fixture
 def fast_watch(monkeypatch: pytest.MonkeyPatch) -> float:
     """A short watchdog interval so pumps start within a fraction of a second."""
-    monkeypatch.setattr(ws_module, "WATCH_INTERVAL", 0.05)
+    monkeypatch.setattr(wswatch, "WATCH_INTERVAL", 0.05)
     return 0.05
 
 
@@ -77,6 +77,36 @@ async def test_send_only_app_sees_the_client_close(fast_watch: float) -> None:
             await done.wait()
     assert isinstance(errors[0], ClientDisconnected)
     assert sent > 0
+
+
+async def test_send_only_app_sees_the_client_close_promptly() -> None:
+    """Without waiting for the watchdog (1 s): an app that sends twice without receiving
+    gets a pump at once, so its next send() after the client's close raises."""
+    assert wswatch.WATCH_INTERVAL >= 1
+    closed_at: list[float] = []
+    raised_at: list[float] = []
+
+    async def streamer(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+        try:
+            while True:
+                await send({"type": "websocket.send", "text": "tick"})
+                await trio.sleep(0.01)
+        except OSError:
+            raised_at.append(trio.current_time())
+
+    async with open_server(ws_app(streamer)) as server:
+        async with raw_ws(server.port) as (stream, conn, rest):
+            with trio.fail_after(5):
+                await next_events(stream, conn, rest)
+            await trio.sleep(0.05)
+            closed_at.append(trio.current_time())
+            await stream.send_all(conn.send(CloseConnection(code=1000, reason="bye")))
+            with trio.fail_after(5):
+                while not raised_at:
+                    await trio.sleep(0.01)
+        assert raised_at[0] - closed_at[0] < 0.5
 
 
 async def test_pings_are_answered_while_the_app_is_away(fast_watch: float) -> None:
@@ -272,7 +302,7 @@ async def test_an_idle_websocket_is_one_task() -> None:
                 await stream.aclose()
     conn_task = "trioserve.server.serve._handle_connection"
     assert after.count(conn_task) - before.count(conn_task) == k
-    assert after.count("trioserve.server.websocket._Watchdog._run") == 1
+    assert after.count("trioserve.server.wswatch.Watchdog._run") == 1
     assert len(after) - len(before) == k + 1, (before, after)
 
 

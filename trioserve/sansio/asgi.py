@@ -87,11 +87,20 @@ class HTTPResponseCycle:
     leaves in one write (and a 500 can still replace it if the app fails in between).
     """
 
-    __slots__ = ("_head", "bytes_sent", "default_headers", "is_head", "state", "status")
+    __slots__ = (
+        "_head",
+        "_no_body",
+        "bytes_sent",
+        "default_headers",
+        "is_head",
+        "state",
+        "status",
+    )
 
     def __init__(self, *, is_head: bool, default_headers: Headers) -> None:
         self.state = START
         self.is_head = is_head
+        self._no_body = is_head  # HEAD, 204 and 304: body bytes are dropped
         self.default_headers = default_headers
         self.status = 0
         self._head: Response | None = None
@@ -101,11 +110,6 @@ class HTTPResponseCycle:
     def started(self) -> bool:
         """True once a response head exists (sent, or held back until the first body)."""
         return self.state != START
-
-    @property
-    def on_the_wire(self) -> bool:
-        """True once the head has been handed out for sending (it can't be replaced then)."""
-        return self.state != START and self._head is None
 
     def on_message(self, message: Any) -> list[OutboundEvent]:
         """Return the events to send for one app message; raise on a wrong message."""
@@ -117,16 +121,16 @@ class HTTPResponseCycle:
             body = message.get("body", b"")
             more = message.get("more_body", False)
             events: list[OutboundEvent] = []
-            if body and not self.is_head and not isinstance(body, (bytes, bytearray, memoryview)):
+            if body and not self._no_body and not isinstance(body, (bytes, bytearray, memoryview)):
                 raise UnexpectedMessage(f"body must be bytes, got {type(body).__name__}")
             if self._head is not None:
                 # Checked before the head is released: while it is held, a 500 can still
                 # replace it (the protocol layer would reject these once it is out).
-                if not self.is_head and self._head.status not in (204, 304):
+                if not self._no_body:
                     self._check_length(self._head, len(body), more)
                 events.append(self._head)
                 self._head = None
-            if body and not self.is_head:
+            if body and not self._no_body:
                 self.bytes_sent += len(body)
                 events.append(Data(bytes(body)))
             if not more:
@@ -147,6 +151,8 @@ class HTTPResponseCycle:
                 present = {name for name, _ in headers}
                 headers.extend(h for h in self.default_headers if h[0] not in present)
             self.status = status
+            if status == 204 or status == 304:  # no body, whatever the app sends (RFC 9110)
+                self._no_body = True
             self._head = Response(status, headers)
             self.state = BODY
             return []

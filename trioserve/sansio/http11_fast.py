@@ -17,9 +17,7 @@ forms, versions, CONNECT, head size, chunk lines) come from :mod:`.http11_rules`
 
 from __future__ import annotations
 
-import importlib.util
 import re
-from http import HTTPStatus
 
 from .events import (
     NEED_DATA,
@@ -37,7 +35,7 @@ from .events import (
     Response,
 )
 from .http11 import HTTP11Protocol
-from .http11_head import CL_MAX_DIGITS, HAVE_HTTPTOOLS, RequestHead, parse_head
+from .http11_head import HAVE_HTTPTOOLS, RequestHead, parse_head
 from .http11_rules import (
     CHUNK_DATA_NOT_CRLF,
     CHUNK_LINE_TOO_LONG,
@@ -48,12 +46,7 @@ from .http11_rules import (
     chunk_line_error,
     chunk_size,
 )
-
-PARSERS = ("auto", "h11", "httptools")
-
-
-def httptools_available() -> bool:
-    return importlib.util.find_spec("httptools") is not None
+from .http11_writer import ResponseHead, scan_response_headers, status_line
 
 
 def protocol_class(kind: str) -> type[HTTP11Protocol | FastHTTP11Protocol]:
@@ -91,30 +84,6 @@ _SIZE, _CDATA, _CRLF, _TRAILER = 0, 1, 2, 3
 _WAIT, _SEND_RESPONSE, _SEND_BODY, _SENT = 0, 1, 2, 3
 # response body writers
 _LENGTH, _CHUNKED, _RAW = 0, 1, 2
-
-
-# -- writing --------------------------------------------------------------------------------
-
-_STATUS_LINES = {s.value: b"HTTP/1.1 %d %s\r\n" % (s.value, s.phrase.encode()) for s in HTTPStatus}
-_FRAMING = frozenset((b"content-length", b"transfer-encoding", b"connection"))
-
-
-def _status_line(status: int) -> bytes:
-    line = _STATUS_LINES.get(status)
-    return line if line is not None else b"HTTP/1.1 %d \r\n" % status
-
-
-def _response_length(value: bytes, seen: bytes | None) -> bytes:
-    if b"," in value:
-        values = {v.strip() for v in value.split(b",")}
-        if len(values) != 1:
-            raise ProtocolError("conflicting Content-Length headers")
-        value = values.pop()
-    if not value.isdigit() or len(value) > CL_MAX_DIGITS:
-        raise ProtocolError("bad Content-Length")
-    if seen is not None and seen != value:
-        raise ProtocolError("conflicting Content-Length headers")
-    return value
 
 
 class FastHTTP11Protocol:
@@ -386,7 +355,7 @@ class FastHTTP11Protocol:
             status = event.status  # type: ignore[union-attr]
             if self._our != _SEND_RESPONSE or not 100 <= status < 200:
                 raise ProtocolError("can't send an informational response now")
-            lines = [_status_line(status)]
+            lines = [status_line(status)]
             lines.extend(
                 [name + b": " + value + b"\r\n" for name, value in event.headers]  # type: ignore[union-attr]
             )
@@ -399,74 +368,48 @@ class FastHTTP11Protocol:
             raise ProtocolError("can't send a response now")
         if not 200 <= status < 1000:
             raise ProtocolError(f"invalid response status {status}")
-        lines = [_status_line(status)]
-        append = lines.append
-        length: bytes | None = None
-        chunked = False
-        connection: list[bytes] | None = None  # the app's Connection values
-        for name, value in headers:
-            if name in _FRAMING:
-                if name == b"content-length":
-                    if length is not None and value == length:
-                        continue  # h11 keeps one of equal duplicates
-                    length = _response_length(value, length)
-                    value = length
-                elif name == b"transfer-encoding":
-                    if chunked or value.lower() != b"chunked":
-                        raise ProtocolError("Only Transfer-Encoding: chunked is supported")
-                    chunked = True
-                    continue  # written below, if the framing keeps it
-                else:
-                    if connection is None:
-                        connection = []
-                    connection.append(value)
-            append(name + b": " + value + b"\r\n")
-        tokens: set[bytes] = set()
-        if connection is not None:
-            for value in connection:
-                tokens.update(t.strip() for t in value.lower().split(b","))
-            tokens.discard(b"")
+        head = scan_response_headers(status, headers)
         # Like h11: a connection the request already ends gets one rewritten Connection
         # field; otherwise the app's fields stay and our own close is added after them.
-        rewrite = not self._keep
+        ends = self._body_framing(head, status)
+        if ends or not self._keep:
+            self._keep = False
+            head.rewrite_connection()
+        elif self.must_close:
+            self._keep = False
+            head.lines.append(b"connection: close\r\n")
+        elif head.asks_to_close():
+            self._keep = False
+        head.lines.append(b"\r\n")
+        self._our = _SEND_BODY
+        self._upgrade = False  # not switching: this response answers the proposal
+        return b"".join(head.lines)
+
+    def _body_framing(self, head: ResponseHead, status: int) -> bool:
+        """Pick the body writer; True when the body can only end with the connection."""
+        ends = False
         if status == 204 or status == 304:  # no body whatever the headers say
             writer, left = _LENGTH, 0
-            if chunked:
-                append(b"Transfer-Encoding: chunked\r\n")
+            if head.chunked:
+                head.lines.append(b"Transfer-Encoding: chunked\r\n")
         else:
-            if chunked or length is None:
+            length = head.length
+            if head.chunked or length is None:
                 if length is not None:  # Transfer-Encoding wins: drop the length
-                    lines = [line for line in lines if not line.startswith(b"content-length:")]
-                    append = lines.append
+                    head.drop(b"content-length:")
                 if self._old_client:  # no chunked for HTTP/1.0: the body ends at the close
                     writer, left = _RAW, 0
-                    if not self._is_head:
-                        rewrite = True
+                    ends = not self._is_head
                 else:
                     writer, left = _CHUNKED, 0
-                    append(b"Transfer-Encoding: chunked\r\n")
+                    head.lines.append(b"Transfer-Encoding: chunked\r\n")
             else:
                 writer, left = _LENGTH, int(length)
             if self._is_head:
                 writer, left = _LENGTH, 0
-        if rewrite:
-            self._keep = False
-            if connection is not None:
-                lines = [line for line in lines if not line.startswith(b"connection:")]
-            tokens.discard(b"keep-alive")
-            tokens.add(b"close")
-            lines.extend(b"Connection: " + token + b"\r\n" for token in sorted(tokens))
-        elif self.must_close:
-            self._keep = False
-            lines.append(b"connection: close\r\n")
-        elif b"close" in tokens:
-            self._keep = False
-        lines.append(b"\r\n")
         self._writer = writer
         self._left = left
-        self._our = _SEND_BODY
-        self._upgrade = False  # not switching: this response answers the proposal
-        return b"".join(lines)
+        return ends
 
     # -- state -----------------------------------------------------------------------------
     @property

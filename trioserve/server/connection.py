@@ -8,6 +8,7 @@ transport goes through exactly the real server's connection lifecycle.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Protocol
 
 import trio
 
@@ -19,11 +20,25 @@ from .state import ServerState
 from .transport import ConnectionInfo, close_transport
 
 
+class Connection(Protocol):
+    """What serves one connection: built from the stream, run until it ends."""
+
+    async def run(self) -> None: ...
+
+
+ConnectionClass = Callable[
+    [trio.abc.Stream, ServerState, ConnectionInfo, trio.Nursery], Connection
+]
+
+# By application protocol name (ALPN's). HTTP/2 adds "h2" here.
+PROTOCOLS: dict[str, ConnectionClass] = {"http/1.1": HTTP11Connection}
+
+
 def negotiated_protocol(stream: trio.abc.Stream) -> str:
     """The application protocol TLS negotiated (ALPN), "http/1.1" without TLS or ALPN.
 
-    HTTP/2 plugs in here: "h2" from ALPN, and on a cleartext stream the prior-knowledge
-    preface (``PRI * HTTP/2.0``), peeked before HTTP/1.1 reads a byte.
+    HTTP/2 plugs in here too: on a cleartext stream, the prior-knowledge preface
+    (``PRI * HTTP/2.0``), peeked before HTTP/1.1 reads a byte, would answer "h2".
     """
     if isinstance(stream, trio.SSLStream):
         return stream.selected_alpn_protocol() or "http/1.1"
@@ -43,8 +58,8 @@ async def handle_stream(
     close). ``on_error`` also sees an unexpected error (a server bug), after it is logged.
     """
     try:
-        negotiated_protocol(stream)  # only HTTP/1.1 is offered today
-        await HTTP11Connection(stream, state, info, nursery).run()
+        connection_class = PROTOCOLS.get(negotiated_protocol(stream), HTTP11Connection)
+        await connection_class(stream, state, info, nursery).run()
     except STREAM_ERRORS:
         pass
     except Exception as exc:

@@ -122,12 +122,13 @@ class HTTP11Connection:
                 scopes.discard(scope)
         return not scope.cancelled_caught
 
-    async def _refuse(self, status: int, reason: str, *, quiet: bool = False) -> None:
-        error_log.log(10 if quiet else 20, "%s %s: %s", self.info.client_text, status, reason)
+    async def _refuse(self, status: int, reason: str | None, *, quiet: bool = False) -> None:
+        if reason is not None:
+            error_log.log(10 if quiet else 20, "%s %s: %s", self.info.client_text, status, reason)
         peer = self.peer
         if not peer.broken:
             try:
-                await peer.send(error_response(status))
+                await peer.send(error_response(status, extra=self.state.default_headers()))
             except OSError:
                 return
             await peer.linger_close()
@@ -149,8 +150,12 @@ class HTTP11Connection:
                     self.peer, state, self.info, self._hand_over_proto(), request, self.nursery
                 )
                 return
-            keep_going = await self._serve_request(request)
-            if not keep_going or not self.proto.keep_alive:
+            runner = RequestRunner(self, state, request, self.info)
+            outcome = await runner.run()
+            if outcome != DONE_NORMALLY or self.refusal is not None or not self._reusable():
+                await self._end(outcome, runner.cycle.started)
+                return
+            if not self.proto.keep_alive:
                 return
             self.proto.start_next_cycle()
 
@@ -164,31 +169,30 @@ class HTTP11Connection:
         del self.proto
         return proto
 
-    async def _serve_request(self, request: Request) -> bool:
-        """Run the app for one request. Returns whether the connection may be reused."""
-        runner = RequestRunner(self, self.state, request, self.info)
-        outcome = await runner.run()
+    def _reusable(self) -> bool:
+        """The response is complete and the request body is read (or already buffered)."""
+        return not self.peer.broken and self.proto.response_complete and self._drain_unread_body()
+
+    async def _end(self, outcome: int, response_started: bool) -> None:
+        """After a request that ends the connection: answer or close politely."""
         peer = self.peer
         if outcome != DONE_NORMALLY:
             if outcome == LEAVE_BODY_UNREAD and not peer.broken:
                 # Answered without reading the rest of the body; linger so it survives.
                 await peer.linger_close()
-            return False
+            return
         if self.refusal is not None:
-            if not runner.cycle.started:
+            if not response_started:
                 # The app was told "disconnect" (broken), but the client is still there and
                 # gets the answer to the bad bytes it sent; a failed write is still caught.
                 peer.broken = False
                 await self._refuse(self.refusal.status, self.refusal.reason)
-            return False
+            return
         if peer.broken or not self.proto.response_complete:
-            return False
-        if self._drain_unread_body():
-            return True
+            return
         # The app answered without reading the whole body: close, but without a reset
         # that could destroy the response before the client reads it.
         await peer.linger_close()
-        return False
 
     def _drain_unread_body(self) -> bool:
         """Discard a body the app never read if it is already buffered; else close."""
@@ -280,7 +284,11 @@ class HTTP11Connection:
         peer.broken = True  # the app is told the client is gone: send() now raises
 
     def poll_disconnected(self) -> bool:
-        return self.peer.poll_gone()
+        peer = self.peer
+        if peer.poll_gone():
+            peer.broken = True  # as after wait_disconnected(): send() now raises
+            return True
+        return False
 
     def close_after_response(self) -> None:
         self.proto.close_after_response()
@@ -288,5 +296,5 @@ class HTTP11Connection:
     def abort(self) -> None:
         self.peer.broken = True
 
-    async def refuse(self, status: int, reason: str) -> None:
+    async def refuse(self, status: int, reason: str | None) -> None:
         await self._refuse(status, reason)

@@ -283,13 +283,9 @@ async def serve(
                         on_request_limit=on_max_requests
                         or functools.partial(_limit_reached, trigger),
                     )
-                    try:
-                        await _serve_connections(
-                            listeners, state, trigger, handle_signals, task_status
-                        )
-                    finally:
-                        with trio.CancelScope(shield=True):
-                            await lifespan.shutdown()
+                    await _serve_then_shut_down(
+                        lifespan, listeners, state, trigger, handle_signals, task_status
+                    )
             finally:
                 lifespan.close()
                 system.cancel_scope.cancel()
@@ -299,6 +295,22 @@ async def serve(
         if owned:
             for _, sock in bound:
                 sock.close()
+
+
+async def _serve_then_shut_down(
+    lifespan: Lifespan,
+    listeners: list[_Listener],
+    state: ServerState,
+    trigger: trio.Event,
+    handle_signals: bool,
+    task_status: trio.TaskStatus[list[str]],
+) -> None:
+    """Serve until the trigger; lifespan shutdown runs whatever happens."""
+    try:
+        await _serve_connections(listeners, state, trigger, handle_signals, task_status)
+    finally:
+        with trio.CancelScope(shield=True):
+            await lifespan.shutdown()
 
 
 def _request_limit(config: Config) -> int | None:

@@ -16,7 +16,9 @@ in the common case:
   whole interval and nobody is reading, it starts a *pump*: a task that reads on the
   app's behalf into a small buffer (``max_app_queue_size`` messages, then it stops:
   backpressure) and hands the socket back as soon as the app calls ``receive()`` again.
-  A client close it reads makes the app's next ``send()`` raise ClientDisconnected.
+  An app that sends twice with no ``receive()`` between gets its pump at once, without
+  waiting for the watchdog. A client close the pump reads makes the app's next ``send()``
+  raise ClientDisconnected.
 - the shutdown close: when graceful shutdown begins (a hook in ``ServerState``) a short
   task writes the 1001 close; the app then has until the connections nursery's deadline
   (``graceful_timeout``) to finish.
@@ -35,7 +37,6 @@ from __future__ import annotations
 
 import math
 import time
-import weakref
 from collections.abc import Coroutine, MutableMapping
 from typing import Any
 
@@ -60,14 +61,12 @@ from .faults import belongs_to_server
 from .peer import PeerStream
 from .state import ServerState
 from .transport import ConnectionInfo
+from .wswatch import watchdog_for
 
 # How long we wait for the peer's close frame after we sent ours, before dropping it.
 CLOSE_TIMEOUT = 5.0
 # Bound on writing our close frame to a peer that stopped answering pings.
 _ABORT_WRITE_TIMEOUT = 1.0
-# How often the watchdog looks for apps that stay away from receive(); such an app gets a
-# pump after one to two intervals.
-WATCH_INTERVAL = 1.0
 # Bound on waiting for a pump to hand the socket back once the WebSocket is over.
 _STOP_TIMEOUT = 1.0
 
@@ -75,7 +74,6 @@ _GONE: dict[str, Any] = {"type": "websocket.disconnect", "code": 1006, "reason":
 _CONNECT: dict[str, Any] = {"type": "websocket.connect"}
 _SHUTDOWN_NAME = f"{__name__}.WebSocketHandler._close_on_shutdown"
 _PUMP_NAME = f"{__name__}.WebSocketHandler._pump"
-_WATCHDOG_NAME = f"{__name__}._Watchdog._run"
 
 
 def serve_websocket(
@@ -97,19 +95,20 @@ def serve_websocket(
     try:
         key = check_handshake(request)
     except HandshakeError as exc:
-        return _refuse(peer, info, exc.status, str(exc), exc.headers)
+        return _refuse(peer, state, info, exc.status, str(exc), exc.headers)
     handler = WebSocketHandler(peer, state, info, proto, request, key, nursery)
     # The same gates as HTTP requests: server_names (404) and limit_concurrency (503).
     if config.server_names and not host_allowed(handler.scope["headers"], config.server_names):
-        return _refuse(peer, info, 404, "Host not in server_names")
+        return _refuse(peer, state, info, 404, "Host not in server_names")
     limit = config.limit_concurrency
     if limit is not None and state.in_flight >= limit:
-        return _refuse(peer, info, 503, "limit_concurrency reached")
+        return _refuse(peer, state, info, 503, "limit_concurrency reached")
     return handler.run()
 
 
 async def _refuse(
     peer: PeerStream,
+    state: ServerState,
     info: ConnectionInfo,
     status: int,
     reason: str,
@@ -117,58 +116,11 @@ async def _refuse(
 ) -> None:
     error_log.info("%s %s: WebSocket upgrade refused: %s", info.client_text, status, reason)
     try:
-        await peer.send(error_response(status, extra=headers or []))
+        extra = [*state.default_headers(), *(headers or [])]
+        await peer.send(error_response(status, extra=extra))
     except ClientDisconnected:
         return
     await peer.linger_close()
-
-
-class _Watchdog:
-    """Per server: starts a pump for WebSockets whose app stays away from ``receive()``.
-
-    One task for all of them (a WebSocket costs a set entry, not a task or a timer), and
-    only while any is open: the last one to end cancels it, so shutdown never waits for
-    its sleep.
-    """
-
-    __slots__ = ("handlers", "scope")
-
-    def __init__(self) -> None:
-        self.handlers: set[WebSocketHandler] = set()
-        self.scope: trio.CancelScope | None = None
-
-    def add(self, handler: WebSocketHandler, nursery: trio.Nursery) -> None:
-        self.handlers.add(handler)
-        if self.scope is None:
-            self.scope = scope = trio.CancelScope()
-            nursery.start_soon(self._run, scope, name=_WATCHDOG_NAME)
-
-    def discard(self, handler: WebSocketHandler) -> None:
-        self.handlers.discard(handler)
-        if not self.handlers and self.scope is not None:
-            self.scope.cancel()
-            self.scope = None
-
-    async def _run(self, scope: trio.CancelScope) -> None:
-        with scope:
-            while True:
-                await trio.sleep(WATCH_INTERVAL)
-                for handler in list(self.handlers):
-                    try:
-                        handler.watch()
-                    except Exception:  # never take the server's connections nursery down
-                        error_log.exception("Unexpected error watching a WebSocket")
-
-
-# Per ServerState (weakly: a finished server's watchdog goes with it).
-_watchdogs: weakref.WeakKeyDictionary[ServerState, _Watchdog] = weakref.WeakKeyDictionary()
-
-
-def _watchdog(state: ServerState) -> _Watchdog:
-    dog = _watchdogs.get(state)
-    if dog is None:
-        dog = _watchdogs[state] = _Watchdog()
-    return dog
 
 
 class WebSocketHandler:
@@ -188,6 +140,7 @@ class WebSocketHandler:
         "_pump_scope",
         "_queue_limit",
         "_seen_calls",
+        "_sends_since",
         "_watched",
         "info",
         "peer",
@@ -228,6 +181,7 @@ class WebSocketHandler:
         # receive() calls so far, and as the watchdog last saw them.
         self._calls = 0
         self._seen_calls = -1
+        self._sends_since = -1  # receive() calls when the app last sent
         self._pump_scope: trio.CancelScope | None = None
         self._watched = False
         self._nursery = nursery
@@ -374,6 +328,14 @@ class WebSocketHandler:
             await self.peer.send(data)
             if opening:
                 await self._answered()
+            elif self._sends_since == self._calls:
+                # A second send with no receive() between: the app streams out, so read
+                # for it now (a pump), and the client's close reaches its next send()
+                # at once, not at the watchdog's next round. An app that alternates
+                # receive() and send() never gets here: the pull model stays as it is.
+                self._start_pump()
+            else:
+                self._sends_since = self._calls
 
     # -- lifetime ---------------------------------------------------------------------------
     async def run(self) -> None:
@@ -396,7 +358,7 @@ class WebSocketHandler:
         finally:
             state.shutdown_hooks.discard(self._shutdown_started)
             if self._watched:
-                _watchdog(state).discard(self)
+                watchdog_for(state).discard(self)
             if self._accepted is not None:
                 self._accepted.set()
             state.in_flight -= 1
@@ -441,7 +403,7 @@ class WebSocketHandler:
         else:
             state.shutdown_hooks.add(self._shutdown_started)
         self._watched = True
-        _watchdog(state).add(self, self._nursery)
+        watchdog_for(state).add(self, self._nursery)
 
     async def _app_failed(self, exc: BaseException) -> None:
         session = self.session
@@ -513,15 +475,19 @@ class WebSocketHandler:
     def watch(self) -> None:
         """Called by the watchdog: start a pump if the app has stayed away from receive()."""
         calls = self._calls
+        if calls != self._seen_calls:
+            self._seen_calls = calls
+            return
+        self._start_pump()
+
+    def _start_pump(self) -> None:
         if (
-            calls != self._seen_calls
-            or self.peer.reading
+            self.peer.reading
             or self._pump_scope is not None
             or self.peer.broken
             or self.session.disconnect is not None
             or len(self._pending) >= self._queue_limit
         ):
-            self._seen_calls = calls
             return
         self._pump_scope = trio.CancelScope()
         self._nursery.start_soon(self._pump, self._pump_scope, name=_PUMP_NAME)
