@@ -8,6 +8,7 @@ and only a connection that stays idle for the grace period is closed.
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import threading
@@ -17,8 +18,9 @@ import httpx
 from ..conftest import ROOT
 from ..supervisor.procs import Server, wait_until
 
-RESTARTS = 3
-KEEP_ALIVE_CLIENTS = 6
+# FAULTS_RESTARTS=20 FAULTS_CLIENTS=16 for a longer run (prints the figure with -s).
+RESTARTS = int(os.environ.get("FAULTS_RESTARTS", "3"))
+KEEP_ALIVE_CLIENTS = int(os.environ.get("FAULTS_CLIENTS", "6"))
 
 
 class KeepAliveLoad:

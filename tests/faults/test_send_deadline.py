@@ -93,3 +93,35 @@ async def one_get(port: int) -> bytes:
     async with stream:
         await stream.send_all(b"GET /ok HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         return await read_response(stream)
+
+
+async def test_websocket_client_that_never_reads_is_dropped() -> None:
+    """The send deadline covers WebSocket frames too: the app's send() raises."""
+    outcome: list[str] = []
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "websocket":
+            return
+        await receive()
+        await send({"type": "websocket.accept"})
+        try:
+            while True:
+                await send({"type": "websocket.send", "bytes": b"x" * 65536})
+        except SendTimeout:
+            outcome.append("send timeout")
+
+    handshake = (
+        b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    async with open_server(app, send_timeout=SEND_TIMEOUT) as server:
+        stream = await trio.open_tcp_stream(server.host, server.port)
+        stream.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        async with stream:
+            await stream.send_all(handshake)
+            start = trio.current_time()
+            with trio.fail_after(SEND_TIMEOUT + 10):
+                while not outcome:
+                    await trio.sleep(0.05)
+            assert trio.current_time() - start < SEND_TIMEOUT + 5
+    assert outcome == ["send timeout"]
