@@ -153,7 +153,7 @@ def test_slowhttptest_slow_body_is_cut() -> None:
         assert ended is not None, out[-2000:]
         assert "No open connections left" in out, out[-2000:]
         assert int(ended.group(1)) < 12
-        assert server.count(r"408: request body timed out") >= 150
+        assert server.count(r"request body timed out") >= 150
         assert server.count("Traceback") == 0
     finally:
         server.stop()

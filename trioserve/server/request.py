@@ -302,7 +302,7 @@ class RequestRunner:
             self._log_access(time.perf_counter() - start, 499 if left else cycle.status)
         if timed_out:
             if not cycle.started:
-                await self.port.refuse(408, "request body timed out")
+                await self.port.refuse(408, None)  # _deadline_hit logged it
                 return REFUSED
             self._abort()
             return DONE_NORMALLY
