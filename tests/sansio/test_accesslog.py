@@ -83,3 +83,19 @@ def test_x_atom_says_whether_the_exchange_was_cut() -> None:
     cut = AccessLogAtoms(scope, 200, [], 2, 0.1, 0.0, complete=False)
     assert format_access_line("%(s)s %(X)s", whole) == "200 +"
     assert format_access_line("%(s)s %(X)s", cut) == "200 X"
+
+
+def test_request_line_is_the_target_as_received() -> None:
+    """With root_path the scope's path is longer than what the client sent (issue 11)."""
+    scope = {
+        **SCOPE,
+        "path": "/api/api/x",
+        "raw_path": b"/api/api/x",
+        "root_path": "/api",
+        "query_string": b"q=1",
+    }
+    given = AccessLogAtoms(scope, 200, None, 0, 0.0, 0.0, b"/api/x?q=1")
+    assert format_access_line("%(r)s", given) == "POST /api/x?q=1 HTTP/1.1"
+    # Without the target (a WebSocket line): the raw path, root_path taken off.
+    derived = AccessLogAtoms(scope, 101, None, 0, 0.0, 0.0)
+    assert format_access_line("%(r)s", derived) == "POST /api/x?q=1 HTTP/1.1"

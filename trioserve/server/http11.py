@@ -81,7 +81,18 @@ class HTTP11Connection:
                 if peer.eof:
                     return None
                 if proto.idle:
-                    if not await self._wait_idle():
+                    # Between requests, for as long as keep-alive allows (inline, not a
+                    # helper coroutine: every keep-alive request passes here).
+                    fresh = not proto.requests_seen
+                    idle_timeout = self._idle_timeout(fresh)
+                    scopes = self.state.fresh_scopes if fresh else self.state.idle_scopes
+                    with trio.move_on_after(idle_timeout) as scope:
+                        scopes.add(scope)
+                        try:
+                            proto.receive_data(await peer.receive())
+                        finally:
+                            scopes.discard(scope)
+                    if scope.cancelled_caught:
                         return None
                     continue
                 # Part of a head has arrived: it must complete by a fixed deadline that
@@ -102,25 +113,17 @@ class HTTP11Connection:
                 return None
             raise AssertionError(f"unexpected event before a request: {event!r}")
 
-    async def _wait_idle(self) -> bool:
-        """Read between requests, for as long as keep-alive allows; False: give up quietly."""
+    def _idle_timeout(self, fresh: bool) -> float:
+        """How long to wait for the next request head to start."""
         state = self.state
         config = state.config
-        fresh = not self.proto.requests_seen
         idle_timeout = config.keep_alive_timeout
         if idle_timeout <= 0 and fresh:
             # Keep-alive off: a new connection still gets time for its request.
             idle_timeout = config.request_head_timeout
         if state.shutting_down:  # a request may be on its way: answered, then closed
             idle_timeout = min(idle_timeout, FIRST_REQUEST_GRACE)
-        scopes = state.fresh_scopes if fresh else state.idle_scopes
-        with trio.move_on_after(idle_timeout) as scope:
-            scopes.add(scope)
-            try:
-                self.proto.receive_data(await self.peer.receive())
-            finally:
-                scopes.discard(scope)
-        return not scope.cancelled_caught
+        return idle_timeout
 
     async def _refuse(self, status: int, reason: str | None, *, quiet: bool = False) -> None:
         if reason is not None:

@@ -9,7 +9,9 @@ One object per connection, shared by the HTTP/1.1 code and the WebSocket that ma
 - one reader and one writer at a time, as a trio stream allows: a flag each, and a
   ``ParkingLot`` only once a second task waits (a held ``trio.Lock`` would cost a lot and a
   breaker entry per idle connection); the task that finishes hands the turn over;
-- trio's ``BrokenResourceError``/``ClosedResourceError`` are translated here and nowhere else.
+- trio's ``BrokenResourceError``/``ClosedResourceError`` are translated here, once, for every
+  read and write of the connection (the TLS and PROXY steps before it, in :mod:`.transport`,
+  have their own answers: drop the connection).
 """
 
 from __future__ import annotations
