@@ -82,5 +82,7 @@ def test_repeated_sighup_under_keep_alive_load_loses_no_request() -> None:
     print(f"{RESTARTS} rolling restarts, {served} requests: {lost} lost")
     assert failures == [], failures[:5]
     assert server.count("Received SIGHUP: rolling restart") == RESTARTS
-    assert len(load.pids) >= 2 * RESTARTS  # the load really reached the new workers
+    # The load really reached the new workers (at least one of each pair: the kernel may
+    # hand every connection of a short generation to the same one).
+    assert len(load.pids) >= RESTARTS + 1
     assert not re.search(r"Traceback", server.output)
