@@ -102,12 +102,12 @@ async def _worker(port: int, count: int, start: int, errors: list[str]) -> None:
                 writer.close()
                 writer = None
                 continue
-            head = await _read_response(reader)
+            head = await asyncio.wait_for(_read_response(reader), 10)
             if b"connection: close" in head.lower():
                 writer.close()
                 writer = None
-        except (OSError, asyncio.IncompleteReadError) as exc:
-            errors.append(repr(exc))
+        except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError) as exc:
+            errors.append(f"{data.split(b' ', 2)[1].decode()}: {exc!r}")
             if writer is not None:
                 writer.close()
             writer = None
@@ -142,6 +142,8 @@ def ab_load(port: int, n: int, concurrency: int) -> list[str]:
 
 def start_server(app_dir: Path, extra: list[str]) -> tuple[subprocess.Popen[str], int]:
     (app_dir / "soak_app.py").write_text(APP)
+    # The server's log goes to a file: a pipe nobody reads would fill up and block it.
+    log = (app_dir / "server.log").open("w")
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -156,11 +158,12 @@ def start_server(app_dir: Path, extra: list[str]) -> tuple[subprocess.Popen[str]
             *extra,
         ],
         cwd=app_dir,
-        stderr=subprocess.PIPE,
+        stderr=log,
         stdout=subprocess.DEVNULL,
         text=True,
         env={**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{app_dir}"},
     )
+    log.close()  # the child has its own copy
     # --log-level warning hides "Running on": find the port from the process's socket.
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
@@ -168,7 +171,7 @@ def start_server(app_dir: Path, extra: list[str]) -> tuple[subprocess.Popen[str]
         if port:
             return proc, port
         if proc.poll() is not None:
-            raise SystemExit(f"server exited: {proc.stderr.read() if proc.stderr else ''}")
+            raise SystemExit(f"server exited: {(app_dir / 'server.log').read_text()[-2000:]}")
         time.sleep(0.05)
     proc.kill()
     raise SystemExit("server did not start listening")
@@ -218,6 +221,7 @@ def soak(n: int, concurrency: int, use_ab: bool, extra: list[str]) -> dict[str, 
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+        log_text = (Path(tmp) / "server.log").read_text()
         # The mix sends a client away mid-request ~1% of the time: those are not errors.
         return {
             "requests": n,
@@ -227,7 +231,15 @@ def soak(n: int, concurrency: int, use_ab: bool, extra: list[str]) -> dict[str, 
             "rss_growth_kib": after["rss_kib"] - before["rss_kib"],
             "fd_growth": after["fds"] - before["fds"],
             "client_errors": len(errors),
+            "first_errors": sorted(set(errors))[:5],
             "server_alive": alive,
+            # One per app fault in the mix (2% + 1%); anything else would be a server bug.
+            "error_lines": log_text.count("[ERROR]"),
+            "unexpected_errors": sum(
+                1
+                for line in log_text.splitlines()
+                if "[ERROR]" in line and "Exception in ASGI application" not in line
+            ),
         }
 
 

@@ -22,3 +22,5 @@ def test_soak_script_smoke_run() -> None:
     assert result["client_errors"] == 0
     assert result["fd_growth"] == 0
     assert result["requests"] == 1500
+    assert result["unexpected_errors"] == 0
+    assert result["error_lines"] > 0  # the mix's app faults were logged, one line each
