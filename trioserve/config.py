@@ -129,6 +129,41 @@ def _http_parser(value: str) -> str:
     return value
 
 
+def _event_loop(value: str) -> str:
+    """Uvicorn's ``--loop``: ``auto`` means trio here; ``asyncio`` needs trio-asyncio."""
+    value = value.strip().lower()
+    if value == "auto":
+        return "trio"
+    if value == "uvloop":
+        raise ValueError(
+            "trioserve runs on trio, so uvloop (an asyncio loop) cannot drive it; "
+            "use --loop asyncio to run asyncio code on a trio-asyncio loop"
+        )
+    if value not in ("trio", "asyncio"):
+        raise ValueError("expected auto, trio or asyncio")
+    if value == "asyncio" and importlib.util.find_spec("trio_asyncio") is None:
+        raise ValueError("trio-asyncio is not installed (pip install 'trioserve[asyncio]')")
+    return value
+
+
+def _frame_size(value: int) -> int:
+    if not 2**14 <= value <= 2**24 - 1:
+        raise ValueError("must be between 16384 and 16777215 (RFC 9113 6.5.2)")
+    return value
+
+
+def _window(value: int) -> int:
+    if not 65535 <= value <= 2**31 - 1:
+        raise ValueError("must be between 65535 and 2147483647")
+    return value
+
+
+def _positive(value: int) -> int:
+    if value < 1:
+        raise ValueError("must be at least 1")
+    return value
+
+
 def _forwarded_headers(value: list[str]) -> list[str]:
     names = [v.strip().lower() for v in value]
     for name in names:
@@ -343,6 +378,15 @@ class Config:
         help="HTTP/1.1 parser: h11, httptools (the 'speed' extra), or auto (httptools if "
         "installed, else h11; as Uvicorn's --http auto).",
     )
+    loop: str = _opt(
+        "trio",
+        cli=("--loop",),
+        normalize=_event_loop,  # no `choices`: "auto" and "uvloop" get their own answer
+        metavar="{auto,trio,asyncio}",
+        help="What the app runs on: trio (auto is the same), or asyncio - each worker runs one "
+        "trio-asyncio loop and the app's calls run as asyncio tasks on it, for apps that use "
+        "asyncio-only libraries (the 'asyncio' extra; see docs/asyncio.md).",
+    )
     h11_max_incomplete_size: int = _opt(
         16 * 1024,
         cli=("--h11-max-incomplete-size", "--h11-max-incomplete-event-size"),
@@ -392,19 +436,51 @@ class Config:
         16 * 1024 * 1024, implemented=False, help="Hypercorn WSGI body limit (ASGI only here)."
     )
 
-    # --- HTTP/2 (accepted for Hypercorn compatibility) ------------------------------------
+    # --- HTTP/2 ---------------------------------------------------------------------------
     alpn_protocols: list[str] = _opt(
         factory=lambda: ["h2", "http/1.1"],
-        help="ALPN protocols offered over TLS; only those served (http/1.1) are advertised.",
+        help="ALPN protocols offered over TLS, in order of preference (h2, http/1.1).",
     )
     h2_max_concurrent_streams: int = _opt(
-        100, implemented=False, help="HTTP/2 concurrent streams per connection."
+        100,
+        normalize=_positive,
+        help="HTTP/2 streams per connection whose handlers may run at once (reset ones "
+        "count until their handler ends); more get RST_STREAM REFUSED_STREAM.",
     )
     h2_max_header_list_size: int = _opt(
-        2**16, implemented=False, help="HTTP/2 largest header list."
+        2**16,
+        help="HTTP/2 largest request header list (advertised and enforced; larger ends the "
+        "connection with ENHANCE_YOUR_CALM).",
     )
     h2_max_inbound_frame_size: int = _opt(
-        2**14, implemented=False, help="HTTP/2 largest inbound frame."
+        2**14,
+        normalize=_frame_size,
+        help="HTTP/2 largest frame the client may send (16384 to 16777215).",
+    )
+    h2_stream_window: int = _opt(
+        256 * 1024,
+        normalize=_window,
+        help="HTTP/2 initial stream window: request body bytes buffered per stream before "
+        "the app reads them (at least 65535).",
+    )
+    h2_connection_window: int = _opt(
+        1024 * 1024,
+        normalize=_window,
+        help="HTTP/2 connection window: request body bytes buffered per connection.",
+    )
+    h2_reset_rate: float = _opt(
+        50.0,
+        help="HTTP/2 stream resets per second a connection may cause, by the client or by "
+        "us (rapid reset, MadeYouReset); over it and h2_reset_burst: GOAWAY.",
+    )
+    h2_reset_burst: int = _opt(200, help="HTTP/2 stream resets allowed at once.")
+    h2_reset_grace: float = _opt(
+        1.0, help="Seconds a reset HTTP/2 stream's app may run on before it is cancelled."
+    )
+    h2c_upgrade: bool = _opt(
+        True,
+        cli=("--h2c-upgrade",),
+        help="Accept 'Upgrade: h2c' on cleartext HTTP/1.1 (prior knowledge always works).",
     )
 
     # --- WebSocket -------------------------------------------------------------------------
@@ -598,10 +674,43 @@ class Config:
     )
     debug: bool = _opt(False, help="Hypercorn's debug flag (enables debug logging).")
 
-    # --- metrics (accepted, not implemented) -----------------------------------------------
-    statsd_host: str | None = _opt(None, implemented=False, help="StatsD host:port.")
-    statsd_prefix: str = _opt("", implemented=False, help="StatsD metric prefix.")
-    dogstatsd_tags: str = _opt("", implemented=False, help="DogStatsD tags.")
+    # --- metrics, health, request ids (docs/observability.md) ------------------------------
+    metrics_bind: str | None = _opt(
+        None,
+        cli=("--metrics-bind",),
+        metavar="HOST:PORT",
+        help="Own listener for /metrics (Prometheus; the 'metrics' extra), /healthz and "
+        "/readyz; never the app's port.",
+    )
+    metrics_linger: float = _opt(
+        0.0,
+        cli=("--metrics-linger",),
+        help="Seconds the metrics listener keeps answering after the server stopped, so a "
+        "last scrape sees the final counts.",
+    )
+    statsd_host: str | None = _opt(
+        None,
+        cli=("--statsd-host",),
+        metavar="HOST:PORT",
+        help="Send StatsD metrics (Hypercorn's names) over UDP to this address.",
+    )
+    statsd_prefix: str = _opt(
+        "", cli=("--statsd-prefix",), help="Prefix for StatsD metric names (a dot is added)."
+    )
+    dogstatsd_tags: str = _opt(
+        "", cli=("--dogstatsd-tags",), help="DogStatsD tags added to every metric (a,b:c)."
+    )
+    request_id_header: str = _opt(
+        "X-Request-ID",
+        cli=("--request-id-header",),
+        help="Request header whose value becomes scope['request_id'] (a new id is made "
+        "when it is absent or not 1-128 safe characters); empty: no request ids.",
+    )
+    request_id_response: bool = _opt(
+        False,
+        cli=("--request-id-response",),
+        help="Echo the request id in the response, under request_id_header.",
+    )
 
     def __post_init__(self) -> None:
         """Built directly (the documented API), a Config checks itself as every loader does.

@@ -4,7 +4,6 @@ extension, ALPN, insecure_bind beside TLS, TLS >= 1.2, an encrypted key, handsha
 from __future__ import annotations
 
 import json
-import shutil
 import ssl
 import subprocess
 import warnings
@@ -22,6 +21,8 @@ from cryptography.hazmat.primitives import serialization
 
 from trioserve.config import Config
 from trioserve.server.serve import create_ssl_context, serve
+
+from ..programs import require_program, requires_program
 
 
 async def tls_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -89,10 +90,11 @@ def client_context(certs: Certs) -> ssl.SSLContext:
     return context
 
 
+CURL = requires_program("curl", package="curl")
+
+
 def curl() -> str:
-    path = shutil.which("curl")
-    assert path, "curl is required (installed by .ci/run)"
-    return path
+    return require_program("curl", package="curl")
 
 
 async def run_curl(*args: str) -> subprocess.CompletedProcess[bytes]:
@@ -100,6 +102,7 @@ async def run_curl(*args: str) -> subprocess.CompletedProcess[bytes]:
     return await trio.run_process(cmd, capture_stdout=True, capture_stderr=True, check=False)
 
 
+@CURL
 async def test_curl_over_tls_without_client_cert(certs: Certs) -> None:
     async with tls_server(certs) as urls:
         assert urls[0].startswith("https://127.0.0.1:")
@@ -114,10 +117,11 @@ async def test_curl_over_tls_without_client_cert(certs: Certs) -> None:
     assert tls["client_cert_name"] is None
     assert tls["server_cert"].startswith("-----BEGIN CERTIFICATE-----")
     assert tls["server_cert"].strip() == certs.cert_file.read_text().strip()
-    # ALPN: we advertise only what we serve.
-    assert "ALPN: server accepted http/1.1" in result.stderr.decode()
+    # ALPN: curl offers h2 and gets it; the tls extension is the same over HTTP/2.
+    assert "ALPN: server accepted h2" in result.stderr.decode()
 
 
+@CURL
 async def test_mtls_with_and_without_client_cert(certs: Certs) -> None:
     options = {"ca_certs": str(certs.client_ca_file), "verify_mode": "CERT_REQUIRED"}
     async with tls_server(certs, **options) as urls:
@@ -135,6 +139,7 @@ async def test_mtls_with_and_without_client_cert(certs: Certs) -> None:
     assert refused.stdout == b""
 
 
+@CURL
 async def test_insecure_bind_beside_tls(certs: Certs) -> None:
     async with tls_server(certs, insecure_bind=["127.0.0.1:0"]) as urls:
         secure, plain = urls
@@ -147,15 +152,26 @@ async def test_insecure_bind_beside_tls(certs: Certs) -> None:
     assert data["tls"] is None
 
 
-async def test_alpn_never_offers_what_we_do_not_serve(certs: Certs) -> None:
-    async with tls_server(certs) as urls:
+@pytest.mark.parametrize(
+    ("alpn_protocols", "offered", "selected"),
+    [
+        (["h2", "http/1.1"], ["h2", "http/1.1"], "h2"),
+        (["h2", "http/1.1"], ["http/1.1"], "http/1.1"),
+        (["http/1.1"], ["h2", "http/1.1"], "http/1.1"),
+        (["h2", "spdy/3", "http/1.1"], ["spdy/3", "http/1.1"], "http/1.1"),
+    ],
+)
+async def test_alpn_offers_what_alpn_protocols_says_and_we_serve(
+    certs: Certs, alpn_protocols: list[str], offered: list[str], selected: str
+) -> None:
+    async with tls_server(certs, alpn_protocols=alpn_protocols) as urls:
         port = int(urls[0].rsplit(":", 1)[1])
         context = client_context(certs)
-        context.set_alpn_protocols(["h2", "http/1.1"])
+        context.set_alpn_protocols(offered)
         stream = await trio.open_tcp_stream("127.0.0.1", port)
         tls = trio.SSLStream(stream, context, server_hostname="127.0.0.1")
         await tls.do_handshake()
-        assert tls.selected_alpn_protocol() == "http/1.1"
+        assert tls.selected_alpn_protocol() == selected
         await tls.aclose()
 
 
@@ -182,6 +198,7 @@ async def test_old_tls_versions_refused(certs: Certs) -> None:
         await trio.aclose_forcefully(tls)
 
 
+@CURL
 async def test_encrypted_key_with_password(certs: Certs, tmp_path: Path) -> None:
     key = serialization.load_pem_private_key(certs.key_file.read_bytes(), password=None)
     encrypted = key.private_bytes(
@@ -204,6 +221,7 @@ async def test_encrypted_key_with_password(certs: Certs, tmp_path: Path) -> None
         )
 
 
+@CURL
 async def test_stalled_handshake_is_cut_at_the_timeout(certs: Certs) -> None:
     async with tls_server(certs, ssl_handshake_timeout=0.5) as urls:
         port = int(urls[0].rsplit(":", 1)[1])

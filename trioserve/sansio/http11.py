@@ -50,6 +50,7 @@ class HTTP11Protocol:
     """:class:`~.http11_rules.HTTP11Interface` over h11."""
 
     __slots__ = (
+        "_chunked",
         "_chunks",
         "_h11",
         "_max_head",
@@ -63,6 +64,7 @@ class HTTP11Protocol:
         self._h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=max_head_size)
         self._max_head = max_head_size
         self._chunks: ChunkValidator | None = None
+        self._chunked = False  # the response being sent is chunked (h11's choice, restated)
         self._pending_error: BadRequest | None = None
         self._pushed: InboundEvent | None = None
         self.must_close = False
@@ -169,17 +171,42 @@ class HTTP11Protocol:
         except h11.LocalProtocolError as exc:
             raise ProtocolError(str(exc)) from None
 
+    def frame_file(self, size: int) -> tuple[bytes, bytes]:
+        # h11 passes a Data payload through untouched; a sized stand-in gets the framing.
+        stand_in = _Sized(size)
+        try:
+            # (h11 documents the pass-through of any object with a length: for sendfile.)
+            data = h11.Data(data=stand_in)  # type: ignore[arg-type]
+            sent = self._h11.send_with_data_passthrough(data)
+        except h11.LocalProtocolError as exc:
+            raise ProtocolError(str(exc)) from None
+        pieces: list[object] = list(sent or [])
+        at = next((i for i, piece in enumerate(pieces) if piece is stand_in), len(pieces))
+        before = b"".join(p for p in pieces[:at] if isinstance(p, bytes))
+        after = b"".join(p for p in pieces[at + 1 :] if isinstance(p, bytes))
+        return before, after
+
     def _send(self, event: OutboundEvent) -> bytes:
         cls = type(event)
         if cls is Data:
             out = self._h11.send(h11.Data(data=event.data))  # type: ignore[union-attr]
         elif cls is EndData:
-            out = self._h11.send(h11.EndOfMessage())
+            trailers = event.headers  # type: ignore[union-attr]
+            if trailers and self._chunked:
+                out = self._h11.send(h11.EndOfMessage(headers=trailers))
+            else:  # trailers need chunked framing; otherwise they are dropped
+                out = self._h11.send(h11.EndOfMessage())
         elif cls is Response:
             headers = event.headers  # type: ignore[union-attr]
             if self.must_close:
                 headers = [*headers, (b"connection", b"close")]
             status = event.status  # type: ignore[union-attr]
+            # h11 frames a body with chunks when the app gave no length (HTTP/1.1 client).
+            self._chunked = (
+                status not in (204, 304)
+                and self._h11.their_http_version == b"1.1"
+                and all(name != b"content-length" for name, _ in headers)
+            )
             out = self._h11.send(
                 h11.Response(status_code=status, headers=headers, reason=REASONS.get(status, b""))
             )
@@ -295,3 +322,15 @@ class ChunkValidator:
                 if not line:
                     self.done = True
         return None
+
+
+class _Sized:
+    """A body of ``size`` bytes that h11 frames but never sees (they go by sendfile)."""
+
+    __slots__ = ("size",)
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+    def __len__(self) -> int:
+        return self.size

@@ -325,6 +325,18 @@ class FastHTTP11Protocol:
         return NEED_DATA
 
     # -- output --------------------------------------------------------------------------
+    def frame_file(self, size: int) -> tuple[bytes, bytes]:
+        if self._our != _SEND_BODY:
+            raise ProtocolError("can't send data before a response head")
+        writer = self._writer
+        if writer == _LENGTH:
+            if size > self._left:
+                raise ProtocolError("Too much data for declared Content-Length")
+            self._left -= size
+        elif writer == _CHUNKED and size:
+            return b"%x\r\n" % size, b"\r\n"
+        return b"", b""
+
     def send(self, event: OutboundEvent) -> bytes:
         """Serialise one outbound event; raises :class:`ProtocolError` on misuse."""
         cls = type(event)
@@ -348,7 +360,13 @@ class FastHTTP11Protocol:
             if self._writer == _LENGTH and self._left:
                 raise ProtocolError("Too little data for declared Content-Length")
             self._our = _SENT
-            return b"0\r\n\r\n" if self._writer == _CHUNKED else b""
+            if self._writer != _CHUNKED:
+                return b""  # (trailers need chunked framing; otherwise they are dropped)
+            trailers = event.headers  # type: ignore[union-attr]
+            if trailers:
+                lines = [name + b": " + value + b"\r\n" for name, value in trailers]
+                return b"0\r\n" + b"".join(lines) + b"\r\n"
+            return b"0\r\n\r\n"
         if cls is Response:
             return self._response(event.status, event.headers)  # type: ignore[union-attr]
         if cls is InformationalResponse:

@@ -14,6 +14,7 @@ import trio
 
 from ..logs import error_log
 from .faults import belongs_to_server
+from .http2 import HTTP2Connection
 from .http11 import HTTP11Connection
 from .peer import STREAM_ERRORS
 from .state import ServerState
@@ -30,15 +31,16 @@ ConnectionClass = Callable[
     [trio.abc.Stream, ServerState, ConnectionInfo, trio.Nursery], Connection
 ]
 
-# By application protocol name (ALPN's). HTTP/2 adds "h2" here.
-PROTOCOLS: dict[str, ConnectionClass] = {"http/1.1": HTTP11Connection}
+# By application protocol name (ALPN's).
+PROTOCOLS: dict[str, ConnectionClass] = {"http/1.1": HTTP11Connection, "h2": HTTP2Connection}
 
 
 def negotiated_protocol(stream: trio.abc.Stream) -> str:
     """The application protocol TLS negotiated (ALPN), "http/1.1" without TLS or ALPN.
 
-    HTTP/2 plugs in here too: on a cleartext stream, the prior-knowledge preface
-    (``PRI * HTTP/2.0``), peeked before HTTP/1.1 reads a byte, would answer "h2".
+    A cleartext stream may still turn out to be HTTP/2: the HTTP/1.1 connection hands
+    over on the prior-knowledge preface (``PRI * HTTP/2.0``) or an accepted
+    ``Upgrade: h2c`` (``HTTP11Connection.switch``), so HTTP/1.1 pays nothing extra.
     """
     if isinstance(stream, trio.SSLStream):
         return stream.selected_alpn_protocol() or "http/1.1"
@@ -57,9 +59,16 @@ async def handle_stream(
     ``nursery`` takes the connection's helper tasks (a WebSocket's pump and shutdown
     close). ``on_error`` also sees an unexpected error (a server bug), after it is logged.
     """
+    state.connections += 1
     try:
         connection_class = PROTOCOLS.get(negotiated_protocol(stream), HTTP11Connection)
-        await connection_class(stream, state, info, nursery).run()
+        connection = connection_class(stream, state, info, nursery)
+        await connection.run()
+        # HTTP/1.1 found HTTP/2 (the preface, or Upgrade: h2c): it hands the stream over.
+        switch = getattr(connection, "switch", None)
+        if switch is not None:
+            del connection
+            await HTTP2Connection(stream, state, info, nursery, switch=switch).run()
     except STREAM_ERRORS:
         pass
     except Exception as exc:
@@ -72,4 +81,5 @@ async def handle_stream(
             raise
         error_log.error("Unexpected error on connection from %s", info.client_text, exc_info=exc)
     finally:
+        state.connections -= 1
         await close_transport(stream)

@@ -27,6 +27,7 @@ from ..sansio.events import (
     Request,
     Sentinel,
 )
+from ..sansio.h2c import H2C_SWITCHING, H2Switch, h2c_settings, is_h2_preface, upgraded_request
 from ..sansio.http11_fast import make_http11_protocol
 from ..sansio.http11_rules import HTTP11Interface, error_response
 from ..sansio.websocket import wants_websocket
@@ -48,7 +49,7 @@ class HTTP11Connection:
     """Serves requests on one stream until the client leaves, a limit is hit, or shutdown."""
 
     # Thousands of these sit idle in a keep-alive server: no per-instance __dict__.
-    __slots__ = ("info", "nursery", "peer", "proto", "refusal", "state")
+    __slots__ = ("info", "nursery", "peer", "proto", "refusal", "state", "switch")
 
     def __init__(
         self,
@@ -66,6 +67,9 @@ class HTTP11Connection:
             config.http, max_head_size=config.h11_max_incomplete_size
         )
         self.refusal: BadRequest | None = None  # a body we refused mid-way
+        # Set when the connection turns out to be HTTP/2 (the prior-knowledge preface, or an
+        # accepted "Upgrade: h2c"): run() returns and the caller serves HTTP/2 instead.
+        self.switch: H2Switch | None = None
 
     async def _next_request(self) -> Request | None:
         """Wait for the next request head; None means close the connection (quietly)."""
@@ -89,9 +93,13 @@ class HTTP11Connection:
                     with trio.move_on_after(idle_timeout) as scope:
                         scopes.add(scope)
                         try:
-                            proto.receive_data(await peer.receive())
+                            data = await peer.receive()
                         finally:
                             scopes.discard(scope)
+                        if fresh and is_h2_preface(data):  # h2c, prior knowledge (RFC 9113 3.3)
+                            self.switch = H2Switch(received=data)
+                            return None
+                        proto.receive_data(data)
                     if scope.cancelled_caught:
                         return None
                     continue
@@ -126,6 +134,7 @@ class HTTP11Connection:
         return idle_timeout
 
     async def _refuse(self, status: int, reason: str | None, *, quiet: bool = False) -> None:
+        self.state.metrics.refused(status)
         if reason is not None:
             error_log.log(10 if quiet else 20, "%s %s: %s", self.info.client_text, status, reason)
         peer = self.peer
@@ -148,6 +157,9 @@ class HTTP11Connection:
                 return
             if state.shutting_down or self.proto.requests_seen >= max_requests:
                 self.proto.close_after_response()
+            if self.proto.requests_seen == 1 and self._upgrade_to_h2c(request):
+                await self.peer.send(H2C_SWITCHING)
+                return
             if wants_websocket(request):  # the connection becomes a WebSocket (or is refused)
                 await serve_websocket(
                     self.peer, state, self.info, self._hand_over_proto(), request, self.nursery
@@ -155,12 +167,26 @@ class HTTP11Connection:
                 return
             runner = RequestRunner(self, state, request, self.info)
             outcome = await runner.run()
+            started = runner.cycle.started
+            # While the connection waits for its next request it holds no request state
+            # (scope, headers, response cycle): thousands of idle connections add up.
+            del runner, request
             if outcome != DONE_NORMALLY or self.refusal is not None or not self._reusable():
-                await self._end(outcome, runner.cycle.started)
+                await self._end(outcome, started)
                 return
             if not self.proto.keep_alive:
                 return
             self.proto.start_next_cycle()
+
+    def _upgrade_to_h2c(self, request: Request) -> bool:
+        """Accept ``Upgrade: h2c`` on a first, cleartext, bodiless request (RFC 7540 3.2)."""
+        if not self.state.config.h2c_upgrade or isinstance(self.peer.stream, trio.SSLStream):
+            return False
+        settings = h2c_settings(request)
+        if settings is None:
+            return False
+        self.switch = H2Switch(upgrade=upgraded_request(request), settings=settings)
+        return True
 
     def _hand_over_proto(self) -> HTTP11Interface:
         """Give the protocol to the WebSocket, keeping no reference to it here.
@@ -285,6 +311,14 @@ class HTTP11Connection:
             self.proto.receive_data(data)
             buffered += len(data)
         peer.broken = True  # the app is told the client is gone: send() now raises
+
+    async def send_file(self, fd: int, size: int) -> bool:
+        """http.response.pathsend's body by sendfile (zero-copy) on a plain socket; False
+        (nothing written) over TLS, where the runner reads the file in pieces instead."""
+        if not self.peer.can_sendfile:
+            return False
+        head, tail = self.proto.frame_file(size)
+        return await self.peer.send_file(head, fd, size, tail)
 
     def poll_disconnected(self) -> bool:
         peer = self.peer

@@ -9,13 +9,16 @@ One object per connection, shared by the HTTP/1.1 code and the WebSocket that ma
 - one reader and one writer at a time, as a trio stream allows: a flag each, and a
   ``ParkingLot`` only once a second task waits (a held ``trio.Lock`` would cost a lot and a
   breaker entry per idle connection); the task that finishes hands the turn over;
-- trio's ``BrokenResourceError``/``ClosedResourceError`` are translated here, once, for every
-  read and write of the connection (the TLS and PROXY steps before it, in :mod:`.transport`,
-  have their own answers: drop the connection).
+- trio's ``BrokenResourceError``/``ClosedResourceError`` (``STREAM_ERRORS``) are translated
+  here for the connection's reads and writes; the one exception is the WebSocket's message
+  read, which catches ``STREAM_ERRORS`` inline so an idle WebSocket carries no coroutine
+  frame of ours (~0.5 KiB each). The TLS and PROXY steps before a connection exists, in
+  :mod:`.transport`, have their own answer: drop the connection.
 """
 
 from __future__ import annotations
 
+import os
 import select
 import socket
 
@@ -88,19 +91,6 @@ class PeerStream:
             return bytes(data)
         finally:
             self.end_read_turn()
-
-    async def receive_in_turn(self) -> bytes:
-        """Read once; the caller holds the read turn. ``b""`` at EOF."""
-        if self.eof:
-            await checkpoint()
-            return b""
-        try:
-            data = await self.stream.receive_some(READ_SIZE)
-        except STREAM_ERRORS:
-            data = b""
-        if not data:
-            self.eof = True
-        return bytes(data)
 
     async def take_read_turn(self) -> None:
         """Wait for the read turn. Free (the usual case), it takes it without a checkpoint."""
@@ -175,6 +165,42 @@ class PeerStream:
         sock_stream = _socket_stream_of(self.stream)
         return sock_stream is not None and sock_stream.send_timed_out
 
+    @property
+    def can_sendfile(self) -> bool:
+        """A plain socket (TLS bytes must be encrypted by us, so no sendfile there)."""
+        return type(self.stream) is SocketStream
+
+    async def send_file(self, head: bytes, fd: int, size: int, tail: bytes) -> bool:
+        """``head``, ``size`` bytes of the file ``fd`` by the kernel (no copy through us),
+        then ``tail``, in one write turn. False (nothing written) unless the stream is a
+        plain socket; ClientDisconnected if the peer is gone."""
+        if type(self.stream) is not SocketStream:
+            return False
+        sock = self.stream.socket
+        if self._writing:
+            waiters = self._write_waiters
+            if waiters is None:
+                waiters = self._write_waiters = ParkingLot()
+            await waiters.park()
+        else:
+            self._writing = True
+        try:
+            if head:
+                await self.stream.send_all(head)
+            await _sendfile(sock, fd, size)
+            if tail:
+                await self.stream.send_all(tail)
+        except (*STREAM_ERRORS, OSError):
+            self.broken = True
+            raise ClientDisconnected("client disconnected") from None
+        finally:
+            waiters = self._write_waiters
+            if waiters:
+                waiters.unpark()
+            else:
+                self._writing = False
+        return True
+
     async def send_quietly(self, data: bytes) -> None:
         """Write, ignoring a gone peer (``broken`` says so afterwards)."""
         try:
@@ -190,6 +216,21 @@ class PeerStream:
     async def linger_close(self) -> None:
         """Close after an answer without resetting it away (see ``linger_close``)."""
         await linger_close(self.stream)
+
+
+async def _sendfile(sock: socket.socket, fd: int, size: int) -> None:
+    """os.sendfile on a non-blocking socket, waiting for it to drain between pieces."""
+    offset = 0
+    while offset < size:
+        try:
+            sent = os.sendfile(sock.fileno(), fd, offset, size - offset)
+        except BlockingIOError:
+            await trio.lowlevel.wait_writable(sock)
+            continue
+        if sent == 0:  # the file is shorter than it was: the response can't be completed
+            raise OSError(f"file ended {size - offset} bytes early")
+        offset += sent
+    await checkpoint()
 
 
 def _socket_stream_of(stream: trio.abc.Stream) -> SocketStream | None:

@@ -22,6 +22,7 @@ returns on RST_STREAM or the connection's end; ``abort()`` resets the stream;
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Awaitable, MutableMapping
@@ -32,7 +33,13 @@ import trio
 from ..errors import ClientDisconnected, SendTimeout
 from ..logs import access_log, error_log
 from ..sansio.accesslog import AccessLogAtoms, format_access_line
-from ..sansio.asgi import DONE, HTTPResponseCycle, UnexpectedMessage, build_http_scope
+from ..sansio.asgi import (
+    DONE,
+    HTTPResponseCycle,
+    UnexpectedMessage,
+    build_http_scope,
+    response_extensions,
+)
 from ..sansio.body import (
     CONTINUE,
     NOT_YET,
@@ -53,6 +60,7 @@ from ..sansio.events import (
     Sentinel,
 )
 from ..sansio.proxy import host_allowed
+from .asyncio_bridge import report_needs_asyncio
 from .faults import belongs_to_server
 from .state import ServerState
 from .transport import ConnectionInfo
@@ -66,6 +74,8 @@ LEAVE_BODY_UNREAD = 1  # answered without reading the body: close it politely (H
 REFUSED = 2  # the port's refuse() answered and closed: nothing left to do
 
 _INTERNAL_ERROR_BODY = b"Internal Server Error\n"
+# http.response.pathsend reads the file in pieces of this size.
+_FILE_PIECE = 256 * 1024
 
 
 class RequestPort(Protocol):
@@ -134,14 +144,19 @@ class RequestRunner:
         self.port = port
         self.state = state
         self.scope = scope = state.scope_for(build_http_scope, request, info)
+        extensions = response_extensions(request)
+        scope["extensions"].update(extensions)
         self.cycle = HTTPResponseCycle(
-            is_head=request.method == b"HEAD", default_headers=state.default_headers()
+            is_head=request.method == b"HEAD",
+            default_headers=state.response_headers(scope),
+            extensions=extensions,
         )
         # Refusals (server_names, limit_concurrency, an announced body over the limit) go
         # through the normal response path with a tiny app in place of the user's.
         self.refused = refused = refusal_status(request, scope, state)
         if refused:
             port.close_after_response()
+            state.metrics.refused(refused)
         self.body = RequestBody(
             state.config.max_request_body_size,
             expects_continue=request.expects_continue,
@@ -257,6 +272,32 @@ class RequestRunner:
             except SendTimeout:
                 self._deadline_hit("send")
                 raise
+        if self.cycle.file_path is not None:
+            await self._send_file()
+
+    async def _send_file(self) -> None:
+        """http.response.pathsend: by sendfile where the port can (cleartext HTTP/1.1),
+        else the file in bounded pieces, each through the port (so HTTP/2 flow control
+        and a slow client pace the reads); then the end."""
+        cycle = self.cycle
+        path = cycle.file_path
+        cycle.file_path = None
+        port = self.port
+        if not cycle.no_body and path is not None:
+            async with await trio.open_file(path, "rb") as file:
+                send_file = getattr(port, "send_file", None)
+                size = os.fstat(file.fileno()).st_size
+                try:
+                    sent = send_file is not None and await send_file(file.fileno(), size)
+                except ProtocolError as exc:
+                    raise UnexpectedMessage(str(exc)) from None
+                if sent:
+                    cycle.bytes_sent += size
+                else:
+                    while chunk := await file.read(_FILE_PIECE):
+                        cycle.bytes_sent += len(chunk)
+                        await port.send_events([Data(chunk)])
+        await port.send_events([EndData()])
 
     # -- one request -------------------------------------------------------------------------
     async def run(self) -> int:
@@ -271,8 +312,7 @@ class RequestRunner:
             await self._app_failed(exc)
         except trio.Cancelled:
             # The shutdown deadline (or a second Ctrl-C) cut the request: still one line.
-            if access_log.isEnabledFor(20):
-                self._log_access(time.perf_counter() - start, 503)
+            self._done(time.perf_counter() - start, 503, cut=True)
             raise
         except BaseException as exc:
             # SystemExit, KeyboardInterrupt, ... from an app fail one request, not the server.
@@ -294,12 +334,10 @@ class RequestRunner:
         timed_out = self.body.timed_out
         if timed_out and not cycle.started:
             cycle.status = 408
-        if access_log.isEnabledFor(20):
-            # 499 (nginx's "client closed request"): the client left before the response
-            # was complete, whatever status the app had chosen.
-            left = cycle.state != DONE and self.port.gone and not self.aborted
-            left = left and not self.cut_by
-            self._log_access(time.perf_counter() - start, 499 if left else cycle.status)
+        # 499 (nginx's "client closed request"): the client left before the response was
+        # complete, whatever status the app had chosen (not when a deadline of ours cut it).
+        left = cycle.state != DONE and self.port.gone and not self.aborted and not self.cut_by
+        self._done(time.perf_counter() - start, 499 if left else cycle.status, cut=left)
         if timed_out:
             if not cycle.started:
                 await self.port.refuse(408, None)  # _deadline_hit logged it
@@ -389,7 +427,17 @@ class RequestRunner:
         self.aborted = True
         self.port.abort()
 
-    # -- logs ------------------------------------------------------------------------------
+    # -- logs and metrics --------------------------------------------------------------------
+    def _done(self, duration: float, status: int, *, cut: bool) -> None:
+        """The request is finalised: count it (no status if it was cut) and log it."""
+        scope = self.scope
+        self.state.metrics.request_done(
+            scope["method"], 0 if cut else status, scope["http_version"], duration,
+            self.body.received, self.cycle.bytes_sent,
+        )  # fmt: skip
+        if access_log.isEnabledFor(20):
+            self._log_access(duration, status)
+
     def _log_access(self, duration: float, status: int) -> None:
         cycle = self.cycle
         atoms = AccessLogAtoms(
@@ -409,6 +457,8 @@ class RequestRunner:
         if self.port.gone and _caused_by_disconnect(exc):
             error_log.debug("client went away during %s %s", scope["method"], scope["path"])
             return
+        self.state.metrics.app_exception()
+        ids = {"request_id": scope.get("request_id")}
         if isinstance(exc, UnexpectedMessage):
             # The traceback points at the app's offending send().
             error_log.error(
@@ -417,13 +467,16 @@ class RequestRunner:
                 scope["path"],
                 exc,
                 exc_info=exc,
+                extra=ids,
             )
             return
+        report_needs_asyncio(exc)
         error_log.error(
             "Exception in ASGI application (%s %s)",
             scope["method"],
             scope["path"],
             exc_info=exc,
+            extra=ids,
         )
 
 

@@ -15,7 +15,7 @@ import random
 import signal
 import socket
 import ssl
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 import trio
@@ -23,13 +23,15 @@ import trio
 from ..binds import Bind, close_sockets, create_sockets, socket_url
 from ..config import Config, verify_flags_value
 from ..errors import LifespanFailure
-from ..importer import ASGIApp, as_asgi3
+from ..importer import as_asgi3
 from ..logs import error_log
 from ..sansio.http11_fast import parser_name
 from ..sansio.proxy import ProxyProtocolError, trusted_peers
 from .asgitrace import trace_asgi
+from .asyncio_bridge import app_runner
 from .connection import handle_stream
 from .lifespan import Lifespan
+from .observe import Observer
 from .sockstream import SocketStream, StreamListener
 from .state import ServerState
 from .transport import (
@@ -45,14 +47,17 @@ from .transport import (
 def create_ssl_context(config: Config) -> ssl.SSLContext:
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
+    # RFC 9113 9.2: TLS 1.2 or later, no compression, no renegotiation (and 9.2.2: the
+    # default cipher string is ECDHE with AEAD only).
     context.options |= ssl.OP_NO_COMPRESSION
+    context.options |= getattr(ssl, "OP_NO_RENEGOTIATION", 0)
     context.set_ciphers(config.ciphers)
     context.load_cert_chain(
         certfile=config.certfile,  # type: ignore[arg-type]
         keyfile=config.keyfile,
         password=config.keyfile_password,
     )
-    protocols = [p for p in config.alpn_protocols if p == "http/1.1"] or ["http/1.1"]
+    protocols = [p for p in config.alpn_protocols if p in ("h2", "http/1.1")] or ["http/1.1"]
     context.set_alpn_protocols(protocols)
     if config.ca_certs:
         context.load_verify_locations(config.ca_certs)
@@ -83,10 +88,33 @@ class _Listener:
         self.tls_info = TLSInfoCache(self.ssl_context, certfile) if self.ssl_context else None
 
 
-async def _handle_connection(
+def _handle_connection(
+    stream: SocketStream, listener: _Listener, state: ServerState, connections: trio.Nursery
+) -> Coroutine[Any, Any, None]:
+    """The coroutine a connection's task runs; whatever happens, the socket is closed.
+
+    A plain function: for plain TCP without a PROXY header it returns
+    :func:`handle_stream`'s coroutine itself, so the task has one frame less to pass
+    through each time it wakes (several times per request).
+    """
+    if listener.ssl_context is None and not state.config.proxy_protocol:
+        try:
+            info = connection_info(stream.socket, secure=False)
+        except OSError:  # the peer is already gone
+            stream.close()
+            return _nothing()
+        return handle_stream(stream, state, info, connections)
+    return _prepare_and_handle(stream, listener, state, connections)
+
+
+async def _nothing() -> None:
+    """The task of a connection that was gone before it started."""
+
+
+async def _prepare_and_handle(
     stream: SocketStream, listener: _Listener, state: ServerState, connections: trio.Nursery
 ) -> None:
-    """PROXY header and TLS, then :func:`handle_stream`; the socket is closed at the end."""
+    """PROXY header and TLS, then :func:`handle_stream`."""
     prepared = None
     try:
         prepared = await _prepare(stream, listener, state)
@@ -242,6 +270,7 @@ async def serve(
     shutdown_trigger: trio.Event | None = None,
     handle_signals: bool = False,
     on_max_requests: Callable[[], None] | None = None,
+    metrics_path: str | None = None,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve ``app`` until ``shutdown_trigger`` is set (or a signal, or cancellation).
@@ -252,13 +281,17 @@ async def serve(
     (plus jitter) requests it calls ``on_max_requests`` (a supervisor's worker asks for its
     replacement first), or else shuts down gracefully.
 
+    Metrics, StatsD and the admin listener follow the config; a supervisor passes
+    ``metrics_path``, the file its worker counts into.
+
     Raises :class:`~trioserve.errors.LifespanFailure` if the app's startup fails, and
     ``OSError`` if an address cannot be bound.
     """
     config = config or Config()
-    asgi_app: ASGIApp = as_asgi3(app, config.interface)
+    # loop = "asyncio": the app runs as asyncio tasks on one loop, open while we serve.
+    asgi_app, app_loop = app_runner(as_asgi3(app, config.interface), config.loop)
     if config.loglevel == "trace":  # only then: the wrapper costs an await per message
-        asgi_app = trace_asgi(asgi_app)
+        asgi_app = trace_asgi(asgi_app)  # outside the bridge: it sees trio's receive/send
     trigger = shutdown_trigger if shutdown_trigger is not None else trio.Event()
     lifespan = Lifespan(
         asgi_app,
@@ -272,7 +305,9 @@ async def serve(
         ssl_context = create_ssl_context(config) if config.ssl_enabled else None
         listeners = [_Listener(bind, sock, ssl_context, config.certfile) for bind, sock in bound]
         failure: LifespanFailure | None = None
-        async with trio.open_nursery() as system:
+        observer = Observer(config, metrics_path)
+        async with app_loop, trio.open_nursery() as system:
+            system.start_soon(observer.run)
             try:
                 # Raised after the nursery: inside, trio would wrap it in an ExceptionGroup.
                 try:
@@ -287,12 +322,16 @@ async def serve(
                         request_limit=_request_limit(config),
                         on_request_limit=on_max_requests
                         or functools.partial(_limit_reached, trigger),
+                        metrics=observer.metrics,
                     )
+                    observer.state = state
                     await _serve_then_shut_down(
                         lifespan, listeners, state, trigger, handle_signals, task_status
                     )
+                    await observer.linger()
             finally:
                 lifespan.close()
+                observer.close()
                 system.cancel_scope.cancel()
         if failure is not None:
             raise failure
@@ -350,6 +389,7 @@ async def _serve_connections(
                     error_log.info("Running on %s (CTRL + C to quit)", url)
                 # "auto" depends on what is installed: say what it picked.
                 error_log.info("HTTP/1.1 parser: %s", parser_name(state.config.http))
+                state.metrics.set_lifespan("serving")
                 task_status.started(urls)
                 await trigger.wait()
                 accepting.cancel_scope.cancel()
