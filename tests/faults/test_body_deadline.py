@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 import time
 from typing import Any
@@ -20,6 +19,7 @@ import trio
 from trioserve.testing import open_server
 
 from ..conftest import ROOT
+from ..programs import require_program
 from ..rawhttp import read_until_close
 from ..supervisor.procs import Server
 
@@ -121,10 +121,7 @@ async def test_read_timeout_stall_is_answered_408() -> None:
 
 
 def slowhttptest() -> str:
-    path = shutil.which("slowhttptest")
-    if path is None:
-        pytest.skip("slowhttptest not installed (Debian package: slowhttptest)")
-    return path
+    return require_program("slowhttptest", package="slowhttptest")
 
 
 def start_server(*flags: str) -> Server:
