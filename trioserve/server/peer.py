@@ -25,7 +25,7 @@ import socket
 import trio
 from trio.lowlevel import ParkingLot, checkpoint
 
-from ..errors import ClientDisconnected
+from ..errors import ClientDisconnected, SendTimeout
 from .sockstream import SocketStream
 from .transport import close_transport, linger_close
 
@@ -50,8 +50,13 @@ class PeerStream:
         "stream",
     )
 
-    def __init__(self, stream: trio.abc.Stream) -> None:
+    def __init__(self, stream: trio.abc.Stream, send_timeout: float | None = None) -> None:
         self.stream = stream
+        # The send deadline lives on the socket stream, where only a write that had to
+        # wait pays for a cancel scope (TLS writes go through it too). In memory: none.
+        sock_stream = _socket_stream_of(stream)
+        if sock_stream is not None:
+            sock_stream.send_timeout = send_timeout
         self.eof = False  # the peer closed its sending side (or reading failed)
         self.broken = False  # writing failed, or we gave up on the peer
         self._reading = False
@@ -144,6 +149,8 @@ class PeerStream:
             await self.stream.send_all(data)
         except STREAM_ERRORS:
             self.broken = True
+            if self.send_timed_out:
+                raise SendTimeout("client did not read: send timed out") from None
             raise ClientDisconnected("client disconnected") from None
         finally:
             waiters = self._write_waiters
@@ -151,6 +158,12 @@ class PeerStream:
                 waiters.unpark()
             else:
                 self._writing = False
+
+    @property
+    def send_timed_out(self) -> bool:
+        """A write gave up after ``send_timeout`` (the peer stopped reading)."""
+        sock_stream = _socket_stream_of(self.stream)
+        return sock_stream is not None and sock_stream.send_timed_out
 
     @property
     def can_sendfile(self) -> bool:
@@ -220,10 +233,15 @@ async def _sendfile(sock: socket.socket, fd: int, size: int) -> None:
     await checkpoint()
 
 
-def _socket_of(stream: trio.abc.Stream) -> socket.socket | None:
+def _socket_stream_of(stream: trio.abc.Stream) -> SocketStream | None:
     if type(stream) is SocketStream:
-        return stream.socket
+        return stream
     inner = getattr(stream, "transport_stream", None)  # TLS: the socket under it
     if type(inner) is SocketStream:
-        return inner.socket
+        return inner
     return None
+
+
+def _socket_of(stream: trio.abc.Stream) -> socket.socket | None:
+    sock_stream = _socket_stream_of(stream)
+    return None if sock_stream is None else sock_stream.socket
