@@ -125,3 +125,39 @@ async def test_websocket_client_that_never_reads_is_dropped() -> None:
                     await trio.sleep(0.05)
             assert trio.current_time() - start < SEND_TIMEOUT + 5
     assert outcome == ["send timeout"]
+
+
+async def test_pathsend_to_a_client_that_never_reads_ends_at_the_send_deadline(
+    tmp_path: Any,
+) -> None:
+    """sendfile (zero-copy pathsend on cleartext HTTP/1.1) is held to the same deadline."""
+    big = tmp_path / "big.bin"
+    with big.open("wb") as f:
+        f.truncate(64 * 1024 * 1024)  # sparse: 64 MiB on the wire, nothing on disk
+    outcome: list[BaseException | None] = []
+    began: list[float] = []
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        assert "http.response.pathsend" in scope["extensions"]
+        headers = [(b"content-length", str(big.stat().st_size).encode())]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        began.append(trio.current_time())
+        try:
+            await send({"type": "http.response.pathsend", "path": str(big)})
+            outcome.append(None)
+        except SendTimeout as exc:
+            outcome.append(exc)
+            raise
+
+    async with open_server(app, send_timeout=SEND_TIMEOUT, raise_app_exceptions=False) as server:
+        stream = await trio.open_tcp_stream(server.host, server.port)
+        stream.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        await stream.send_all(b"GET /file HTTP/1.1\r\nHost: x\r\n\r\n")
+        with trio.fail_after(SEND_TIMEOUT + 10):
+            while not outcome:
+                await trio.sleep(0.05)
+        assert isinstance(outcome[0], SendTimeout)
+        assert trio.current_time() - began[0] < SEND_TIMEOUT + 5
+        await stream.aclose()

@@ -18,7 +18,6 @@ One object per connection, shared by the HTTP/1.1 code and the WebSocket that ma
 
 from __future__ import annotations
 
-import os
 import select
 import socket
 
@@ -176,7 +175,6 @@ class PeerStream:
         plain socket; ClientDisconnected if the peer is gone."""
         if type(self.stream) is not SocketStream:
             return False
-        sock = self.stream.socket
         if self._writing:
             waiters = self._write_waiters
             if waiters is None:
@@ -187,11 +185,13 @@ class PeerStream:
         try:
             if head:
                 await self.stream.send_all(head)
-            await _sendfile(sock, fd, size)
+            await self.stream.send_file(fd, size)
             if tail:
                 await self.stream.send_all(tail)
         except (*STREAM_ERRORS, OSError):
             self.broken = True
+            if self.stream.send_timed_out:
+                raise SendTimeout("client did not read: send timed out") from None
             raise ClientDisconnected("client disconnected") from None
         finally:
             waiters = self._write_waiters
@@ -216,21 +216,6 @@ class PeerStream:
     async def linger_close(self) -> None:
         """Close after an answer without resetting it away (see ``linger_close``)."""
         await linger_close(self.stream)
-
-
-async def _sendfile(sock: socket.socket, fd: int, size: int) -> None:
-    """os.sendfile on a non-blocking socket, waiting for it to drain between pieces."""
-    offset = 0
-    while offset < size:
-        try:
-            sent = os.sendfile(sock.fileno(), fd, offset, size - offset)
-        except BlockingIOError:
-            await trio.lowlevel.wait_writable(sock)
-            continue
-        if sent == 0:  # the file is shorter than it was: the response can't be completed
-            raise OSError(f"file ended {size - offset} bytes early")
-        offset += sent
-    await checkpoint()
 
 
 def _socket_stream_of(stream: trio.abc.Stream) -> SocketStream | None:

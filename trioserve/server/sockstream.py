@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import errno
 import math
+import os
 import socket
 import struct
 
@@ -196,14 +197,45 @@ class SocketStream(trio.abc.HalfCloseableStream):
         finally:
             self._send_waiting = False
         if scope.cancelled_caught:
-            self.send_timed_out = True
-            # Close with a reset: a graceful close would leave the unsent bytes (megabytes,
-            # for a client that never reads) in the kernel, still waiting on that client.
-            try:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
-            except OSError:  # pragma: no cover - the socket is already gone
-                pass
-            raise trio.BrokenResourceError(f"send timed out after {timeout}s: peer not reading")
+            self._give_up_sending(timeout)
+
+    def _give_up_sending(self, timeout: float | None) -> None:
+        self.send_timed_out = True
+        # Close with a reset: a graceful close would leave the unsent bytes (megabytes,
+        # for a client that never reads) in the kernel, still waiting on that client.
+        try:
+            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+        except OSError:  # pragma: no cover - the socket is already gone
+            pass
+        raise trio.BrokenResourceError(f"send timed out after {timeout}s: peer not reading")
+
+    async def send_file(self, fd: int, size: int) -> None:
+        """``size`` bytes of the file ``fd`` by ``os.sendfile`` (no copy through Python).
+
+        A file can rightly take longer than ``send_timeout`` to go out, so here the deadline
+        is for a stall: ``send_timeout`` seconds in which the client took no byte.
+        """
+        sock = self.socket
+        timeout = self.send_timeout
+        offset = 0
+        with trio.CancelScope() as scope:
+            while offset < size:
+                try:
+                    sent = os.sendfile(sock.fileno(), fd, offset, size - offset)
+                except BlockingIOError:
+                    if timeout is not None and scope.deadline == math.inf:
+                        scope.deadline = trio.current_time() + timeout
+                    await wait_writable(sock)
+                    continue
+                except OSError as exc:
+                    raise self._send_error(exc) from exc
+                if sent == 0:  # the file is shorter than it was: the response can't be done
+                    raise OSError(f"file ended {size - offset} bytes early")
+                offset += sent
+                scope.deadline = math.inf  # progress: the next stall starts its own clock
+        if scope.cancelled_caught:
+            self._give_up_sending(timeout)
+        await trio.lowlevel.checkpoint()
 
     def _send_error(self, exc: OSError) -> trio.BrokenResourceError | trio.ClosedResourceError:
         if self._eof_sent and exc.errno == errno.EPIPE:
