@@ -348,6 +348,28 @@ class Config:
         cli=("--timeout-request-head",),
         help="Seconds from a request's first byte until its head must be complete (slowloris).",
     )
+    request_body_timeout: float | None = _opt(
+        20.0,
+        cli=("--timeout-request-body",),
+        help=(
+            "Seconds a request body may keep the server waiting for it, plus one second for "
+            "every request_body_min_rate bytes received (slow-body attacks; answered 408)."
+        ),
+    )
+    request_body_min_rate: float = _opt(
+        500.0,
+        cli=("--request-body-min-rate",),
+        metavar="BYTES/S",
+        help="Bytes of request body that earn one more second of request_body_timeout.",
+    )
+    send_timeout: float | None = _opt(
+        60.0,
+        cli=("--timeout-send",),
+        help=(
+            "Seconds one write to a client may wait for it to read; then the connection is "
+            "closed and the app's send() raises (clients that never read)."
+        ),
+    )
     http: str = _opt(
         "auto",
         cli=("--http",),

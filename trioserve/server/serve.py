@@ -162,8 +162,50 @@ _ACCEPT_CAPACITY_ERRNOS = frozenset(
     for name in ("EMFILE", "ENFILE", "ENOMEM", "ENOBUFS")
     if hasattr(errno, name)
 )
-_ACCEPT_RETRY_SECONDS = 0.1
+# Back-off between accept() retries while out of descriptors: doubles up to the maximum.
+_ACCEPT_RETRY_SECONDS = 0.05
+_ACCEPT_RETRY_MAX_SECONDS = 1.0
 _TASK_NAME = f"{__name__}._handle_connection"
+
+
+class _AcceptBackoff:
+    """One out-of-descriptors episode of a listener: logged once when it starts (not ten
+    times a second, which would flood the log exactly when the machine is struggling) and
+    once when accept() works again, with how many attempts failed in between."""
+
+    __slots__ = ("delay", "failures", "started", "url")
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.failures = 0
+        self.started = 0.0
+        self.delay = _ACCEPT_RETRY_SECONDS
+
+    async def failed(self, exc: OSError) -> None:
+        """Log the episode's first failure, then wait a growing delay before the retry."""
+        if not self.failures:
+            self.started = trio.current_time()
+            self.delay = _ACCEPT_RETRY_SECONDS
+            error_log.error(
+                "accept() on %s failed with %s (%s): not accepting new connections until "
+                "descriptors free up; retrying with back-off",
+                self.url,
+                errno.errorcode.get(exc.errno or 0, "?"),
+                os.strerror(exc.errno or 0),
+            )
+        self.failures += 1
+        await trio.sleep(self.delay)
+        self.delay = min(self.delay * 2, _ACCEPT_RETRY_MAX_SECONDS)
+
+    def recovered(self) -> None:
+        if self.failures:
+            error_log.warning(
+                "accept() on %s works again after %d failed attempt(s) over %.1fs",
+                self.url,
+                self.failures,
+                trio.current_time() - self.started,
+            )
+            self.failures = 0
 
 
 async def _accept_loop(listener: _Listener, state: ServerState, connections: trio.Nursery) -> None:
@@ -175,20 +217,17 @@ async def _accept_loop(listener: _Listener, state: ServerState, connections: tri
     CPU per closed one.
     """
     stream_listener = listener.stream_listener
+    backoff = _AcceptBackoff(listener.url)
     while True:
         try:
             stream = await stream_listener.accept()
         except OSError as exc:
             if exc.errno not in _ACCEPT_CAPACITY_ERRNOS:
                 raise
-            error_log.error(
-                "accept returned %s (%s); retrying in %s seconds",
-                errno.errorcode.get(exc.errno or 0, "?"),
-                os.strerror(exc.errno or 0),
-                _ACCEPT_RETRY_SECONDS,
-            )
-            await trio.sleep(_ACCEPT_RETRY_SECONDS)
+            await backoff.failed(exc)
             continue
+        if backoff.failures:
+            backoff.recovered()
         # A fixed name: trio would otherwise format a new name string for every task.
         connections.start_soon(
             _handle_connection, stream, listener, state, connections, name=_TASK_NAME

@@ -60,6 +60,7 @@ from ..sansio.websocket import (
     check_handshake,
 )
 from .asyncio_bridge import report_needs_asyncio
+from .faults import belongs_to_server
 from .peer import READ_SIZE, STREAM_ERRORS, PeerStream
 from .state import ServerState
 from .transport import ConnectionInfo
@@ -369,7 +370,10 @@ class WebSocketHandler:
             # per idle WebSocket.
             try:
                 await state.app(self.scope, self.receive, self.send)
-            except Exception as exc:
+            except BaseException as exc:
+                # SystemExit, KeyboardInterrupt, ... fail this WebSocket, not the server.
+                if belongs_to_server(exc):
+                    raise
                 await self._app_failed(exc)
             else:
                 await self._app_returned()
@@ -427,7 +431,7 @@ class WebSocketHandler:
         self._watched = True
         watchdog_for(state).add(self, self._nursery)
 
-    async def _app_failed(self, exc: Exception) -> None:
+    async def _app_failed(self, exc: BaseException) -> None:
         session = self.session
         self._log_app_error(exc)
         if session.handshake_pending:
@@ -545,7 +549,7 @@ class WebSocketHandler:
             if self._pump_scope is scope:
                 self._pump_scope = None
 
-    def _log_app_error(self, exc: Exception) -> None:
+    def _log_app_error(self, exc: BaseException) -> None:
         path = self.scope["path"]
         if isinstance(exc, ClientDisconnected):
             error_log.debug("client went away during WebSocket %s", path)
