@@ -20,8 +20,8 @@ from typing import Any
 
 import trio
 
-from ..binds import Bind, create_sockets, socket_url
-from ..config import Config, verify_flags_value
+from ..binds import Bind, alt_svc_values, create_quic_sockets, create_sockets, socket_url
+from ..config import Config, ConfigError, verify_flags_value
 from ..errors import LifespanFailure
 from ..importer import ASGIApp, as_asgi3
 from ..logs import error_log
@@ -224,7 +224,12 @@ async def serve(
     )
     owned = sockets is None
     bound = list(sockets) if sockets is not None else create_sockets(config)
+    quic_bound: list[tuple[Bind, socket.socket]] = []
     try:
+        if config.quic_bind:
+            if not config.ssl_enabled:
+                raise ConfigError("quic_bind needs TLS: set certfile and keyfile")
+            quic_bound = create_quic_sockets(config, reuse_port=config.workers > 1)
         ssl_context = create_ssl_context(config) if config.ssl_enabled else None
         listeners = [_Listener(bind, sock, ssl_context, config.certfile) for bind, sock in bound]
         failure: LifespanFailure | None = None
@@ -243,10 +248,15 @@ async def serve(
                         request_limit=_request_limit(config),
                         on_request_limit=on_max_requests
                         or functools.partial(_limit_reached, trigger),
+                        alt_svc=[
+                            (b"alt-svc", v.encode("latin-1"))
+                            for v in alt_svc_values(config, quic_bound)
+                        ],
                     )
+                    quic = _quic_sockets(quic_bound, state)
                     try:
                         await _serve_connections(
-                            listeners, state, trigger, handle_signals, task_status
+                            listeners, state, trigger, handle_signals, task_status, quic
                         )
                     finally:
                         with trio.CancelScope(shield=True):
@@ -257,9 +267,20 @@ async def serve(
         if failure is not None:
             raise failure
     finally:
+        for _, sock in quic_bound:
+            sock.close()
         if owned:
             for _, sock in bound:
                 sock.close()
+
+
+def _quic_sockets(bound: list[tuple[Bind, socket.socket]], state: ServerState) -> list[Any]:
+    """HTTP/3 servers for the UDP sockets (aioquic is imported only when they exist)."""
+    if not bound:
+        return []
+    from .quic import open_quic_socket
+
+    return [open_quic_socket(sock, state) for _, sock in bound]
 
 
 def _request_limit(config: Config) -> int | None:
@@ -280,6 +301,7 @@ async def _serve_connections(
     trigger: trio.Event,
     handle_signals: bool,
     task_status: trio.TaskStatus[list[str]],
+    quic_sockets: Sequence[Any] = (),
 ) -> None:
     connections_scopes: list[trio.CancelScope] = []
     async with trio.open_nursery() as control:
@@ -287,12 +309,18 @@ async def _serve_connections(
             await control.start(_watch_signals, trigger, connections_scopes)
         async with trio.open_nursery() as connections:
             connections_scopes.append(connections.cancel_scope)
+            for quic in quic_sockets:
+                # Routing continues while connections drain; control's cancel ends it.
+                control.start_soon(quic.receive_loop, connections)
+                state.shutdown_hooks.add(quic.begin_shutdown)
             async with trio.open_nursery() as accepting:
                 for listener in listeners:
                     accepting.start_soon(_accept_loop, listener, state, connections)
                 urls = [listener.url for listener in listeners]
                 for url in urls:
                     error_log.info("Running on %s (CTRL + C to quit)", url)
+                for quic in quic_sockets:
+                    error_log.info("Running on %s (HTTP/3 over QUIC, UDP)", quic.url)
                 # "auto" depends on what is installed: say what it picked.
                 error_log.info("HTTP/1.1 parser: %s", parser_name(state.config.http))
                 task_status.started(urls)
