@@ -52,6 +52,14 @@ class InformationalResponse:
     headers: Headers
 
 
+class ProtocolError(Exception):
+    """An outbound event the protocol cannot frame (wrong order, bad length, bad status).
+
+    Raised by a protocol's ``send()`` before any byte of the event is produced, so the
+    trio layer can still answer 500. Our own type, so the trio layer imports no parser.
+    """
+
+
 @dataclass(slots=True)
 class ConnectionClosed:
     """The peer closed its side; no more events will come."""
@@ -65,7 +73,9 @@ class BadRequest:
     reason: str
 
 
-class _Sentinel:
+class Sentinel:
+    """A named marker (NEED_DATA, PAUSED): compared by identity."""
+
     __slots__ = ("name",)
 
     def __init__(self, name: str) -> None:
@@ -75,11 +85,11 @@ class _Sentinel:
         return self.name
 
 
-NEED_DATA = _Sentinel("NEED_DATA")
+NEED_DATA = Sentinel("NEED_DATA")
 """More bytes must be received before another event can be produced."""
 
-PAUSED = _Sentinel("PAUSED")
+PAUSED = Sentinel("PAUSED")
 """The next request is buffered but waits until the current response is complete."""
 
-InboundEvent = Request | Data | EndData | ConnectionClosed | BadRequest | _Sentinel
+InboundEvent = Request | Data | EndData | ConnectionClosed | BadRequest | Sentinel
 OutboundEvent = Response | InformationalResponse | Data | EndData

@@ -32,6 +32,7 @@ from .events import (
     InboundEvent,
     InformationalResponse,
     OutboundEvent,
+    ProtocolError,
     Request,
     Response,
 )
@@ -178,7 +179,13 @@ class HTTP11Protocol:
 
     # -- output --------------------------------------------------------------------------
     def send(self, event: OutboundEvent) -> bytes:
-        """Serialise one outbound event; raises ``h11.LocalProtocolError`` on misuse."""
+        """Serialise one outbound event; raises :class:`ProtocolError` on misuse."""
+        try:
+            return self._send(event)
+        except h11.LocalProtocolError as exc:
+            raise ProtocolError(str(exc)) from None
+
+    def _send(self, event: OutboundEvent) -> bytes:
         cls = type(event)
         if cls is Data:
             out = self._h11.send(h11.Data(data=event.data))  # type: ignore[union-attr]

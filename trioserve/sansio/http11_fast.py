@@ -20,8 +20,6 @@ import importlib.util
 import re
 from http import HTTPStatus
 
-import h11
-
 from .events import (
     NEED_DATA,
     PAUSED,
@@ -33,6 +31,7 @@ from .events import (
     InboundEvent,
     InformationalResponse,
     OutboundEvent,
+    ProtocolError,
     Request,
     Response,
 )
@@ -100,12 +99,12 @@ def _response_length(value: bytes, seen: bytes | None) -> bytes:
     if b"," in value:
         values = {v.strip() for v in value.split(b",")}
         if len(values) != 1:
-            raise h11.LocalProtocolError("conflicting Content-Length headers")
+            raise ProtocolError("conflicting Content-Length headers")
         value = values.pop()
     if not value.isdigit() or len(value) > CL_MAX_DIGITS:
-        raise h11.LocalProtocolError("bad Content-Length")
+        raise ProtocolError("bad Content-Length")
     if seen is not None and seen != value:
-        raise h11.LocalProtocolError("conflicting Content-Length headers")
+        raise ProtocolError("conflicting Content-Length headers")
     return value
 
 
@@ -354,17 +353,17 @@ class FastHTTP11Protocol(HTTP11Protocol):
 
     # -- output --------------------------------------------------------------------------
     def send(self, event: OutboundEvent) -> bytes:
-        """Serialise one outbound event; raises ``h11.LocalProtocolError`` on misuse."""
+        """Serialise one outbound event; raises :class:`ProtocolError` on misuse."""
         cls = type(event)
         if cls is Data:
             if self._our != _SEND_BODY:
-                raise h11.LocalProtocolError("can't send data before a response head")
+                raise ProtocolError("can't send data before a response head")
             data: bytes = event.data  # type: ignore[union-attr]
             writer = self._writer
             if writer == _LENGTH:
                 left = self._left - len(data)
                 if left < 0:
-                    raise h11.LocalProtocolError("Too much data for declared Content-Length")
+                    raise ProtocolError("Too much data for declared Content-Length")
                 self._left = left
                 return data
             if writer == _CHUNKED:
@@ -372,9 +371,9 @@ class FastHTTP11Protocol(HTTP11Protocol):
             return data
         if cls is EndData:
             if self._our != _SEND_BODY:
-                raise h11.LocalProtocolError("can't end a response that was not started")
+                raise ProtocolError("can't end a response that was not started")
             if self._writer == _LENGTH and self._left:
-                raise h11.LocalProtocolError("Too little data for declared Content-Length")
+                raise ProtocolError("Too little data for declared Content-Length")
             self._our = _SENT
             return b"0\r\n\r\n" if self._writer == _CHUNKED else b""
         if cls is Response:
@@ -382,7 +381,7 @@ class FastHTTP11Protocol(HTTP11Protocol):
         if cls is InformationalResponse:
             status = event.status  # type: ignore[union-attr]
             if self._our != _SEND_RESPONSE or not 100 <= status < 200:
-                raise h11.LocalProtocolError("can't send an informational response now")
+                raise ProtocolError("can't send an informational response now")
             lines = [_status_line(status)]
             lines.extend(
                 [name + b": " + value + b"\r\n" for name, value in event.headers]  # type: ignore[union-attr]
@@ -393,9 +392,9 @@ class FastHTTP11Protocol(HTTP11Protocol):
 
     def _response(self, status: int, headers: Headers) -> bytes:
         if self._our != _SEND_RESPONSE:
-            raise h11.LocalProtocolError("can't send a response now")
+            raise ProtocolError("can't send a response now")
         if not 200 <= status < 1000:
-            raise h11.LocalProtocolError(f"invalid response status {status}")
+            raise ProtocolError(f"invalid response status {status}")
         lines = [_status_line(status)]
         append = lines.append
         length: bytes | None = None
@@ -410,9 +409,7 @@ class FastHTTP11Protocol(HTTP11Protocol):
                     value = length
                 elif name == b"transfer-encoding":
                     if chunked or value.lower() != b"chunked":
-                        raise h11.LocalProtocolError(
-                            "Only Transfer-Encoding: chunked is supported"
-                        )
+                        raise ProtocolError("Only Transfer-Encoding: chunked is supported")
                     chunked = True
                     continue  # written below, if the framing keeps it
                 else:
@@ -491,7 +488,7 @@ class FastHTTP11Protocol(HTTP11Protocol):
 
     def start_next_cycle(self) -> None:
         if not (self._our == _SENT and self._their == _DONE and self._keep):
-            raise h11.LocalProtocolError("not in a reusable state")
+            raise ProtocolError("not in a reusable state")
         self._reset()
 
     def take_trailing_data(self) -> bytes:

@@ -27,13 +27,13 @@ from ..importer import ASGIApp, as_asgi3
 from ..logs import error_log
 from ..sansio.http11_fast import parser_name
 from ..sansio.proxy import ProxyProtocolError, trusted_peers
-from .http11 import HTTP11Connection
+from .connection import handle_stream
 from .lifespan import Lifespan
 from .sockstream import SocketStream, StreamListener
 from .state import ServerState
 from .transport import (
+    ConnectionInfo,
     TLSInfoCache,
-    close_transport,
     connection_info,
     read_proxy_header,
     tls_extension,
@@ -81,50 +81,48 @@ class _Listener:
 
 
 async def _handle_connection(
-    stream: SocketStream, listener: _Listener, state: ServerState
+    stream: SocketStream, listener: _Listener, state: ServerState, connections: trio.Nursery
 ) -> None:
-    """Serve one accepted connection; whatever happens, its socket is closed at the end."""
-    transport: trio.abc.Stream = stream
+    """PROXY header and TLS, then :func:`handle_stream`; the socket is closed at the end."""
+    prepared = None
     try:
-        # (TCP_NODELAY is set by StreamListener.accept.)
-        try:
-            info = connection_info(stream.socket, secure=listener.ssl_context is not None)
-        except OSError:
-            return
-        if state.config.proxy_protocol:
-            # The PROXY header comes before anything else, TLS included.
-            try:
-                header = await read_proxy_header(stream, state.config.request_head_timeout)
-            except (ProxyProtocolError, trio.TooSlowError, OSError) as exc:
-                error_log.info(
-                    "%s: bad PROXY protocol header: %s", info.client_text, exc or "timeout"
-                )
-                return
-            trusted = trusted_peers(tuple(state.config.forwarded_allow_ips))
-            if header.source is not None and trusted.trusts(
-                info.client[0] if info.client else None
-            ):
-                info.client = header.source
-                info.server = header.destination
-        if listener.ssl_context is not None:
-            tls = await tls_handshake(
-                stream, listener.ssl_context, state.config.ssl_handshake_timeout
-            )
-            if tls is None:
-                return
-            transport = tls
-            if listener.tls_info is not None:
-                info.tls = tls_extension(
-                    tls, listener.tls_info.server_cert, listener.tls_info.cipher_ids
-                )
-        try:
-            await HTTP11Connection(transport, state, info).run()
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass
-        except Exception:
-            error_log.exception("Unexpected error on connection from %s", info.client_text)
+        prepared = await _prepare(stream, listener, state)
     finally:
-        await close_transport(transport)
+        if prepared is None:  # refused, failed or cancelled before HTTP began
+            stream.close()
+    if prepared is not None:
+        transport, info = prepared
+        await handle_stream(transport, state, info, connections)
+
+
+async def _prepare(
+    stream: SocketStream, listener: _Listener, state: ServerState
+) -> tuple[trio.abc.Stream, ConnectionInfo] | None:
+    """The stream HTTP will read (after PROXY and TLS) and who is on the other end."""
+    # (TCP_NODELAY is set by StreamListener.accept.)
+    try:
+        info = connection_info(stream.socket, secure=listener.ssl_context is not None)
+    except OSError:
+        return None
+    if state.config.proxy_protocol:
+        # The PROXY header comes before anything else, TLS included.
+        try:
+            header = await read_proxy_header(stream, state.config.request_head_timeout)
+        except (ProxyProtocolError, trio.TooSlowError, OSError) as exc:
+            error_log.info("%s: bad PROXY protocol header: %s", info.client_text, exc or "timeout")
+            return None
+        trusted = trusted_peers(tuple(state.config.forwarded_allow_ips))
+        if header.source is not None and trusted.trusts(info.client[0] if info.client else None):
+            info.client = header.source
+            info.server = header.destination
+    if listener.ssl_context is None:
+        return stream, info
+    tls = await tls_handshake(stream, listener.ssl_context, state.config.ssl_handshake_timeout)
+    if tls is None:
+        return None
+    if listener.tls_info is not None:
+        info.tls = tls_extension(tls, listener.tls_info.server_cert, listener.tls_info.cipher_ids)
+    return tls, info
 
 
 # accept() errors that mean "out of file descriptors or buffers for now": wait, then retry.
@@ -161,7 +159,9 @@ async def _accept_loop(listener: _Listener, state: ServerState, connections: tri
             await trio.sleep(_ACCEPT_RETRY_SECONDS)
             continue
         # A fixed name: trio would otherwise format a new name string for every task.
-        connections.start_soon(_handle_connection, stream, listener, state, name=_TASK_NAME)
+        connections.start_soon(
+            _handle_connection, stream, listener, state, connections, name=_TASK_NAME
+        )
 
 
 async def _watch_signals(

@@ -21,14 +21,14 @@ in the common case:
   task writes the 1001 close; the app then has until the connections nursery's deadline
   (``graceful_timeout``) to finish.
 
-Helper tasks (pump, watchdog, shutdown close) run in the nursery the connection task
-itself runs in (the server's connections nursery), so they share its graceful deadline
-and an idle WebSocket carries no nursery of its own.
+Helper tasks (pump, watchdog, shutdown close) run in the nursery the connection hands
+over (the server's connections nursery today), so they share its graceful deadline and an
+idle WebSocket carries no nursery of its own.
 
-One reader at a time (a flag, with a parking lot once a second reader waits; the turn is
-handed over) and one writer at a time (the same), since a trio stream allows one of each.
-The app's ``send()`` writes straight to the socket (a slow client slows the app). No send
-is ever shielded, so the shutdown deadline holds.
+Reads and writes go through the connection's :class:`~trioserve.server.peer.PeerStream`
+(one reader and one writer at a time, trio's errors translated there). The app's
+``send()`` writes straight to the socket (a slow client slows the app). No send is ever
+shielded, so the shutdown deadline holds.
 """
 
 from __future__ import annotations
@@ -56,10 +56,10 @@ from ..sansio.websocket import (
     build_websocket_scope,
     check_handshake,
 )
+from .peer import PeerStream
 from .state import ServerState
-from .transport import ConnectionInfo, close_transport, linger_close
+from .transport import ConnectionInfo
 
-READ_SIZE = 64 * 1024
 # How long we wait for the peer's close frame after we sent ours, before dropping it.
 CLOSE_TIMEOUT = 5.0
 # Bound on writing our close frame to a peer that stopped answering pings.
@@ -78,16 +78,15 @@ _WATCHDOG_NAME = f"{__name__}._Watchdog._run"
 
 
 def serve_websocket(
-    stream: trio.abc.Stream,
+    peer: PeerStream,
     state: ServerState,
     info: ConnectionInfo,
     proto: HTTP11Protocol,
     request: Request,
-    *,
-    eof: bool = False,
+    nursery: trio.Nursery,
 ) -> Coroutine[Any, Any, None]:
     """Serve one upgrade request: ``await`` it; it returns when the WebSocket (or the
-    refusal) is over.
+    refusal) is over. Helper tasks start in ``nursery``.
 
     A plain function returning the coroutine to await (the WebSocket's ``run()`` or a
     refusal), so no frame of its own stays on the stack of an idle WebSocket. The caller
@@ -97,19 +96,19 @@ def serve_websocket(
     try:
         key = check_handshake(request)
     except HandshakeError as exc:
-        return _refuse(stream, info, exc.status, str(exc), exc.headers)
-    handler = WebSocketHandler(stream, state, info, proto, request, key, eof)
+        return _refuse(peer, info, exc.status, str(exc), exc.headers)
+    handler = WebSocketHandler(peer, state, info, proto, request, key, nursery)
     # The same gates as HTTP requests: server_names (404) and limit_concurrency (503).
     if config.server_names and not host_allowed(handler.scope["headers"], config.server_names):
-        return _refuse(stream, info, 404, "Host not in server_names")
+        return _refuse(peer, info, 404, "Host not in server_names")
     limit = config.limit_concurrency
     if limit is not None and state.in_flight >= limit:
-        return _refuse(stream, info, 503, "limit_concurrency reached")
+        return _refuse(peer, info, 503, "limit_concurrency reached")
     return handler.run()
 
 
 async def _refuse(
-    stream: trio.abc.Stream,
+    peer: PeerStream,
     info: ConnectionInfo,
     status: int,
     reason: str,
@@ -117,10 +116,10 @@ async def _refuse(
 ) -> None:
     error_log.info("%s %s: WebSocket upgrade refused: %s", info.client_text, status, reason)
     try:
-        await stream.send_all(error_response(status, extra=headers or []))
-    except (trio.BrokenResourceError, trio.ClosedResourceError):
+        await peer.send(error_response(status, extra=headers or []))
+    except ClientDisconnected:
         return
-    await linger_close(stream)
+    await peer.linger_close()
 
 
 class _Watchdog:
@@ -187,32 +186,26 @@ class WebSocketHandler:
         "_pong_due",
         "_pump_scope",
         "_queue_limit",
-        "_read_waiters",
-        "_reading",
         "_seen_calls",
         "_watched",
-        "_write_waiters",
-        "_writing",
-        "broken",
-        "eof",
         "info",
+        "peer",
         "scope",
         "session",
         "state",
-        "stream",
     )
 
     def __init__(
         self,
-        stream: trio.abc.Stream,
+        peer: PeerStream,
         state: ServerState,
         info: ConnectionInfo,
         proto: HTTP11Protocol,
         request: Request,
         key: bytes,
-        eof: bool,
+        nursery: trio.Nursery,
     ) -> None:
-        self.stream = stream
+        self.peer = peer
         self.state = state
         self.info = info
         config = state.config
@@ -228,24 +221,15 @@ class WebSocketHandler:
             # The scope has what it needs; an idle WebSocket need not keep a second copy.
             request.raw_headers = None
         self._connected = False
-        self.eof = eof  # the peer had closed its side with the upgrade request
-        self.broken = False  # writing failed, or we gave up on the peer
         # Messages parsed but not yet given to the app, in reverse order (pop() is next).
         self._pending: list[dict[str, Any]] = []
         self._queue_limit = max(1, config.max_app_queue_size)
-        # One reader and one writer at a time. Not trio.Locks: a held Lock costs a
-        # ParkingLot and an entry in trio's breaker table; an idle WebSocket sits in a
-        # read. A flag does it; the lot exists only once a second task waits.
-        self._reading = False
-        self._read_waiters: trio.lowlevel.ParkingLot | None = None
-        self._writing = False
-        self._write_waiters: trio.lowlevel.ParkingLot | None = None
         # receive() calls so far, and as the watchdog last saw them.
         self._calls = 0
         self._seen_calls = -1
         self._pump_scope: trio.CancelScope | None = None
         self._watched = False
-        self._nursery: trio.Nursery | None = None
+        self._nursery = nursery
         self._accepted: trio.Event | None = None  # only for a receive() before accept
         # Keep-alive timers (trio clock); inf when off.
         self._next_ping = math.inf
@@ -269,26 +253,24 @@ class WebSocketHandler:
             if session.conn is None:
                 return dict(_GONE)
         # Wait for the turn to read (another task of the app, or a pump, may hold it).
-        await self._wait_read_turn()
+        peer = self.peer
+        await peer.take_read_turn()
         try:
             while True:
                 if pending:  # the pump, or the reader before us, got some
                     return pending.pop()
                 if session.disconnect is not None:
                     return session.disconnect
-                if self.broken:
+                if peer.broken:
                     return session.connection_lost() or dict(_GONE)
                 if self._next_ping == math.inf:
                     # _fill() inlined for the usual case (no pings): one coroutine frame
                     # less per idle WebSocket and per message.
-                    try:
-                        data = await self.stream.receive_some(READ_SIZE)
-                    except (trio.BrokenResourceError, trio.ClosedResourceError):
-                        data = b""
+                    data = await peer.receive_in_turn()
                     messages = self._feed(data if data else None)
                     out = session.data_to_send()
-                    if out and not self.broken:
-                        await self._write_quietly(out)
+                    if out and not peer.broken:
+                        await peer.send_quietly(out)
                 else:
                     messages = await self._fill()
                 if messages:
@@ -297,28 +279,7 @@ class WebSocketHandler:
                     messages.reverse()
                     pending[:0] = messages
         finally:
-            self._end_read_turn()
-
-    async def _wait_read_turn(self) -> None:
-        """One reader at a time: a flag, and a ParkingLot only once a second reader waits.
-
-        Free (the usual case), it takes the turn without a checkpoint: the read that follows
-        is the checkpoint.
-        """
-        if self._reading:
-            waiters = self._read_waiters
-            if waiters is None:
-                waiters = self._read_waiters = trio.lowlevel.ParkingLot()
-            await waiters.park()  # the reader that finishes hands the turn over
-        else:
-            self._reading = True
-
-    def _end_read_turn(self) -> None:
-        waiters = self._read_waiters
-        if waiters:
-            waiters.unpark()  # the turn passes to the next reader in line
-        else:
-            self._reading = False
+            peer.end_read_turn()
 
     async def _wait_for_accept(self) -> None:
         """A receive() after connect but before accept: wait until the app answers."""
@@ -333,23 +294,22 @@ class WebSocketHandler:
         here, in one write per read.
         """
         session = self.session
-        try:
-            if self._next_ping == math.inf:
-                data = await self.stream.receive_some(READ_SIZE)
-            else:
-                deadline = self._next_ping
-                if session.awaiting_pong is not None and self._pong_due != math.inf:
-                    deadline = self._pong_due
-                with trio.CancelScope(deadline=deadline) as timer:
-                    data = await self.stream.receive_some(READ_SIZE)
-                if timer.cancelled_caught:
-                    return await self._on_timer()
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
+        peer = self.peer
+        if self._next_ping == math.inf:
+            data = await peer.receive_in_turn()
+        else:
+            deadline = self._next_ping
+            if session.awaiting_pong is not None and self._pong_due != math.inf:
+                deadline = self._pong_due
             data = b""
+            with trio.CancelScope(deadline=deadline) as timer:
+                data = await peer.receive_in_turn()
+            if timer.cancelled_caught:
+                return await self._on_timer()
         messages = self._feed(data if data else None)
         out = session.data_to_send()
-        if out and not self.broken:
-            await self._write_quietly(out)
+        if out and not peer.broken:
+            await peer.send_quietly(out)
         return messages
 
     def _feed(self, data: bytes | bytearray | None) -> list[dict[str, Any]]:
@@ -360,7 +320,7 @@ class WebSocketHandler:
             return session.app_messages()
         except Exception:
             error_log.exception("Unexpected error reading WebSocket %s", self.scope["path"])
-            self.broken = True
+            self.peer.broken = True
             lost = session.connection_lost()
             return [lost] if lost is not None else []
 
@@ -380,8 +340,8 @@ class WebSocketHandler:
                 return []
             timeout = config.websocket_ping_timeout
             self._pong_due = math.inf if timeout is None else now + timeout
-            if not self.broken:
-                await self._write_quietly(data)
+            if not self.peer.broken:
+                await self.peer.send_quietly(data)
         return []
 
     async def _abort(self, reason: str) -> list[dict[str, Any]]:
@@ -391,16 +351,16 @@ class WebSocketHandler:
         )
         self._next_ping = self._pong_due = math.inf
         data = self.session.close(1011, "keepalive ping timeout")
-        if data and not self.broken:
+        if data and not self.peer.broken:
             with trio.move_on_after(_ABORT_WRITE_TIMEOUT):
-                await self._write_quietly(data)
-        self.broken = True
+                await self.peer.send_quietly(data)
+        self.peer.broken = True
         lost = self.session.connection_lost()
         return [lost] if lost is not None else []
 
     async def send(self, message: MutableMapping[str, Any]) -> None:
         session = self.session
-        if self.broken:
+        if self.peer.broken:
             if isinstance(message, MutableMapping) and message.get("type") == "websocket.close":
                 return
             raise ClientDisconnected("client disconnected")
@@ -410,43 +370,14 @@ class WebSocketHandler:
         except SessionClosed:
             raise ClientDisconnected("WebSocket is closed") from None
         if data:
-            await self._write(data)
+            await self.peer.send(data)
             if opening:
                 await self._answered()
-
-    async def _write(self, data: bytes) -> None:
-        if self._writing:
-            # Wait in line; the writer that finishes hands the turn over (_writing stays True).
-            waiters = self._write_waiters
-            if waiters is None:
-                waiters = self._write_waiters = trio.lowlevel.ParkingLot()
-            await waiters.park()
-        else:
-            self._writing = True  # send_all() below is this call's checkpoint
-        try:
-            await self.stream.send_all(data)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            self.broken = True
-            raise ClientDisconnected("client disconnected") from None
-        finally:
-            waiters = self._write_waiters
-            if waiters:
-                waiters.unpark()
-            else:
-                self._writing = False
-
-    async def _write_quietly(self, data: bytes) -> None:
-        try:
-            await self._write(data)
-        except ClientDisconnected:
-            pass
 
     # -- lifetime ---------------------------------------------------------------------------
     async def run(self) -> None:
         state = self.state
         start = time.perf_counter()
-        # Helper tasks go where this task lives: the server's connections nursery.
-        self._nursery = trio.lowlevel.current_task().parent_nursery
         state.in_flight += 1
         try:
             # The app is called here rather than in a helper: one coroutine frame less
@@ -476,10 +407,10 @@ class WebSocketHandler:
             )
             access_log.info(format_access_line(state.config.access_log_format, atoms))
         await self._stop_reading()
-        if self.broken:
-            await close_transport(self.stream)
+        if self.peer.broken:
+            await self.peer.close()
         else:
-            await linger_close(self.stream)
+            await self.peer.linger_close()
 
     async def _answered(self) -> None:
         """The app's first answer went out: if it accepted, the WebSocket is open."""
@@ -489,10 +420,10 @@ class WebSocketHandler:
         if session.state is not OPEN:
             return
         # Frames that came with the upgrade request (or its EOF) are parsed now.
-        messages = self._feed(None if self.eof else b"")
+        messages = self._feed(None if self.peer.eof else b"")
         out = session.data_to_send()
-        if out and not self.broken:
-            await self._write_quietly(out)
+        if out and not self.peer.broken:
+            await self.peer.send_quietly(out)
         if messages:
             messages.reverse()
             self._pending[:0] = messages
@@ -500,8 +431,6 @@ class WebSocketHandler:
         config = state.config
         if config.websocket_ping_interval:
             self._next_ping = trio.current_time() + config.websocket_ping_interval
-        if self._nursery is None:  # pragma: no cover - run() always sets it
-            return
         if state.shutting_down:
             self._nursery.start_soon(self._close_on_shutdown, name=_SHUTDOWN_NAME)
         else:
@@ -513,13 +442,13 @@ class WebSocketHandler:
         session = self.session
         self._log_app_error(exc)
         if session.handshake_pending:
-            await self._write_quietly(session.refuse(500, self.state.default_headers()))
+            await self.peer.send_quietly(session.refuse(500, self.state.default_headers()))
         elif session.denial_incomplete:
-            self.broken = True
-        elif not self.broken:
+            self.peer.broken = True
+        elif not self.peer.broken:
             data = session.close(1011, "internal error")
             if data:
-                await self._write_quietly(data)
+                await self.peer.send_quietly(data)
 
     async def _app_returned(self) -> None:
         session = self.session
@@ -528,34 +457,34 @@ class WebSocketHandler:
                 "ASGI app returned without accepting or closing the WebSocket (%s)",
                 self.scope["path"],
             )
-            await self._write_quietly(session.refuse(500, self.state.default_headers()))
+            await self.peer.send_quietly(session.refuse(500, self.state.default_headers()))
         elif session.denial_incomplete:
             error_log.error(
                 "ASGI app returned without finishing the denial response (%s)",
                 self.scope["path"],
             )
-            self.broken = True
-        elif not self.broken:
+            self.peer.broken = True
+        elif not self.peer.broken:
             data = session.close(1000)
             if data:
-                await self._write_quietly(data)
+                await self.peer.send_quietly(data)
 
     async def _await_close(self) -> None:
         """Give the peer a moment to answer our close frame (a clean close on both sides)."""
         session = self.session
-        if session.conn is None or self.broken or session.disconnect is not None:
+        if session.conn is None or self.peer.broken or session.disconnect is not None:
             return
         self._pending.clear()
         with trio.move_on_after(CLOSE_TIMEOUT):
             await self._take_read_turn()
-            while session.disconnect is None and not self.broken:
+            while session.disconnect is None and not self.peer.broken:
                 await self._fill()
 
     async def _take_read_turn(self) -> None:
         """Hold the read turn for good (the WebSocket is over): a pump is stopped first."""
         if self._pump_scope is not None:
             self._pump_scope.cancel()
-        await self._wait_read_turn()
+        await self.peer.take_read_turn()
 
     async def _stop_reading(self) -> None:
         """No pump may still read once the stream is being closed."""
@@ -565,14 +494,13 @@ class WebSocketHandler:
             await self._take_read_turn()
 
     def _shutdown_started(self) -> None:
-        if self._nursery is not None:
-            self._nursery.start_soon(self._close_on_shutdown, name=_SHUTDOWN_NAME)
+        self._nursery.start_soon(self._close_on_shutdown, name=_SHUTDOWN_NAME)
 
     async def _close_on_shutdown(self) -> None:
         try:
             data = self.session.close(1001, "server shutting down")
-            if data and not self.broken:
-                await self._write_quietly(data)
+            if data and not self.peer.broken:
+                await self.peer.send_quietly(data)
         except Exception:  # never take the server's connections nursery down
             error_log.exception("Unexpected error closing WebSocket %s", self.scope["path"])
 
@@ -582,12 +510,11 @@ class WebSocketHandler:
         calls = self._calls
         if (
             calls != self._seen_calls
-            or self._reading
+            or self.peer.reading
             or self._pump_scope is not None
-            or self.broken
+            or self.peer.broken
             or self.session.disconnect is not None
             or len(self._pending) >= self._queue_limit
-            or self._nursery is None
         ):
             self._seen_calls = calls
             return
@@ -601,14 +528,15 @@ class WebSocketHandler:
         pending = self._pending
         try:
             with scope:
-                if self._reading:
+                peer = self.peer
+                if peer.reading:
                     return
-                self._reading = True
+                await peer.take_read_turn()  # free: taken without waiting
                 try:
                     while (
-                        not self._read_waiters
+                        not peer.readers_waiting
                         and session.disconnect is None
-                        and not self.broken
+                        and not self.peer.broken
                         and len(pending) < self._queue_limit
                     ):
                         messages = await self._fill()
@@ -616,10 +544,10 @@ class WebSocketHandler:
                             messages.reverse()
                             pending[:0] = messages
                 finally:
-                    self._end_read_turn()
+                    peer.end_read_turn()
         except Exception:  # never take the server's connections nursery down
             error_log.exception("Unexpected error reading WebSocket %s", self.scope["path"])
-            self.broken = True
+            self.peer.broken = True
         finally:
             if self._pump_scope is scope:
                 self._pump_scope = None

@@ -2,10 +2,11 @@
 
 ``httpx.ASGITransport`` calls the app directly: it buffers the whole response, never runs
 lifespan, and builds its own scope. This transport instead opens an in-memory stream pair per
-connection and runs the real :class:`~trioserve.server.http11.HTTP11Connection` on the server
-end, with an h11 client on the other. So the app sees exactly the scope, framing, keep-alive,
-timeouts and disconnects the real server gives it, and the test sees bytes as they are sent.
-No sockets and no threads: everything runs in the test's trio run, so it works under
+connection and runs the real server's entry point for an accepted connection
+(:func:`~trioserve.server.connection.handle_stream`) on the server end, with an h11 client on
+the other. So the app sees exactly the scope, framing, keep-alive, timeouts and disconnects
+the real server gives it, and the test sees bytes as they are sent. No sockets and no
+threads: everything runs in the test's trio run, so it works under
 ``trio.testing.MockClock(autojump_threshold=0)`` and time-outs cost no wall-clock time.
 """
 
@@ -24,8 +25,7 @@ import trio.testing
 
 from ..config import Config
 from ..errors import LifespanFailure
-from ..logs import error_log
-from ..server.http11 import HTTP11Connection
+from ..server.connection import handle_stream
 from ..server.lifespan import Lifespan
 from ..server.state import ServerState
 from ..server.transport import ConnectionInfo
@@ -264,22 +264,22 @@ class InMemoryTransport(httpx.AsyncBaseTransport):
         )
         self.connections_opened += 1
         self._open.add(conn)
-        nursery.start_soon(self._serve_connection, server_end, state, info, conn)
+        nursery.start_soon(self._serve_connection, server_end, state, info, conn, nursery)
         return conn
 
     async def _serve_connection(
-        self, stream: trio.abc.Stream, state: ServerState, info: ConnectionInfo, conn: _Connection
+        self,
+        stream: trio.abc.Stream,
+        state: ServerState,
+        info: ConnectionInfo,
+        conn: _Connection,
+        nursery: trio.Nursery,
     ) -> None:
         connection_errors.set(conn.app_errors)
         try:
-            await HTTP11Connection(stream, state, info).run()
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass
-        except Exception as exc:  # a server bug: make the test see it
-            error_log.exception("Unexpected error on in-memory connection")
-            self.errors.record(exc)
+            # The real server's entry point; a server bug is also recorded for the test.
+            await handle_stream(stream, state, info, nursery, on_error=self.errors.record)
         finally:
-            await trio.aclose_forcefully(stream)
             conn.server_done.set()
             self._open.discard(conn)
 

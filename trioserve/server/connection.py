@@ -1,0 +1,54 @@
+"""The one entry point for an accepted connection: pick its protocol and serve it.
+
+Both the accept loop (:mod:`.serve`, after the PROXY header and TLS) and the in-memory test
+transport (:mod:`trioserve.testing.memory`) call :func:`handle_stream`, so the test
+transport goes through exactly the real server's connection lifecycle.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import trio
+
+from ..logs import error_log
+from .http11 import HTTP11Connection
+from .peer import STREAM_ERRORS
+from .state import ServerState
+from .transport import ConnectionInfo, close_transport
+
+
+def negotiated_protocol(stream: trio.abc.Stream) -> str:
+    """The application protocol TLS negotiated (ALPN), "http/1.1" without TLS or ALPN.
+
+    HTTP/2 plugs in here: "h2" from ALPN, and on a cleartext stream the prior-knowledge
+    preface (``PRI * HTTP/2.0``), peeked before HTTP/1.1 reads a byte.
+    """
+    if isinstance(stream, trio.SSLStream):
+        return stream.selected_alpn_protocol() or "http/1.1"
+    return "http/1.1"
+
+
+async def handle_stream(
+    stream: trio.abc.Stream,
+    state: ServerState,
+    info: ConnectionInfo,
+    nursery: trio.Nursery,
+    on_error: Callable[[Exception], None] | None = None,
+) -> None:
+    """Serve one accepted stream until it ends; the stream is closed afterwards.
+
+    ``nursery`` takes the connection's helper tasks (a WebSocket's pump and shutdown
+    close). ``on_error`` also sees an unexpected error (a server bug), after it is logged.
+    """
+    try:
+        negotiated_protocol(stream)  # only HTTP/1.1 is offered today
+        await HTTP11Connection(stream, state, info, nursery).run()
+    except STREAM_ERRORS:
+        pass
+    except Exception as exc:
+        error_log.exception("Unexpected error on connection from %s", info.client_text)
+        if on_error is not None:
+            on_error(exc)
+    finally:
+        await close_transport(stream)

@@ -1,0 +1,186 @@
+"""The peer at the other end of one connection: reads and writes in turns, in our words.
+
+One object per connection, shared by the HTTP/1.1 code and the WebSocket that may follow:
+
+- reads (optionally with a deadline) return ``b""`` once the peer closed its side or the
+  connection broke, and remember it (``eof``);
+- writes raise :class:`~trioserve.errors.ClientDisconnected` (an ``OSError``, as ASGI asks)
+  once the peer is gone, and remember it (``broken``);
+- one reader and one writer at a time, as a trio stream allows: a flag each, and a
+  ``ParkingLot`` only once a second task waits (a held ``trio.Lock`` would cost a lot and a
+  breaker entry per idle connection); the task that finishes hands the turn over;
+- trio's ``BrokenResourceError``/``ClosedResourceError`` are translated here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import select
+import socket
+
+import trio
+from trio.lowlevel import ParkingLot, checkpoint
+
+from ..errors import ClientDisconnected
+from .sockstream import SocketStream
+from .transport import close_transport, linger_close
+
+READ_SIZE = 64 * 1024
+STREAM_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError)
+
+_POLLRDHUP = getattr(select, "POLLRDHUP", 0)
+_GONE_EVENTS = select.POLLHUP | select.POLLERR | _POLLRDHUP
+
+
+class PeerStream:
+    """One connection's stream as the protocol code uses it; see the module docstring."""
+
+    # Thousands sit idle in a keep-alive server: no per-instance __dict__.
+    __slots__ = (
+        "_read_waiters",
+        "_reading",
+        "_write_waiters",
+        "_writing",
+        "broken",
+        "eof",
+        "stream",
+    )
+
+    def __init__(self, stream: trio.abc.Stream) -> None:
+        self.stream = stream
+        self.eof = False  # the peer closed its sending side (or reading failed)
+        self.broken = False  # writing failed, or we gave up on the peer
+        self._reading = False
+        self._read_waiters: ParkingLot | None = None
+        self._writing = False
+        self._write_waiters: ParkingLot | None = None
+
+    # -- reading -----------------------------------------------------------------------------
+    async def receive(self, timeout: float | None = None) -> bytes:
+        """Read once in a read turn of its own; ``b""`` at EOF. A stall past ``timeout``
+        raises ``trio.TooSlowError``."""
+        if self._reading:
+            await self.take_read_turn()
+        else:
+            # Uncontended (the usual case): no trip through the scheduler here; the read
+            # below is this call's checkpoint.
+            self._reading = True
+        try:
+            if self.eof:
+                await checkpoint()
+                return b""
+            try:
+                if timeout is None:
+                    data = await self.stream.receive_some(READ_SIZE)
+                else:
+                    with trio.fail_after(timeout):
+                        data = await self.stream.receive_some(READ_SIZE)
+            except STREAM_ERRORS:
+                data = b""
+            if not data:
+                self.eof = True
+            return bytes(data)
+        finally:
+            self.end_read_turn()
+
+    async def receive_in_turn(self) -> bytes:
+        """Read once; the caller holds the read turn. ``b""`` at EOF."""
+        if self.eof:
+            await checkpoint()
+            return b""
+        try:
+            data = await self.stream.receive_some(READ_SIZE)
+        except STREAM_ERRORS:
+            data = b""
+        if not data:
+            self.eof = True
+        return bytes(data)
+
+    async def take_read_turn(self) -> None:
+        """Wait for the read turn. Free (the usual case), it takes it without a checkpoint."""
+        if self._reading:
+            waiters = self._read_waiters
+            if waiters is None:
+                waiters = self._read_waiters = ParkingLot()
+            await waiters.park()  # the reader that finishes hands the turn over
+        else:
+            self._reading = True
+
+    def end_read_turn(self) -> None:
+        waiters = self._read_waiters
+        if waiters:
+            waiters.unpark()  # the turn passes to the next reader in line
+        else:
+            self._reading = False
+
+    @property
+    def reading(self) -> bool:
+        """Someone holds the read turn."""
+        return self._reading
+
+    @property
+    def readers_waiting(self) -> bool:
+        """Another task waits for the read turn."""
+        return bool(self._read_waiters)
+
+    def poll_gone(self) -> bool:
+        """Whether the peer is already known to be gone, without reading or waiting.
+
+        For a socket, ``poll()`` with a zero timeout: a hang-up, an error or (Linux) the
+        peer's FIN (``POLLRDHUP``) count, whatever unread bytes sit before them. A stream
+        without a socket (in memory) knows only what reads and writes told it.
+        """
+        if self.eof or self.broken:
+            return True
+        sock = _socket_of(self.stream)
+        if sock is None or sock.fileno() == -1:
+            return False
+        poller = select.poll()
+        poller.register(sock, select.POLLIN | _POLLRDHUP)
+        return any(events & _GONE_EVENTS for _, events in poller.poll(0))
+
+    # -- writing -----------------------------------------------------------------------------
+    async def send(self, data: bytes) -> None:
+        """Write all of ``data`` in a write turn; ClientDisconnected if the peer is gone."""
+        if self._writing:
+            waiters = self._write_waiters
+            if waiters is None:
+                waiters = self._write_waiters = ParkingLot()
+            await waiters.park()  # the writer that finishes hands the turn over
+        else:
+            self._writing = True  # send_all() below is this call's checkpoint
+        try:
+            await self.stream.send_all(data)
+        except STREAM_ERRORS:
+            self.broken = True
+            raise ClientDisconnected("client disconnected") from None
+        finally:
+            waiters = self._write_waiters
+            if waiters:
+                waiters.unpark()
+            else:
+                self._writing = False
+
+    async def send_quietly(self, data: bytes) -> None:
+        """Write, ignoring a gone peer (``broken`` says so afterwards)."""
+        try:
+            await self.send(data)
+        except ClientDisconnected:
+            pass
+
+    # -- closing -----------------------------------------------------------------------------
+    async def close(self) -> None:
+        """Close now, without waiting on the peer."""
+        await close_transport(self.stream)
+
+    async def linger_close(self) -> None:
+        """Close after an answer without resetting it away (see ``linger_close``)."""
+        await linger_close(self.stream)
+
+
+def _socket_of(stream: trio.abc.Stream) -> socket.socket | None:
+    if type(stream) is SocketStream:
+        return stream.socket
+    inner = getattr(stream, "transport_stream", None)  # TLS: the socket under it
+    if type(inner) is SocketStream:
+        return inner.socket
+    return None

@@ -1,0 +1,360 @@
+"""One ASGI HTTP request, whatever HTTP version carries it.
+
+:class:`RequestRunner` owns what every version shares: the app call, ``receive()`` and
+``send()``, the failure policy (a 500 while nothing was written, an aborted exchange once
+something was, one log line), the refusals made before the app runs (413, 503,
+``server_names``), the access log, and the in-flight and request counters. It talks to the
+connection only through :class:`RequestPort`.
+
+HTTP/1.1 (:class:`~trioserve.server.http11.HTTP11Connection`) is the port itself, with the
+pull model: a body piece is read from the socket only when the app asks for it, and a
+response is written straight to the socket.
+
+An HTTP/2 (or HTTP/3) stream implements the port per stream. The connection's read loop
+parses frames and appends a stream's DATA to that stream's bounded buffer;
+``body_piece()`` pops from it without waiting, ``receive_body()`` waits until a piece or
+the end arrives, and taking a piece acknowledges it to flow control (WINDOW_UPDATE), so a
+slow app slows its own stream's sender and no other. ``send_events()`` frames HEADERS and
+DATA through the shared h2 state and waits for the send window; ``wait_disconnected()``
+returns on RST_STREAM or the connection's end; ``abort()`` resets the stream;
+``close_after_response()`` asks for GOAWAY; ``can_inform`` is "no HEADERS sent yet".
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Awaitable, MutableMapping
+from typing import Any, Protocol
+
+from ..errors import ClientDisconnected
+from ..logs import access_log, error_log
+from ..sansio.accesslog import AccessLogAtoms, format_access_line
+from ..sansio.asgi import DONE, HTTPResponseCycle, UnexpectedMessage, build_http_scope
+from ..sansio.body import (
+    NOT_YET,
+    READ,
+    SEND_CONTINUE,
+    WAIT_FOR_DISCONNECT,
+    BodyPiece,
+    RequestBody,
+)
+from ..sansio.events import (
+    Data,
+    EndData,
+    InformationalResponse,
+    OutboundEvent,
+    ProtocolError,
+    Request,
+    Response,
+    Sentinel,
+)
+from ..sansio.proxy import host_allowed
+from .state import ServerState
+from .transport import ConnectionInfo
+
+if sys.version_info < (3, 11):  # pragma: no cover
+    from exceptiongroup import BaseExceptionGroup
+
+# What run() leaves the connection to do.
+DONE_NORMALLY = 0  # the exchange ended: the connection decides about reuse
+LEAVE_BODY_UNREAD = 1  # answered without reading the body: close it politely (H2: reset)
+REFUSED = 2  # the port's refuse() answered and closed: nothing left to do
+
+_INTERNAL_ERROR_BODY = b"Internal Server Error\n"
+
+
+class RequestPort(Protocol):
+    """The connection as one request sees it (HTTP/1.1 connection, HTTP/2 stream, ...)."""
+
+    @property
+    def gone(self) -> bool:
+        """The peer is gone for this request: nothing more can be written."""
+
+    @property
+    def can_inform(self) -> bool:
+        """An informational (1xx) response can still be sent."""
+
+    def body_piece(self) -> BodyPiece | Sentinel:
+        """The next body piece if it is already here, else ``NOT_YET``. Never waits."""
+
+    async def receive_body(self, timeout: float | None) -> BodyPiece:
+        """Wait for the next body piece; a stall past ``timeout`` ends the body (None)."""
+
+    def send_events(self, events: list[OutboundEvent]) -> Awaitable[None]:
+        """Frame ``events`` (raising :class:`ProtocolError` before writing anything if they
+        cannot be framed) and return the awaitable that writes them. The write raises
+        :class:`ClientDisconnected` once the peer is gone."""
+
+    async def wait_disconnected(self) -> None:
+        """Return once the peer is gone (``gone`` is then true)."""
+
+    def poll_disconnected(self) -> bool:
+        """Whether the peer is already known to be gone, looking without waiting."""
+
+    def close_after_response(self) -> None:
+        """Do not reuse the connection after this response (HTTP/1.1: Connection: close)."""
+
+    def abort(self) -> None:
+        """Give up on this exchange: nothing more is written and it is not reused."""
+
+    async def refuse(self, status: int, reason: str) -> None:
+        """Answer with a minimal error response instead of the app's, then close."""
+
+
+class RequestRunner:
+    """Runs the app for one request on a :class:`RequestPort`; see the module docstring."""
+
+    __slots__ = (
+        "body",
+        "cycle",
+        "finished",
+        "port",
+        "refused",
+        "response_headers",
+        "scope",
+        "state",
+    )
+
+    def __init__(
+        self, port: RequestPort, state: ServerState, request: Request, info: ConnectionInfo
+    ) -> None:
+        self.port = port
+        self.state = state
+        self.scope = scope = state.scope_for(build_http_scope, request, info)
+        self.cycle = HTTPResponseCycle(
+            is_head=request.method == b"HEAD", default_headers=state.default_headers()
+        )
+        # Refusals (server_names, limit_concurrency, an announced body over the limit) go
+        # through the normal response path with a tiny app in place of the user's.
+        self.refused = refused = refusal_status(request, scope, state)
+        if refused:
+            port.close_after_response()
+        self.body = RequestBody(
+            state.config.max_request_body_size,
+            expects_continue=request.expects_continue,
+            skip=bool(refused),
+        )
+        self.response_headers: Any = None
+        self.finished = False
+
+    # -- the app's channels ------------------------------------------------------------------
+    async def receive(self) -> dict[str, Any]:
+        body = self.body
+        action = body.action()
+        if action == READ:
+            piece = self.port.body_piece()
+            if piece is NOT_YET:
+                piece = await self.port.receive_body(self.state.config.read_timeout)
+            return body.on_piece(piece)  # type: ignore[arg-type]
+        if action == WAIT_FOR_DISCONNECT:
+            await self.port.wait_disconnected()
+            return body.on_disconnect()
+        if action == SEND_CONTINUE:
+            body.continue_handled()
+            port = self.port
+            if not self.cycle.started and port.can_inform:
+                try:
+                    await port.send_events([InformationalResponse(100, [])])
+                except ClientDisconnected:  # receive() reports a gone client, never raises
+                    return body.on_disconnect()
+            return await self.receive()
+        return body.on_disconnect()
+
+    async def send(self, message: MutableMapping[str, Any]) -> None:
+        port = self.port
+        if self.finished or port.gone or self.body.too_large:
+            raise ClientDisconnected("client disconnected")
+        events = self.cycle.on_message(message)
+        if events:
+            if type(events[0]) is Response:
+                self.response_headers = events[0].headers
+                if self.state.shutting_down:  # tell the client not to reuse it
+                    port.close_after_response()
+            try:
+                write = port.send_events(events)
+            except ProtocolError as exc:
+                raise UnexpectedMessage(str(exc)) from None
+            await write
+
+    # -- one request -------------------------------------------------------------------------
+    async def run(self) -> int:
+        """Run the app; returns DONE_NORMALLY, LEAVE_BODY_UNREAD or REFUSED."""
+        state = self.state
+        app = state.app if not self.refused else refusal_app(self.refused)
+        start = time.perf_counter()
+        state.in_flight += 1
+        try:
+            await app(self.scope, self.receive, self.send)
+        except Exception as exc:
+            await self._app_failed(exc)
+        else:
+            await self._app_returned()
+        finally:
+            self.finished = True
+            self.body.finish()
+            state.in_flight -= 1
+            state.count_request()
+        cycle = self.cycle
+        too_large = self.body.too_large
+        if too_large and not cycle.started:
+            cycle.status = 413
+        if access_log.isEnabledFor(20):
+            self._log_access(time.perf_counter() - start)
+        if too_large:
+            if not cycle.started:
+                await self.port.refuse(413, "request body over max_request_body_size")
+                return REFUSED
+            return LEAVE_BODY_UNREAD
+        if self.refused == 413:
+            return LEAVE_BODY_UNREAD
+        return DONE_NORMALLY
+
+    async def _app_failed(self, exc: Exception) -> None:
+        port = self.port
+        if self.body.too_large:
+            return  # the app saw the disconnect we made: answered with 413
+        self._log_app_error(exc)
+        if isinstance(exc, UnexpectedMessage):
+            # The app broke the message protocol: don't trust the connection's state.
+            port.close_after_response()
+        if not self.cycle.on_the_wire and not port.gone:
+            # Nothing was written yet (the head is held until the first body), so the
+            # client can still get a clean 500 instead of a cut connection.
+            await self._send_500()
+        else:
+            port.abort()
+
+    async def _app_returned(self) -> None:
+        cycle = self.cycle
+        if cycle.state == DONE or self.port.gone or self.body.too_large:
+            return
+        scope = self.scope
+        if not cycle.started:
+            error_log.error(
+                "ASGI app returned without sending a response (%s %s)",
+                scope["method"],
+                scope["path"],
+            )
+            await self._send_500()
+        else:
+            error_log.error(
+                "ASGI app returned without finishing the response (%s %s)",
+                scope["method"],
+                scope["path"],
+            )
+            self.port.abort()
+
+    async def _send_500(self) -> None:
+        cycle = self.cycle
+        cycle.status = 500
+        body = _INTERNAL_ERROR_BODY
+        headers = [
+            *self.state.default_headers(),
+            (b"content-type", b"text/plain; charset=utf-8"),
+            (b"content-length", b"%d" % len(body)),
+        ]
+        events: list[OutboundEvent] = [Response(500, headers)]
+        if not cycle.is_head:
+            events.append(Data(body))
+        events.append(EndData())
+        try:
+            write = self.port.send_events(events)
+        except ProtocolError:
+            self.port.abort()
+            return
+        try:
+            await write
+        except ClientDisconnected:
+            pass
+
+    # -- logs ------------------------------------------------------------------------------
+    def _log_access(self, duration: float) -> None:
+        cycle = self.cycle
+        atoms = AccessLogAtoms(
+            self.scope, cycle.status or None, self.response_headers, cycle.bytes_sent, duration
+        )
+        access_log.info(format_access_line(self.state.config.access_log_format, atoms))
+
+    def _log_app_error(self, exc: Exception) -> None:
+        scope = self.scope
+        if self.port.gone and _caused_by_disconnect(exc):
+            error_log.debug("client went away during %s %s", scope["method"], scope["path"])
+            return
+        if isinstance(exc, UnexpectedMessage):
+            # The traceback points at the app's offending send().
+            error_log.error(
+                "ASGI protocol error in %s %s: %s",
+                scope["method"],
+                scope["path"],
+                exc,
+                exc_info=exc,
+            )
+            return
+        error_log.error(
+            "Exception in ASGI application (%s %s)",
+            scope["method"],
+            scope["path"],
+            exc_info=exc,
+        )
+
+
+def _caused_by_disconnect(exc: BaseException) -> bool:
+    """Whether an app error is just the client leaving, re-raised in the app's words.
+
+    Frameworks catch our ``OSError`` from ``send()`` and raise their own exception
+    (Starlette's ``ClientDisconnect``), sometimes inside an exception group.
+    """
+    seen: set[int] = set()
+    stack: list[BaseException | None] = [exc]
+    while stack:
+        current = stack.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, ClientDisconnected):
+            return True
+        if isinstance(current, BaseExceptionGroup):
+            stack.extend(current.exceptions)
+        stack.extend((current.__cause__, current.__context__))
+    return False
+
+
+_REFUSAL_BODIES = {
+    404: b"Not Found\n",
+    413: b"Payload Too Large\n",
+    503: b"Service Unavailable\n",
+}
+
+
+def refusal_status(request: Request, scope: dict[str, Any], state: ServerState) -> int:
+    """The status to refuse a request with before the app sees it (0: serve it)."""
+    config = state.config
+    if config.server_names and not host_allowed(scope["headers"], config.server_names):
+        return 404  # Hypercorn's answer for a Host not in server_names
+    limit = config.limit_concurrency
+    if limit is not None and state.in_flight >= limit:
+        return 503
+    body_limit = config.max_request_body_size
+    if body_limit is not None:
+        for name, value in request.headers:
+            if name == b"content-length":
+                if value.isdigit() and int(value) > body_limit:
+                    return 413
+                break
+    return 0
+
+
+def refusal_app(status: int) -> Any:
+    """A tiny ASGI app that answers ``status``: refusals take the normal response path."""
+    body = _REFUSAL_BODIES[status]
+
+    async def refuse(scope: Any, receive: Any, send: Any) -> None:
+        headers = [
+            (b"content-type", b"text/plain; charset=utf-8"),
+            (b"content-length", b"%d" % len(body)),
+        ]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    return refuse
