@@ -99,7 +99,16 @@ def request_from_fields(fields: Headers, *, max_size: int) -> Request | H3Refusa
         headers = [(b"host", authority), *[h for h in headers if h[0] != b"host"]]
     if cookies:
         headers.append((b"cookie", b"; ".join(cookies)))
-    return Request(method=method, target=path, headers=headers, http_version="3")
+    expects_continue = any(
+        name == b"expect" and value.lower() == b"100-continue" for name, value in headers
+    )
+    return Request(
+        method=method,
+        target=path,
+        headers=headers,
+        http_version="3",
+        expects_continue=expects_continue,
+    )
 
 
 def response_fields(status: int, headers: Headers) -> Headers:

@@ -12,20 +12,29 @@ RESET_STREAM / STOP_SENDING. After those, nothing more is written on the stream,
 
 from __future__ import annotations
 
-import time
+import math
 from collections import deque
-from collections.abc import MutableMapping
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
 import trio
 from aioquic.h3.connection import ErrorCode
 
 from ..errors import ClientDisconnected
-from ..logs import access_log, error_log
-from ..sansio.accesslog import AccessLogAtoms, format_access_line
-from ..sansio.asgi import HTTPResponseCycle, UnexpectedMessage, build_http_scope
-from ..sansio.events import Data, EndData, OutboundEvent, Request, Response
+from ..logs import error_log
+from ..sansio.body import NOT_YET, BodyPiece
+from ..sansio.events import (
+    Data,
+    EndData,
+    Headers,
+    InformationalResponse,
+    OutboundEvent,
+    Request,
+    Response,
+    Sentinel,
+)
 from ..sansio.http3 import H3Refusal, response_fields
+from .request import RequestRunner
 
 if TYPE_CHECKING:
     from ..sansio.quic import BoundedQuicConnection
@@ -108,77 +117,129 @@ class H3Stream:
             return True
         return False
 
-    # -- used by the request's task ---------------------------------------------------------
-    async def next_body(self, timeout: float | None) -> tuple[bytes, bool] | None:
-        """The next body chunk and whether more follows; None when the client is gone.
+    # -- the RequestPort (used by the request's task) --------------------------------------
+    @property
+    def can_inform(self) -> bool:
+        return not self.head_sent and not self.gone
 
-        Raises ``trio.TooSlowError`` when nothing arrives within ``timeout``.
-        """
-        while not self._body and not self.ended and not self.gone:
-            self._readable = trio.Event()
-            with trio.fail_after(math_inf_if_none(timeout)):
-                await self._readable.wait()
-            self._readable = None
+    def body_piece(self) -> BodyPiece | Sentinel:
         if self.gone:
             return None
-        if not self._body:
-            await trio.lowlevel.checkpoint()
-            return b"", False
-        chunk = self._body.popleft()
+        body = self._body
+        if not body:
+            return (b"", False) if self.ended else NOT_YET
+        chunk = body.popleft()
         conn = self.conn
         conn.quic.consumed(self.stream_id, len(chunk))
-        conn.wake()  # the window may have opened: let the flush send MAX_STREAM_DATA
-        return chunk, bool(self._body) or not self.ended
+        conn.wake()  # the window may have opened: the flush sends MAX_STREAM_DATA
+        return chunk, bool(body) or not self.ended
 
-    async def send(self, events: list[OutboundEvent]) -> None:
-        """Write response events; wait while the stream's unacknowledged bytes are over the
-        bound. Raises ClientDisconnected once the peer is gone."""
-        conn = self.conn
-        quic = conn.quic
-        h3 = conn.h3
-        if self.gone or h3 is None or not quic.can_send(self.stream_id):
-            raise ClientDisconnected("client reset the stream")
+    async def receive_body(self, timeout: float | None) -> BodyPiece:
+        while True:
+            piece = self.body_piece()
+            if piece is not NOT_YET:
+                await trio.lowlevel.checkpoint()
+                return piece  # type: ignore[return-value]
+            self._readable = trio.Event()
+            try:
+                with trio.fail_after(math.inf if timeout is None else timeout):
+                    await self._readable.wait()
+            except trio.TooSlowError:
+                error_log.info(
+                    "%s: HTTP/3 request body read timed out", self.conn.info.client_text
+                )
+                self.abort()
+                return None
+            finally:
+                self._readable = None
+
+    def send_events(self, events: list[OutboundEvent]) -> Awaitable[None]:
+        """Frame into aioquic now (nothing is framed once the peer is gone); the returned
+        awaitable waits while the stream's unacknowledged bytes are over the bound."""
+        if self.gone or not self.conn.quic.can_send(self.stream_id):
+            return self._raise_gone()
+        h3 = self.conn.h3
+        assert h3 is not None
+        stream_id = self.stream_id
         count = len(events)
         i = 0
         while i < count:
             event = events[i]
-            # An EndData right behind a head or a body chunk rides on its frame's FIN.
+            # An EndData right behind a head or a body chunk rides on that frame's FIN.
             end = i + 1 < count and type(events[i + 1]) is EndData
-            if type(event) is Response:
-                fields = response_fields(event.status, event.headers)
-                h3.send_headers(self.stream_id, fields, end)
-                self.head_sent = True
-            elif type(event) is Data:
-                h3.send_data(self.stream_id, event.data, end)
-            elif type(event) is EndData:
-                h3.send_data(self.stream_id, b"", True)
+            cls = type(event)
+            if cls is Response or cls is InformationalResponse:
+                fields = response_fields(event.status, self._headers(event.headers))  # type: ignore[union-attr]
+                h3.send_headers(stream_id, fields, end)
+                self.head_sent = self.head_sent or cls is Response
+            elif cls is Data:
+                h3.send_data(stream_id, event.data, end)  # type: ignore[union-attr]
+            elif cls is EndData:
+                h3.send_data(stream_id, b"", True)
             i += 2 if end else 1
-        conn.wake()
+        self.conn.wake()
+        return self._drain()
+
+    def _headers(self, headers: Headers) -> Headers:
+        """Default headers minus Alt-Svc: it advertises HTTP/3 to HTTP/1.1 clients."""
+        alt_svc = self.conn.state.alt_svc
+        if not alt_svc:
+            return headers
+        return [h for h in headers if h[0] != b"alt-svc" or h not in alt_svc]
+
+    async def _raise_gone(self) -> None:
+        await trio.lowlevel.checkpoint()
+        raise ClientDisconnected("client reset the HTTP/3 stream")
+
+    async def _drain(self) -> None:
+        conn = self.conn
+        quic = conn.quic
         limit = conn.state.config.h3_stream_buffer_size
         while quic.send_backlog(self.stream_id) > limit and not self.gone:
             self._writable = trio.Event()
             conn.wait_writable(self)
-            await self._writable.wait()
-            self._writable = None
+            try:
+                await self._writable.wait()
+            finally:
+                self._writable = None
         if self.gone:
-            raise ClientDisconnected("client reset the stream")
+            raise ClientDisconnected("client reset the HTTP/3 stream")
+        await trio.lowlevel.checkpoint()
 
-    async def wait_gone(self) -> None:
-        """Block until the client resets the stream or the connection ends."""
+    async def wait_disconnected(self) -> None:
         while not self.gone:
             self._readable = trio.Event()
-            await self._readable.wait()
-            self._readable = None
+            try:
+                await self._readable.wait()
+            finally:
+                self._readable = None
+
+    def poll_disconnected(self) -> bool:
+        return self.gone
+
+    def close_after_response(self) -> None:
+        """Nothing to do: other streams on the connection are unaffected."""
 
     def abort(self) -> None:
         """The response cannot be completed: reset our side (H3_INTERNAL_ERROR)."""
-        if not self.gone and not self.conn.terminated:
-            self.conn.quic.reset_stream(self.stream_id, ErrorCode.H3_INTERNAL_ERROR)
-            self.conn.wake()
+        conn = self.conn
+        if not self.gone and not conn.terminated:
+            conn.quic.reset_stream(self.stream_id, ErrorCode.H3_INTERNAL_ERROR)
+            conn.wake()
 
-
-def math_inf_if_none(timeout: float | None) -> float:
-    return float("inf") if timeout is None else timeout
+    async def refuse(self, status: int, reason: str) -> None:
+        """A short error answer in place of the app's, then the stream is done."""
+        error_log.info("%s %s: %s", self.conn.info.client_text, status, reason)
+        body = reason.encode() + b"\n"
+        headers = [
+            *self.conn.state.default_headers(),
+            (b"content-type", b"text/plain; charset=utf-8"),
+            (b"content-length", b"%d" % len(body)),
+        ]
+        try:
+            await self.send_events([Response(status, headers), Data(body), EndData()])
+        except ClientDisconnected:
+            pass
 
 
 def quic_tls_extension(quic: BoundedQuicConnection, server_cert: str | None) -> dict[str, Any]:
@@ -195,110 +256,21 @@ def quic_tls_extension(quic: BoundedQuicConnection, server_cert: str | None) -> 
     }
 
 
-_DISCONNECT: dict[str, Any] = {"type": "http.disconnect"}
-
-
 async def serve_stream(conn: QuicConnectionTask, stream: H3Stream) -> None:
-    """Run one request stream to its end; whatever happens, the connection hears of it."""
+    """Run one request stream through the shared request runner; the connection always
+    hears of its end, and no exception leaves the task."""
     try:
         with trio.CancelScope() as scope:
             stream.scope = scope
             if stream.gone:
                 scope.deadline = trio.current_time() + STREAM_RESET_GRACE
-            await _run_request(conn, stream)
+            request = stream.request
+            if isinstance(request, H3Refusal):
+                await stream.refuse(request.status, request.reason)
+                return
+            await RequestRunner(stream, conn.state, request, conn.info).run()
     except Exception:
         error_log.exception("HTTP/3 stream %d failed", stream.stream_id)
         stream.abort()
     finally:
         conn.stream_done(stream)
-
-
-async def _run_request(conn: QuicConnectionTask, stream: H3Stream) -> None:
-    """Interim request runner (until the shared one lands): app call, receive, send, 500."""
-    state = conn.state
-    request = stream.request
-    if isinstance(request, H3Refusal):
-        error_log.info("%s %s: %s", conn.info.client_text, request.status, request.reason)
-        body = request.reason.encode() + b"\n"
-        headers = [(b"content-type", b"text/plain; charset=utf-8")]
-        await stream.send([Response(request.status, headers), Data(body), EndData()])
-        return
-    scope = state.scope_for(build_http_scope, request, conn.info)
-    cycle = HTTPResponseCycle(
-        is_head=request.method == b"HEAD", default_headers=state.default_headers_h3()
-    )
-    done = False
-    body_done = False
-    start = time.perf_counter()
-
-    async def receive() -> dict[str, Any]:
-        nonlocal body_done
-        if done:
-            return _DISCONNECT
-        if body_done:
-            await stream.wait_gone()
-            return _DISCONNECT
-        try:
-            got = await stream.next_body(state.config.read_timeout)
-        except trio.TooSlowError:
-            stream.abort()
-            return _DISCONNECT
-        if got is None:
-            await stream.wait_gone()
-            return _DISCONNECT
-        body_done = not got[1]
-        return {"type": "http.request", "body": got[0], "more_body": got[1]}
-
-    async def send(message: MutableMapping[str, Any]) -> None:
-        if done:
-            raise ClientDisconnected("response already complete")
-        events = cycle.on_message(message)
-        if events:
-            await stream.send(events)
-
-    state.in_flight += 1
-    try:
-        await state.app(scope, receive, send)
-    except Exception as exc:
-        if not stream.gone and not isinstance(exc, ClientDisconnected):
-            error_log.error(
-                "Exception in ASGI application (%s %s)",
-                scope["method"],
-                scope["path"],
-                exc_info=exc,
-            )
-        if not stream.gone:
-            if cycle.on_the_wire:
-                stream.abort()
-            else:
-                await _send_500(stream, state.default_headers_h3(), cycle)
-    else:
-        if cycle.state != 2 and not stream.gone:
-            error_log.error(
-                "ASGI app returned without completing the response (%s %s)",
-                scope["method"],
-                scope["path"],
-            )
-            if cycle.on_the_wire:
-                stream.abort()
-            else:
-                await _send_500(stream, state.default_headers_h3(), cycle)
-    finally:
-        done = True
-        state.in_flight -= 1
-        state.count_request()
-    if access_log.isEnabledFor(20):
-        atoms = AccessLogAtoms(
-            scope, cycle.status or None, None, cycle.bytes_sent, time.perf_counter() - start
-        )
-        access_log.info(format_access_line(state.config.access_log_format, atoms))
-
-
-async def _send_500(stream: H3Stream, defaults: Any, cycle: HTTPResponseCycle) -> None:
-    cycle.status = 500
-    body = b"Internal Server Error\n"
-    headers = [*defaults, (b"content-type", b"text/plain; charset=utf-8")]
-    try:
-        await stream.send([Response(500, headers), Data(body), EndData()])
-    except (ClientDisconnected, UnexpectedMessage):
-        pass

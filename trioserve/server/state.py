@@ -49,8 +49,6 @@ class ServerState:
     pid: int = field(default_factory=os.getpid)
     # Alt-Svc fields advertising HTTP/3 (quic_bind) on HTTP/1.1 responses; not on HTTP/3.
     alt_svc: Headers = field(default_factory=list)
-    _h3_headers: Headers = field(default_factory=list)
-    _h3_headers_second: int = -1
     _date: DateHeader = field(default_factory=DateHeader)
     _static_headers: Headers = field(default_factory=list)
     _headers_second: int = -1
@@ -99,16 +97,6 @@ class ServerState:
             self._headers = headers + self.alt_svc if self.alt_svc else headers
             self._headers_second = second
         return self._headers
-
-    def default_headers_h3(self) -> Headers:
-        """The default headers of an HTTP/3 response: those of HTTP/1.1 without Alt-Svc."""
-        headers = self.default_headers()
-        if self._h3_headers_second != self._headers_second:
-            self._h3_headers = (
-                [h for h in headers if h[0] != b"alt-svc"] if self.alt_svc else headers
-            )
-            self._h3_headers_second = self._headers_second
-        return self._h3_headers
 
     def count_request(self) -> None:
         """One more request done; at ``request_limit`` (max_requests) fire the hook once."""
