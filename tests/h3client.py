@@ -67,6 +67,16 @@ class H3Client:
         self.hold_reads = False  # stop reading stream data (no window updates)
         self._wake = trio.Event()
         self.connected = trio.Event()
+        self.resumed = trio.Event()  # cleared by pause(): the client stops reading the socket
+        self.resumed.set()
+
+    def pause(self) -> None:
+        """Stop receiving (and so acknowledging) anything, like a stalled client."""
+        self.resumed = trio.Event()
+        self.wake()
+
+    def resume(self) -> None:
+        self.resumed.set()
 
     async def run(self) -> None:
         await self.sock.connect(self.addr)
@@ -82,6 +92,7 @@ class H3Client:
                         nursery.cancel_scope.cancel()
 
                     async def wait_data() -> None:
+                        await self.resumed.wait()
                         data = await self.sock.recv(65536)
                         self.quic.receive_datagram(data, self.addr, now=trio.current_time())
                         nursery.cancel_scope.cancel()
