@@ -163,6 +163,15 @@ class BoundedQuicConnection(QuicConnection):
             return 0
         return len(stream.sender._buffer)
 
+    def responses_delivered(self) -> bool:
+        """Every request stream's response was acknowledged (or its reset was): closing
+        the connection now loses nothing. aioquic sends no stream data once closing."""
+        return all(
+            stream.sender.is_finished
+            for stream_id, stream in self._streams.items()
+            if is_request_stream(stream_id)
+        )
+
     def can_send(self, stream_id: int) -> bool:
         """Whether data may still be written to the stream (not reset, not stopped)."""
         stream = self._streams.get(stream_id)

@@ -124,7 +124,8 @@ class QuicConnectionTask:
         self.cids: set[bytes] = set()
         self.streams: dict[int, H3Stream] = {}
         self.established = False
-        self.closing = False
+        self.closing = False  # GOAWAY sent: no new streams, close when idle
+        self.closed = False  # CONNECTION_CLOSE queued
         self.terminated = False
         self.highest_stream = -4  # the last request stream id taken (GOAWAY names the next)
         self._inbox_send, self._inbox = trio.open_memory_channel[Any](INBOX_SIZE)
@@ -164,9 +165,22 @@ class QuicConnectionTask:
         self.close_if_idle()
 
     def close_if_idle(self) -> None:
-        if self.closing and not self.streams and not self.terminated:
-            self.quic.close(error_code=ErrorCode.H3_NO_ERROR, reason_phrase="shutting down")
+        """Called from a stream's or the server's task: close if it is time, and flush."""
+        self._maybe_close()
         self.wake()
+
+    def _maybe_close(self) -> None:
+        """Shutting down: close once no stream runs and every response was delivered."""
+        quic = self.quic
+        if (
+            self.closing
+            and not self.closed
+            and not self.streams
+            and not self.terminated
+            and quic.responses_delivered()
+        ):
+            self.closed = True
+            quic.close(error_code=ErrorCode.H3_NO_ERROR, reason_phrase="shutting down")
 
     # -- the connection's task --------------------------------------------------------------
     async def run(self) -> None:
@@ -185,10 +199,18 @@ class QuicConnectionTask:
     async def _drive(self) -> None:
         quic = self.quic
         inbox = self._inbox
+        # A handshake that does not finish in time frees its half-open slot.
+        handshake_deadline = trio.current_time() + self.state.config.ssl_handshake_timeout
         try:
             while not self.terminated:
+                if not self.established and trio.current_time() >= handshake_deadline:
+                    error_log.debug("%s: QUIC handshake timed out", self.info.client_text)
+                    return
                 timer = quic.get_timer()
-                with trio.move_on_at(math.inf if timer is None else timer):
+                deadline = math.inf if timer is None else timer
+                if not self.established:
+                    deadline = min(deadline, handshake_deadline)
+                with trio.move_on_at(deadline):
                     item = await inbox.receive()
                     while True:
                         if item is not None:
@@ -202,6 +224,8 @@ class QuicConnectionTask:
                 if timer is not None and timer <= now:
                     quic.handle_timer(now)
                 self._process_events()
+                if self.closing and not self.closed:
+                    self._maybe_close()  # acknowledgements may have just arrived
                 await self._flush()
         finally:
             if not self.terminated:
