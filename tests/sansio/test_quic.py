@@ -133,11 +133,12 @@ def pump(client: QuicConnection, server: QuicConnection, now: list[float]) -> No
             server.receive_datagram(data, CLIENT, now=now[0])
             moved = True
             while (event := server.next_event()) is not None:
-                if isinstance(event, StreamDataReceived) and isinstance(
-                    server, BoundedQuicConnection
+                if (
+                    isinstance(event, StreamDataReceived)
+                    and isinstance(server, BoundedQuicConnection)
+                    and event.stream_id in server._started
                 ):
-                    if event.stream_id in server._started:
-                        server.received(event.stream_id, len(event.data))
+                    server.received(event.stream_id, len(event.data))
         for data, _ in server.datagrams_to_send(now=now[0]):
             client.receive_datagram(data, SERVER, now=now[0])
             moved = True
