@@ -12,8 +12,8 @@ events come out). Two things it does not do for a server, and this module adds:
   used half of it, whether or not anybody read the data, and accepts any amount of data to
   send. :class:`BoundedQuicConnection` ties the receive window of a request stream to what
   the application has read (credit = bytes read + ``stream_window``), and reports how many
-  bytes a stream has waiting in aioquic's send buffer so the trio layer can make ``send()``
-  wait. Both reach into aioquic's stream objects (``_streams``, ``sender._buffer``,
+  bytes a stream has waiting in aioquic's send buffer, not yet sent, so the trio layer can
+  make ``send()`` wait. Both reach into aioquic's stream objects (``_streams``, ``sender._buffer_stop``,
   ``_local_max_streams_bidi``); pyproject caps aioquic below 2 for that reason and
   ``tests/sansio/test_quic.py`` pins the behaviour.
 """
@@ -157,11 +157,17 @@ class BoundedQuicConnection(QuicConnection):
 
     # -- sending ----------------------------------------------------------------------------
     def send_backlog(self, stream_id: int) -> int:
-        """Bytes written to a stream that the peer has not acknowledged yet (0 if gone)."""
+        """Bytes written to a stream and not yet put on the wire (0 if the stream is gone).
+
+        Bytes sent but not yet acknowledged are not counted: the congestion window (and the
+        peer's flow-control window) bounds those. Counting them would cap a stream at
+        bound / (RTT + the peer's ACK delay), about 10 MiB/s for 256 KiB on loopback.
+        """
         stream = self._streams.get(stream_id)
         if stream is None:
             return 0
-        return len(stream.sender._buffer)
+        sender = stream.sender
+        return max(0, sender._buffer_stop - sender.highest_offset)
 
     def responses_delivered(self) -> bool:
         """Every request stream's response was acknowledged (or its reset was): closing
