@@ -13,9 +13,10 @@ events come out). Two things it does not do for a server, and this module adds:
   send. :class:`BoundedQuicConnection` ties the receive window of a request stream to what
   the application has read (credit = bytes read + ``stream_window``), and reports how many
   bytes a stream has waiting in aioquic's send buffer, not yet sent, so the trio layer can
-  make ``send()`` wait. Both reach into aioquic's stream objects (``_streams``, ``sender._buffer_stop``,
-  ``_local_max_streams_bidi``); pyproject caps aioquic below 2 for that reason and
-  ``tests/sansio/test_quic.py`` pins the behaviour.
+  make ``send()`` wait. Both reach into aioquic's internals (``_streams``,
+  ``sender._buffer_stop``, ``_local_max_streams_bidi``, ``_write_stream_limits``);
+  pyproject caps aioquic below 2 for that reason and ``tests/sansio/test_quic.py`` pins
+  the behaviour.
 """
 
 from __future__ import annotations
