@@ -129,6 +129,24 @@ def _needs_aioquic(value: list[str]) -> list[str]:
     return value
 
 
+def _frame_size(value: int) -> int:
+    if not 2**14 <= value <= 2**24 - 1:
+        raise ValueError("must be between 16384 and 16777215 (RFC 9113 6.5.2)")
+    return value
+
+
+def _window(value: int) -> int:
+    if not 65535 <= value <= 2**31 - 1:
+        raise ValueError("must be between 65535 and 2147483647")
+    return value
+
+
+def _positive(value: int) -> int:
+    if value < 1:
+        raise ValueError("must be at least 1")
+    return value
+
+
 def _lower(value: str) -> str:
     return value.lower()
 
@@ -256,19 +274,51 @@ class Config:
         16 * 1024 * 1024, implemented=False, help="Hypercorn WSGI body limit (ASGI only here)."
     )
 
-    # --- HTTP/2 (accepted for Hypercorn compatibility) ------------------------------------
+    # --- HTTP/2 ---------------------------------------------------------------------------
     alpn_protocols: list[str] = _opt(
         factory=lambda: ["h2", "http/1.1"],
-        help="ALPN protocols offered over TLS; only those served (http/1.1) are advertised.",
+        help="ALPN protocols offered over TLS, in order of preference (h2, http/1.1).",
     )
     h2_max_concurrent_streams: int = _opt(
-        100, implemented=False, help="HTTP/2 concurrent streams per connection."
+        100,
+        normalize=_positive,
+        help="HTTP/2 streams per connection whose handlers may run at once (reset ones "
+        "count until their handler ends); more get RST_STREAM REFUSED_STREAM.",
     )
     h2_max_header_list_size: int = _opt(
-        2**16, implemented=False, help="HTTP/2 largest header list."
+        2**16,
+        help="HTTP/2 largest request header list (advertised and enforced; larger ends the "
+        "connection with ENHANCE_YOUR_CALM).",
     )
     h2_max_inbound_frame_size: int = _opt(
-        2**14, implemented=False, help="HTTP/2 largest inbound frame."
+        2**14,
+        normalize=_frame_size,
+        help="HTTP/2 largest frame the client may send (16384 to 16777215).",
+    )
+    h2_stream_window: int = _opt(
+        256 * 1024,
+        normalize=_window,
+        help="HTTP/2 initial stream window: request body bytes buffered per stream before "
+        "the app reads them (at least 65535).",
+    )
+    h2_connection_window: int = _opt(
+        1024 * 1024,
+        normalize=_window,
+        help="HTTP/2 connection window: request body bytes buffered per connection.",
+    )
+    h2_reset_rate: float = _opt(
+        50.0,
+        help="HTTP/2 stream resets per second a connection may cause, by the client or by "
+        "us (rapid reset, MadeYouReset); over it and h2_reset_burst: GOAWAY.",
+    )
+    h2_reset_burst: int = _opt(200, help="HTTP/2 stream resets allowed at once.")
+    h2_reset_grace: float = _opt(
+        1.0, help="Seconds a reset HTTP/2 stream's app may run on before it is cancelled."
+    )
+    h2c_upgrade: bool = _opt(
+        True,
+        cli=("--h2c-upgrade",),
+        help="Accept 'Upgrade: h2c' on cleartext HTTP/1.1 (prior knowledge always works).",
     )
 
     # --- HTTP/3 over QUIC (the h3 extra: pip install 'trioserve[h3]') ----------------------

@@ -73,5 +73,5 @@ def test_unknown_atom_renders_dash_instead_of_losing_the_line() -> None:
 
 def test_status_phrase_and_websocket_protocol() -> None:
     assert atoms()["st"] == "Created"
-    ws = AccessLogAtoms({**SCOPE, "type": "websocket"}, 101, None, 0, 1.0)
+    ws = AccessLogAtoms({**SCOPE, "type": "websocket"}, 101, None, 0, 1.0, 0.0)
     assert ws["H"] == "WS/1.1"

@@ -23,8 +23,9 @@ from trioserve.sansio.events import (
     Request,
     Response,
 )
-from trioserve.sansio.http11 import ChunkValidator, HTTP11Protocol, error_response
+from trioserve.sansio.http11 import ChunkValidator, HTTP11Protocol
 from trioserve.sansio.http11_fast import FastHTTP11Protocol
+from trioserve.sansio.http11_rules import error_response
 
 PROTOCOLS = pytest.mark.parametrize(
     "cls", [HTTP11Protocol, FastHTTP11Protocol], ids=["h11", "httptools"]
@@ -454,6 +455,12 @@ def test_informational_response_then_response(cls: type[HTTP11Protocol]) -> None
     assert not proto.response_started
     proto.send(Response(200, [(b"content-length", b"0")]))
     assert proto.response_started
+
+
+@pytest.fixture
+def _force_http_parser() -> None:
+    """Overrides the conftest fixture that forces one parser (TRIOSERVE_TEST_HTTP) for the
+    test below, which checks which class each setting picks."""
 
 
 def test_http_setting_picks_the_class() -> None:

@@ -6,6 +6,7 @@ sent over a real socket; the answers, minus the Date header, must match byte for
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import MutableMapping
 from typing import Any
@@ -13,6 +14,7 @@ from typing import Any
 import pytest
 import trio
 
+from trioserve.sansio import http11_fast
 from trioserve.testing import open_server
 
 from ..rawhttp import read_until_close
@@ -75,6 +77,9 @@ EXCHANGES = {
     "te-gzip": b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n",
     "head-too-large": b"GET / HTTP/1.1\r\nHost: x\r\nX: " + b"a" * 2000 + b"\r\n\r\n",
     "connect": b"CONNECT a:443 HTTP/1.1\r\nHost: a\r\n\r\n",
+    # CONNECT with an origin-form target: h11 alone took it (and then failed on the
+    # response), llhttp answered 200. One refusal for every form.
+    "connect-origin-form": b"CONNECT /path HTTP/1.1\r\nHost: a\r\n\r\n",
 }
 
 
@@ -87,6 +92,16 @@ async def exchange(kind: str, raw: bytes) -> bytes:
     return re.sub(rb"(?i)\r\ndate: [^\r]*", b"", answer)
 
 
+@pytest.fixture(autouse=True)
+def _force_http_parser() -> None:
+    """Overrides the conftest fixture that forces one parser (TRIOSERVE_TEST_HTTP): this
+    module compares the two, so it must never end up comparing h11 with h11."""
+
+
+def test_the_two_parsers_are_different_classes() -> None:
+    assert http11_fast.protocol_class("h11") is not http11_fast.protocol_class("httptools")
+
+
 @pytest.mark.parametrize("name", list(EXCHANGES))
 async def test_both_parsers_answer_alike(name: str) -> None:
     raw = EXCHANGES[name]
@@ -97,3 +112,25 @@ async def test_both_parsers_answer_alike(name: str) -> None:
     ):  # seen by the app's receive(): the app gets a disconnect, the client a 400
         assert h11_answer.startswith(b"HTTP/1.1 400 ")
     assert await exchange("httptools", raw) == h11_answer
+
+
+@pytest.mark.parametrize("kind", ["h11", "httptools"])
+@pytest.mark.parametrize("target", [b"/path", b"a:443", b"http://a/x"])
+async def test_connect_is_refused_quietly(
+    kind: str, target: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One clean 405 and close, never the app, never a log line above debug."""
+    caplog.set_level(logging.DEBUG)
+    answer = await exchange(kind, b"CONNECT " + target + b" HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 405 ")
+    assert b"connection: close" in answer.lower()
+    assert b"CONNECT" not in answer  # the app (which echoes the method) never ran
+    noisy = [
+        r.getMessage()
+        for r in caplog.records
+        if r.name.startswith("trioserve")
+        and r.levelno > logging.DEBUG
+        and "CONNECT" in r.getMessage()
+    ]
+    assert not noisy
+    assert any("CONNECT is not supported" in r.getMessage() for r in caplog.records)

@@ -114,8 +114,8 @@ async def test_curl_over_tls_without_client_cert(certs: Certs) -> None:
     assert tls["client_cert_name"] is None
     assert tls["server_cert"].startswith("-----BEGIN CERTIFICATE-----")
     assert tls["server_cert"].strip() == certs.cert_file.read_text().strip()
-    # ALPN: we advertise only what we serve.
-    assert "ALPN: server accepted http/1.1" in result.stderr.decode()
+    # ALPN: curl offers h2 and gets it; the tls extension is the same over HTTP/2.
+    assert "ALPN: server accepted h2" in result.stderr.decode()
 
 
 async def test_mtls_with_and_without_client_cert(certs: Certs) -> None:
@@ -147,15 +147,26 @@ async def test_insecure_bind_beside_tls(certs: Certs) -> None:
     assert data["tls"] is None
 
 
-async def test_alpn_never_offers_what_we_do_not_serve(certs: Certs) -> None:
-    async with tls_server(certs) as urls:
+@pytest.mark.parametrize(
+    ("alpn_protocols", "offered", "selected"),
+    [
+        (["h2", "http/1.1"], ["h2", "http/1.1"], "h2"),
+        (["h2", "http/1.1"], ["http/1.1"], "http/1.1"),
+        (["http/1.1"], ["h2", "http/1.1"], "http/1.1"),
+        (["h2", "spdy/3", "http/1.1"], ["spdy/3", "http/1.1"], "http/1.1"),
+    ],
+)
+async def test_alpn_offers_what_alpn_protocols_says_and_we_serve(
+    certs: Certs, alpn_protocols: list[str], offered: list[str], selected: str
+) -> None:
+    async with tls_server(certs, alpn_protocols=alpn_protocols) as urls:
         port = int(urls[0].rsplit(":", 1)[1])
         context = client_context(certs)
-        context.set_alpn_protocols(["h2", "http/1.1"])
+        context.set_alpn_protocols(offered)
         stream = await trio.open_tcp_stream("127.0.0.1", port)
         tls = trio.SSLStream(stream, context, server_hostname="127.0.0.1")
         await tls.do_handshake()
-        assert tls.selected_alpn_protocol() == "http/1.1"
+        assert tls.selected_alpn_protocol() == selected
         await tls.aclose()
 
 

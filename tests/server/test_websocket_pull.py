@@ -18,7 +18,7 @@ from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessag
 
 from trioserve.errors import ClientDisconnected
 from trioserve.sansio.wsframes import EventQueue
-from trioserve.server import websocket as ws_module
+from trioserve.server import wswatch
 from trioserve.testing import open_server
 
 from ..sansio.test_websocket import accepted, client
@@ -37,7 +37,7 @@ from .test_websocket import (
 @pytest.fixture
 def fast_watch(monkeypatch: pytest.MonkeyPatch) -> float:
     """A short watchdog interval so pumps start within a fraction of a second."""
-    monkeypatch.setattr(ws_module, "WATCH_INTERVAL", 0.05)
+    monkeypatch.setattr(wswatch, "WATCH_INTERVAL", 0.05)
     return 0.05
 
 
@@ -272,7 +272,7 @@ async def test_an_idle_websocket_is_one_task() -> None:
                 await stream.aclose()
     conn_task = "trioserve.server.serve._handle_connection"
     assert after.count(conn_task) - before.count(conn_task) == k
-    assert after.count("trioserve.server.websocket._Watchdog._run") == 1
+    assert after.count("trioserve.server.wswatch.Watchdog._run") == 1
     assert len(after) - len(before) == k + 1, (before, after)
 
 

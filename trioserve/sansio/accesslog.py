@@ -38,8 +38,10 @@ class AccessLogAtoms(Mapping[str, str]):
         response_headers: Headers | None,
         bytes_sent: int,
         duration: float,
-        end: float | None = None,
+        end: float,
     ) -> None:
+        """``end``: when the request ended, in seconds since the epoch (the ``t`` atom);
+        the caller reads the clock, so this module never does."""
         self.scope = scope
         self.status = status
         self.response_headers = response_headers or []
@@ -103,8 +105,7 @@ def _text(value: Any) -> str:
 
 
 def _time(a: AccessLogAtoms) -> str:
-    end = a.end if a.end is not None else time.time()
-    return time.strftime("[%d/%b/%Y:%H:%M:%S %z]", time.localtime(end))
+    return time.strftime("[%d/%b/%Y:%H:%M:%S %z]", time.localtime(a.end))
 
 
 _ATOMS: dict[str, Any] = {

@@ -9,7 +9,15 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
-from .events import Data, EndData, Headers, OutboundEvent, Request, Response
+from .events import (
+    Data,
+    EndData,
+    Headers,
+    InformationalResponse,
+    OutboundEvent,
+    Request,
+    Response,
+)
 from .headers import InvalidHeader, validate_response_headers
 
 ASGI_VERSION = {"version": "3.0", "spec_version": "2.4"}
@@ -77,7 +85,28 @@ def build_http_scope(
 
 
 # Response progress, as small ints for speed on the hot path.
-START, BODY, DONE = 0, 1, 2
+START, BODY, DONE, TRAILERS = 0, 1, 2, 3
+
+# The response extensions (ASGI "HTTP" extensions), advertised per HTTP version where they
+# work: trailers need HTTP/2, or an HTTP/1.1 request saying "TE: trailers" (the response is
+# chunked then); 103 needs HTTP/1.1 or later; a file can go out on any version.
+TRAILERS_EXT = "http.response.trailers"
+EARLY_HINT_EXT = "http.response.early_hint"
+PATHSEND_EXT = "http.response.pathsend"
+_EXTENSIONS_2: dict[str, Any] = {TRAILERS_EXT: {}, EARLY_HINT_EXT: {}, PATHSEND_EXT: {}}
+_EXTENSIONS_11: dict[str, Any] = {EARLY_HINT_EXT: {}, PATHSEND_EXT: {}}
+_EXTENSIONS_10: dict[str, Any] = {PATHSEND_EXT: {}}
+
+
+def response_extensions(request: Request) -> dict[str, Any]:
+    """The response extensions a request's scope advertises (shared dict: copy to change)."""
+    version = request.http_version
+    if version == "1.1":
+        for name, value in request.headers:
+            if name == b"te" and b"trailers" in value.lower():
+                return _EXTENSIONS_2
+        return _EXTENSIONS_11
+    return _EXTENSIONS_10 if version == "1.0" else _EXTENSIONS_2
 
 
 class HTTPResponseCycle:
@@ -87,15 +116,35 @@ class HTTPResponseCycle:
     leaves in one write (and a 500 can still replace it if the app fails in between).
     """
 
-    __slots__ = ("_head", "bytes_sent", "default_headers", "is_head", "state", "status")
+    __slots__ = (
+        "_extensions",
+        "_head",
+        "_trailers",
+        "bytes_sent",
+        "default_headers",
+        "file_path",
+        "is_head",
+        "state",
+        "status",
+    )
 
-    def __init__(self, *, is_head: bool, default_headers: Headers) -> None:
+    def __init__(
+        self,
+        *,
+        is_head: bool,
+        default_headers: Headers,
+        extensions: dict[str, Any] = _EXTENSIONS_10,
+    ) -> None:
         self.state = START
         self.is_head = is_head
         self.default_headers = default_headers
         self.status = 0
         self._head: Response | None = None
         self.bytes_sent = 0
+        self._extensions = extensions
+        self._trailers: Headers | None = None  # the app announced trailers: collected here
+        # http.response.pathsend: the file the runner sends as the body (then EndData).
+        self.file_path: str | None = None
 
     @property
     def started(self) -> bool:
@@ -126,9 +175,15 @@ class HTTPResponseCycle:
                 self.bytes_sent += len(body)
                 events.append(Data(bytes(body)))
             if not more:
-                self.state = DONE
-                events.append(EndData())
+                if self._trailers is not None:
+                    self.state = TRAILERS
+                else:
+                    self.state = DONE
+                    events.append(EndData())
             return events
+        return self._other_message(kind, message)
+
+    def _other_message(self, kind: str, message: Any) -> list[OutboundEvent]:
         if self.state == START and kind == "http.response.start":
             status = message.get("status")
             if type(status) is not int or not 100 <= status <= 599:
@@ -145,8 +200,60 @@ class HTTPResponseCycle:
             self.status = status
             self._head = Response(status, headers)
             self.state = BODY
+            if message.get("trailers", False):
+                self._trailers = []
             return []
+        if self.state == TRAILERS and kind == "http.response.trailers":
+            return self._on_trailers(message)
+        if self.state == START and kind == "http.response.early_hint":
+            return self._on_early_hint(message)
+        if self.state == BODY and kind == "http.response.pathsend":
+            return self._on_pathsend(message)
         if self.state == DONE:
             raise UnexpectedMessage(f"{kind!r} sent after the response was complete")
-        expected = "http.response.start" if self.state == START else "http.response.body"
+        expected = {START: "http.response.start", TRAILERS: "http.response.trailers"}.get(
+            self.state, "http.response.body"
+        )
         raise UnexpectedMessage(f"expected {expected!r}, got {kind!r}")
+
+    def _on_trailers(self, message: Any) -> list[OutboundEvent]:
+        try:
+            headers = validate_response_headers(message.get("headers", []))
+        except InvalidHeader as exc:
+            raise UnexpectedMessage(str(exc)) from None
+        trailers = self._trailers
+        assert trailers is not None
+        trailers.extend(headers)
+        if message.get("more_trailers", False):
+            return []
+        self.state = DONE
+        # Not advertised (or HEAD): the trailers are accepted and dropped.
+        if TRAILERS_EXT not in self._extensions or self.is_head:
+            trailers = []
+        return [EndData(trailers)]
+
+    def _on_early_hint(self, message: Any) -> list[OutboundEvent]:
+        links = message.get("links", [])
+        if not isinstance(links, (list, tuple)) or not all(
+            isinstance(link, bytes) for link in links
+        ):
+            raise UnexpectedMessage("early_hint links must be a list of bytes")
+        if EARLY_HINT_EXT not in self._extensions or not links:
+            return []
+        try:
+            headers = validate_response_headers([(b"link", link) for link in links])
+        except InvalidHeader as exc:
+            raise UnexpectedMessage(str(exc)) from None
+        return [InformationalResponse(103, headers)]
+
+    def _on_pathsend(self, message: Any) -> list[OutboundEvent]:
+        path = message.get("path")
+        if not isinstance(path, str):
+            raise UnexpectedMessage(f"pathsend path must be a str, got {path!r}")
+        events: list[OutboundEvent] = []
+        if self._head is not None:
+            events.append(self._head)
+            self._head = None
+        self.file_path = path
+        self.state = DONE
+        return events

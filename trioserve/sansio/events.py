@@ -22,6 +22,10 @@ class Request:
     http_version: str
     raw_headers: Headers | None = None
     expects_continue: bool = False
+    # HTTP/2 and later: ``:authority`` (also given to the app as ``host``) and the extended
+    # CONNECT ``:protocol`` (RFC 8441), which marks a WebSocket over an HTTP/2 stream.
+    authority: bytes | None = None
+    protocol: bytes | None = None
 
 
 @dataclass(slots=True)
@@ -66,11 +70,21 @@ class ConnectionClosed:
 
 
 @dataclass(slots=True)
+class StreamReset:
+    """One multiplexed stream was reset (HTTP/2 RST_STREAM): its request is over, the
+    connection is not. ``remote`` is False when we reset it (the peer misbehaved)."""
+
+    error_code: int
+    remote: bool = True
+
+
+@dataclass(slots=True)
 class BadRequest:
     """The peer sent something we refuse. ``status`` is the answer to give, then close."""
 
     status: int
     reason: str
+    quiet: bool = False  # logged at debug only (e.g. CONNECT: any client could flood the log)
 
 
 class Sentinel:
@@ -91,5 +105,5 @@ NEED_DATA = Sentinel("NEED_DATA")
 PAUSED = Sentinel("PAUSED")
 """The next request is buffered but waits until the current response is complete."""
 
-InboundEvent = Request | Data | EndData | ConnectionClosed | BadRequest | Sentinel
+InboundEvent = Request | Data | EndData | ConnectionClosed | StreamReset | BadRequest | Sentinel
 OutboundEvent = Response | InformationalResponse | Data | EndData

@@ -15,8 +15,6 @@ module adds, before an event reaches the ASGI layer:
 
 from __future__ import annotations
 
-import re
-from http import HTTPStatus
 from typing import Any
 
 import h11
@@ -36,24 +34,23 @@ from .events import (
     Request,
     Response,
 )
-
-_ORIGIN_FORM = re.compile(rb"/[^\x00-\x20\x7f]*").fullmatch
-_ABSOLUTE_FORM = re.compile(
-    rb"[hH][tT][tT][pP][sS]?://[^/?#\x00-\x20\x7f@]+([/?][^\x00-\x20\x7f]*)?"
-).fullmatch
-
-
-_HEAD_TOO_LARGE = "request head too large"
+from .http11_rules import (
+    CHUNK_DATA_NOT_CRLF,
+    CHUNK_LINE_TOO_LONG,
+    HEAD_TOO_LARGE,
+    MAX_CHUNK_LINE,
+    REASONS,
+    check_request,
+    chunk_line_error,
+    chunk_size,
+)
 
 
 class HTTP11Protocol:
-    """One HTTP/1.1 server connection: feed bytes in, take events out, turn events into bytes.
-
-    ``next_event()`` returns :data:`NEED_DATA` when it wants bytes and :data:`PAUSED` while
-    a pipelined request waits for the current response to finish.
-    """
+    """:class:`~.http11_rules.HTTP11Interface` over h11."""
 
     __slots__ = (
+        "_chunked",
         "_chunks",
         "_h11",
         "_max_head",
@@ -67,6 +64,7 @@ class HTTP11Protocol:
         self._h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=max_head_size)
         self._max_head = max_head_size
         self._chunks: ChunkValidator | None = None
+        self._chunked = False  # the response being sent is chunked (h11's choice, restated)
         self._pending_error: BadRequest | None = None
         self._pushed: InboundEvent | None = None
         self.must_close = False
@@ -106,7 +104,7 @@ class HTTP11Protocol:
         except h11.RemoteProtocolError as exc:
             status = exc.error_status_hint
             if status == 431:  # same words whichever check saw it first
-                return BadRequest(431, _HEAD_TOO_LARGE)
+                return BadRequest(431, HEAD_TOO_LARGE)
             return BadRequest(status, str(exc) or "invalid request")
         cls = type(event)
         if cls is h11.Data:
@@ -125,24 +123,12 @@ class HTTP11Protocol:
 
     def _request(self, event: h11.Request, head_size: int) -> InboundEvent:
         self.requests_seen += 1
-        # The raw size, whitespace and all: h11 refuses a partial head once its buffer passes
-        # the limit, so a head of head_size bytes is refused byte by byte iff
-        # head_size - 1 > limit. The same rule here gives the same answer for any chunking.
-        if head_size - 1 > self._max_head:
-            return BadRequest(431, _HEAD_TOO_LARGE)
         version = event.http_version.decode("ascii")
-        if version not in ("1.1", "1.0"):
-            return BadRequest(505, f"HTTP version {version} not supported")
         method = event.method
         target = event.target
-        if not _ORIGIN_FORM(target):
-            if target == b"*":
-                if method != b"OPTIONS":
-                    return BadRequest(400, "'*' target is only allowed for OPTIONS")
-            elif method == b"CONNECT":
-                return BadRequest(405, "CONNECT is not supported")
-            elif not _ABSOLUTE_FORM(target):
-                return BadRequest(400, "invalid request target")
+        refused = check_request(method, target, version, head_size, self._max_head)
+        if refused is not None:
+            return refused
         headers: Headers = []
         has_length = chunked = False
         expects_continue = False
@@ -190,14 +176,24 @@ class HTTP11Protocol:
         if cls is Data:
             out = self._h11.send(h11.Data(data=event.data))  # type: ignore[union-attr]
         elif cls is EndData:
-            out = self._h11.send(h11.EndOfMessage())
+            trailers = event.headers  # type: ignore[union-attr]
+            if trailers and self._chunked:
+                out = self._h11.send(h11.EndOfMessage(headers=trailers))
+            else:  # trailers need chunked framing; otherwise they are dropped
+                out = self._h11.send(h11.EndOfMessage())
         elif cls is Response:
             headers = event.headers  # type: ignore[union-attr]
             if self.must_close:
                 headers = [*headers, (b"connection", b"close")]
             status = event.status  # type: ignore[union-attr]
+            # h11 frames a body with chunks when the app gave no length (HTTP/1.1 client).
+            self._chunked = (
+                status not in (204, 304)
+                and self._h11.their_http_version == b"1.1"
+                and all(name != b"content-length" for name, _ in headers)
+            )
             out = self._h11.send(
-                h11.Response(status_code=status, headers=headers, reason=_REASONS.get(status, b""))
+                h11.Response(status_code=status, headers=headers, reason=REASONS.get(status, b""))
             )
         elif cls is InformationalResponse:
             status = event.status  # type: ignore[union-attr]
@@ -205,7 +201,7 @@ class HTTP11Protocol:
                 h11.InformationalResponse(
                     status_code=status,
                     headers=event.headers,  # type: ignore[union-attr]
-                    reason=_REASONS.get(status, b""),
+                    reason=REASONS.get(status, b""),
                 )
             )
         else:  # pragma: no cover
@@ -254,46 +250,6 @@ class HTTP11Protocol:
         self.must_close = True
 
 
-def error_response(status: int, *, reason: str = "", extra: Headers = ()) -> bytes:  # type: ignore[assignment]
-    """A complete minimal response for a request we refuse, written outside h11's state.
-
-    Used when h11 cannot (or should not) frame the answer, e.g. after a parse error.
-    """
-    phrase = _PHRASES.get(status, b"Error")
-    body = phrase + b"\n"
-    head = [
-        b"HTTP/1.1 %d %s\r\n" % (status, phrase),
-        b"content-type: text/plain; charset=utf-8\r\n",
-        b"content-length: %d\r\n" % len(body),
-        b"connection: close\r\n",
-    ]
-    for name, value in extra:
-        head.append(name + b": " + value + b"\r\n")
-    return b"".join(head) + b"\r\n" + body
-
-
-_PHRASES = {
-    400: b"Bad Request",
-    403: b"Forbidden",
-    404: b"Not Found",
-    405: b"Method Not Allowed",
-    408: b"Request Timeout",
-    413: b"Content Too Large",
-    414: b"URI Too Long",
-    426: b"Upgrade Required",
-    431: b"Request Header Fields Too Large",
-    500: b"Internal Server Error",
-    501: b"Not Implemented",
-    503: b"Service Unavailable",
-    505: b"HTTP Version Not Supported",
-}
-
-_REASONS = {s.value: s.phrase.encode("ascii") for s in HTTPStatus}
-
-_HEX = frozenset(b"0123456789abcdefABCDEF")
-_MAX_CHUNK_LINE = 4096
-
-
 class ChunkValidator:
     """Walks a chunked body's framing in step with h11 and reports what h11 lets through.
 
@@ -326,27 +282,26 @@ class ChunkValidator:
             nl = data.find(b"\n", i)
             if nl == -1:
                 self._line += data[i:]
-                if len(self._line) > _MAX_CHUNK_LINE:
-                    return "chunk line too long"
+                if len(self._line) > MAX_CHUNK_LINE:
+                    return CHUNK_LINE_TOO_LONG
                 return None
             self._line += data[i : nl + 1]
             i = nl + 1
             line = bytes(self._line)
             self._line.clear()
-            if not line.endswith(b"\r\n") or b"\r" in line[:-2]:
-                return "chunk line must end with CRLF and contain no bare CR"
+            error = chunk_line_error(line)
+            if error is not None:
+                return error
             line = line[:-2]
             if state == "crlf":
                 if line:
-                    return "chunk data not followed by CRLF"
+                    return CHUNK_DATA_NOT_CRLF
                 self._state = "size"
             elif state == "size":
-                size_part, _, ext = line.partition(b";")
-                if not size_part or len(size_part) > 16 or not _HEX.issuperset(size_part):
-                    return f"invalid chunk size line {line[:40]!r}"
-                if b"\x00" in ext:
-                    return "invalid chunk extension"
-                self._remaining = int(size_part, 16)
+                size = chunk_size(line)
+                if type(size) is str:
+                    return size
+                self._remaining = int(size)
                 self._state = "data" if self._remaining else "trailer"
             else:  # trailer
                 if not line:

@@ -10,15 +10,15 @@ Where llhttp and h11 disagree (unknown methods, obs-fold, bare LF, ``Content-Len
 Content-Length with Transfer-Encoding, ...) the head goes to h11 to decide, so a request is
 accepted or refused the same way whichever class reads it; the plain case never needs h11.
 
-It subclasses HTTP11Protocol only so that code typed against that class takes either; it
-overrides everything and never builds an ``h11.Connection`` for the connection itself.
+Both implement :class:`~.http11_rules.HTTP11Interface`; the rules they share (request-target
+forms, versions, CONNECT, head size, chunk lines) come from :mod:`.http11_rules`. No
+``h11.Connection`` is built for the connection itself.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import re
-from http import HTTPStatus
 
 from .events import (
     NEED_DATA,
@@ -35,8 +35,19 @@ from .events import (
     Request,
     Response,
 )
-from .http11 import _ABSOLUTE_FORM, _HEAD_TOO_LARGE, _ORIGIN_FORM, HTTP11Protocol
-from .http11_head import CL_MAX_DIGITS, HAVE_HTTPTOOLS, RequestHead, parse_head
+from .http11 import HTTP11Protocol
+from .http11_head import HAVE_HTTPTOOLS, RequestHead, parse_head
+from .http11_rules import (
+    CHUNK_DATA_NOT_CRLF,
+    CHUNK_LINE_TOO_LONG,
+    HEAD_TOO_LARGE,
+    MAX_CHUNK_LINE,
+    HTTP11Interface,
+    check_request,
+    chunk_line_error,
+    chunk_size,
+)
+from .http11_writer import ResponseHead, scan_response_headers, status_line
 
 PARSERS = ("auto", "h11", "httptools")
 
@@ -45,7 +56,7 @@ def httptools_available() -> bool:
     return importlib.util.find_spec("httptools") is not None
 
 
-def protocol_class(kind: str) -> type[HTTP11Protocol]:
+def protocol_class(kind: str) -> type[HTTP11Protocol | FastHTTP11Protocol]:
     """The class for the ``http`` setting: ``auto`` is httptools when it is installed."""
     if kind == "httptools" or (kind == "auto" and HAVE_HTTPTOOLS):
         if not HAVE_HTTPTOOLS:
@@ -61,7 +72,7 @@ def parser_name(kind: str) -> str:
     return "httptools" if protocol_class(kind) is FastHTTP11Protocol else "h11"
 
 
-def make_http11_protocol(kind: str, *, max_head_size: int) -> HTTP11Protocol:
+def make_http11_protocol(kind: str, *, max_head_size: int) -> HTTP11Interface:
     return protocol_class(kind)(max_head_size=max_head_size)
 
 
@@ -71,8 +82,6 @@ _END_OF_HEAD = re.compile(rb"\n\r?\n").search
 _TRAILER_LINE = re.compile(
     rb"(?:[-!#$%&'*+.^_`|~0-9A-Za-z]+:|[ \t])[ \t]*(?:[^\x00\s]+(?:[ \t]+[^\x00\s]+)*)?[ \t]*"
 ).fullmatch
-_HEX = frozenset(b"0123456789abcdefABCDEF")
-_MAX_CHUNK_LINE = 4096
 
 # their side
 _IDLE, _BODY, _DONE = 0, 1, 2
@@ -84,32 +93,8 @@ _WAIT, _SEND_RESPONSE, _SEND_BODY, _SENT = 0, 1, 2, 3
 _LENGTH, _CHUNKED, _RAW = 0, 1, 2
 
 
-# -- writing --------------------------------------------------------------------------------
-
-_STATUS_LINES = {s.value: b"HTTP/1.1 %d %s\r\n" % (s.value, s.phrase.encode()) for s in HTTPStatus}
-_FRAMING = frozenset((b"content-length", b"transfer-encoding", b"connection"))
-
-
-def _status_line(status: int) -> bytes:
-    line = _STATUS_LINES.get(status)
-    return line if line is not None else b"HTTP/1.1 %d \r\n" % status
-
-
-def _response_length(value: bytes, seen: bytes | None) -> bytes:
-    if b"," in value:
-        values = {v.strip() for v in value.split(b",")}
-        if len(values) != 1:
-            raise ProtocolError("conflicting Content-Length headers")
-        value = values.pop()
-    if not value.isdigit() or len(value) > CL_MAX_DIGITS:
-        raise ProtocolError("bad Content-Length")
-    if seen is not None and seen != value:
-        raise ProtocolError("conflicting Content-Length headers")
-    return value
-
-
-class FastHTTP11Protocol(HTTP11Protocol):
-    """One HTTP/1.1 server connection, read with llhttp; see the module docstring."""
+class FastHTTP11Protocol:
+    """:class:`~.http11_rules.HTTP11Interface` with llhttp; see the module docstring."""
 
     __slots__ = (
         "_buf",
@@ -118,14 +103,19 @@ class FastHTTP11Protocol(HTTP11Protocol):
         "_is_head",
         "_keep",
         "_left",
+        "_max_head",
         "_old_client",
         "_our",
+        "_pending_error",
         "_pos",
+        "_pushed",
         "_remaining",
         "_scan_from",
         "_their",
         "_upgrade",
         "_writer",
+        "must_close",
+        "requests_seen",
     )
 
     def __init__(self, *, max_head_size: int = 16 * 1024) -> None:
@@ -205,7 +195,7 @@ class FastHTTP11Protocol(HTTP11Protocol):
         found = _END_OF_HEAD(buf, max(pos, self._scan_from))
         if found is None:
             if size - pos > self._max_head:
-                return self._fail(431, _HEAD_TOO_LARGE)
+                return self._fail(431, HEAD_TOO_LARGE)
             if self._eof:
                 return self._fail(400, "peer unexpectedly closed connection")
             self._scan_from = max(pos, size - 2)
@@ -230,22 +220,13 @@ class FastHTTP11Protocol(HTTP11Protocol):
 
     def _start_request(self, head: RequestHead, head_size: int) -> InboundEvent:
         self.requests_seen += 1
-        # Same rule as HTTP11Protocol: one read or many, a head over the limit gets 431.
-        if head_size - 1 > self._max_head:
-            return self._fail(431, _HEAD_TOO_LARGE)
         version = head.version
-        if version != "1.1" and version != "1.0":
-            return self._fail(505, f"HTTP version {version} not supported")
         method = head.method
         target = head.target
-        if not _ORIGIN_FORM(target):
-            if target == b"*":
-                if method != b"OPTIONS":
-                    return self._fail(400, "'*' target is only allowed for OPTIONS")
-            elif method == b"CONNECT":
-                return self._fail(405, "CONNECT is not supported")
-            elif not _ABSOLUTE_FORM(target):
-                return self._fail(400, "invalid request target")
+        refused = check_request(method, target, version, head_size, self._max_head)
+        if refused is not None:
+            self._pending_error = refused  # sticky: a refused stream stays refused
+            return refused
         if head.chunked:
             if head.length != -1:
                 self.must_close = True
@@ -312,25 +293,24 @@ class FastHTTP11Protocol(HTTP11Protocol):
                 return Data(data)
             nl = buf.find(b"\n", pos)
             if nl == -1:
-                if size - pos > _MAX_CHUNK_LINE:
-                    return self._fail(400, "chunk line too long")
+                if size - pos > MAX_CHUNK_LINE:
+                    return self._fail(400, CHUNK_LINE_TOO_LONG)
                 break
             line = buf[pos : nl + 1]
             pos = nl + 1
-            if line[-2:] != b"\r\n" or b"\r" in line[:-2]:
-                return self._fail(400, "chunk line must end with CRLF and contain no bare CR")
+            error = chunk_line_error(line)
+            if error is not None:
+                return self._fail(400, error)
             line = line[:-2]
             if state == _CRLF:
                 if line:
-                    return self._fail(400, "chunk data not followed by CRLF")
+                    return self._fail(400, CHUNK_DATA_NOT_CRLF)
                 state = _SIZE
             elif state == _SIZE:
-                size_part, _, ext = line.partition(b";")
-                if not size_part or len(size_part) > 16 or not _HEX.issuperset(size_part):
-                    return self._fail(400, f"invalid chunk size line {line[:40]!r}")
-                if b"\x00" in ext:
-                    return self._fail(400, "invalid chunk extension")
-                self._remaining = int(size_part, 16)
+                found = chunk_size(line)
+                if type(found) is str:
+                    return self._fail(400, found)
+                self._remaining = int(found)
                 state = _CDATA if self._remaining else _TRAILER
             elif line:  # a trailer field: checked, then dropped as HTTP11Protocol does
                 if not _TRAILER_LINE(line):
@@ -375,14 +355,20 @@ class FastHTTP11Protocol(HTTP11Protocol):
             if self._writer == _LENGTH and self._left:
                 raise ProtocolError("Too little data for declared Content-Length")
             self._our = _SENT
-            return b"0\r\n\r\n" if self._writer == _CHUNKED else b""
+            if self._writer != _CHUNKED:
+                return b""  # (trailers need chunked framing; otherwise they are dropped)
+            trailers = event.headers  # type: ignore[union-attr]
+            if trailers:
+                lines = [name + b": " + value + b"\r\n" for name, value in trailers]
+                return b"0\r\n" + b"".join(lines) + b"\r\n"
+            return b"0\r\n\r\n"
         if cls is Response:
             return self._response(event.status, event.headers)  # type: ignore[union-attr]
         if cls is InformationalResponse:
             status = event.status  # type: ignore[union-attr]
             if self._our != _SEND_RESPONSE or not 100 <= status < 200:
                 raise ProtocolError("can't send an informational response now")
-            lines = [_status_line(status)]
+            lines = [status_line(status)]
             lines.extend(
                 [name + b": " + value + b"\r\n" for name, value in event.headers]  # type: ignore[union-attr]
             )
@@ -395,74 +381,48 @@ class FastHTTP11Protocol(HTTP11Protocol):
             raise ProtocolError("can't send a response now")
         if not 200 <= status < 1000:
             raise ProtocolError(f"invalid response status {status}")
-        lines = [_status_line(status)]
-        append = lines.append
-        length: bytes | None = None
-        chunked = False
-        connection: list[bytes] | None = None  # the app's Connection values
-        for name, value in headers:
-            if name in _FRAMING:
-                if name == b"content-length":
-                    if length is not None and value == length:
-                        continue  # h11 keeps one of equal duplicates
-                    length = _response_length(value, length)
-                    value = length
-                elif name == b"transfer-encoding":
-                    if chunked or value.lower() != b"chunked":
-                        raise ProtocolError("Only Transfer-Encoding: chunked is supported")
-                    chunked = True
-                    continue  # written below, if the framing keeps it
-                else:
-                    if connection is None:
-                        connection = []
-                    connection.append(value)
-            append(name + b": " + value + b"\r\n")
-        tokens: set[bytes] = set()
-        if connection is not None:
-            for value in connection:
-                tokens.update(t.strip() for t in value.lower().split(b","))
-            tokens.discard(b"")
+        head = scan_response_headers(status, headers)
         # Like h11: a connection the request already ends gets one rewritten Connection
         # field; otherwise the app's fields stay and our own close is added after them.
-        rewrite = not self._keep
+        ends = self._body_framing(head, status)
+        if ends or not self._keep:
+            self._keep = False
+            head.rewrite_connection()
+        elif self.must_close:
+            self._keep = False
+            head.lines.append(b"connection: close\r\n")
+        elif head.asks_to_close():
+            self._keep = False
+        head.lines.append(b"\r\n")
+        self._our = _SEND_BODY
+        self._upgrade = False  # not switching: this response answers the proposal
+        return b"".join(head.lines)
+
+    def _body_framing(self, head: ResponseHead, status: int) -> bool:
+        """Pick the body writer; True when the body can only end with the connection."""
+        ends = False
         if status == 204 or status == 304:  # no body whatever the headers say
             writer, left = _LENGTH, 0
-            if chunked:
-                append(b"Transfer-Encoding: chunked\r\n")
+            if head.chunked:
+                head.lines.append(b"Transfer-Encoding: chunked\r\n")
         else:
-            if chunked or length is None:
+            length = head.length
+            if head.chunked or length is None:
                 if length is not None:  # Transfer-Encoding wins: drop the length
-                    lines = [line for line in lines if not line.startswith(b"content-length:")]
-                    append = lines.append
+                    head.drop(b"content-length:")
                 if self._old_client:  # no chunked for HTTP/1.0: the body ends at the close
                     writer, left = _RAW, 0
-                    if not self._is_head:
-                        rewrite = True
+                    ends = not self._is_head
                 else:
                     writer, left = _CHUNKED, 0
-                    append(b"Transfer-Encoding: chunked\r\n")
+                    head.lines.append(b"Transfer-Encoding: chunked\r\n")
             else:
                 writer, left = _LENGTH, int(length)
             if self._is_head:
                 writer, left = _LENGTH, 0
-        if rewrite:
-            self._keep = False
-            if connection is not None:
-                lines = [line for line in lines if not line.startswith(b"connection:")]
-            tokens.discard(b"keep-alive")
-            tokens.add(b"close")
-            lines.extend(b"Connection: " + token + b"\r\n" for token in sorted(tokens))
-        elif self.must_close:
-            self._keep = False
-            lines.append(b"connection: close\r\n")
-        elif b"close" in tokens:
-            self._keep = False
-        lines.append(b"\r\n")
         self._writer = writer
         self._left = left
-        self._our = _SEND_BODY
-        self._upgrade = False  # not switching: this response answers the proposal
-        return b"".join(lines)
+        return ends
 
     # -- state -----------------------------------------------------------------------------
     @property
@@ -493,3 +453,10 @@ class FastHTTP11Protocol(HTTP11Protocol):
 
     def take_trailing_data(self) -> bytes:
         return bytes(self._buf[self._pos :])
+
+    def push_back(self, event: InboundEvent) -> None:
+        if event is not NEED_DATA and event is not PAUSED:
+            self._pushed = event
+
+    def close_after_response(self) -> None:
+        self.must_close = True

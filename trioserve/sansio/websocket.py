@@ -37,7 +37,7 @@ from wsproto.utilities import LocalProtocolError, generate_accept_token
 from .asgi import HTTPResponseCycle, UnexpectedMessage, build_http_scope
 from .events import Data, EndData, Headers, Request, Response
 from .headers import InvalidHeader, validate_response_headers
-from .http11 import HTTP11Protocol
+from .http11_rules import HTTP11Interface
 from .wsframes import lighten, server_frame, simple_frames, wsproto_idle
 
 # Session states.
@@ -223,7 +223,7 @@ class WebSocketSession:
     def __init__(
         self,
         request: Request,
-        proto: HTTP11Protocol,
+        proto: HTTP11Interface,
         *,
         key: bytes,
         max_message_size: int,
@@ -232,7 +232,7 @@ class WebSocketSession:
         self.request = request
         # The HTTP/1.1 side, for a refusal or a denial response; dropped once accepted
         # (an idle WebSocket need not keep h11's state and buffers).
-        self.proto: HTTP11Protocol | None = proto
+        self.proto: HTTP11Interface | None = proto
         self._key = key
         self._max_size = max_message_size
         self.deflate = per_message_deflate
@@ -393,7 +393,7 @@ class WebSocketSession:
             proto.send(Response(status, headers)) + proto.send(Data(body)) + proto.send(EndData())
         )
 
-    def _http(self) -> HTTP11Protocol:
+    def _http(self) -> HTTP11Interface:
         proto = self.proto
         if proto is None:  # pragma: no cover - only HTTP answers use it, all before accept
             raise SessionClosed("the WebSocket was accepted: no HTTP answer any more")

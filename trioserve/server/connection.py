@@ -12,6 +12,7 @@ from collections.abc import Callable
 import trio
 
 from ..logs import error_log
+from .http2 import HTTP2Connection
 from .http11 import HTTP11Connection
 from .peer import STREAM_ERRORS
 from .state import ServerState
@@ -21,8 +22,9 @@ from .transport import ConnectionInfo, close_transport
 def negotiated_protocol(stream: trio.abc.Stream) -> str:
     """The application protocol TLS negotiated (ALPN), "http/1.1" without TLS or ALPN.
 
-    HTTP/2 plugs in here: "h2" from ALPN, and on a cleartext stream the prior-knowledge
-    preface (``PRI * HTTP/2.0``), peeked before HTTP/1.1 reads a byte.
+    A cleartext stream may still turn out to be HTTP/2: the HTTP/1.1 connection hands
+    over on the prior-knowledge preface (``PRI * HTTP/2.0``) or an accepted
+    ``Upgrade: h2c`` (``HTTP11Connection.switch``).
     """
     if isinstance(stream, trio.SSLStream):
         return stream.selected_alpn_protocol() or "http/1.1"
@@ -42,8 +44,15 @@ async def handle_stream(
     close). ``on_error`` also sees an unexpected error (a server bug), after it is logged.
     """
     try:
-        negotiated_protocol(stream)  # only HTTP/1.1 is offered today
-        await HTTP11Connection(stream, state, info, nursery).run()
+        if negotiated_protocol(stream) == "h2":
+            await HTTP2Connection(stream, state, info).run()
+            return
+        http11 = HTTP11Connection(stream, state, info, nursery)
+        await http11.run()
+        switch = http11.switch
+        if switch is not None:
+            del http11
+            await HTTP2Connection(stream, state, info, switch=switch).run()
     except STREAM_ERRORS:
         pass
     except Exception as exc:

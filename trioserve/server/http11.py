@@ -27,8 +27,9 @@ from ..sansio.events import (
     Request,
     Sentinel,
 )
-from ..sansio.http11 import HTTP11Protocol, error_response
+from ..sansio.http2 import H2C_SWITCHING, H2Switch, h2c_settings, is_h2_preface, upgraded_request
 from ..sansio.http11_fast import make_http11_protocol
+from ..sansio.http11_rules import HTTP11Interface, error_response
 from ..sansio.websocket import wants_websocket
 from .peer import PeerStream
 from .request import DONE_NORMALLY, LEAVE_BODY_UNREAD, RequestRunner
@@ -46,7 +47,7 @@ class HTTP11Connection:
     """Serves requests on one stream until the client leaves, a limit is hit, or shutdown."""
 
     # Thousands of these sit idle in a keep-alive server: no per-instance __dict__.
-    __slots__ = ("info", "nursery", "peer", "proto", "refusal", "state")
+    __slots__ = ("info", "nursery", "peer", "proto", "refusal", "state", "switch")
 
     def __init__(
         self,
@@ -64,6 +65,9 @@ class HTTP11Connection:
             config.http, max_head_size=config.h11_max_incomplete_size
         )
         self.refusal: BadRequest | None = None  # a body we refused mid-way
+        # Set when the connection turns out to be HTTP/2 (the prior-knowledge preface, or an
+        # accepted "Upgrade: h2c"): run() returns and the caller serves HTTP/2 instead.
+        self.switch: H2Switch | None = None
 
     async def _next_request(self) -> Request | None:
         """Wait for the next request head; None means close the connection (quietly)."""
@@ -94,7 +98,7 @@ class HTTP11Connection:
                     return None
                 continue
             if type(event) is BadRequest:
-                await self._refuse(event.status, event.reason)
+                await self._refuse(event.status, event.reason, quiet=event.quiet)
                 return None
             if type(event) is ConnectionClosed:
                 return None
@@ -117,13 +121,17 @@ class HTTP11Connection:
         with trio.move_on_after(idle_timeout) as scope:
             scopes.add(scope)
             try:
-                self.proto.receive_data(await self.peer.receive())
+                data = await self.peer.receive()
             finally:
                 scopes.discard(scope)
+            if fresh and is_h2_preface(data):  # h2c with prior knowledge (RFC 9113 3.3)
+                self.switch = H2Switch(received=data)
+                return False
+            self.proto.receive_data(data)
         return not scope.cancelled_caught
 
-    async def _refuse(self, status: int, reason: str) -> None:
-        error_log.info("%s %s: %s", self.info.client_text, status, reason)
+    async def _refuse(self, status: int, reason: str, *, quiet: bool = False) -> None:
+        error_log.log(10 if quiet else 20, "%s %s: %s", self.info.client_text, status, reason)
         peer = self.peer
         if not peer.broken:
             try:
@@ -144,17 +152,34 @@ class HTTP11Connection:
                 return
             if state.shutting_down or self.proto.requests_seen >= max_requests:
                 self.proto.close_after_response()
+            if self.proto.requests_seen == 1 and self._upgrade_to_h2c(request):
+                await self.peer.send(H2C_SWITCHING)
+                return
             if wants_websocket(request):  # the connection becomes a WebSocket (or is refused)
                 await serve_websocket(
                     self.peer, state, self.info, self._hand_over_proto(), request, self.nursery
                 )
                 return
-            keep_going = await self._serve_request(request)
-            if not keep_going or not self.proto.keep_alive:
+            runner = RequestRunner(self, state, request, self.info)
+            outcome = await runner.run()
+            if outcome != DONE_NORMALLY or self.refusal is not None or not self._reusable():
+                await self._end(outcome, runner.cycle.started)
+                return
+            if not self.proto.keep_alive:
                 return
             self.proto.start_next_cycle()
 
-    def _hand_over_proto(self) -> HTTP11Protocol:
+    def _upgrade_to_h2c(self, request: Request) -> bool:
+        """Accept ``Upgrade: h2c`` on a first, cleartext, bodiless request (RFC 7540 3.2)."""
+        if not self.state.config.h2c_upgrade or isinstance(self.peer.stream, trio.SSLStream):
+            return False
+        settings = h2c_settings(request)
+        if settings is None:
+            return False
+        self.switch = H2Switch(upgrade=upgraded_request(request), settings=settings)
+        return True
+
+    def _hand_over_proto(self) -> HTTP11Interface:
         """Give the protocol to the WebSocket, keeping no reference to it here.
 
         The WebSocket drops it once accepted, so an idle WebSocket does not keep h11's
@@ -164,31 +189,30 @@ class HTTP11Connection:
         del self.proto
         return proto
 
-    async def _serve_request(self, request: Request) -> bool:
-        """Run the app for one request. Returns whether the connection may be reused."""
-        runner = RequestRunner(self, self.state, request, self.info)
-        outcome = await runner.run()
+    def _reusable(self) -> bool:
+        """The response is complete and the request body is read (or already buffered)."""
+        return not self.peer.broken and self.proto.response_complete and self._drain_unread_body()
+
+    async def _end(self, outcome: int, response_started: bool) -> None:
+        """After a request that ends the connection: answer or close politely."""
         peer = self.peer
         if outcome != DONE_NORMALLY:
             if outcome == LEAVE_BODY_UNREAD and not peer.broken:
                 # Answered without reading the rest of the body; linger so it survives.
                 await peer.linger_close()
-            return False
+            return
         if self.refusal is not None:
-            if not runner.cycle.started:
+            if not response_started:
                 # The app was told "disconnect" (broken), but the client is still there and
                 # gets the answer to the bad bytes it sent; a failed write is still caught.
                 peer.broken = False
                 await self._refuse(self.refusal.status, self.refusal.reason)
-            return False
+            return
         if peer.broken or not self.proto.response_complete:
-            return False
-        if self._drain_unread_body():
-            return True
+            return
         # The app answered without reading the whole body: close, but without a reset
         # that could destroy the response before the client reads it.
         await peer.linger_close()
-        return False
 
     def _drain_unread_body(self) -> bool:
         """Discard a body the app never read if it is already buffered; else close."""

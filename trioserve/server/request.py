@@ -27,10 +27,18 @@ import time
 from collections.abc import Awaitable, MutableMapping
 from typing import Any, Protocol
 
+import trio
+
 from ..errors import ClientDisconnected
 from ..logs import access_log, error_log
 from ..sansio.accesslog import AccessLogAtoms, format_access_line
-from ..sansio.asgi import DONE, HTTPResponseCycle, UnexpectedMessage, build_http_scope
+from ..sansio.asgi import (
+    DONE,
+    HTTPResponseCycle,
+    UnexpectedMessage,
+    build_http_scope,
+    response_extensions,
+)
 from ..sansio.body import (
     NOT_YET,
     READ,
@@ -62,6 +70,8 @@ LEAVE_BODY_UNREAD = 1  # answered without reading the body: close it politely (H
 REFUSED = 2  # the port's refuse() answered and closed: nothing left to do
 
 _INTERNAL_ERROR_BODY = b"Internal Server Error\n"
+# http.response.pathsend reads the file in pieces of this size.
+_FILE_PIECE = 256 * 1024
 
 
 class RequestPort(Protocol):
@@ -122,8 +132,12 @@ class RequestRunner:
         self.port = port
         self.state = state
         self.scope = scope = state.scope_for(build_http_scope, request, info)
+        extensions = response_extensions(request)
+        scope["extensions"].update(extensions)
         self.cycle = HTTPResponseCycle(
-            is_head=request.method == b"HEAD", default_headers=state.default_headers()
+            is_head=request.method == b"HEAD",
+            default_headers=state.default_headers(),
+            extensions=extensions,
         )
         # Refusals (server_names, limit_concurrency, an announced body over the limit) go
         # through the normal response path with a tiny app in place of the user's.
@@ -176,6 +190,22 @@ class RequestRunner:
             except ProtocolError as exc:
                 raise UnexpectedMessage(str(exc)) from None
             await write
+        if self.cycle.file_path is not None:
+            await self._send_file()
+
+    async def _send_file(self) -> None:
+        """http.response.pathsend: the file in bounded pieces, each through the port (so
+        HTTP/2 flow control and a slow client pace the reads), then the end."""
+        cycle = self.cycle
+        path = cycle.file_path
+        cycle.file_path = None
+        port = self.port
+        if not cycle.is_head and path is not None:
+            async with await trio.open_file(path, "rb") as file:
+                while chunk := await file.read(_FILE_PIECE):
+                    cycle.bytes_sent += len(chunk)
+                    await port.send_events([Data(chunk)])
+        await port.send_events([EndData()])
 
     # -- one request -------------------------------------------------------------------------
     async def run(self) -> int:
@@ -189,7 +219,8 @@ class RequestRunner:
         except Exception as exc:
             await self._app_failed(exc)
         else:
-            await self._app_returned()
+            if self.cycle.state != DONE:  # (no await for a finished response)
+                await self._app_returned()
         finally:
             self.finished = True
             self.body.finish()
@@ -227,7 +258,7 @@ class RequestRunner:
 
     async def _app_returned(self) -> None:
         cycle = self.cycle
-        if cycle.state == DONE or self.port.gone or self.body.too_large:
+        if self.port.gone or self.body.too_large:
             return
         scope = self.scope
         if not cycle.started:
@@ -272,7 +303,12 @@ class RequestRunner:
     def _log_access(self, duration: float) -> None:
         cycle = self.cycle
         atoms = AccessLogAtoms(
-            self.scope, cycle.status or None, self.response_headers, cycle.bytes_sent, duration
+            self.scope,
+            cycle.status or None,
+            self.response_headers,
+            cycle.bytes_sent,
+            duration,
+            time.time(),
         )
         access_log.info(format_access_line(self.state.config.access_log_format, atoms))
 

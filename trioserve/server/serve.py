@@ -44,14 +44,17 @@ from .transport import (
 def create_ssl_context(config: Config) -> ssl.SSLContext:
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
+    # RFC 9113 9.2: TLS 1.2 or later, no compression, no renegotiation (and 9.2.2: the
+    # default cipher string is ECDHE with AEAD only).
     context.options |= ssl.OP_NO_COMPRESSION
+    context.options |= getattr(ssl, "OP_NO_RENEGOTIATION", 0)
     context.set_ciphers(config.ciphers)
     context.load_cert_chain(
         certfile=config.certfile,  # type: ignore[arg-type]
         keyfile=config.keyfile,
         password=config.keyfile_password,
     )
-    protocols = [p for p in config.alpn_protocols if p == "http/1.1"] or ["http/1.1"]
+    protocols = [p for p in config.alpn_protocols if p in ("h2", "http/1.1")] or ["http/1.1"]
     context.set_alpn_protocols(protocols)
     if config.ca_certs:
         context.load_verify_locations(config.ca_certs)
@@ -253,14 +256,15 @@ async def serve(
                             for v in alt_svc_values(config, quic_bound)
                         ],
                     )
-                    quic = _quic_sockets(quic_bound, state)
-                    try:
-                        await _serve_connections(
-                            listeners, state, trigger, handle_signals, task_status, quic
-                        )
-                    finally:
-                        with trio.CancelScope(shield=True):
-                            await lifespan.shutdown()
+                    await _serve_then_shut_down(
+                        lifespan,
+                        listeners,
+                        state,
+                        trigger,
+                        handle_signals,
+                        task_status,
+                        _quic_sockets(quic_bound, state),
+                    )
             finally:
                 lifespan.close()
                 system.cancel_scope.cancel()
@@ -281,6 +285,25 @@ def _quic_sockets(bound: list[tuple[Bind, socket.socket]], state: ServerState) -
     from .quic import open_quic_socket
 
     return [open_quic_socket(sock, state) for _, sock in bound]
+
+
+async def _serve_then_shut_down(
+    lifespan: Lifespan,
+    listeners: list[_Listener],
+    state: ServerState,
+    trigger: trio.Event,
+    handle_signals: bool,
+    task_status: trio.TaskStatus[list[str]],
+    quic_sockets: list[Any],
+) -> None:
+    """Serve until the trigger; lifespan shutdown runs whatever happens."""
+    try:
+        await _serve_connections(
+            listeners, state, trigger, handle_signals, task_status, quic_sockets
+        )
+    finally:
+        with trio.CancelScope(shield=True):
+            await lifespan.shutdown()
 
 
 def _request_limit(config: Config) -> int | None:

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import math
 import time
-import weakref
 from collections.abc import Coroutine, MutableMapping
 from typing import Any
 
@@ -46,7 +45,7 @@ from ..logs import access_log, error_log
 from ..sansio.accesslog import AccessLogAtoms, format_access_line
 from ..sansio.asgi import UnexpectedMessage
 from ..sansio.events import Headers, Request
-from ..sansio.http11 import HTTP11Protocol, error_response
+from ..sansio.http11_rules import HTTP11Interface, error_response
 from ..sansio.proxy import host_allowed
 from ..sansio.websocket import (
     OPEN,
@@ -59,14 +58,12 @@ from ..sansio.websocket import (
 from .peer import PeerStream
 from .state import ServerState
 from .transport import ConnectionInfo
+from .wswatch import watchdog_for
 
 # How long we wait for the peer's close frame after we sent ours, before dropping it.
 CLOSE_TIMEOUT = 5.0
 # Bound on writing our close frame to a peer that stopped answering pings.
 _ABORT_WRITE_TIMEOUT = 1.0
-# How often the watchdog looks for apps that stay away from receive(); such an app gets a
-# pump after one to two intervals.
-WATCH_INTERVAL = 1.0
 # Bound on waiting for a pump to hand the socket back once the WebSocket is over.
 _STOP_TIMEOUT = 1.0
 
@@ -74,14 +71,13 @@ _GONE: dict[str, Any] = {"type": "websocket.disconnect", "code": 1006, "reason":
 _CONNECT: dict[str, Any] = {"type": "websocket.connect"}
 _SHUTDOWN_NAME = f"{__name__}.WebSocketHandler._close_on_shutdown"
 _PUMP_NAME = f"{__name__}.WebSocketHandler._pump"
-_WATCHDOG_NAME = f"{__name__}._Watchdog._run"
 
 
 def serve_websocket(
     peer: PeerStream,
     state: ServerState,
     info: ConnectionInfo,
-    proto: HTTP11Protocol,
+    proto: HTTP11Interface,
     request: Request,
     nursery: trio.Nursery,
 ) -> Coroutine[Any, Any, None]:
@@ -122,54 +118,6 @@ async def _refuse(
     await peer.linger_close()
 
 
-class _Watchdog:
-    """Per server: starts a pump for WebSockets whose app stays away from ``receive()``.
-
-    One task for all of them (a WebSocket costs a set entry, not a task or a timer), and
-    only while any is open: the last one to end cancels it, so shutdown never waits for
-    its sleep.
-    """
-
-    __slots__ = ("handlers", "scope")
-
-    def __init__(self) -> None:
-        self.handlers: set[WebSocketHandler] = set()
-        self.scope: trio.CancelScope | None = None
-
-    def add(self, handler: WebSocketHandler, nursery: trio.Nursery) -> None:
-        self.handlers.add(handler)
-        if self.scope is None:
-            self.scope = scope = trio.CancelScope()
-            nursery.start_soon(self._run, scope, name=_WATCHDOG_NAME)
-
-    def discard(self, handler: WebSocketHandler) -> None:
-        self.handlers.discard(handler)
-        if not self.handlers and self.scope is not None:
-            self.scope.cancel()
-            self.scope = None
-
-    async def _run(self, scope: trio.CancelScope) -> None:
-        with scope:
-            while True:
-                await trio.sleep(WATCH_INTERVAL)
-                for handler in list(self.handlers):
-                    try:
-                        handler.watch()
-                    except Exception:  # never take the server's connections nursery down
-                        error_log.exception("Unexpected error watching a WebSocket")
-
-
-# Per ServerState (weakly: a finished server's watchdog goes with it).
-_watchdogs: weakref.WeakKeyDictionary[ServerState, _Watchdog] = weakref.WeakKeyDictionary()
-
-
-def _watchdog(state: ServerState) -> _Watchdog:
-    dog = _watchdogs.get(state)
-    if dog is None:
-        dog = _watchdogs[state] = _Watchdog()
-    return dog
-
-
 class WebSocketHandler:
     """The trio side of one :class:`~trioserve.sansio.websocket.WebSocketSession`."""
 
@@ -200,7 +148,7 @@ class WebSocketHandler:
         peer: PeerStream,
         state: ServerState,
         info: ConnectionInfo,
-        proto: HTTP11Protocol,
+        proto: HTTP11Interface,
         request: Request,
         key: bytes,
         nursery: trio.Nursery,
@@ -392,7 +340,7 @@ class WebSocketHandler:
         finally:
             state.shutdown_hooks.discard(self._shutdown_started)
             if self._watched:
-                _watchdog(state).discard(self)
+                watchdog_for(state).discard(self)
             if self._accepted is not None:
                 self._accepted.set()
             state.in_flight -= 1
@@ -404,6 +352,7 @@ class WebSocketHandler:
                 None,
                 self.session.bytes_sent,
                 time.perf_counter() - start,
+                time.time(),
             )
             access_log.info(format_access_line(state.config.access_log_format, atoms))
         await self._stop_reading()
@@ -436,7 +385,7 @@ class WebSocketHandler:
         else:
             state.shutdown_hooks.add(self._shutdown_started)
         self._watched = True
-        _watchdog(state).add(self, self._nursery)
+        watchdog_for(state).add(self, self._nursery)
 
     async def _app_failed(self, exc: Exception) -> None:
         session = self.session

@@ -1,0 +1,156 @@
+"""What every HTTP/1.1 protocol class of ours is: its interface, and the rules it enforces.
+
+Two classes implement :class:`HTTP11Interface`: :class:`~.http11.HTTP11Protocol` (h11) and
+:class:`~.http11_fast.FastHTTP11Protocol` (httptools). The checks both make beyond what
+their parsers do (request-target forms, versions, CONNECT, head size, chunk lines) live
+here once, with their messages, so the two cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import re
+from http import HTTPStatus
+from typing import Protocol
+
+from .events import BadRequest, Headers, InboundEvent, OutboundEvent
+
+_ORIGIN_FORM = re.compile(rb"/[^\x00-\x20\x7f]*").fullmatch
+_ABSOLUTE_FORM = re.compile(
+    rb"[hH][tT][tT][pP][sS]?://[^/?#\x00-\x20\x7f@]+([/?][^\x00-\x20\x7f]*)?"
+).fullmatch
+
+HEAD_TOO_LARGE = "request head too large"
+MAX_CHUNK_LINE = 4096
+CHUNK_LINE_TOO_LONG = "chunk line too long"
+CHUNK_DATA_NOT_CRLF = "chunk data not followed by CRLF"
+_HEX = frozenset(b"0123456789abcdefABCDEF")
+
+
+class HTTP11Interface(Protocol):
+    """One HTTP/1.1 server connection: bytes in, events out, events to bytes.
+
+    ``next_event()`` returns ``NEED_DATA`` when it wants bytes and ``PAUSED`` while a
+    pipelined request waits for the current response to finish. ``send()`` raises
+    :class:`~.events.ProtocolError` for an event that cannot be framed, before producing
+    any byte of it.
+    """
+
+    must_close: bool
+    requests_seen: int
+
+    def receive_data(self, data: bytes) -> None:
+        """Feed bytes from the peer; ``b""`` means the peer closed its sending side."""
+
+    def next_event(self) -> InboundEvent: ...
+
+    def push_back(self, event: InboundEvent) -> None:
+        """Return a peeked-at event so the next ``next_event()`` gives it again."""
+
+    def send(self, event: OutboundEvent) -> bytes: ...
+
+    @property
+    def response_started(self) -> bool: ...
+
+    @property
+    def response_complete(self) -> bool: ...
+
+    @property
+    def request_complete(self) -> bool: ...
+
+    @property
+    def keep_alive(self) -> bool:
+        """Whether the connection can serve another request after this response."""
+
+    @property
+    def idle(self) -> bool:
+        """No request in progress, and nothing of a request head buffered either."""
+
+    def start_next_cycle(self) -> None: ...
+
+    def take_trailing_data(self) -> bytes:
+        """Bytes received after the current request (after a protocol switch: the new one's)."""
+
+    def close_after_response(self) -> None:
+        """Make the next response carry ``Connection: close``."""
+
+
+def check_request(
+    method: bytes, target: bytes, version: str, head_size: int, max_head: int
+) -> BadRequest | None:
+    """Our verdict on a parsed request head (None: serve it).
+
+    ``head_size`` is the raw size, whitespace and all: h11 refuses a partial head once its
+    buffer passes the limit, so a head of ``head_size`` bytes is refused byte by byte iff
+    ``head_size - 1 > max_head``; the same rule for a whole head gives the same answer for
+    any chunking.
+    """
+    if head_size - 1 > max_head:
+        return BadRequest(431, HEAD_TOO_LARGE)
+    if version != "1.1" and version != "1.0":
+        return BadRequest(505, f"HTTP version {version} not supported")
+    if method == b"CONNECT":
+        # An ASGI server does not tunnel: one answer whatever the target's form. Quiet,
+        # since any client could otherwise fill the log.
+        return BadRequest(405, "CONNECT is not supported", quiet=True)
+    if not _ORIGIN_FORM(target):
+        if target == b"*":
+            if method != b"OPTIONS":
+                return BadRequest(400, "'*' target is only allowed for OPTIONS")
+        elif not _ABSOLUTE_FORM(target):
+            return BadRequest(400, "invalid request target")
+    return None
+
+
+def chunk_line_error(line: bytes) -> str | None:
+    """The error in a complete chunk-framing line (with its LF), if any."""
+    if line[-2:] != b"\r\n" or b"\r" in line[:-2]:
+        return "chunk line must end with CRLF and contain no bare CR"
+    return None
+
+
+def chunk_size(line: bytes) -> int | str:
+    """The size from a chunk-size line (without CRLF), or the error message."""
+    size_part, _, ext = line.partition(b";")
+    if not size_part or len(size_part) > 16 or not _HEX.issuperset(size_part):
+        return f"invalid chunk size line {line[:40]!r}"
+    if b"\x00" in ext:
+        return "invalid chunk extension"
+    return int(size_part, 16)
+
+
+def error_response(status: int, *, extra: Headers = ()) -> bytes:  # type: ignore[assignment]
+    """A complete minimal response for a request we refuse, written outside any parser.
+
+    Used when the protocol cannot (or should not) frame the answer, e.g. after a parse
+    error.
+    """
+    phrase = _PHRASES.get(status, b"Error")
+    body = phrase + b"\n"
+    head = [
+        b"HTTP/1.1 %d %s\r\n" % (status, phrase),
+        b"content-type: text/plain; charset=utf-8\r\n",
+        b"content-length: %d\r\n" % len(body),
+        b"connection: close\r\n",
+    ]
+    for name, value in extra:
+        head.append(name + b": " + value + b"\r\n")
+    return b"".join(head) + b"\r\n" + body
+
+
+_PHRASES = {
+    400: b"Bad Request",
+    403: b"Forbidden",
+    404: b"Not Found",
+    405: b"Method Not Allowed",
+    408: b"Request Timeout",
+    413: b"Content Too Large",
+    414: b"URI Too Long",
+    426: b"Upgrade Required",
+    431: b"Request Header Fields Too Large",
+    500: b"Internal Server Error",
+    501: b"Not Implemented",
+    503: b"Service Unavailable",
+    505: b"HTTP Version Not Supported",
+}
+
+REASONS = {s.value: s.phrase.encode("ascii") for s in HTTPStatus}

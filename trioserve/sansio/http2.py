@@ -1,0 +1,503 @@
+"""HTTP/2 over h2, in trioserve's event vocabulary, with the limits h2 leaves to servers.
+
+h2 keeps the frame and stream state machines. This module adds what a server exposed to
+the internet needs on top (each is a known way to take down HTTP/2 servers):
+
+- concurrency counts *running handlers*, reset ones included, not open streams; a stream
+  over the limit gets RST_STREAM REFUSED_STREAM, never a connection error (h2 would end
+  the whole connection, so h2 is told a limit it never reaches and we enforce ours);
+- resets, by the client and by us, share one rate budget (rapid reset, CVE-2023-44487;
+  MadeYouReset, CVE-2025-8671), and frames that make no progress (PING, SETTINGS,
+  PRIORITY, WINDOW_UPDATE, empty DATA or CONTINUATION) another; over either, GOAWAY
+  ENHANCE_YOUR_CALM;
+- header blocks are bounded while they arrive (CONTINUATION floods) and once decoded
+  (HPACK bombs: the advertised header list size is enforced by the decoder);
+- received DATA is acknowledged (WINDOW_UPDATE) only as the app consumes it, so a stream's
+  buffer is bounded by its window; padding and data nobody will read are acknowledged
+  at once;
+- a graceful GOAWAY that keeps in-flight streams working (h2's own GOAWAY ends them).
+
+Nothing here does I/O or reads a clock: ``now`` is passed in.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from dataclasses import dataclass, replace
+
+import h2.config
+import h2.connection
+import h2.events
+import h2.exceptions
+import h2.settings
+from h2.errors import ErrorCodes
+from hyperframe.frame import GoAwayFrame
+
+from .events import (
+    ConnectionClosed,
+    Data,
+    EndData,
+    Headers,
+    ProtocolError,
+    Request,
+    StreamReset,
+)
+from .h2limits import GOAWAY, RST_STREAM, FrameScanner, TokenBucket, count_frames
+
+__all__ = [
+    "H2C_SWITCHING",
+    "ErrorCodes",
+    "H2Event",
+    "H2Limits",
+    "H2Protocol",
+    "H2Switch",
+    "SendCredit",
+    "h2c_settings",
+    "is_h2_preface",
+    "upgraded_request",
+]
+
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+_DEFAULT_WINDOW = 65535
+# What h2 is told about concurrency: a limit it never reaches (we enforce ours per handler).
+_H2_STREAM_LIMIT = 2**31 - 1
+# RFC 9113 8.2.2: fields that mean something only to one HTTP/1.1 hop.
+_CONNECTION_FIELDS = frozenset(
+    (b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade")
+)
+
+
+@dataclass(frozen=True, slots=True)
+class H2Limits:
+    """What one connection may cost; the defaults are safe for a public server."""
+
+    max_concurrent_streams: int = 100
+    max_header_list_size: int = 65536
+    max_inbound_frame_size: int = 16384
+    stream_window: int = 256 * 1024
+    connection_window: int = 1024 * 1024
+    reset_rate: float = 50.0  # resets per second, sustained ...
+    reset_burst: int = 200  # ... after a burst of this many
+    control_rate: float = 500.0  # frames that make no progress, per second ...
+    control_burst: int = 1000  # ... after this many
+    enable_connect_protocol: bool = True  # RFC 8441 (WebSockets over HTTP/2)
+
+
+@dataclass(slots=True)
+class SendCredit:
+    """The peer opened a send window (stream 0: the connection, or all via SETTINGS)."""
+
+
+H2Event = tuple[int, Request | Data | EndData | StreamReset | ConnectionClosed | SendCredit]
+
+
+@dataclass(slots=True)
+class _Stream:
+    unacked: int = 0  # bytes handed to the app and not yet consumed
+    request_done: bool = False
+    response_done: bool = False
+    reset: bool = False
+
+
+class H2Protocol:
+    """One HTTP/2 server connection: bytes in, per-stream events out, frames to send."""
+
+    def __init__(self, limits: H2Limits, *, upgrade_settings: bytes | None = None) -> None:
+        self.limits = limits
+        config = h2.config.H2Configuration(client_side=False, header_encoding=None)
+        conn = self._conn = h2.connection.H2Connection(config)
+        advertised = {
+            h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: limits.max_concurrent_streams,
+            h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: limits.max_header_list_size,
+            h2.settings.SettingCodes.MAX_FRAME_SIZE: limits.max_inbound_frame_size,
+            h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: limits.stream_window,
+            h2.settings.SettingCodes.ENABLE_CONNECT_PROTOCOL: int(limits.enable_connect_protocol),
+            h2.settings.SettingCodes.ENABLE_PUSH: 0,
+        }
+        conn.local_settings = h2.settings.Settings(client=False, initial_values=advertised)
+        if upgrade_settings is None:
+            conn.initiate_connection()
+        else:
+            # Raises h2's ProtocolError on a bad HTTP2-Settings value (the caller declines).
+            conn.initiate_upgrade_connection(upgrade_settings)
+        # Same values as advertised, except the one we enforce ourselves (see module doc).
+        advertised[h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS] = _H2_STREAM_LIMIT
+        conn.local_settings = h2.settings.Settings(client=False, initial_values=advertised)
+        conn.decoder.max_header_list_size = limits.max_header_list_size
+        conn.max_inbound_frame_size = limits.max_inbound_frame_size
+        if limits.connection_window > _DEFAULT_WINDOW:
+            conn.increment_flow_control_window(limits.connection_window - _DEFAULT_WINDOW)
+        self._out = bytearray(conn.data_to_send())
+        self._streams: dict[int, _Stream] = {}
+        self._scanner = FrameScanner()
+        self._resets = TokenBucket(limits.reset_rate, limits.reset_burst)
+        self._control = TokenBucket(limits.control_rate, limits.control_burst)
+        self.running = 0  # handlers started and not finished (reset ones included)
+        self.last_stream_id: int | None = None  # set by a graceful GOAWAY
+        self.closed = False  # no more frames will be read or written
+        self.error: str | None = None  # why we ended the connection, for the log
+        if upgrade_settings is not None:
+            self._streams[1] = _Stream(request_done=True)
+            self.running = 1
+
+    # -- inbound -----------------------------------------------------------------------------
+    def receive_data(self, data: bytes, now: float) -> list[H2Event]:
+        """Feed received bytes; return (stream id, event) pairs in order."""
+        if self.closed:
+            return []
+        if not data:
+            self.closed = True
+            return [(0, ConnectionClosed())]
+        scanner = self._scanner
+        scanner.feed(data)
+        reason = self._over_limits(now)
+        if reason is not None:
+            return self._fail(ErrorCodes.ENHANCE_YOUR_CALM, reason)
+        try:
+            h2_events = self._conn.receive_data(data)
+        except h2.exceptions.ProtocolError as exc:
+            out = self._conn.data_to_send()
+            self._out += out
+            reason = f"{type(exc).__name__}: {exc}"
+            if not count_frames(out, GOAWAY):  # h2 sends none for a bad preface
+                return self._fail(ErrorCodes(exc.error_code), reason)
+            self.closed = True
+            self.error = reason
+            return [(0, ConnectionClosed())]
+        events: list[H2Event] = []
+        credit = False
+        for event in h2_events:
+            credit = self._translate(event, events) or credit
+        if credit:
+            events.append((0, SendCredit()))
+        if self._take_output(now) and not self.closed:
+            return self._fail(ErrorCodes.ENHANCE_YOUR_CALM, "too many stream resets")
+        return events
+
+    def _over_limits(self, now: float) -> str | None:
+        scanner = self._scanner
+        if (
+            scanner.block_bytes
+            > self.limits.max_header_list_size + self.limits.max_inbound_frame_size
+        ):
+            return "header block too large (CONTINUATION flood)"
+        cheap, scanner.cheap = scanner.cheap, 0
+        if cheap and not self._control.take(now, cheap):
+            return "too many control frames"
+        resets, scanner.resets = scanner.resets, 0
+        if resets and not self._resets.take(now, resets):
+            return "too many stream resets"
+        return None
+
+    def _translate(self, event: h2.events.Event, events: list[H2Event]) -> bool:
+        """Append our events for one h2 event; True if a send window opened."""
+        if isinstance(event, h2.events.DataReceived):
+            self._on_data(event, events)
+        elif isinstance(event, h2.events.RequestReceived):
+            self._on_request(event, events)
+        elif isinstance(event, h2.events.StreamEnded):
+            stream = self._streams.get(event.stream_id)
+            if stream is not None and not stream.reset:
+                stream.request_done = True
+                events.append((event.stream_id, EndData()))
+        elif isinstance(event, h2.events.StreamReset):
+            stream = self._streams.get(event.stream_id)
+            if stream is not None and not stream.reset:
+                self._forget_body(event.stream_id, stream)
+                stream.reset = True
+                events.append((event.stream_id, StreamReset(int(event.error_code or 0))))
+        elif isinstance(event, (h2.events.WindowUpdated, h2.events.RemoteSettingsChanged)):
+            return True
+        elif isinstance(event, h2.events.ConnectionTerminated):
+            # The peer is leaving; h2 accepts no more frames from us either.
+            self.closed = True
+            events.append((0, ConnectionClosed()))
+        return False
+
+    def _on_request(self, event: h2.events.RequestReceived, events: list[H2Event]) -> None:
+        stream_id = event.stream_id
+        refuse = self.running >= self.limits.max_concurrent_streams or (
+            self.last_stream_id is not None and stream_id > self.last_stream_id
+        )
+        if refuse:
+            # RFC 9113 5.1.2 / 6.8: this stream only; the client may retry it.
+            self._conn.reset_stream(stream_id, ErrorCodes.REFUSED_STREAM)
+            return
+        # (END_STREAM on the HEADERS frame comes as a StreamEnded event of its own.)
+        self._streams[stream_id] = _Stream()
+        self.running += 1
+        events.append((stream_id, request_from_headers(event.headers or [])))
+
+    def _on_data(self, event: h2.events.DataReceived, events: list[H2Event]) -> None:
+        stream_id = event.stream_id
+        data = event.data or b""
+        size = event.flow_controlled_length or 0
+        stream = self._streams.get(stream_id)
+        if stream is None or stream.reset or not data:
+            # Padding, empty frames and bodies nobody reads are acknowledged at once.
+            if size:
+                self._conn.acknowledge_received_data(size, stream_id)
+            return
+        if size > len(data):
+            self._conn.acknowledge_received_data(size - len(data), stream_id)
+        stream.unacked += len(data)
+        events.append((stream_id, Data(data)))
+
+    def _take_output(self, now: float) -> bool:
+        """Move h2's frames to our buffer; True if our own resets went over budget."""
+        out = self._conn.data_to_send()
+        if not out:
+            return False
+        self._out += out
+        resets = count_frames(out, RST_STREAM)
+        return bool(resets) and not self._resets.take(now, resets)
+
+    def _fail(self, code: ErrorCodes, reason: str) -> list[H2Event]:
+        frame = GoAwayFrame(0)
+        frame.last_stream_id = self._conn.highest_inbound_stream_id
+        frame.error_code = code
+        self._out += frame.serialize()
+        self.closed = True
+        self.error = reason
+        return [(0, ConnectionClosed())]
+
+    # -- the app's side ----------------------------------------------------------------------
+    def consumed(self, stream_id: int, size: int) -> None:
+        """The app took ``size`` bytes of this stream's body: let the peer send more."""
+        stream = self._streams.get(stream_id)
+        if stream is None or self.closed or size <= 0:
+            return
+        size = min(size, stream.unacked)
+        stream.unacked -= size
+        if size:
+            self._conn.acknowledge_received_data(size, stream_id)
+            self._out += self._conn.data_to_send()
+
+    def _forget_body(self, stream_id: int, stream: _Stream) -> None:
+        if stream.unacked and not self.closed:
+            self._conn.acknowledge_received_data(stream.unacked, stream_id)
+        stream.unacked = 0
+
+    def send_window(self, stream_id: int) -> int:
+        """Bytes of DATA that may go out on this stream now (0: wait for SendCredit)."""
+        stream = self._streams.get(stream_id)
+        if self.closed or stream is None or stream.reset:
+            return 0
+        conn = self._conn
+        return min(conn.local_flow_control_window(stream_id), conn.max_outbound_frame_size)
+
+    def is_open(self, stream_id: int) -> bool:
+        """Whether we may still write on this stream."""
+        stream = self._streams.get(stream_id)
+        return not self.closed and stream is not None and not stream.reset
+
+    def send_headers(self, stream_id: int, status: int, headers: Headers, end: bool) -> None:
+        fields = [(b":status", b"%d" % status)]
+        fields += [
+            (name.lower(), value)
+            for name, value in headers
+            if name.lower() not in _CONNECTION_FIELDS
+        ]
+        try:
+            self._conn.send_headers(stream_id, fields, end_stream=end)
+        except h2.exceptions.ProtocolError as exc:
+            raise ProtocolError(f"cannot send this response head over HTTP/2: {exc}") from None
+        self._sent(stream_id, end)
+
+    def send_data(self, stream_id: int, data: bytes, end: bool) -> None:
+        """Send at most ``send_window()`` bytes (the caller waits for credit)."""
+        self._conn.send_data(stream_id, data, end_stream=end)
+        self._control.refund(1)
+        self._sent(stream_id, end)
+
+    def send_trailers(self, stream_id: int, headers: Headers) -> None:
+        fields = [(name.lower(), value) for name, value in headers]
+        try:
+            self._conn.send_headers(stream_id, fields, end_stream=True)
+        except h2.exceptions.ProtocolError as exc:
+            raise ProtocolError(f"cannot send these trailers over HTTP/2: {exc}") from None
+        self._sent(stream_id, True)
+
+    def _sent(self, stream_id: int, end: bool) -> None:
+        self._out += self._conn.data_to_send()
+        if end:
+            self._streams[stream_id].response_done = True
+
+    def reset(self, stream_id: int, code: ErrorCodes, now: float) -> None:
+        """Reset a stream from our side; counts toward the reset budget (MadeYouReset)."""
+        stream = self._streams.get(stream_id)
+        if stream is None or stream.reset or self.closed:
+            return
+        stream.reset = True
+        self._forget_body(stream_id, stream)
+        self._conn.reset_stream(stream_id, code)
+        if self._take_output(now):
+            self._fail(ErrorCodes.ENHANCE_YOUR_CALM, "too many stream resets")
+
+    def stream_finished(self, stream_id: int, now: float) -> None:
+        """The stream's handler has ended: free its concurrency slot and its state."""
+        stream = self._streams.pop(stream_id, None)
+        if stream is None:
+            return
+        self.running -= 1
+        if self.closed or stream.reset:
+            return
+        self._forget_body(stream_id, stream)
+        if not stream.response_done:
+            self._conn.reset_stream(stream_id, ErrorCodes.INTERNAL_ERROR)
+        elif not stream.request_done:
+            # RFC 9113 8.1: the response is complete; the rest of the request is not wanted.
+            self._conn.reset_stream(stream_id, ErrorCodes.NO_ERROR)
+        else:
+            return
+        self._out += self._conn.data_to_send()
+
+    def goaway(self, code: ErrorCodes = ErrorCodes.NO_ERROR) -> None:
+        """Graceful GOAWAY: streams opened so far finish, later ones are refused."""
+        if self.closed or self.last_stream_id is not None:
+            return
+        self.last_stream_id = self._conn.highest_inbound_stream_id
+        frame = GoAwayFrame(0)
+        frame.last_stream_id = self.last_stream_id
+        frame.error_code = code
+        self._out += frame.serialize()
+
+    def ping(self, payload: bytes = b"\0" * 8) -> None:
+        self._conn.ping(payload)
+        self._out += self._conn.data_to_send()
+
+    def data_to_send(self) -> bytes:
+        """Frames to write, in order; the buffer is emptied."""
+        out = bytes(self._out)
+        self._out.clear()
+        return out
+
+    @property
+    def pending_output(self) -> int:
+        return len(self._out)
+
+
+def request_from_headers(fields: list[tuple[bytes, bytes]]) -> Request:
+    """Pseudo-headers to a Request; ``:authority`` becomes ``host``, cookies are joined.
+
+    h2 has validated the block already (RFC 9113 8.3: required pseudo-headers, lowercase
+    names, no connection-specific fields).
+    """
+    method = path = authority = protocol = b""
+    headers: Headers = []
+    cookies: list[bytes] = []
+    has_host = False
+    for name, value in fields:
+        if name[:1] == b":":
+            if name == b":method":
+                method = value
+            elif name == b":path":
+                path = value
+            elif name == b":authority":
+                authority = value
+            elif name == b":protocol":
+                protocol = value
+        elif name == b"cookie":
+            cookies.append(value)  # RFC 9113 8.2.3: split crumbs are joined for the app
+        else:
+            has_host = has_host or name == b"host"
+            headers.append((name, value))
+    if authority and not has_host:
+        headers.insert(0, (b"host", authority))
+    if cookies:
+        headers.append((b"cookie", b"; ".join(cookies)))
+    return Request(
+        method=method,
+        target=path,
+        headers=headers,
+        http_version="2",
+        authority=authority or None,
+        protocol=protocol or None,
+    )
+
+
+# -- getting to HTTP/2 from a cleartext HTTP/1.1 connection -------------------------------------
+H2C_SWITCHING = b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n"
+_HOP_FIELDS = _CONNECTION_FIELDS | {b"http2-settings", b"te"}
+
+
+@dataclass(slots=True)
+class H2Switch:
+    """An HTTP/1.1 connection found to be HTTP/2: what the HTTP/2 connection starts from."""
+
+    received: bytes = b""  # bytes already read (the prior-knowledge preface and more)
+    upgrade: Request | None = None  # the request that asked for "Upgrade: h2c" (stream 1)
+    settings: bytes | None = None  # its HTTP2-Settings value (base64url, checked)
+
+
+def is_h2_preface(data: bytes) -> bool:
+    """Whether a new connection's first bytes are HTTP/2's (h2 checks the rest of them)."""
+    if data[:4] != b"PRI ":
+        return False
+    return data.startswith(PREFACE[:14]) or PREFACE.startswith(data)
+
+
+def _tokens(headers: Headers, name: bytes) -> set[bytes]:
+    return {
+        token.strip().lower()
+        for field, value in headers
+        if field == name
+        for token in value.split(b",")
+    }
+
+
+def h2c_settings(request: Request) -> bytes | None:
+    """The HTTP2-Settings value of a request we can upgrade to h2c, or None to decline.
+
+    RFC 7540 3.2 (the Upgrade mechanism RFC 9113 dropped, still sent by curl and others):
+    exactly one valid HTTP2-Settings field; we also decline a request with a body (its body
+    would have to be read before the switch) and a CONNECT.
+    """
+    headers = request.headers
+    if b"h2c" not in _tokens(headers, b"upgrade") or request.method == b"CONNECT":
+        return None
+    values = [value for name, value in headers if name == b"http2-settings"]
+    if len(values) != 1:
+        return None
+    for name, value in headers:
+        if name == b"transfer-encoding" or (name == b"content-length" and value.strip() != b"0"):
+            return None
+    text = values[0].strip()
+    text += b"=" * (-len(text) % 4)
+    try:
+        payload = base64.b64decode(text, altchars=b"-_", validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    if len(payload) % 6:
+        return None
+    for i in range(0, len(payload), 6):
+        code = int.from_bytes(payload[i : i + 2], "big")
+        if not _valid_setting(code, int.from_bytes(payload[i + 2 : i + 6], "big")):
+            return None
+    return text  # h2 decodes it again
+
+
+def _valid_setting(code: int, value: int) -> bool:
+    """RFC 9113 6.5.2 ranges (unknown settings are ignored)."""
+    if code in (0x2, 0x8):  # ENABLE_PUSH, ENABLE_CONNECT_PROTOCOL
+        return value in (0, 1)
+    if code == 0x4:  # INITIAL_WINDOW_SIZE
+        return value <= 2**31 - 1
+    if code == 0x5:  # MAX_FRAME_SIZE
+        return 2**14 <= value <= 2**24 - 1
+    return True
+
+
+def upgraded_request(request: Request) -> Request:
+    """The h2c upgrade request as stream 1 sees it: HTTP/2, no hop-by-hop fields."""
+    headers = [(name, value) for name, value in request.headers if name not in _HOP_FIELDS]
+    authority = next((value for name, value in headers if name == b"host"), None)
+    return replace(
+        request,
+        headers=headers,
+        raw_headers=None,
+        http_version="2",
+        authority=authority,
+        expects_continue=False,
+    )
