@@ -17,7 +17,13 @@ from aioquic.quic.connection import QuicConnection
 
 from .events import Headers, Request
 
-__all__ = ["H3Refusal", "ServerH3Connection", "request_from_fields", "response_fields"]
+__all__ = [
+    "H3Refusal",
+    "ServerH3Connection",
+    "request_from_fields",
+    "response_fields",
+    "trailer_fields",
+]
 
 # RFC 9114 4.2: these never appear on HTTP/3; an app that sets one has them dropped.
 _CONNECTION_FIELDS = frozenset(
@@ -109,6 +115,11 @@ def request_from_fields(fields: Headers, *, max_size: int) -> Request | H3Refusa
         http_version="3",
         expects_continue=expects_continue,
     )
+
+
+def trailer_fields(headers: Headers) -> Headers:
+    """Response trailers: the app's fields minus those HTTP/3 forbids."""
+    return [h for h in headers if h[0] not in _CONNECTION_FIELDS]
 
 
 def response_fields(status: int, headers: Headers) -> Headers:

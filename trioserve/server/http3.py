@@ -33,16 +33,12 @@ from ..sansio.events import (
     Response,
     Sentinel,
 )
-from ..sansio.http3 import H3Refusal, response_fields
+from ..sansio.http3 import H3Refusal, response_fields, trailer_fields
 from .request import RequestRunner
 
 if TYPE_CHECKING:
     from ..sansio.quic import BoundedQuicConnection
     from .quic import QuicConnectionTask
-
-# Seconds a reset stream's app gets to notice (disconnect / ClientDisconnected) before its
-# task is cancelled.
-STREAM_RESET_GRACE = 1.0
 
 
 class H3Stream:
@@ -104,9 +100,8 @@ class H3Stream:
             if event is not None:
                 event.set()
         if self.scope is not None:
-            self.scope.deadline = min(
-                self.scope.deadline, trio.current_time() + STREAM_RESET_GRACE
-            )
+            grace = conn.state.config.h2_reset_grace
+            self.scope.deadline = min(self.scope.deadline, trio.current_time() + grace)
 
     def writable(self, quic: BoundedQuicConnection) -> bool:
         """Called after a flush: wake a blocked send() once its backlog has drained."""
@@ -165,8 +160,10 @@ class H3Stream:
         i = 0
         while i < count:
             event = events[i]
-            # An EndData right behind a head or a body chunk rides on that frame's FIN.
-            end = i + 1 < count and type(events[i + 1]) is EndData
+            # An EndData without trailers right behind a head or a body chunk rides on that
+            # frame's FIN.
+            nxt = events[i + 1] if i + 1 < count else None
+            end = type(nxt) is EndData and not nxt.headers
             cls = type(event)
             if cls is Response or cls is InformationalResponse:
                 fields = response_fields(event.status, self._headers(event.headers))  # type: ignore[union-attr]
@@ -175,7 +172,10 @@ class H3Stream:
             elif cls is Data:
                 h3.send_data(stream_id, event.data, end)  # type: ignore[union-attr]
             elif cls is EndData:
-                h3.send_data(stream_id, b"", True)
+                if event.headers:  # type: ignore[union-attr]
+                    h3.send_headers(stream_id, trailer_fields(event.headers), True)  # type: ignore[union-attr]
+                else:
+                    h3.send_data(stream_id, b"", True)
             i += 2 if end else 1
         self.conn.wake()
         return self._drain()
@@ -263,7 +263,7 @@ async def serve_stream(conn: QuicConnectionTask, stream: H3Stream) -> None:
         with trio.CancelScope() as scope:
             stream.scope = scope
             if stream.gone:
-                scope.deadline = trio.current_time() + STREAM_RESET_GRACE
+                scope.deadline = trio.current_time() + conn.state.config.h2_reset_grace
             request = stream.request
             if isinstance(request, H3Refusal):
                 await stream.refuse(request.status, request.reason)
