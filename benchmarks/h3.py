@@ -284,8 +284,13 @@ def main() -> None:
     parser.add_argument("--label", default="h3")
     parser.add_argument("--out", default=None, help="results directory (default: dated)")
     args = parser.parse_args()
-    if args.quick:
-        args.rounds, args.requests, args.downloads, args.idle = 1, 300, 1, 20
+    if args.quick:  # explicit counts still win
+        defaults = {"requests": 5000, "downloads": 5, "idle": 200}
+        quick = {"requests": 300, "downloads": 1, "idle": 20}
+        args.rounds = 1
+        for key, value in quick.items():
+            if getattr(args, key) == defaults[key]:
+                setattr(args, key, value)
     results = run(args)
     day = datetime.date.today().isoformat()
     out = Path(args.out) if args.out else HERE / "results" / f"{day}-{args.label}"

@@ -245,3 +245,37 @@ async def test_stream_flood_is_bounded(certs: Certs) -> None:
         for _ in range(5):
             results.append(await client.request(b"/"))
         assert [r.status for r in results] == [200] * 5
+
+
+async def test_reset_handlers_still_count_against_the_limit(certs: Certs) -> None:
+    """Reset streams whose apps are still in their grace period hold their slots: new
+    streams meanwhile get H3_REQUEST_REJECTED; once the grace cancels them, requests run."""
+    running = 0
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        nonlocal running
+        if scope["type"] != "http":
+            return
+        if scope["path"] == "/hello":
+            await hello_app()(scope, receive, send)
+            return
+        running += 1
+        try:
+            await trio.sleep(60)  # ignores the disconnect: only the grace's cancel ends it
+        finally:
+            running -= 1
+
+    options = {"h3_max_concurrent_streams": 2, "h2_reset_grace": 1.0}
+    async with h3_session(app, certs, **options) as (_, client):
+        first = [client.open(b"/stuck"), client.open(b"/stuck")]
+        await trio.sleep(0.2)
+        assert running == 2
+        for stream_id in first:
+            client.cancel(stream_id)
+        await trio.sleep(0.3)  # the resets are acknowledged: QUIC grants two new streams
+        rejected = await client.wait(client.open(b"/hello"))
+        assert rejected.reset == H3_REQUEST_REJECTED
+        assert running == 2
+        await trio.sleep(1.0)
+        assert running == 0
+        assert (await client.request(b"/hello")).status == 200
