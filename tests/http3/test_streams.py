@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 import trio
 
 from tests.h3client import h3_client
@@ -197,6 +198,8 @@ async def test_malformed_head_closes_only_its_connection(certs: Certs) -> None:
             assert (await other.request(b"/hello")).status == 200
         async with h3_client(server.port, str(certs.ca_file)) as fresh:
             assert (await fresh.request(b"/hello")).status == 200
+    error_log.removeHandler(caplog.handler)
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]
 
 
 async def test_app_error_gives_500_and_partial_gives_reset(certs: Certs) -> None:
@@ -279,3 +282,39 @@ async def test_reset_handlers_still_count_against_the_limit(certs: Certs) -> Non
         await trio.sleep(1.0)
         assert running == 0
         assert (await client.request(b"/hello")).status == 200
+
+
+async def test_garbage_datagrams_do_not_stop_serving(
+    certs: Certs, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Random bytes, truncated and corrupted Initials, odd versions: every connection and
+    the socket carry on."""
+    import random
+    import socket
+
+    from .test_limits import initial_datagram
+
+    from trioserve.logs import error_log
+
+    error_log.addHandler(caplog.handler)  # whether or not the logger propagates
+    rng = random.Random(15)
+    async with h3_server(hello_app(), certs, quic_retry="off") as server:
+        async with h3_client(server.port, str(certs.ca_file)) as client:
+            sock = trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            with sock:
+                good = initial_datagram(certs)
+                samples = [b"", b"\x00", b"\xc0" * 5, good[:40], good[:1199]]
+                for _ in range(200):
+                    size = rng.choice([1, 20, 100, 1200, 1500])
+                    samples.append(bytes(rng.getrandbits(8) for _ in range(size)))
+                    mutated = bytearray(good)
+                    for _ in range(5):
+                        mutated[rng.randrange(len(mutated))] = rng.getrandbits(8)
+                    samples.append(bytes(mutated))
+                for sample in samples:
+                    await sock.sendto(sample, ("127.0.0.1", server.port))
+            assert (await client.request(b"/hello")).status == 200
+        async with h3_client(server.port, str(certs.ca_file)) as fresh:
+            assert (await fresh.request(b"/hello")).status == 200
+    error_log.removeHandler(caplog.handler)
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]

@@ -77,26 +77,32 @@ class QuicSocket:
 
     async def receive_loop(self, connections: trio.Nursery) -> None:
         """Route datagrams until cancelled. Awaits only the socket."""
-        router = self.router
         while True:
             try:
                 data, addr = await self.sock.recvfrom(RECV_SIZE)
             except OSError:
                 continue  # an ICMP error reported on the socket: not ours to handle
-            decision = router.route(data, addr, trio.current_time())
-            if decision is None:
-                continue
-            if type(decision) is Deliver:
-                decision.handle.deliver(data, addr)
-            elif type(decision) is Reply:
-                self.send_now(decision.data, addr)
-            elif type(decision) is Accept:
-                conn = QuicConnectionTask(self, decision.quic, addr)
-                router.register(decision.cids, conn, addr)
-                conn.cids.update(decision.cids)
-                self.live.add(conn)
-                connections.start_soon(conn.run, name="trioserve.quic.connection")
-                conn.deliver(data, addr)
+            try:
+                self._dispatch(data, addr, connections)
+            except Exception:  # a datagram must never stop the socket's routing
+                error_log.exception("HTTP/3: datagram from %s could not be routed", addr)
+
+    def _dispatch(self, data: bytes, addr: Any, connections: trio.Nursery) -> None:
+        router = self.router
+        decision = router.route(data, addr, trio.current_time())
+        if decision is None:
+            return
+        if type(decision) is Deliver:
+            decision.handle.deliver(data, addr)
+        elif type(decision) is Reply:
+            self.send_now(decision.data, addr)
+        elif type(decision) is Accept:
+            conn = QuicConnectionTask(self, decision.quic, addr)
+            router.register(decision.cids, conn, addr)
+            conn.cids.update(decision.cids)
+            self.live.add(conn)
+            connections.start_soon(conn.run, name="trioserve.quic.connection")
+            conn.deliver(data, addr)
 
     def send_now(self, data: bytes, addr: Any) -> None:
         """Send without waiting: a full socket buffer loses the datagram, as the network may."""
