@@ -39,7 +39,7 @@ def test_two_workers_share_the_udp_port(certs: Certs, tmp_path: Path) -> None:
     server = Server(tmp_path, args)
     try:
         server.wait_for(r"Worker \d+ ready", n=2, timeout=20)
-        server.wait_for(r"HTTP/3 with 2 workers: each worker binds the UDP port")
+        server.wait_for(r"HTTP/3 with 2 worker\(s\) under the supervisor: each worker binds")
         assert server.count(r"Running on https://127\.0\.0\.1:\d+ \(HTTP/3") == 2
 
         async def clients() -> list[str]:

@@ -232,7 +232,9 @@ async def serve(
         if config.quic_bind:
             if not config.ssl_enabled:
                 raise ConfigError("quic_bind needs TLS: set certfile and keyfile")
-            quic_bound = create_quic_sockets(config, reuse_port=config.workers > 1)
+            # Under the supervisor a replacement worker binds before its predecessor leaves.
+            supervised = config.workers > 1 or config.use_reloader
+            quic_bound = create_quic_sockets(config, reuse_port=supervised)
         ssl_context = create_ssl_context(config) if config.ssl_enabled else None
         listeners = [_Listener(bind, sock, ssl_context, config.certfile) for bind, sock in bound]
         failure: LifespanFailure | None = None
