@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import h2.config
@@ -39,8 +40,11 @@ from .events import (
     Data,
     EndData,
     Headers,
+    InformationalResponse,
+    OutboundEvent,
     ProtocolError,
     Request,
+    Response,
     StreamReset,
 )
 from .h2limits import GOAWAY, RST_STREAM, FrameScanner, TokenBucket, count_frames
@@ -51,6 +55,7 @@ __all__ = [
     "H2Event",
     "H2Limits",
     "H2Protocol",
+    "H2StreamAnswer",
     "H2Switch",
     "SendCredit",
     "h2c_settings",
@@ -311,6 +316,14 @@ class H2Protocol:
         self._control.refund(1)
         self._sent(stream_id, end)
 
+    def end_stream(self, stream_id: int) -> bool:
+        """END_STREAM with no data, if our side of the stream is still open."""
+        stream = self._streams.get(stream_id)
+        if self.closed or stream is None or stream.reset or stream.response_done:
+            return False
+        self.send_data(stream_id, b"", True)
+        return True
+
     def send_trailers(self, stream_id: int, headers: Headers) -> None:
         fields = [(name.lower(), value) for name, value in headers]
         try:
@@ -415,6 +428,48 @@ def request_from_headers(fields: list[tuple[bytes, bytes]]) -> Request:
         authority=authority or None,
         protocol=protocol or None,
     )
+
+
+class H2StreamAnswer:
+    """A WebSocket's HTTP side on an HTTP/2 stream (RFC 8441), as the shared WebSocket
+    session uses the HTTP/1.1 protocol: response heads become HEADERS frames here, body
+    bytes are returned for the caller to write as DATA, the end is left to the stream's
+    close. ``on_output`` wakes the connection's writer."""
+
+    __slots__ = ("on_output", "proto", "stream_id")
+
+    def __init__(self, proto: H2Protocol, stream_id: int, on_output: Callable[[], None]) -> None:
+        self.proto = proto
+        self.stream_id = stream_id
+        self.on_output = on_output
+
+    def send(self, event: OutboundEvent) -> bytes:
+        cls = type(event)
+        if cls is Response or cls is InformationalResponse:
+            if not self.proto.is_open(self.stream_id):
+                return b""
+            self.proto.send_headers(self.stream_id, event.status, event.headers, False)  # type: ignore[union-attr]
+            self.on_output()
+            return b""
+        if cls is Data:
+            return event.data  # type: ignore[union-attr]
+        return b""  # EndData: the stream's close ends it
+
+    def error_response(self, status: int, extra: Headers) -> bytes:
+        """A plain-text refusal: HEADERS now, the body returned (as ``send`` does)."""
+        body = b"%d\n" % status
+        headers = [
+            *extra,
+            (b"content-type", b"text/plain; charset=utf-8"),
+            (b"content-length", b"%d" % len(body)),
+        ]
+        return self.send(Response(status, headers)) + body
+
+    def take_trailing_data(self) -> bytes:
+        return b""
+
+    def close_after_response(self) -> None:
+        """One stream ends; the connection carries on."""
 
 
 # -- getting to HTTP/2 from a cleartext HTTP/1.1 connection -------------------------------------

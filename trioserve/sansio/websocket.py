@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from typing import Any
+from typing import Any, Protocol
 
 from wsproto.connection import Connection, ConnectionState, ConnectionType
 from wsproto.events import (
@@ -35,9 +35,8 @@ from wsproto.extensions import PerMessageDeflate
 from wsproto.utilities import LocalProtocolError, generate_accept_token
 
 from .asgi import HTTPResponseCycle, UnexpectedMessage, build_http_scope
-from .events import Data, EndData, Headers, Request, Response
+from .events import Data, EndData, Headers, OutboundEvent, Request, Response
 from .headers import InvalidHeader, validate_response_headers
-from .http11_rules import HTTP11Interface
 from .wsframes import lighten, server_frame, simple_frames, wsproto_idle
 
 # Session states.
@@ -98,6 +97,8 @@ def check_handshake(request: Request) -> bytes:
     speak) for a version other than 13, 400 for anything else.
     """
     headers = request.headers
+    if request.http_version == "2":
+        return _check_extended_connect(request)
     if request.method != b"GET":
         raise HandshakeError(400, "WebSocket upgrade must use GET")
     if request.http_version != "1.1":
@@ -124,6 +125,35 @@ def check_handshake(request: Request) -> bytes:
     if len(decoded) != 16:
         raise HandshakeError(400, "invalid Sec-WebSocket-Key")
     return keys[0]
+
+
+def _check_extended_connect(request: Request) -> bytes:
+    """RFC 8441 4/5: CONNECT with ``:protocol websocket``, version 13, and no key (the
+    stream is the handshake). Returns b"" for the key."""
+    if request.method != b"CONNECT" or request.protocol != b"websocket":
+        raise HandshakeError(400, "WebSocket over HTTP/2 needs CONNECT with :protocol websocket")
+    versions = [v for k, v in request.headers if k == b"sec-websocket-version"]
+    if versions != [b"13"]:
+        raise HandshakeError(
+            400, "unsupported Sec-WebSocket-Version", [(b"sec-websocket-version", b"13")]
+        )
+    return b""
+
+
+def wants_websocket_h2(request: Request) -> bool:
+    """Whether an HTTP/2 request is an extended CONNECT for a WebSocket (RFC 8441)."""
+    return request.method == b"CONNECT" and request.protocol == b"websocket"
+
+
+class HandshakeAnswer(Protocol):
+    """What a session needs of the HTTP side that carried the upgrade request: the
+    HTTP/1.1 protocol object, or an HTTP/2 stream's (``sansio.http2.H2StreamAnswer``)."""
+
+    def send(self, event: OutboundEvent) -> bytes: ...
+
+    def take_trailing_data(self) -> bytes: ...
+
+    def close_after_response(self) -> None: ...
 
 
 def build_websocket_scope(
@@ -223,7 +253,7 @@ class WebSocketSession:
     def __init__(
         self,
         request: Request,
-        proto: HTTP11Interface,
+        proto: HandshakeAnswer,
         *,
         key: bytes,
         max_message_size: int,
@@ -232,7 +262,7 @@ class WebSocketSession:
         self.request = request
         # The HTTP/1.1 side, for a refusal or a denial response; dropped once accepted
         # (an idle WebSocket need not keep h11's state and buffers).
-        self.proto: HTTP11Interface | None = proto
+        self.proto: HandshakeAnswer | None = proto
         self._key = key
         self._max_size = max_message_size
         self.deflate = per_message_deflate
@@ -350,9 +380,16 @@ class WebSocketSession:
                 headers.append((name, value))
                 present.add(name)
         headers.extend(h for h in default_headers if h[0] not in present)
-        head = [b"HTTP/1.1 101 Switching Protocols\r\n"]
-        head.extend(name + b": " + value + b"\r\n" for name, value in headers)
-        head.append(b"\r\n")
+        if self.request.http_version == "2":
+            # RFC 8441 5: a 200 on the stream, without the HTTP/1.1 handshake fields.
+            out = self._http().send(Response(200, headers[3:]))
+            head = [out]
+            self.status = 200
+        else:
+            head = [b"HTTP/1.1 101 Switching Protocols\r\n"]
+            head.extend(name + b": " + value + b"\r\n" for name, value in headers)
+            head.append(b"\r\n")
+            self.status = 101
         self.conn = lighten(
             Connection(
                 ConnectionType.SERVER, extensions, trailing_data=self._http().take_trailing_data()
@@ -361,7 +398,6 @@ class WebSocketSession:
         self._plain = not extensions
         self.proto = None
         self.state = OPEN
-        self.status = 101
         return b"".join(head)
 
     def _deny(self, message: dict[str, Any]) -> bytes:
@@ -393,7 +429,7 @@ class WebSocketSession:
             proto.send(Response(status, headers)) + proto.send(Data(body)) + proto.send(EndData())
         )
 
-    def _http(self) -> HTTP11Interface:
+    def _http(self) -> HandshakeAnswer:
         proto = self.proto
         if proto is None:  # pragma: no cover - only HTTP answers use it, all before accept
             raise SessionClosed("the WebSocket was accepted: no HTTP answer any more")

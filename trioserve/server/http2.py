@@ -44,11 +44,21 @@ from ..sansio.events import (
     Sentinel,
     StreamReset,
 )
-from ..sansio.http2 import ErrorCodes, H2Event, H2Limits, H2Protocol, H2Switch, SendCredit
-from .peer import STREAM_ERRORS
+from ..sansio.http2 import (
+    ErrorCodes,
+    H2Event,
+    H2Limits,
+    H2Protocol,
+    H2StreamAnswer,
+    H2Switch,
+    SendCredit,
+)
+from ..sansio.websocket import wants_websocket_h2
+from .peer import STREAM_ERRORS, PeerStream
 from .request import REFUSED, RequestRunner
 from .state import ServerState
 from .transport import ConnectionInfo, linger_close
+from .websocket import serve_websocket
 
 READ_SIZE = 64 * 1024
 # Our output waiting for the socket: streams pause above this, the reader far above it.
@@ -220,6 +230,22 @@ class H2Stream:
             if self._gone:
                 raise_gone()
 
+    async def wait_for_body(self) -> None:
+        """Wait until more body arrives, it ends, or the stream is gone."""
+        if not self._body and not self._end and not self._gone:
+            await self._wait()
+
+    async def send_body(self, data: bytes) -> None:
+        """DATA as the windows allow (ClientDisconnected once the stream is gone)."""
+        if self._gone:
+            raise_gone()
+        await self._send_data(data, False)
+
+    def end(self) -> None:
+        """END_STREAM now (a WebSocket's close), unless the stream is already gone."""
+        if not self._gone and self.conn.proto.end_stream(self.stream_id):
+            self.conn.kick()
+
     async def wait_disconnected(self) -> None:
         while not self._gone:
             await self._wait()
@@ -250,6 +276,47 @@ class H2Stream:
             await self.send_events([Response(status, headers), Data(body), EndData()])
         except ClientDisconnected:
             pass
+
+
+class H2StreamIO(trio.abc.Stream):
+    """One HTTP/2 stream's DATA as a trio stream, so the WebSocket code (through its
+    :class:`~.peer.PeerStream`) runs over HTTP/2 unchanged. Reads acknowledge flow control
+    as they take data; writes wait for window credit; closing ends the stream."""
+
+    def __init__(self, stream: H2Stream) -> None:
+        self.h2 = stream
+        self._closed = False
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        stream = self.h2
+        while True:
+            piece = stream.body_piece()
+            if piece is NOT_YET:
+                await stream.wait_for_body()
+                continue
+            await trio.lowlevel.checkpoint()
+            if piece is None:
+                return b""
+            data, more = piece  # type: ignore[misc]
+            if data or not more:
+                return data
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        if self._closed:
+            raise trio.ClosedResourceError("stream closed")
+        try:
+            await self.h2.send_body(bytes(data))
+        except ClientDisconnected:
+            raise trio.BrokenResourceError("stream reset") from None
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await trio.lowlevel.checkpoint()
+
+    async def aclose(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self.h2.end()
+        await trio.lowlevel.checkpoint()
 
 
 def _is_bare_end(event: OutboundEvent) -> bool:
@@ -396,11 +463,8 @@ class HTTP2Connection:
     async def _serve_stream(self, stream: H2Stream, request: Request) -> None:
         try:
             with stream.cancel_scope:
-                method = request.method
-                if method == b"CONNECT":
-                    status = 405 if request.protocol is None else 501
-                    reason = "CONNECT is not supported" if status == 405 else "unknown :protocol"
-                    await stream.refuse(status, reason)
+                if request.method == b"CONNECT":
+                    await self._serve_connect(stream, request)
                     return
                 runner = RequestRunner(stream, self.state, request, self.info)
                 if await runner.run() == REFUSED:
@@ -411,6 +475,21 @@ class HTTP2Connection:
             self.kick()
             if self._drained():
                 self._read_scope.cancel()
+
+    async def _serve_connect(self, stream: H2Stream, request: Request) -> None:
+        """Extended CONNECT for a WebSocket (RFC 8441) runs the shared WebSocket code over
+        the stream; any other CONNECT gets an error response (we do not tunnel)."""
+        if wants_websocket_h2(request):
+            assert self._nursery is not None
+            stream.headers_sent = True  # the WebSocket answers through its own HTTP side
+            answer = H2StreamAnswer(self.proto, stream.stream_id, self.kick)
+            peer = PeerStream(H2StreamIO(stream))
+            await serve_websocket(peer, self.state, self.info, answer, request, self._nursery)
+            return
+        if request.protocol is None:
+            await stream.refuse(405, "CONNECT is not supported")
+        else:
+            await stream.refuse(501, "unknown :protocol")
 
     def _end_streams(self) -> None:
         for stream in list(self.streams.values()):

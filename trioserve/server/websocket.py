@@ -45,10 +45,12 @@ from ..logs import access_log, error_log
 from ..sansio.accesslog import AccessLogAtoms, format_access_line
 from ..sansio.asgi import UnexpectedMessage
 from ..sansio.events import Headers, Request
-from ..sansio.http11_rules import HTTP11Interface, error_response
+from ..sansio.http2 import H2StreamAnswer
+from ..sansio.http11_rules import error_response
 from ..sansio.proxy import host_allowed
 from ..sansio.websocket import (
     OPEN,
+    HandshakeAnswer,
     HandshakeError,
     SessionClosed,
     WebSocketSession,
@@ -77,12 +79,15 @@ def serve_websocket(
     peer: PeerStream,
     state: ServerState,
     info: ConnectionInfo,
-    proto: HTTP11Interface,
+    proto: HandshakeAnswer,
     request: Request,
     nursery: trio.Nursery,
 ) -> Coroutine[Any, Any, None]:
     """Serve one upgrade request: ``await`` it; it returns when the WebSocket (or the
     refusal) is over. Helper tasks start in ``nursery``.
+
+    The same code serves WebSockets over HTTP/2 (RFC 8441): ``peer`` then reads and writes
+    one stream's DATA and ``proto`` is the stream's :class:`~..sansio.http2.H2StreamAnswer`.
 
     A plain function returning the coroutine to await (the WebSocket's ``run()`` or a
     refusal), so no frame of its own stays on the stack of an idle WebSocket. The caller
@@ -92,14 +97,14 @@ def serve_websocket(
     try:
         key = check_handshake(request)
     except HandshakeError as exc:
-        return _refuse(peer, info, exc.status, str(exc), exc.headers)
+        return _refuse(peer, info, exc.status, str(exc), exc.headers, proto)
     handler = WebSocketHandler(peer, state, info, proto, request, key, nursery)
     # The same gates as HTTP requests: server_names (404) and limit_concurrency (503).
     if config.server_names and not host_allowed(handler.scope["headers"], config.server_names):
-        return _refuse(peer, info, 404, "Host not in server_names")
+        return _refuse(peer, info, 404, "Host not in server_names", None, proto)
     limit = config.limit_concurrency
     if limit is not None and state.in_flight >= limit:
-        return _refuse(peer, info, 503, "limit_concurrency reached")
+        return _refuse(peer, info, 503, "limit_concurrency reached", None, proto)
     return handler.run()
 
 
@@ -108,11 +113,16 @@ async def _refuse(
     info: ConnectionInfo,
     status: int,
     reason: str,
-    headers: Headers | None = None,
+    headers: Headers | None,
+    proto: HandshakeAnswer,
 ) -> None:
     error_log.info("%s %s: WebSocket upgrade refused: %s", info.client_text, status, reason)
+    if isinstance(proto, H2StreamAnswer):
+        data = proto.error_response(status, headers or [])
+    else:
+        data = error_response(status, extra=headers or [])
     try:
-        await peer.send(error_response(status, extra=headers or []))
+        await peer.send(data)
     except ClientDisconnected:
         return
     await peer.linger_close()
@@ -148,7 +158,7 @@ class WebSocketHandler:
         peer: PeerStream,
         state: ServerState,
         info: ConnectionInfo,
-        proto: HTTP11Interface,
+        proto: HandshakeAnswer,
         request: Request,
         key: bytes,
         nursery: trio.Nursery,
