@@ -209,14 +209,16 @@ class H3Client:
 @asynccontextmanager
 async def h3_client(port: int, ca_file: str, **kwargs: Any) -> AsyncIterator[H3Client]:
     client = H3Client(port, ca_file, **kwargs)
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(client.run)
-        with trio.fail_after(10):
-            await client.connected.wait()
-        try:
-            yield client
-        finally:
-            client.close()
-            await client.flush()
-            nursery.cancel_scope.cancel()
-    client.sock.close()
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(client.run)
+            with trio.fail_after(10):
+                await client.connected.wait()
+            try:
+                yield client
+            finally:
+                client.close()
+                await client.flush()
+                nursery.cancel_scope.cancel()
+    finally:
+        client.sock.close()

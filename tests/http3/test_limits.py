@@ -57,7 +57,7 @@ async def test_head_over_limit_gets_431(certs: Certs) -> None:
         assert (await client.request(b"/")).status == 200
         settings = client.h3.received_settings or {}
         assert settings.get(0x6) == 4096  # SETTINGS_MAX_FIELD_SECTION_SIZE
-        assert 0x8 not in settings  # no ENABLE_CONNECT_PROTOCOL: no WebSockets over HTTP/3
+        assert settings.get(0x8) == 1  # ENABLE_CONNECT_PROTOCOL: WebSockets (RFC 9220)
 
 
 async def test_idle_timeout_closes(certs: Certs) -> None:

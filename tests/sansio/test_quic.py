@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pytest
 import trustme
-from aioquic.h3.connection import H3Connection
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnection
 from aioquic.quic.events import StreamDataReceived
@@ -188,8 +187,10 @@ def test_server_settings(server_config: QuicConfiguration) -> None:
     h3 = ServerH3Connection(server, max_field_section_size=1234)
     assert h3.sent_settings is not None
     assert h3.sent_settings[0x6] == 1234
-    assert 0x8 not in h3.sent_settings
-    assert 0x8 in (H3Connection(server).sent_settings or {})  # aioquic's own default
+    assert h3.sent_settings[0x8] == 1  # ENABLE_CONNECT_PROTOCOL (aioquic's default)
+    _, other, _ = handshake(server_config, server_config.max_stream_data)
+    plain = ServerH3Connection(other, max_field_section_size=1234, websockets=False)
+    assert 0x8 not in (plain.sent_settings or {})
 
 
 BASE = [(b":method", b"GET"), (b":scheme", b"https"), (b":authority", b"ex.com")]
@@ -216,13 +217,20 @@ def test_request_from_fields() -> None:
     assert request.expects_continue
 
 
+def test_websocket_connect_is_a_request() -> None:
+    fields = [(b":method", b"CONNECT"), (b":protocol", b"websocket"), *BASE[1:]]
+    request = request_from_fields([*fields, (b":path", b"/ws")], max_size=4096)
+    assert isinstance(request, Request)
+    assert (request.method, request.protocol, request.target) == (b"CONNECT", b"websocket", b"/ws")
+
+
 @pytest.mark.parametrize(
     ("fields", "status"),
     [
         ([(b":method", b"CONNECT"), (b":authority", b"ex.com:443")], 405),
         ([*BASE[:1], (b":protocol", b"websocket"), *BASE[1:], (b":path", b"/")], 400),
         (
-            [(b":method", b"CONNECT"), (b":protocol", b"websocket"), *BASE[1:], (b":path", b"/")],
+            [(b":method", b"CONNECT"), (b":protocol", b"bogus"), *BASE[1:], (b":path", b"/")],
             501,
         ),
         ([(b":method", b"CONNECT"), (b":protocol", b"websocket"), (b":authority", b"x")], 400),

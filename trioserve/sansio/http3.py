@@ -9,16 +9,18 @@ and ``:protocol`` may be, the ``host`` header from ``:authority``, split cookies
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from aioquic.buffer import encode_uint_var
 from aioquic.h3.connection import FrameType, H3Connection, Setting, encode_frame
 from aioquic.quic.connection import QuicConnection
 
-from .events import Headers, Request
+from .events import Data, Headers, InformationalResponse, OutboundEvent, Request, Response
 
 __all__ = [
     "H3Refusal",
+    "H3StreamAnswer",
     "ServerH3Connection",
     "request_from_fields",
     "response_fields",
@@ -32,15 +34,15 @@ _CONNECTION_FIELDS = frozenset(
 
 
 class ServerH3Connection(H3Connection):
-    """aioquic's H3 connection with our SETTINGS: the head size limit, no extended CONNECT.
+    """aioquic's H3 connection with our SETTINGS: the head size limit advertised, and
+    ENABLE_CONNECT_PROTOCOL (aioquic's default) only when WebSockets are served."""
 
-    aioquic always advertises ENABLE_CONNECT_PROTOCOL; WebSockets over HTTP/3 are not served
-    (docs/http3.md says why), so the setting is withdrawn and a ``:protocol`` is refused.
-    """
-
-    def __init__(self, quic: QuicConnection, *, max_field_section_size: int) -> None:
+    def __init__(
+        self, quic: QuicConnection, *, max_field_section_size: int, websockets: bool = True
+    ) -> None:
         # Set before aioquic's constructor, which sends the SETTINGS frame.
         self.max_field_section_size = max_field_section_size
+        self.websockets = websockets
         super().__init__(quic)
 
     def send_goaway(self, stream_id: int) -> None:
@@ -52,7 +54,8 @@ class ServerH3Connection(H3Connection):
 
     def _get_local_settings(self) -> dict[int, int]:
         settings = super()._get_local_settings()
-        settings.pop(Setting.ENABLE_CONNECT_PROTOCOL, None)
+        if not self.websockets:
+            settings.pop(Setting.ENABLE_CONNECT_PROTOCOL, None)
         settings[Setting.MAX_FIELD_SECTION_SIZE] = self.max_field_section_size
         return settings
 
@@ -89,15 +92,17 @@ def request_from_fields(fields: Headers, *, max_size: int) -> Request | H3Refusa
     method = pseudo.get(b":method", b"")
     path = pseudo.get(b":path")
     authority = pseudo.get(b":authority")
-    if b":protocol" in pseudo:
+    protocol = pseudo.get(b":protocol")
+    if protocol is not None:
         if method != b"CONNECT":
             return H3Refusal(400, ":protocol without CONNECT")
         if not path or not pseudo.get(b":scheme"):
             return H3Refusal(400, "extended CONNECT without :path or :scheme")
-        return H3Refusal(501, f"unsupported :protocol {pseudo[b':protocol'].decode()!r}")
-    if method == b"CONNECT":
+        if protocol != b"websocket":
+            return H3Refusal(501, f"unsupported :protocol {protocol.decode(errors='replace')!r}")
+    elif method == b"CONNECT":
         return H3Refusal(405, "CONNECT (tunnels) is not served")
-    if not method or not path or pseudo.get(b":scheme") not in (b"https", b"http"):
+    elif not method or not path or pseudo.get(b":scheme") not in (b"https", b"http"):
         return H3Refusal(400, "request without :method, :scheme or :path")
     if authority is not None:
         # The host header a client may also send must not contradict :authority; the
@@ -114,7 +119,57 @@ def request_from_fields(fields: Headers, *, max_size: int) -> Request | H3Refusa
         headers=headers,
         http_version="3",
         expects_continue=expects_continue,
+        protocol=protocol,
     )
+
+
+class H3StreamAnswer:
+    """A WebSocket's HTTP side on an HTTP/3 stream (RFC 9220), as the shared WebSocket code
+    uses the HTTP/1.1 protocol: a response head becomes a HEADERS frame here, body bytes are
+    returned for the caller to write as DATA, and the stream's close ends it.
+
+    ``can_send`` says whether the stream may still be written (not reset or stopped);
+    ``on_output`` wakes the connection's task to flush."""
+
+    __slots__ = ("can_send", "h3", "on_output", "stream_id")
+
+    def __init__(
+        self,
+        h3: H3Connection,
+        stream_id: int,
+        can_send: Callable[[], bool],
+        on_output: Callable[[], None],
+    ) -> None:
+        self.h3 = h3
+        self.stream_id = stream_id
+        self.can_send = can_send
+        self.on_output = on_output
+
+    def send(self, event: OutboundEvent) -> bytes:
+        if type(event) is Response or type(event) is InformationalResponse:
+            if self.can_send():
+                fields = response_fields(event.status, event.headers)
+                self.h3.send_headers(self.stream_id, fields, False)
+                self.on_output()
+            return b""
+        if type(event) is Data:
+            return event.data
+        return b""  # EndData: the stream's close ends it
+
+    def error_response(self, status: int, extra: Headers) -> bytes:
+        body = b"%d\n" % status
+        headers = [
+            *extra,
+            (b"content-type", b"text/plain; charset=utf-8"),
+            (b"content-length", b"%d" % len(body)),
+        ]
+        return self.send(Response(status, headers)) + body
+
+    def take_trailing_data(self) -> bytes:
+        return b""
+
+    def close_after_response(self) -> None:
+        """One stream ends; the connection carries on."""
 
 
 def trailer_fields(headers: Headers) -> Headers:

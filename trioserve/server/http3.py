@@ -33,8 +33,11 @@ from ..sansio.events import (
     Response,
     Sentinel,
 )
-from ..sansio.http3 import H3Refusal, response_fields, trailer_fields
+from ..sansio.http3 import H3Refusal, H3StreamAnswer, response_fields, trailer_fields
+from ..sansio.websocket import wants_websocket_h2
+from .peer import PeerStream
 from .request import RequestRunner
+from .websocket import serve_websocket
 
 if TYPE_CHECKING:
     from ..sansio.quic import BoundedQuicConnection
@@ -267,10 +270,72 @@ async def serve_stream(conn: QuicConnectionTask, stream: H3Stream) -> None:
             request = stream.request
             if isinstance(request, H3Refusal):
                 await stream.refuse(request.status, request.reason)
-                return
-            await RequestRunner(stream, conn.state, request, conn.info).run()
+            elif wants_websocket_h2(request):
+                await _serve_websocket(conn, stream, request)
+            else:
+                await RequestRunner(stream, conn.state, request, conn.info).run()
     except Exception:
         error_log.exception("HTTP/3 stream %d failed", stream.stream_id)
         stream.abort()
     finally:
         conn.stream_done(stream)
+
+
+async def _serve_websocket(conn: QuicConnectionTask, stream: H3Stream, request: Request) -> None:
+    """Extended CONNECT for a WebSocket (RFC 9220): the shared WebSocket code runs over the
+    stream's DATA, as over an HTTP/2 stream (RFC 8441)."""
+    h3 = conn.h3
+    assert h3 is not None and conn.nursery is not None
+    stream.head_sent = True  # the WebSocket answers through its own HTTP side
+    stream_id = stream.stream_id
+
+    def can_send() -> bool:
+        return not stream.gone and conn.quic.can_send(stream_id)
+
+    answer = H3StreamAnswer(h3, stream_id, can_send, conn.wake)
+    io = H3StreamIO(stream)
+    try:
+        await serve_websocket(PeerStream(io), conn.state, conn.info, answer, request, conn.nursery)
+    finally:
+        await io.aclose()
+
+
+class H3StreamIO(trio.abc.Stream):
+    """One HTTP/3 stream's DATA as a trio stream, so the WebSocket code (through its
+    :class:`~.peer.PeerStream`) runs over HTTP/3 unchanged. Reads credit the receive window
+    as they take data; writes wait as ``send()`` does; closing sends FIN."""
+
+    def __init__(self, stream: H3Stream) -> None:
+        self.h3 = stream
+        self._closed = False
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        while True:
+            piece = await self.h3.receive_body(None)
+            if piece is None:
+                return b""
+            data, more = piece
+            if data or not more:
+                return data
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        if self._closed:
+            raise trio.ClosedResourceError("stream closed")
+        try:
+            await self.h3.send_events([Data(bytes(data))])
+        except ClientDisconnected:
+            raise trio.BrokenResourceError("stream reset") from None
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await trio.lowlevel.checkpoint()
+
+    async def aclose(self) -> None:
+        if not self._closed:
+            self._closed = True
+            stream = self.h3
+            if not stream.gone and stream.conn.quic.can_send(stream.stream_id):
+                try:
+                    await stream.send_events([EndData()])
+                except ClientDisconnected:
+                    pass
+        await trio.lowlevel.checkpoint()
