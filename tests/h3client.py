@@ -57,7 +57,10 @@ class H3Client:
             max_stream_data=max_stream_data,
         )
         config.load_verify_locations(ca_file)
-        self.quic = QuicConnection(configuration=config)
+        self.tickets: list[Any] = []  # TLS session tickets the server issued (0-RTT needs one)
+        self.quic = QuicConnection(
+            configuration=config, session_ticket_handler=self.tickets.append
+        )
         self.addr = ("127.0.0.1", port)
         self.sock = trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.h3 = H3Connection(self.quic)

@@ -60,6 +60,15 @@ async def test_head_over_limit_gets_431(certs: Certs) -> None:
         assert settings.get(0x8) == 1  # ENABLE_CONNECT_PROTOCOL: WebSockets (RFC 9220)
 
 
+async def test_no_session_tickets_so_no_0rtt(certs: Certs) -> None:
+    """0-RTT needs a resumption ticket; the server issues none, so early data (replayable
+    requests) can never be accepted."""
+    async with h3_session(hello, certs) as (_, client):
+        assert (await client.request(b"/")).status == 200
+        await trio.sleep(0.2)
+        assert client.tickets == []
+
+
 async def test_idle_timeout_closes(certs: Certs) -> None:
     async with h3_session(hello, certs, quic_idle_timeout=0.5) as (_, client):
         assert (await client.request(b"/")).status == 200
