@@ -416,3 +416,147 @@ async def test_headers_frame_sent_for_head_and_empty_bodies() -> None:
             frame = await client.frame()
         assert "END_STREAM" in frame.flags
         await client.aclose()
+
+
+# -- more RFC 9113 / RFC 7541 behaviour ----------------------------------------------------------
+async def test_ping_is_acknowledged_with_its_payload_and_settings_are_acked() -> None:
+    """RFC 9113 6.5.3 and 6.7."""
+    async with open_server(Probe()) as server:
+        client = await RawH2.open(server.port)
+        settings = SettingsFrame(0)
+        settings.settings[SettingCodes.HEADER_TABLE_SIZE] = 0  # 6.5.2, RFC 7541 4.2
+        await client.send(settings, PingFrame(0, opaque_data=b"abcdefgh"))
+        seen: list[Any] = []
+        while not (
+            any(isinstance(f, SettingsFrame) for f in seen)
+            and any(isinstance(f, PingFrame) for f in seen)
+        ):
+            seen.append(await client.frame(everything=True))
+        ack = next(f for f in seen if isinstance(f, SettingsFrame))
+        pong = next(f for f in seen if isinstance(f, PingFrame))
+        assert "ACK" in ack.flags and not ack.settings
+        assert "ACK" in pong.flags and pong.opaque_data == b"abcdefgh"
+        # With a zero-sized table the server's HPACK still decodes for us.
+        await client.send(client.headers(1, get("/")))
+        assert (await client.response(1))["body"] == b"ok"
+
+
+def _raw(length: int, kind: int, flags: int, stream: int, payload: bytes = b"") -> bytes:
+    return length.to_bytes(3, "big") + bytes([kind, flags]) + stream.to_bytes(4, "big") + payload
+
+
+@pytest.mark.parametrize(
+    ("frames", "code"),
+    [
+        # 5.1.1: a client stream id must be odd.
+        (lambda c: c.headers(2, get("/")).serialize(), ErrorCodes.PROTOCOL_ERROR),
+        # 6.9: a zero WINDOW_UPDATE on the connection.
+        (lambda c: _raw(4, 0x8, 0, 0, bytes(4)), ErrorCodes.PROTOCOL_ERROR),
+        # 6.9.1: the connection window past 2^31-1.
+        (
+            lambda c: _raw(4, 0x8, 0, 0, (2**31 - 1).to_bytes(4, "big")),
+            ErrorCodes.FLOW_CONTROL_ERROR,
+        ),
+        # 6.5: a SETTINGS frame whose length is not a multiple of 6.
+        (lambda c: _raw(5, 0x4, 0, 0, bytes(5)), ErrorCodes.FRAME_SIZE_ERROR),
+        # 6.7: a PING that is not 8 bytes.
+        (lambda c: _raw(4, 0x6, 0, 0, bytes(4)), ErrorCodes.FRAME_SIZE_ERROR),
+        # 6.2: HEADERS on stream 0.
+        (lambda c: _raw(1, 0x1, 0x5, 0, b"\x82"), ErrorCodes.PROTOCOL_ERROR),
+        # 8.2.1: an uppercase field name is malformed.
+        (
+            lambda c: c.headers(1, [*get("/"), (b"X-Upper", b"1")]).serialize(),
+            ErrorCodes.PROTOCOL_ERROR,
+        ),
+        # 8.2.2: connection-specific fields are malformed.
+        (
+            lambda c: c.headers(1, [*get("/"), (b"connection", b"close")]).serialize(),
+            ErrorCodes.PROTOCOL_ERROR,
+        ),
+        # RFC 7541 2.3.3: an index past the tables is a COMPRESSION_ERROR.
+        (lambda c: _raw(1, 0x1, 0x5, 1, b"\xff\x7f"), ErrorCodes.COMPRESSION_ERROR),
+    ],
+    ids=[
+        "even-stream",
+        "zero-window-update",
+        "window-overflow",
+        "settings-length",
+        "ping-length",
+        "headers-stream-0",
+        "uppercase",
+        "connection-header",
+        "hpack-index",
+    ],
+)
+async def test_connection_errors_get_goaway_with_the_rfc_code(frames: Any, code: int) -> None:
+    async with open_server(Probe()) as server:
+        client = await RawH2.open(server.port)
+        await client.send(frames(client))
+        frame = await client.frame()
+        assert isinstance(frame, GoAwayFrame), frame
+        assert frame.error_code == code
+        assert await client.frame_or_eof() is None
+        # The server itself is unharmed.
+        other = await RawH2.open(server.port)
+        await other.send(other.headers(1, get("/")))
+        assert (await other.response(1))["body"] == b"ok"
+
+
+async def test_frames_on_a_reset_stream_and_unknown_frames_are_ignored() -> None:
+    """RFC 9113 5.1 (closed after RST_STREAM) and 4.1 / 5.5 (unknown frame types)."""
+    async with open_server(Probe()) as server:
+        client = await RawH2.open(server.port)
+        await client.send(client.headers(1, post("/echo"), end_stream=False))
+        await client.send(client.rst(1))
+        await client.send(client.data(1, b"late"), _raw(3, 0xBB, 0, 0, b"xyz"))
+        await client.send(client.headers(3, get("/")))
+        response = await client.response(3)
+        assert response["body"] == b"ok"
+
+
+async def test_idle_tls_connection_gets_goaway(tmp_path: Any) -> None:
+    import ssl
+
+    import trustme
+
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    cert.cert_chain_pems[0].write_to_path(str(tmp_path / "cert.pem"))
+    cert.private_key_pem.write_to_path(str(tmp_path / "key.pem"))
+    options = {
+        "certfile": str(tmp_path / "cert.pem"),
+        "keyfile": str(tmp_path / "key.pem"),
+        "keep_alive_timeout": 0.3,
+    }
+    async with open_server(Probe(), **options) as server:
+        context = ssl.create_default_context()
+        ca.configure_trust(context)
+        context.set_alpn_protocols(["h2"])
+        tls = await trio.open_ssl_over_tcp_stream("127.0.0.1", server.port, ssl_context=context)
+        await tls.do_handshake()
+        assert tls.selected_alpn_protocol() == "h2"
+        client = await RawH2.open(server.port, stream=tls)
+        await client.send(client.headers(1, get("/")))
+        await client.response(1)
+        with trio.fail_after(3):
+            frame = await client.frame()
+        assert isinstance(frame, GoAwayFrame) and frame.error_code == ErrorCodes.NO_ERROR
+
+
+async def test_body_over_the_limit_gets_413_while_the_client_keeps_sending() -> None:
+    """Hypercorn's trio worker dies here: a 413 answered early, DATA still arriving."""
+    probe = Probe()
+    async with open_server(probe, max_request_body_size=100) as server:
+        client = await RawH2.open(server.port)
+        fields = [*post("/echo"), (b"content-length", b"100000")]
+        await client.send(client.headers(1, fields, end_stream=False))
+        await client.send(*(client.data(1, b"z" * 10000) for _ in range(6)))
+        response = await client.response(1)
+        assert response["headers"][b":status"] == b"413"
+        await client.send(*(client.data(1, b"z" * 10000) for _ in range(4)))
+        await client.send(client.headers(3, [*post("/echo")], end_stream=False))
+        await client.send(client.data(3, b"a" * 200, end_stream=True))  # streamed: over too
+        second = await client.response(3)
+        assert second["headers"][b":status"] == b"413" or second.get("reset") is not None
+        await client.send(client.headers(5, get("/")))
+        assert (await client.response(5))["body"] == b"ok"

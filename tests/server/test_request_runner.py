@@ -51,7 +51,7 @@ class FakePort:
         self.waits = 0  # receive_body() calls
         self.closing = False
         self.aborted = False
-        self.refusal: tuple[int, str] | None = None
+        self.refusal: tuple[int, str | None] | None = None
         self.left = trio.Event()
 
     @property
@@ -90,7 +90,7 @@ class FakePort:
     def abort(self) -> None:
         self.aborted = True
 
-    async def refuse(self, status: int, reason: str) -> None:
+    async def refuse(self, status: int, reason: str | None) -> None:
         self.refusal = (status, reason)
 
 
@@ -280,7 +280,8 @@ async def test_framing_error_is_an_asgi_protocol_error(caplog: pytest.LogCapture
     await _run(port, echo)
     assert "ASGI protocol error" in caplog.text
     assert port.closing  # the connection's state is not trusted any more
-    assert port.aborted  # and not even a 500 could be framed
+    assert port.refusal == (500, None)  # a 500 outside the protocol (already logged)
+    assert port.aborted
 
 
 async def test_disconnect_errors_are_not_app_errors(caplog: pytest.LogCaptureFixture) -> None:

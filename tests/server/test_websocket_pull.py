@@ -79,6 +79,36 @@ async def test_send_only_app_sees_the_client_close(fast_watch: float) -> None:
     assert sent > 0
 
 
+async def test_send_only_app_sees_the_client_close_promptly() -> None:
+    """Without waiting for the watchdog (1 s): an app that sends twice without receiving
+    gets a pump at once, so its next send() after the client's close raises."""
+    assert wswatch.WATCH_INTERVAL >= 1
+    closed_at: list[float] = []
+    raised_at: list[float] = []
+
+    async def streamer(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+        try:
+            while True:
+                await send({"type": "websocket.send", "text": "tick"})
+                await trio.sleep(0.01)
+        except OSError:
+            raised_at.append(trio.current_time())
+
+    async with open_server(ws_app(streamer)) as server:
+        async with raw_ws(server.port) as (stream, conn, rest):
+            with trio.fail_after(5):
+                await next_events(stream, conn, rest)
+            await trio.sleep(0.05)
+            closed_at.append(trio.current_time())
+            await stream.send_all(conn.send(CloseConnection(code=1000, reason="bye")))
+            with trio.fail_after(5):
+                while not raised_at:
+                    await trio.sleep(0.01)
+        assert raised_at[0] - closed_at[0] < 0.5
+
+
 async def test_pings_are_answered_while_the_app_is_away(fast_watch: float) -> None:
     release = trio.Event()
     received: list[dict[str, Any]] = []

@@ -29,7 +29,15 @@ def _phrase(status: int) -> str:
 class AccessLogAtoms(Mapping[str, str]):
     """A read-only mapping from atom names to their text for one finished request."""
 
-    __slots__ = ("bytes_sent", "duration", "end", "response_headers", "scope", "status")
+    __slots__ = (
+        "bytes_sent",
+        "duration",
+        "end",
+        "response_headers",
+        "scope",
+        "status",
+        "target",
+    )
 
     def __init__(
         self,
@@ -39,15 +47,18 @@ class AccessLogAtoms(Mapping[str, str]):
         bytes_sent: int,
         duration: float,
         end: float,
+        target: bytes | None = None,
     ) -> None:
         """``end``: when the request ended, in seconds since the epoch (the ``t`` atom);
-        the caller reads the clock, so this module never does."""
+        the caller reads the clock, so this module never does. ``target``: the request
+        target as received (the ``r`` atom shows it; without it, the scope's path)."""
         self.scope = scope
         self.status = status
         self.response_headers = response_headers or []
         self.bytes_sent = bytes_sent
         self.duration = duration
         self.end = end
+        self.target = target
 
     def __getitem__(self, key: str) -> str:
         if key.startswith("{") and len(key) > 3 and key[-2] == "}":
@@ -90,6 +101,11 @@ def _path_query(a: AccessLogAtoms) -> str:
     return f"{path}?{query}" if query else path
 
 
+def _target(a: AccessLogAtoms) -> str:
+    """The target as the client sent it (the scope's path has root_path in front)."""
+    return a.target.decode("latin-1") if a.target is not None else _path_query(a)
+
+
 def _protocol(a: AccessLogAtoms) -> str:
     if a.scope.get("type") == "websocket":
         return "WS/" + _text(a.scope.get("http_version", "1.1"))
@@ -113,7 +129,7 @@ _ATOMS: dict[str, Any] = {
     "l": lambda a: "-",
     "u": lambda a: "-",
     "t": _time,
-    "r": lambda a: f"{_method(a)} {_path_query(a)} {_protocol(a)}",
+    "r": lambda a: f"{_method(a)} {_target(a)} {_protocol(a)}",
     "R": lambda a: _path_query(a),
     "m": _method,
     "U": lambda a: a.scope.get("path", ""),

@@ -119,6 +119,7 @@ class HTTPResponseCycle:
     __slots__ = (
         "_extensions",
         "_head",
+        "_no_body",
         "_trailers",
         "bytes_sent",
         "default_headers",
@@ -137,6 +138,7 @@ class HTTPResponseCycle:
     ) -> None:
         self.state = START
         self.is_head = is_head
+        self._no_body = is_head  # HEAD, 204 and 304: body bytes are dropped
         self.default_headers = default_headers
         self.status = 0
         self._head: Response | None = None
@@ -151,11 +153,6 @@ class HTTPResponseCycle:
         """True once a response head exists (sent, or held back until the first body)."""
         return self.state != START
 
-    @property
-    def on_the_wire(self) -> bool:
-        """True once the head has been handed out for sending (it can't be replaced then)."""
-        return self.state != START and self._head is None
-
     def on_message(self, message: Any) -> list[OutboundEvent]:
         """Return the events to send for one app message; raise on a wrong message."""
         try:
@@ -169,7 +166,7 @@ class HTTPResponseCycle:
             if self._head is not None:
                 events.append(self._head)
                 self._head = None
-            if body and not self.is_head:
+            if body and not self._no_body:
                 if not isinstance(body, (bytes, bytearray, memoryview)):
                     raise UnexpectedMessage(f"body must be bytes, got {type(body).__name__}")
                 self.bytes_sent += len(body)
@@ -198,6 +195,8 @@ class HTTPResponseCycle:
                 present = {name for name, _ in headers}
                 headers.extend(h for h in self.default_headers if h[0] not in present)
             self.status = status
+            if status == 204 or status == 304:  # no body, whatever the app sends (RFC 9110)
+                self._no_body = True
             self._head = Response(status, headers)
             self.state = BODY
             if message.get("trailers", False):
@@ -227,8 +226,8 @@ class HTTPResponseCycle:
         if message.get("more_trailers", False):
             return []
         self.state = DONE
-        # Not advertised (or HEAD): the trailers are accepted and dropped.
-        if TRAILERS_EXT not in self._extensions or self.is_head:
+        # Not advertised (or no body: HEAD, 204, 304): the trailers are accepted and dropped.
+        if TRAILERS_EXT not in self._extensions or self._no_body:
             trailers = []
         return [EndData(trailers)]
 

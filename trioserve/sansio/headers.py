@@ -9,7 +9,9 @@ from .events import Headers
 
 # RFC 9110 5.1 / 5.5: a field name is a token; a value has no CR, LF or NUL.
 _is_token = re.compile(rb"[-!#$%&'*+.^_`|~0-9A-Za-z]+").fullmatch
-_bad_value = re.compile(rb"[\x00\r\n]|^[ \t]|[ \t]$").search
+# One search finds both what is refused (CR, LF, NUL) and what is trimmed (leading or
+# trailing OWS, RFC 9110 5.5: not part of the value), so a plain value costs one search.
+_unusual_value = re.compile(rb"[\x00\r\n]|^[ \t]|[ \t]$").search
 
 
 class InvalidHeader(ValueError):
@@ -39,8 +41,10 @@ def validate_response_headers(raw: object) -> Headers:
             name, value = bytes(name), bytes(value)
         if not _is_token(name):
             raise InvalidHeader(f"invalid header name {name!r}")
-        if _bad_value(value):
-            raise InvalidHeader(f"invalid value for header {name!r}: {value!r}")
+        if _unusual_value(value):
+            value = value.strip(b" \t")
+            if b"\r" in value or b"\n" in value or b"\x00" in value:
+                raise InvalidHeader(f"invalid value for header {name!r}: {value!r}")
         append((name.lower(), value))
     return out
 
@@ -71,10 +75,3 @@ class DateHeader:
             self._second = second
             self._value = formatdate(second, usegmt=True).encode("ascii")
         return self._value
-
-
-def header_value(headers: Headers, name: bytes) -> bytes | None:
-    for key, value in headers:
-        if key == name:
-            return value
-    return None

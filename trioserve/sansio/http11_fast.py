@@ -17,7 +17,6 @@ forms, versions, CONNECT, head size, chunk lines) come from :mod:`.http11_rules`
 
 from __future__ import annotations
 
-import importlib.util
 import re
 
 from .events import (
@@ -48,12 +47,6 @@ from .http11_rules import (
     chunk_size,
 )
 from .http11_writer import ResponseHead, scan_response_headers, status_line
-
-PARSERS = ("auto", "h11", "httptools")
-
-
-def httptools_available() -> bool:
-    return importlib.util.find_spec("httptools") is not None
 
 
 def protocol_class(kind: str) -> type[HTTP11Protocol | FastHTTP11Protocol]:

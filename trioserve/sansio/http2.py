@@ -22,16 +22,15 @@ Nothing here does I/O or reads a clock: ``now`` is passed in.
 
 from __future__ import annotations
 
-import base64
-import binascii
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import h2.config
 import h2.connection
 import h2.events
 import h2.exceptions
 import h2.settings
+import hpack.exceptions
 from h2.errors import ErrorCodes
 from hyperframe.frame import GoAwayFrame
 
@@ -50,17 +49,12 @@ from .events import (
 from .h2limits import GOAWAY, RST_STREAM, FrameScanner, TokenBucket, count_frames
 
 __all__ = [
-    "H2C_SWITCHING",
     "ErrorCodes",
     "H2Event",
     "H2Limits",
     "H2Protocol",
     "H2StreamAnswer",
-    "H2Switch",
     "SendCredit",
-    "h2c_settings",
-    "is_h2_preface",
-    "upgraded_request",
 ]
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
@@ -68,7 +62,7 @@ _DEFAULT_WINDOW = 65535
 # What h2 is told about concurrency: a limit it never reaches (we enforce ours per handler).
 _H2_STREAM_LIMIT = 2**31 - 1
 # RFC 9113 8.2.2: fields that mean something only to one HTTP/1.1 hop.
-_CONNECTION_FIELDS = frozenset(
+CONNECTION_FIELDS = frozenset(
     (b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade")
 )
 
@@ -162,14 +156,7 @@ class H2Protocol:
         try:
             h2_events = self._conn.receive_data(data)
         except h2.exceptions.ProtocolError as exc:
-            out = self._conn.data_to_send()
-            self._out += out
-            reason = f"{type(exc).__name__}: {exc}"
-            if not count_frames(out, GOAWAY):  # h2 sends none for a bad preface
-                return self._fail(ErrorCodes(exc.error_code), reason)
-            self.closed = True
-            self.error = reason
-            return [(0, ConnectionClosed())]
+            return self._h2_failed(exc)
         events: list[H2Event] = []
         credit = False
         for event in h2_events:
@@ -179,6 +166,22 @@ class H2Protocol:
         if self._take_output(now) and not self.closed:
             return self._fail(ErrorCodes.ENHANCE_YOUR_CALM, "too many stream resets")
         return events
+
+    def _h2_failed(self, exc: h2.exceptions.ProtocolError) -> list[H2Event]:
+        out = bytearray(self._conn.data_to_send())
+        reason = f"{type(exc).__name__}: {exc}"
+        if not count_frames(bytes(out), GOAWAY):  # h2 sends none for a bad preface
+            self._out += out
+            return self._fail(ErrorCodes(exc.error_code), reason)
+        last_is_goaway = out[-17:-14] == b"\0\0\x08" and out[-14] == GOAWAY
+        if _is_decoding_error(exc) and last_is_goaway:
+            # RFC 9113 4.3: a header block that does not decode is a COMPRESSION_ERROR
+            # (h2 says PROTOCOL_ERROR); its GOAWAY is the last frame, the code its last word.
+            out[-4:] = int(ErrorCodes.COMPRESSION_ERROR).to_bytes(4, "big")
+        self._out += out
+        self.closed = True
+        self.error = reason
+        return [(0, ConnectionClosed())]
 
     def _over_limits(self, now: float) -> str | None:
         scanner = self._scanner
@@ -302,7 +305,7 @@ class H2Protocol:
         fields += [
             (name.lower(), value)
             for name, value in headers
-            if name.lower() not in _CONNECTION_FIELDS
+            if name.lower() not in CONNECTION_FIELDS
         ]
         try:
             self._conn.send_headers(stream_id, fields, end_stream=end)
@@ -391,6 +394,13 @@ class H2Protocol:
         return len(self._out)
 
 
+def _is_decoding_error(exc: BaseException) -> bool:
+    cause = exc.__cause__
+    return isinstance(cause, hpack.exceptions.HPACKError) and not isinstance(
+        cause, hpack.exceptions.OversizedHeaderListError
+    )
+
+
 def request_from_headers(fields: list[tuple[bytes, bytes]]) -> Request:
     """Pseudo-headers to a Request; ``:authority`` becomes ``host``, cookies are joined.
 
@@ -470,89 +480,3 @@ class H2StreamAnswer:
 
     def close_after_response(self) -> None:
         """One stream ends; the connection carries on."""
-
-
-# -- getting to HTTP/2 from a cleartext HTTP/1.1 connection -------------------------------------
-H2C_SWITCHING = b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n"
-_HOP_FIELDS = _CONNECTION_FIELDS | {b"http2-settings", b"te"}
-
-
-@dataclass(slots=True)
-class H2Switch:
-    """An HTTP/1.1 connection found to be HTTP/2: what the HTTP/2 connection starts from."""
-
-    received: bytes = b""  # bytes already read (the prior-knowledge preface and more)
-    upgrade: Request | None = None  # the request that asked for "Upgrade: h2c" (stream 1)
-    settings: bytes | None = None  # its HTTP2-Settings value (base64url, checked)
-
-
-def is_h2_preface(data: bytes) -> bool:
-    """Whether a new connection's first bytes are HTTP/2's (h2 checks the rest of them)."""
-    if data[:4] != b"PRI ":
-        return False
-    return data.startswith(PREFACE[:14]) or PREFACE.startswith(data)
-
-
-def _tokens(headers: Headers, name: bytes) -> set[bytes]:
-    return {
-        token.strip().lower()
-        for field, value in headers
-        if field == name
-        for token in value.split(b",")
-    }
-
-
-def h2c_settings(request: Request) -> bytes | None:
-    """The HTTP2-Settings value of a request we can upgrade to h2c, or None to decline.
-
-    RFC 7540 3.2 (the Upgrade mechanism RFC 9113 dropped, still sent by curl and others):
-    exactly one valid HTTP2-Settings field; we also decline a request with a body (its body
-    would have to be read before the switch) and a CONNECT.
-    """
-    headers = request.headers
-    if b"h2c" not in _tokens(headers, b"upgrade") or request.method == b"CONNECT":
-        return None
-    values = [value for name, value in headers if name == b"http2-settings"]
-    if len(values) != 1:
-        return None
-    for name, value in headers:
-        if name == b"transfer-encoding" or (name == b"content-length" and value.strip() != b"0"):
-            return None
-    text = values[0].strip()
-    text += b"=" * (-len(text) % 4)
-    try:
-        payload = base64.b64decode(text, altchars=b"-_", validate=True)
-    except (binascii.Error, ValueError):
-        return None
-    if len(payload) % 6:
-        return None
-    for i in range(0, len(payload), 6):
-        code = int.from_bytes(payload[i : i + 2], "big")
-        if not _valid_setting(code, int.from_bytes(payload[i + 2 : i + 6], "big")):
-            return None
-    return text  # h2 decodes it again
-
-
-def _valid_setting(code: int, value: int) -> bool:
-    """RFC 9113 6.5.2 ranges (unknown settings are ignored)."""
-    if code in (0x2, 0x8):  # ENABLE_PUSH, ENABLE_CONNECT_PROTOCOL
-        return value in (0, 1)
-    if code == 0x4:  # INITIAL_WINDOW_SIZE
-        return value <= 2**31 - 1
-    if code == 0x5:  # MAX_FRAME_SIZE
-        return 2**14 <= value <= 2**24 - 1
-    return True
-
-
-def upgraded_request(request: Request) -> Request:
-    """The h2c upgrade request as stream 1 sees it: HTTP/2, no hop-by-hop fields."""
-    headers = [(name, value) for name, value in request.headers if name not in _HOP_FIELDS]
-    authority = next((value for name, value in headers if name == b"host"), None)
-    return replace(
-        request,
-        headers=headers,
-        raw_headers=None,
-        http_version="2",
-        authority=authority,
-        expects_continue=False,
-    )

@@ -14,6 +14,12 @@ One object, :class:`WebSocketSession`, owns the whole life of a WebSocket:
 Replies the protocol owes the peer (pongs, the close echo, a close for a protocol error or
 an oversized message) collect in an outbound buffer the I/O layer flushes, so several of
 them leave in one write.
+
+The same session serves a WebSocket over an HTTP/2 stream (RFC 8441): the handshake is an
+extended CONNECT checked here, and the HTTP side is the stream's (``HandshakeAnswer``).
+
+Over 500 lines: the session is one state machine (handshake, open, closing) whose states
+share its buffers; split, each part would reach into the others' state.
 """
 
 from __future__ import annotations

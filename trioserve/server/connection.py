@@ -8,6 +8,7 @@ transport goes through exactly the real server's connection lifecycle.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Protocol
 
 import trio
 
@@ -19,12 +20,26 @@ from .state import ServerState
 from .transport import ConnectionInfo, close_transport
 
 
+class Connection(Protocol):
+    """What serves one connection: built from the stream, run until it ends."""
+
+    async def run(self) -> None: ...
+
+
+ConnectionClass = Callable[
+    [trio.abc.Stream, ServerState, ConnectionInfo, trio.Nursery], Connection
+]
+
+# By application protocol name (ALPN's).
+PROTOCOLS: dict[str, ConnectionClass] = {"http/1.1": HTTP11Connection, "h2": HTTP2Connection}
+
+
 def negotiated_protocol(stream: trio.abc.Stream) -> str:
     """The application protocol TLS negotiated (ALPN), "http/1.1" without TLS or ALPN.
 
     A cleartext stream may still turn out to be HTTP/2: the HTTP/1.1 connection hands
     over on the prior-knowledge preface (``PRI * HTTP/2.0``) or an accepted
-    ``Upgrade: h2c`` (``HTTP11Connection.switch``).
+    ``Upgrade: h2c`` (``HTTP11Connection.switch``), so HTTP/1.1 pays nothing extra.
     """
     if isinstance(stream, trio.SSLStream):
         return stream.selected_alpn_protocol() or "http/1.1"
@@ -44,15 +59,14 @@ async def handle_stream(
     close). ``on_error`` also sees an unexpected error (a server bug), after it is logged.
     """
     try:
-        if negotiated_protocol(stream) == "h2":
-            await HTTP2Connection(stream, state, info).run()
-            return
-        http11 = HTTP11Connection(stream, state, info, nursery)
-        await http11.run()
-        switch = http11.switch
+        connection_class = PROTOCOLS.get(negotiated_protocol(stream), HTTP11Connection)
+        connection = connection_class(stream, state, info, nursery)
+        await connection.run()
+        # HTTP/1.1 found HTTP/2 (the preface, or Upgrade: h2c): it hands the stream over.
+        switch = getattr(connection, "switch", None)
         if switch is not None:
-            del http11
-            await HTTP2Connection(stream, state, info, switch=switch).run()
+            del connection
+            await HTTP2Connection(stream, state, info, nursery, switch=switch).run()
     except STREAM_ERRORS:
         pass
     except Exception as exc:

@@ -27,7 +27,7 @@ from ..sansio.events import (
     Request,
     Sentinel,
 )
-from ..sansio.http2 import H2C_SWITCHING, H2Switch, h2c_settings, is_h2_preface, upgraded_request
+from ..sansio.h2c import H2C_SWITCHING, H2Switch, h2c_settings, is_h2_preface, upgraded_request
 from ..sansio.http11_fast import make_http11_protocol
 from ..sansio.http11_rules import HTTP11Interface, error_response
 from ..sansio.websocket import wants_websocket
@@ -130,12 +130,13 @@ class HTTP11Connection:
             self.proto.receive_data(data)
         return not scope.cancelled_caught
 
-    async def _refuse(self, status: int, reason: str, *, quiet: bool = False) -> None:
-        error_log.log(10 if quiet else 20, "%s %s: %s", self.info.client_text, status, reason)
+    async def _refuse(self, status: int, reason: str | None, *, quiet: bool = False) -> None:
+        if reason is not None:
+            error_log.log(10 if quiet else 20, "%s %s: %s", self.info.client_text, status, reason)
         peer = self.peer
         if not peer.broken:
             try:
-                await peer.send(error_response(status))
+                await peer.send(error_response(status, extra=self.state.default_headers()))
             except OSError:
                 return
             await peer.linger_close()
@@ -299,7 +300,11 @@ class HTTP11Connection:
         peer.broken = True  # the app is told the client is gone: send() now raises
 
     def poll_disconnected(self) -> bool:
-        return self.peer.poll_gone()
+        peer = self.peer
+        if peer.poll_gone():
+            peer.broken = True  # as after wait_disconnected(): send() now raises
+            return True
+        return False
 
     def close_after_response(self) -> None:
         self.proto.close_after_response()
@@ -307,5 +312,5 @@ class HTTP11Connection:
     def abort(self) -> None:
         self.peer.broken = True
 
-    async def refuse(self, status: int, reason: str) -> None:
+    async def refuse(self, status: int, reason: str | None) -> None:
         await self._refuse(status, reason)

@@ -18,7 +18,8 @@ from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
 import trio
-from aioquic.h3.connection import ErrorCode
+from aioquic.h3.connection import ErrorCode, H3Connection
+from aioquic.h3.connection import ProtocolError as H3ProtocolError
 
 from ..errors import ClientDisconnected
 from ..logs import error_log
@@ -29,6 +30,7 @@ from ..sansio.events import (
     Headers,
     InformationalResponse,
     OutboundEvent,
+    ProtocolError,
     Request,
     Response,
     Sentinel,
@@ -153,11 +155,19 @@ class H3Stream:
 
     def send_events(self, events: list[OutboundEvent]) -> Awaitable[None]:
         """Frame into aioquic now (nothing is framed once the peer is gone); the returned
-        awaitable waits while the stream's unacknowledged bytes are over the bound."""
+        awaitable waits while the stream's unsent bytes are over the bound."""
         if self.gone or not self.conn.quic.can_send(self.stream_id):
             return self._raise_gone()
         h3 = self.conn.h3
         assert h3 is not None
+        try:
+            self._frame(h3, events)
+        except H3ProtocolError as exc:  # a wrong event order aioquic refuses to frame
+            raise ProtocolError(str(exc)) from None
+        self.conn.wake()
+        return self._drain()
+
+    def _frame(self, h3: H3Connection, events: list[OutboundEvent]) -> None:
         stream_id = self.stream_id
         count = len(events)
         i = 0
@@ -180,8 +190,6 @@ class H3Stream:
                 else:
                     h3.send_data(stream_id, b"", True)
             i += 2 if end else 1
-        self.conn.wake()
-        return self._drain()
 
     def _headers(self, headers: Headers) -> Headers:
         """Default headers minus Alt-Svc: it advertises HTTP/3 to HTTP/1.1 clients."""
@@ -230,10 +238,13 @@ class H3Stream:
             conn.quic.reset_stream(self.stream_id, ErrorCode.H3_INTERNAL_ERROR)
             conn.wake()
 
-    async def refuse(self, status: int, reason: str) -> None:
+    async def refuse(self, status: int, reason: str | None) -> None:
         """A short error answer in place of the app's, then the stream is done."""
-        error_log.info("%s %s: %s", self.conn.info.client_text, status, reason)
-        body = reason.encode() + b"\n"
+        if reason is not None:
+            error_log.info("%s %s: %s", self.conn.info.client_text, status, reason)
+        if self.gone or self.head_sent:
+            return
+        body = b"%d\n" % status
         headers = [
             *self.conn.state.default_headers(),
             (b"content-type", b"text/plain; charset=utf-8"),

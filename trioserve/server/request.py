@@ -40,6 +40,7 @@ from ..sansio.asgi import (
     response_extensions,
 )
 from ..sansio.body import (
+    CONTINUE,
     NOT_YET,
     READ,
     SEND_CONTINUE,
@@ -100,7 +101,8 @@ class RequestPort(Protocol):
         """Return once the peer is gone (``gone`` is then true)."""
 
     def poll_disconnected(self) -> bool:
-        """Whether the peer is already known to be gone, looking without waiting."""
+        """Whether the peer is already known to be gone, looking without waiting (once
+        true, so is ``gone``)."""
 
     def close_after_response(self) -> None:
         """Do not reuse the connection after this response (HTTP/1.1: Connection: close)."""
@@ -108,14 +110,16 @@ class RequestPort(Protocol):
     def abort(self) -> None:
         """Give up on this exchange: nothing more is written and it is not reused."""
 
-    async def refuse(self, status: int, reason: str) -> None:
-        """Answer with a minimal error response instead of the app's, then close."""
+    async def refuse(self, status: int, reason: str | None) -> None:
+        """Answer with a minimal error response instead of the app's, then close.
+        ``reason`` is logged (None: the runner has logged already)."""
 
 
 class RequestRunner:
     """Runs the app for one request on a :class:`RequestPort`; see the module docstring."""
 
     __slots__ = (
+        "aborted",
         "body",
         "cycle",
         "finished",
@@ -124,6 +128,9 @@ class RequestRunner:
         "response_headers",
         "scope",
         "state",
+        "target",
+        "waiting",
+        "written",
     )
 
     def __init__(
@@ -151,6 +158,10 @@ class RequestRunner:
         )
         self.response_headers: Any = None
         self.finished = False
+        self.written = False  # response bytes were handed to the port for writing
+        self.target = request.target  # as received, for the access log
+        self.aborted = False  # we gave up on the exchange (not the client leaving)
+        self.waiting: trio.CancelScope | None = None  # a receive() waiting for the peer
 
     # -- the app's channels ------------------------------------------------------------------
     async def receive(self) -> dict[str, Any]:
@@ -162,7 +173,10 @@ class RequestRunner:
                 piece = await self.port.receive_body(self.state.config.read_timeout)
             return body.on_piece(piece)  # type: ignore[arg-type]
         if action == WAIT_FOR_DISCONNECT:
-            await self.port.wait_disconnected()
+            # An answer already known comes back without waiting, so it reaches even a
+            # receive() in a cancelled scope (Starlette's is_disconnected()).
+            if not self.port.poll_disconnected() and not self._draining():
+                await self._wait_disconnected()
             return body.on_disconnect()
         if action == SEND_CONTINUE:
             body.continue_handled()
@@ -175,20 +189,45 @@ class RequestRunner:
             return await self.receive()
         return body.on_disconnect()
 
+    def _draining(self) -> bool:
+        """Draining, with this response started: the app is told the client is gone, so
+        a streaming loop (SSE) ends cleanly instead of being cut at the deadline."""
+        return self.state.shutting_down and self.cycle.started
+
+    async def _wait_disconnected(self) -> None:
+        """Wait until the peer leaves, or a drain begins once the response started."""
+        hooks = self.state.shutdown_hooks
+        with trio.CancelScope() as self.waiting:
+            hooks.add(self._drain_started)
+            try:
+                await self.port.wait_disconnected()
+            finally:
+                hooks.discard(self._drain_started)
+        self.waiting = None
+
+    def _drain_started(self) -> None:
+        if self.waiting is not None and self._draining():
+            self.waiting.cancel()
+
     async def send(self, message: MutableMapping[str, Any]) -> None:
         port = self.port
         if self.finished or port.gone or self.body.too_large:
             raise ClientDisconnected("client disconnected")
+        if self.waiting is not None:
+            self._drain_started()  # a response that starts during a drain
         events = self.cycle.on_message(message)
         if events:
             if type(events[0]) is Response:
                 self.response_headers = events[0].headers
-                if self.state.shutting_down:  # tell the client not to reuse it
+                if self.state.shutting_down or self.body.state == CONTINUE:
+                    # Draining, or the client may still send a body it was never asked
+                    # for (100-continue unanswered): tell it the connection ends here.
                     port.close_after_response()
             try:
                 write = port.send_events(events)
             except ProtocolError as exc:
                 raise UnexpectedMessage(str(exc)) from None
+            self.written = True
             await write
         if self.cycle.file_path is not None:
             await self._send_file()
@@ -218,6 +257,11 @@ class RequestRunner:
             await app(self.scope, self.receive, self.send)
         except Exception as exc:
             await self._app_failed(exc)
+        except trio.Cancelled:
+            # The shutdown deadline (or a second Ctrl-C) cut the request: still one line.
+            if access_log.isEnabledFor(20):
+                self._log_access(time.perf_counter() - start, 503)
+            raise
         else:
             if self.cycle.state != DONE:  # (no await for a finished response)
                 await self._app_returned()
@@ -231,7 +275,10 @@ class RequestRunner:
         if too_large and not cycle.started:
             cycle.status = 413
         if access_log.isEnabledFor(20):
-            self._log_access(time.perf_counter() - start)
+            # 499 (nginx's "client closed request"): the client left before the response
+            # was complete, whatever status the app had chosen.
+            left = cycle.state != DONE and self.port.gone and not self.aborted
+            self._log_access(time.perf_counter() - start, 499 if left else cycle.status)
         if too_large:
             if not cycle.started:
                 await self.port.refuse(413, "request body over max_request_body_size")
@@ -249,12 +296,16 @@ class RequestRunner:
         if isinstance(exc, UnexpectedMessage):
             # The app broke the message protocol: don't trust the connection's state.
             port.close_after_response()
-        if not self.cycle.on_the_wire and not port.gone:
-            # Nothing was written yet (the head is held until the first body), so the
-            # client can still get a clean 500 instead of a cut connection.
+        if self.cycle.state == DONE and self.written:
+            # The response is complete and framed (Starlette's ServerErrorMiddleware sends
+            # its 500, then re-raises): logged once, nothing to undo.
+            return
+        if not self.written and not port.gone:
+            # Nothing was written yet (the head is held until the first body, and a framing
+            # error is caught before writing), so the client can still get a clean 500.
             await self._send_500()
-        else:
-            port.abort()
+        elif not port.gone:  # (a client that left is not ours to abort: logged as 499)
+            self._abort()
 
     async def _app_returned(self) -> None:
         cycle = self.cycle
@@ -268,13 +319,17 @@ class RequestRunner:
                 scope["path"],
             )
             await self._send_500()
-        else:
-            error_log.error(
-                "ASGI app returned without finishing the response (%s %s)",
-                scope["method"],
-                scope["path"],
-            )
-            self.port.abort()
+            return
+        error_log.error(
+            "ASGI app returned without finishing the response (%s %s)",
+            scope["method"],
+            scope["path"],
+        )
+        if self.written:
+            self._abort()
+        else:  # only the held-back head: a 500 replaces it, and the connection ends
+            self.port.close_after_response()
+            await self._send_500()
 
     async def _send_500(self) -> None:
         cycle = self.cycle
@@ -289,26 +344,35 @@ class RequestRunner:
         if not cycle.is_head:
             events.append(Data(body))
         events.append(EndData())
+        port = self.port
         try:
-            write = self.port.send_events(events)
+            write = port.send_events(events)
         except ProtocolError:
-            self.port.abort()
+            # The protocol took part of the app's response before refusing it: answer
+            # outside it, and close.
+            await port.refuse(500, None)
+            self._abort()
             return
         try:
             await write
         except ClientDisconnected:
             pass
 
+    def _abort(self) -> None:
+        self.aborted = True
+        self.port.abort()
+
     # -- logs ------------------------------------------------------------------------------
-    def _log_access(self, duration: float) -> None:
+    def _log_access(self, duration: float, status: int) -> None:
         cycle = self.cycle
         atoms = AccessLogAtoms(
             self.scope,
-            cycle.status or None,
+            status or None,
             self.response_headers,
             cycle.bytes_sent,
             duration,
             time.time(),
+            self.target,
         )
         access_log.info(format_access_line(self.state.config.access_log_format, atoms))
 

@@ -16,7 +16,9 @@ in the common case:
   whole interval and nobody is reading, it starts a *pump*: a task that reads on the
   app's behalf into a small buffer (``max_app_queue_size`` messages, then it stops:
   backpressure) and hands the socket back as soon as the app calls ``receive()`` again.
-  A client close it reads makes the app's next ``send()`` raise ClientDisconnected.
+  An app that sends twice with no ``receive()`` between gets its pump at once, without
+  waiting for the watchdog. A client close the pump reads makes the app's next ``send()``
+  raise ClientDisconnected.
 - the shutdown close: when graceful shutdown begins (a hook in ``ServerState``) a short
   task writes the 1001 close; the app then has until the connections nursery's deadline
   (``graceful_timeout``) to finish.
@@ -96,19 +98,20 @@ def serve_websocket(
     try:
         key = check_handshake(request)
     except HandshakeError as exc:
-        return _refuse(peer, info, exc.status, str(exc), exc.headers, proto)
+        return _refuse(peer, state, info, exc.status, str(exc), exc.headers, proto)
     handler = WebSocketHandler(peer, state, info, proto, request, key, nursery)
     # The same gates as HTTP requests: server_names (404) and limit_concurrency (503).
     if config.server_names and not host_allowed(handler.scope["headers"], config.server_names):
-        return _refuse(peer, info, 404, "Host not in server_names", None, proto)
+        return _refuse(peer, state, info, 404, "Host not in server_names", None, proto)
     limit = config.limit_concurrency
     if limit is not None and state.in_flight >= limit:
-        return _refuse(peer, info, 503, "limit_concurrency reached", None, proto)
+        return _refuse(peer, state, info, 503, "limit_concurrency reached", None, proto)
     return handler.run()
 
 
 async def _refuse(
     peer: PeerStream,
+    state: ServerState,
     info: ConnectionInfo,
     status: int,
     reason: str,
@@ -116,13 +119,14 @@ async def _refuse(
     proto: HandshakeAnswer,
 ) -> None:
     error_log.info("%s %s: WebSocket upgrade refused: %s", info.client_text, status, reason)
+    extra = [*state.default_headers(), *(headers or [])]
     # An HTTP/2 or HTTP/3 stream's answer (H2StreamAnswer, H3StreamAnswer) frames its own
     # refusal; the HTTP/1.1 protocol gets the plain response bytes.
     stream_refusal = getattr(proto, "error_response", None)
     if stream_refusal is not None:
-        data = stream_refusal(status, headers or [])
+        data = stream_refusal(status, extra)
     else:
-        data = error_response(status, extra=headers or [])
+        data = error_response(status, extra=extra)
     try:
         await peer.send(data)
     except ClientDisconnected:
@@ -147,6 +151,7 @@ class WebSocketHandler:
         "_pump_scope",
         "_queue_limit",
         "_seen_calls",
+        "_sends_since",
         "_watched",
         "info",
         "peer",
@@ -187,6 +192,7 @@ class WebSocketHandler:
         # receive() calls so far, and as the watchdog last saw them.
         self._calls = 0
         self._seen_calls = -1
+        self._sends_since = -1  # receive() calls when the app last sent
         self._pump_scope: trio.CancelScope | None = None
         self._watched = False
         self._nursery = nursery
@@ -333,6 +339,14 @@ class WebSocketHandler:
             await self.peer.send(data)
             if opening:
                 await self._answered()
+            elif self._sends_since == self._calls:
+                # A second send with no receive() between: the app streams out, so read
+                # for it now (a pump), and the client's close reaches its next send()
+                # at once, not at the watchdog's next round. An app that alternates
+                # receive() and send() never gets here: the pull model stays as it is.
+                self._start_pump()
+            else:
+                self._sends_since = self._calls
 
     # -- lifetime ---------------------------------------------------------------------------
     async def run(self) -> None:
@@ -469,15 +483,19 @@ class WebSocketHandler:
     def watch(self) -> None:
         """Called by the watchdog: start a pump if the app has stayed away from receive()."""
         calls = self._calls
+        if calls != self._seen_calls:
+            self._seen_calls = calls
+            return
+        self._start_pump()
+
+    def _start_pump(self) -> None:
         if (
-            calls != self._seen_calls
-            or self.peer.reading
+            self.peer.reading
             or self._pump_scope is not None
             or self.peer.broken
             or self.session.disconnect is not None
             or len(self._pending) >= self._queue_limit
         ):
-            self._seen_calls = calls
             return
         self._pump_scope = trio.CancelScope()
         self._nursery.start_soon(self._pump, self._pump_scope, name=_PUMP_NAME)

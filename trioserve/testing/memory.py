@@ -1,4 +1,4 @@
-"""An httpx transport that runs requests through trioserve's own HTTP/1.1 code, in memory.
+"""An httpx transport that runs requests through trioserve's own HTTP code, in memory.
 
 ``httpx.ASGITransport`` calls the app directly: it buffers the whole response, never runs
 lifespan, and builds its own scope. This transport instead opens an in-memory stream pair per
@@ -31,6 +31,7 @@ from ..server.state import ServerState
 from ..server.transport import ConnectionInfo
 from .failures import AppErrors, connection_errors
 from .live import make_test_config
+from .memory_h2 import H2Client
 
 __all__ = ["InMemoryTransport", "open_memory_client"]
 
@@ -134,6 +135,9 @@ class InMemoryTransport(httpx.AsyncBaseTransport):
     :class:`~trioserve.errors.LifespanFailure`), leaving hangs up every connection and runs
     lifespan shutdown, once for the client's whole life, as a real server would.
 
+    With ``http2=True`` requests go over HTTP/2 (prior knowledge, one multiplexed connection
+    per origin, httpcore's HTTP/2 client), served by trioserve's HTTP/2 code.
+
     Options are config keys, as for :func:`~trioserve.testing.open_server`. Connections are
     kept alive and reused like a real client's; ``connections_opened`` counts them, so a test
     can see the server closing idle ones after ``keep_alive_timeout``.
@@ -150,6 +154,7 @@ class InMemoryTransport(httpx.AsyncBaseTransport):
         config: Config | None = None,
         raise_app_exceptions: bool = True,
         client: tuple[str, int] = ("127.0.0.1", 50000),
+        http2: bool = False,
         **options: Any,
     ) -> None:
         self.config = make_test_config(config, dict(options))
@@ -164,6 +169,8 @@ class InMemoryTransport(httpx.AsyncBaseTransport):
         self._idle: dict[Key, list[_Connection]] = {}
         self._open: set[_Connection] = set()
         self._lifecycle: AbstractAsyncContextManager[None] | None = None
+        self.http2 = http2
+        self._h2: dict[Key, tuple[H2Client, _Connection]] = {}
 
     # -- life --------------------------------------------------------------------------------
     async def __aenter__(self) -> InMemoryTransport:
@@ -237,6 +244,7 @@ class InMemoryTransport(httpx.AsyncBaseTransport):
         for conn in list(self._open):
             await conn.close()
         self._idle.clear()
+        self._h2.clear()
         connections.cancel_scope.deadline = trio.current_time() + self.config.graceful_timeout
 
     # -- connections -------------------------------------------------------------------------
@@ -316,6 +324,8 @@ class InMemoryTransport(httpx.AsyncBaseTransport):
         url = request.url
         scheme = url.scheme
         key: Key = (scheme, url.host, url.port or _DEFAULT_PORTS.get(scheme, 80))
+        if self.http2:
+            return await self._h2_request(key, request)
         timeout = request.extensions.get("timeout", {}).get("read")
         conn = self._take_idle(key)
         if conn is not None and isinstance(request.stream, httpx.ByteStream):
@@ -332,6 +342,21 @@ class InMemoryTransport(httpx.AsyncBaseTransport):
             raise httpx.RemoteProtocolError(
                 "Server disconnected without sending a response."
             ) from None
+
+    async def _h2_request(self, key: Key, request: httpx.Request) -> httpx.Response:
+        entry = self._h2.get(key)
+        if entry is None or not entry[0].usable() or entry[1].server_done.is_set():
+            conn = await self._connect(key)
+            entry = self._h2[key] = (H2Client(conn.stream, *key), conn)
+        client, conn = entry
+        try:
+            response = await client.request(request)
+        except httpx.RemoteProtocolError as exc:
+            self._raise_app_error(conn, exc)
+            raise
+        if response.status_code >= 500:
+            self._raise_app_error(conn)
+        return response
 
     async def _exchange(
         self, conn: _Connection, request: httpx.Request, timeout: float | None
