@@ -45,7 +45,10 @@ class H3Server:
 
 @asynccontextmanager
 async def h3_server(app: Any, certs: Certs, **options: Any) -> AsyncIterator[H3Server]:
-    port = free_udp_port()
+    if "quic_bind" in options:
+        port = int(options["quic_bind"][0].rsplit(":", 1)[1])
+    else:
+        port = free_udp_port()
     base: dict[str, Any] = {
         "bind": ["127.0.0.1:0"],
         "quic_bind": [f"127.0.0.1:{port}"],
