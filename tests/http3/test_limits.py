@@ -40,6 +40,15 @@ async def test_alt_svc_on_http11_only(certs: Certs) -> None:
             assert result.header(b"alt-svc") is None
 
 
+async def test_alt_svc_on_http2(certs: Certs) -> None:
+    context = ssl.create_default_context(cafile=str(certs.ca_file))
+    async with h3_server(hello, certs) as server:
+        async with httpx.AsyncClient(verify=context, http2=True) as http:
+            response = await http.get(server.urls[0].replace("127.0.0.1", "localhost") + "/")
+        assert response.http_version == "HTTP/2"
+        assert response.headers.get_list("alt-svc") == [f'h3=":{server.port}"; ma=86400']
+
+
 async def test_alt_svc_configured(certs: Certs) -> None:
     value = 'h3=":443"; ma=3600'
     async with h3_server(hello, certs, alt_svc_headers=[value]) as server:
