@@ -189,3 +189,26 @@ async def test_graceful_deadline_closes_stuck_streams(certs: Certs) -> None:
                 await trio.sleep(0.02)
         assert trio.current_time() - start < 3
         assert client.terminated.error_code == 0x100
+
+
+async def test_body_over_limit_gets_413_and_the_upload_is_stopped(certs: Certs) -> None:
+    async def reader(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect" or not message.get("more_body"):
+                break
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"read"})
+
+    async with h3_session(reader, certs, max_request_body_size=100_000) as (_, client):
+        stream_id = client.open(b"/up", method=b"POST", end=False)
+        client.send_body(stream_id, b"x" * 1_000_000, end=True)
+        result = await client.wait(stream_id)
+        assert result.status == 413
+        declared = await client.request(
+            b"/up", method=b"POST", headers=[(b"content-length", b"200000")], body=b"y" * 200_000
+        )
+        assert declared.status == 413
+        assert (await client.request(b"/up", method=b"POST", body=b"z" * 10)).status == 200
