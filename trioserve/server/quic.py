@@ -242,12 +242,21 @@ class QuicConnectionTask:
 
     async def _flush(self) -> None:
         self._wake_pending = False
-        sock = self.owner.sock
+        owner = self.owner
+        raw = owner.raw
         for data, addr in self.quic.datagrams_to_send(trio.current_time()):
+            # Straight to the socket; through trio only when its buffer is full (a trio
+            # sendto per datagram costs a scheduler round trip each).
             try:
-                await sock.sendto(data, addr)
+                raw.sendto(data, addr)
+            except BlockingIOError:
+                try:
+                    await owner.sock.sendto(data, addr)
+                except OSError:
+                    pass
             except OSError:
                 pass
+        await trio.lowlevel.checkpoint()
         if self._blocked:
             quic = self.quic
             for stream in list(self._blocked):
