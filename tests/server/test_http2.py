@@ -560,3 +560,16 @@ async def test_body_over_the_limit_gets_413_while_the_client_keeps_sending() -> 
         assert second["headers"][b":status"] == b"413" or second.get("reset") is not None
         await client.send(client.headers(5, get("/")))
         assert (await client.response(5))["body"] == b"ok"
+
+
+async def test_keep_alive_off_serves_one_stream_then_goaway() -> None:
+    async with open_server(Probe(), keep_alive_timeout=0) as server:
+        client = await RawH2.open(server.port)
+        await trio.sleep(0.3)  # no request yet: the connection waits for one
+        await client.send(client.headers(1, get("/")))
+        assert (await client.response(1))["body"] == b"ok"
+        frames = [*client.control]
+        while (frame := await client.frame_or_eof()) is not None:
+            frames.append(frame)
+        goaway = next(f for f in frames if isinstance(f, GoAwayFrame))
+        assert goaway.last_stream_id == 1

@@ -316,3 +316,45 @@ async def test_send_after_the_app_returned_raises() -> None:
     await _run(port, app)
     with pytest.raises(ClientDisconnected):
         await sends[0]({"type": "http.response.body"})
+
+
+async def test_a_known_disconnect_reaches_a_cancelled_receive() -> None:
+    """Starlette's is_disconnected(): receive() inside an already-cancelled scope."""
+    answers: list[Any] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await receive()  # the body
+        for _ in range(2):
+            with trio.CancelScope() as cancelled:
+                cancelled.cancel()
+                answers.append(await receive())
+            port.gone = True  # the peer leaves between the two polls
+
+    port = FakePort()
+    await _run(port, app)
+    # First poll: the peer is there, so receive() would wait, and the scope stops it.
+    # Second: the answer is known without waiting, and comes back in spite of the scope.
+    assert answers == [{"type": "http.disconnect"}]
+
+
+async def test_a_drain_ends_a_started_responses_wait() -> None:
+    got: list[Any] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await receive()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"a", "more_body": True})
+        got.append(await receive())
+        await send({"type": "http.response.body", "body": b"b"})
+
+    port = FakePort()
+    state = _state(app)
+    runner = RequestRunner(port, state, _request(), INFO)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(runner.run)
+        await trio.testing.wait_all_tasks_blocked()
+        assert not got
+        state.begin_shutdown()
+    assert got == [{"type": "http.disconnect"}]
+    assert port.sent[-2:] == [Data(b"b"), EndData()]  # the app finished its stream
+    assert not port.aborted

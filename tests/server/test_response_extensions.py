@@ -180,3 +180,65 @@ async def test_pathsend_respects_http2_flow_control(big_file: Path) -> None:
         await client.send(client.headers(1, get("/file")))
         response = await client.response(1, timeout=10)
     assert response["body"] == big_file.read_bytes()
+
+
+def pathsend_app(path: Path, length: bool) -> Any:
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        headers = [(b"content-length", b"%d" % path.stat().st_size)] if length else []
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.pathsend", "path": str(path)})
+
+    return app
+
+
+@pytest.mark.parametrize("length", [True, False], ids=["content-length", "chunked"])
+async def test_pathsend_is_zero_copy_on_cleartext_http11(
+    big_file: Path, length: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+
+    calls: list[int] = []
+    real = os.sendfile
+
+    def spy(out_fd: int, in_fd: int, offset: int | None, count: int) -> int:
+        sent = real(out_fd, in_fd, offset, count)
+        calls.append(sent)
+        return sent
+
+    monkeypatch.setattr(os, "sendfile", spy)
+    async with (
+        open_server(pathsend_app(big_file, length)) as server,
+        httpx.AsyncClient() as client,
+    ):
+        response = await client.get(server.url + "/")
+        again = await client.get(server.url + "/")  # the connection is reused after it
+    assert response.content == again.content == big_file.read_bytes()
+    assert sum(calls) == 2 * big_file.stat().st_size
+    assert (response.headers.get("transfer-encoding") == "chunked") is not length
+
+
+async def test_pathsend_over_tls_reads_pieces(
+    big_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+    import ssl
+
+    import trustme
+
+    calls: list[int] = []
+    monkeypatch.setattr(os, "sendfile", lambda *args: calls.append(1) or 0)
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    cert.cert_chain_pems[0].write_to_path(str(tmp_path / "cert.pem"))
+    cert.private_key_pem.write_to_path(str(tmp_path / "key.pem"))
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    options = {"certfile": str(tmp_path / "cert.pem"), "keyfile": str(tmp_path / "key.pem")}
+    async with (
+        open_server(pathsend_app(big_file, True), **options) as server,
+        httpx.AsyncClient(verify=context) as client,
+    ):
+        response = await client.get(server.url + "/")
+    assert response.content == big_file.read_bytes() and calls == []

@@ -149,6 +149,11 @@ class HTTPResponseCycle:
         self.file_path: str | None = None
 
     @property
+    def no_body(self) -> bool:
+        """The response carries no body (HEAD, 204, 304): body bytes are dropped."""
+        return self._no_body
+
+    @property
     def started(self) -> bool:
         """True once a response head exists (sent, or held back until the first body)."""
         return self.state != START

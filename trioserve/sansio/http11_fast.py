@@ -325,6 +325,18 @@ class FastHTTP11Protocol:
         return NEED_DATA
 
     # -- output --------------------------------------------------------------------------
+    def frame_file(self, size: int) -> tuple[bytes, bytes]:
+        if self._our != _SEND_BODY:
+            raise ProtocolError("can't send data before a response head")
+        writer = self._writer
+        if writer == _LENGTH:
+            if size > self._left:
+                raise ProtocolError("Too much data for declared Content-Length")
+            self._left -= size
+        elif writer == _CHUNKED and size:
+            return b"%x\r\n" % size, b"\r\n"
+        return b"", b""
+
     def send(self, event: OutboundEvent) -> bytes:
         """Serialise one outbound event; raises :class:`ProtocolError` on misuse."""
         cls = type(event)

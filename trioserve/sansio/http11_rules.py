@@ -48,6 +48,10 @@ class HTTP11Interface(Protocol):
 
     def send(self, event: OutboundEvent) -> bytes: ...
 
+    def frame_file(self, size: int) -> tuple[bytes, bytes]:
+        """Account ``size`` body bytes that go out by ``sendfile`` (not through ``send``):
+        the framing to write before and after them. Raises ProtocolError as ``send``."""
+
     @property
     def response_started(self) -> bool: ...
 

@@ -299,6 +299,14 @@ class HTTP11Connection:
             buffered += len(data)
         peer.broken = True  # the app is told the client is gone: send() now raises
 
+    async def send_file(self, fd: int, size: int) -> bool:
+        """http.response.pathsend's body by sendfile (zero-copy) on a plain socket; False
+        (nothing written) over TLS, where the runner reads the file in pieces instead."""
+        if not self.peer.can_sendfile:
+            return False
+        head, tail = self.proto.frame_file(size)
+        return await self.peer.send_file(head, fd, size, tail)
+
     def poll_disconnected(self) -> bool:
         peer = self.peer
         if peer.poll_gone():

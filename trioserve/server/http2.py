@@ -55,6 +55,8 @@ READ_SIZE = 64 * 1024
 # Our output waiting for the socket: streams pause above this, the reader far above it.
 _SEND_MARK = 64 * 1024
 _READ_MARK = 1024 * 1024
+_STREAM_TASK = f"{__name__}.HTTP2Connection._serve_stream"
+_WRITER_TASK = f"{__name__}.HTTP2Connection._write_loop"
 # How long the last frames (GOAWAY) may take to leave once the connection is over.
 _FINAL_FLUSH = 2.0
 
@@ -125,7 +127,7 @@ class HTTP2Connection:
         state.shutdown_hooks.add(self._on_shutdown)
         try:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._write_loop)
+                nursery.start_soon(self._write_loop, name=_WRITER_TASK)
                 async with trio.open_nursery() as streams:
                     self._nursery = streams
                     if self._upgrade is not None:
@@ -162,8 +164,12 @@ class HTTP2Connection:
                 return
             while proto.pending_output > _READ_MARK and not self._broken:
                 await self._space.park()  # a peer that does not read is not read either
-            idle = proto.running == 0
-            timeout = config.keep_alive_timeout if idle else math.inf
+            timeout = math.inf
+            if proto.running == 0:
+                timeout = config.keep_alive_timeout
+                if timeout <= 0 and not self.requests:
+                    # Keep-alive off: a new connection still gets time for its request.
+                    timeout = config.request_head_timeout
             with trio.move_on_after(timeout) as idle_scope:
                 try:
                     data = bytes(await self.stream.receive_some(READ_SIZE))
@@ -203,9 +209,13 @@ class HTTP2Connection:
         if upgraded:
             stream.on_event(EndData())
         self.requests += 1
-        if self.requests >= self.state.config.keep_alive_max_requests:
+        config = self.state.config
+        # Keep-alive off: one request per connection, as over HTTP/1.1.
+        limit = config.keep_alive_max_requests if config.keep_alive_timeout > 0 else 1
+        if self.requests >= limit:
             self._goaway()
-        self._nursery.start_soon(self._serve_stream, stream, request)
+        # A fixed name: trio would otherwise format one per task.
+        self._nursery.start_soon(self._serve_stream, stream, request, name=_STREAM_TASK)
 
     async def _serve_stream(self, stream: H2Stream, request: Request) -> None:
         try:

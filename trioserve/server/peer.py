@@ -9,11 +9,14 @@ One object per connection, shared by the HTTP/1.1 code and the WebSocket that ma
 - one reader and one writer at a time, as a trio stream allows: a flag each, and a
   ``ParkingLot`` only once a second task waits (a held ``trio.Lock`` would cost a lot and a
   breaker entry per idle connection); the task that finishes hands the turn over;
-- trio's ``BrokenResourceError``/``ClosedResourceError`` are translated here and nowhere else.
+- trio's ``BrokenResourceError``/``ClosedResourceError`` are translated here, once, for every
+  read and write of the connection (the TLS and PROXY steps before it, in :mod:`.transport`,
+  have their own answers: drop the connection).
 """
 
 from __future__ import annotations
 
+import os
 import select
 import socket
 
@@ -160,6 +163,42 @@ class PeerStream:
             else:
                 self._writing = False
 
+    @property
+    def can_sendfile(self) -> bool:
+        """A plain socket (TLS bytes must be encrypted by us, so no sendfile there)."""
+        return type(self.stream) is SocketStream
+
+    async def send_file(self, head: bytes, fd: int, size: int, tail: bytes) -> bool:
+        """``head``, ``size`` bytes of the file ``fd`` by the kernel (no copy through us),
+        then ``tail``, in one write turn. False (nothing written) unless the stream is a
+        plain socket; ClientDisconnected if the peer is gone."""
+        if type(self.stream) is not SocketStream:
+            return False
+        sock = self.stream.socket
+        if self._writing:
+            waiters = self._write_waiters
+            if waiters is None:
+                waiters = self._write_waiters = ParkingLot()
+            await waiters.park()
+        else:
+            self._writing = True
+        try:
+            if head:
+                await self.stream.send_all(head)
+            await _sendfile(sock, fd, size)
+            if tail:
+                await self.stream.send_all(tail)
+        except (*STREAM_ERRORS, OSError):
+            self.broken = True
+            raise ClientDisconnected("client disconnected") from None
+        finally:
+            waiters = self._write_waiters
+            if waiters:
+                waiters.unpark()
+            else:
+                self._writing = False
+        return True
+
     async def send_quietly(self, data: bytes) -> None:
         """Write, ignoring a gone peer (``broken`` says so afterwards)."""
         try:
@@ -175,6 +214,21 @@ class PeerStream:
     async def linger_close(self) -> None:
         """Close after an answer without resetting it away (see ``linger_close``)."""
         await linger_close(self.stream)
+
+
+async def _sendfile(sock: socket.socket, fd: int, size: int) -> None:
+    """os.sendfile on a non-blocking socket, waiting for it to drain between pieces."""
+    offset = 0
+    while offset < size:
+        try:
+            sent = os.sendfile(sock.fileno(), fd, offset, size - offset)
+        except BlockingIOError:
+            await trio.lowlevel.wait_writable(sock)
+            continue
+        if sent == 0:  # the file is shorter than it was: the response can't be completed
+            raise OSError(f"file ended {size - offset} bytes early")
+        offset += sent
+    await checkpoint()
 
 
 def _socket_of(stream: trio.abc.Stream) -> socket.socket | None:

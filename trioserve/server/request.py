@@ -22,6 +22,7 @@ returns on RST_STREAM or the connection's end; ``abort()`` resets the stream;
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Awaitable, MutableMapping
@@ -233,17 +234,27 @@ class RequestRunner:
             await self._send_file()
 
     async def _send_file(self) -> None:
-        """http.response.pathsend: the file in bounded pieces, each through the port (so
-        HTTP/2 flow control and a slow client pace the reads), then the end."""
+        """http.response.pathsend: by sendfile where the port can (cleartext HTTP/1.1),
+        else the file in bounded pieces, each through the port (so HTTP/2 flow control
+        and a slow client pace the reads); then the end."""
         cycle = self.cycle
         path = cycle.file_path
         cycle.file_path = None
         port = self.port
-        if not cycle.is_head and path is not None:
+        if not cycle.no_body and path is not None:
             async with await trio.open_file(path, "rb") as file:
-                while chunk := await file.read(_FILE_PIECE):
-                    cycle.bytes_sent += len(chunk)
-                    await port.send_events([Data(chunk)])
+                send_file = getattr(port, "send_file", None)
+                size = os.fstat(file.fileno()).st_size
+                try:
+                    sent = send_file is not None and await send_file(file.fileno(), size)
+                except ProtocolError as exc:
+                    raise UnexpectedMessage(str(exc)) from None
+                if sent:
+                    cycle.bytes_sent += size
+                else:
+                    while chunk := await file.read(_FILE_PIECE):
+                        cycle.bytes_sent += len(chunk)
+                        await port.send_events([Data(chunk)])
         await port.send_events([EndData()])
 
     # -- one request -------------------------------------------------------------------------
