@@ -43,6 +43,7 @@ async def gtlsclient(port: int, *args: str, directory: Path) -> str:
         "gtlsclient",
         "--exit-on-all-streams-close",
         "--no-quic-dump",
+        "--no-http-dump",
         "--download",
         str(directory),
         "--timeout=10s",
@@ -93,3 +94,24 @@ async def test_many_streams(certs: Certs, tmp_path: Path) -> None:
         await gtlsclient(server.port, "127.0.0.1", port, *uris, directory=tmp_path)
     for i in range(30):
         assert (tmp_path / f"s{i}").read_text().startswith(f"GET /s{i} 0 ")
+
+
+@pytest.mark.parametrize("rebinding", [False, True], ids=["migration", "nat-rebinding"])
+async def test_client_address_change(certs: Certs, tmp_path: Path, rebinding: bool) -> None:
+    """The client moves to a new local port after the handshake (with path validation, or
+    silently as a NAT would); datagrams are routed by connection ID, so the request made
+    after the move is served on the same connection."""
+    async with h3_server(app, certs) as server:
+        port = str(server.port)
+        extra = ["--nat-rebinding"] if rebinding else []
+        await gtlsclient(
+            server.port,
+            "--change-local-addr=200ms",
+            "--delay-stream=600ms",
+            *extra,
+            "127.0.0.1",
+            port,
+            f"https://localhost:{port}/big",
+            directory=tmp_path,
+        )
+        assert (tmp_path / "big").read_bytes() == bytes(range(256)) * 4096
