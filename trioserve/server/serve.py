@@ -16,7 +16,7 @@ import signal
 import socket
 import ssl
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -39,6 +39,9 @@ from .transport import (
     tls_extension,
     tls_handshake,
 )
+
+if TYPE_CHECKING:  # aioquic (the h3 extra) is imported only when quic_bind is set
+    from .quic import QuicSocket
 
 
 def create_ssl_context(config: Config) -> ssl.SSLContext:
@@ -280,7 +283,7 @@ async def serve(
                 sock.close()
 
 
-def _quic_sockets(bound: list[tuple[Bind, socket.socket]], state: ServerState) -> list[Any]:
+def _quic_sockets(bound: list[tuple[Bind, socket.socket]], state: ServerState) -> list[QuicSocket]:
     """HTTP/3 servers for the UDP sockets (aioquic is imported only when they exist)."""
     if not bound:
         return []
@@ -296,7 +299,7 @@ async def _serve_then_shut_down(
     trigger: trio.Event,
     handle_signals: bool,
     task_status: trio.TaskStatus[list[str]],
-    quic_sockets: list[Any],
+    quic_sockets: list[QuicSocket],
 ) -> None:
     """Serve until the trigger; lifespan shutdown runs whatever happens."""
     try:
@@ -326,7 +329,7 @@ async def _serve_connections(
     trigger: trio.Event,
     handle_signals: bool,
     task_status: trio.TaskStatus[list[str]],
-    quic_sockets: Sequence[Any] = (),
+    quic_sockets: Sequence[QuicSocket] = (),
 ) -> None:
     connections_scopes: list[trio.CancelScope] = []
     async with trio.open_nursery() as control:
