@@ -316,3 +316,25 @@ async def test_garbage_datagrams_do_not_stop_serving(
             assert (await fresh.request(b"/hello")).status == 200
     error_log.removeHandler(caplog.handler)
     assert not [r for r in caplog.records if r.levelname == "ERROR"]
+
+
+async def test_stop_sending_during_upload_stops_the_upload_too(certs: Certs) -> None:
+    """A client that stops our response while still uploading is asked to stop its body
+    (STOP_SENDING H3_REQUEST_CANCELLED): nobody will read it."""
+    from aioquic.quic.events import StopSendingReceived
+
+    app = Streaming()
+    async with h3_session(app, certs) as (_, client):
+        stream_id = client.open(b"/stream", method=b"POST", body=b"a" * 100, end=False)
+        with trio.fail_after(5):
+            await app.started.wait()
+        client.cancel(stream_id, reset=False, stop=True)
+        with trio.fail_after(5):
+            while not any(
+                isinstance(e, StopSendingReceived) and e.stream_id == stream_id
+                for e in client.events
+            ):
+                await trio.sleep(0.02)
+        stop = next(e for e in client.events if isinstance(e, StopSendingReceived))
+        assert stop.error_code == H3_REQUEST_CANCELLED
+        assert (await client.request(b"/hello")).status == 200

@@ -170,6 +170,12 @@ class BoundedQuicConnection(QuicConnection):
         sender = stream.sender
         return max(0, sender._buffer_stop - sender.highest_offset)
 
+    def stop_receiving(self, stream_id: int, error_code: int) -> None:
+        """STOP_SENDING, unless the stream's receiving side is already over or gone."""
+        stream = self._streams.get(stream_id)
+        if stream is not None and not stream.receiver.is_finished:
+            self.stop_stream(stream_id, error_code)
+
     def responses_delivered(self) -> bool:
         """Every request stream's response was acknowledged (or its reset was): closing
         the connection now loses nothing. aioquic sends no stream data once closing."""

@@ -3,11 +3,11 @@
 :class:`H3Stream` is what a request sees of its QUIC stream: body chunks the connection
 task fed it (bounded: the stream's receive window only grows as the app reads, see
 :mod:`trioserve.sansio.quic`), response events written into aioquic with ``send()``
-waiting while more than ``h3_stream_buffer_size`` bytes are unacknowledged, and the peer's
-RESET_STREAM / STOP_SENDING. After those, nothing more is written on the stream, the app's
-``receive()`` gets ``http.disconnect``, ``send()`` raises
-:class:`~trioserve.errors.ClientDisconnected`, and the task is cancelled after
-``STREAM_RESET_GRACE`` seconds.
+waiting while more than ``h3_stream_buffer_size`` bytes wait unsent, and the peer's
+RESET_STREAM / STOP_SENDING. After those, nothing more is written on the stream (ours is
+reset, the client's stopped), the app's ``receive()`` gets ``http.disconnect``, ``send()``
+raises :class:`~trioserve.errors.ClientDisconnected`, and the task is cancelled
+``h2_reset_grace`` seconds later (the same grace as an HTTP/2 stream).
 """
 
 from __future__ import annotations
@@ -83,6 +83,8 @@ class H3Stream:
 
     # -- fed by the connection task ---------------------------------------------------------
     def feed(self, data: bytes, ended: bool) -> None:
+        if self.gone:
+            return  # nobody will read it; the client was asked to stop sending
         if data:
             self._body.append(data)
             self.conn.quic.received(self.stream_id, len(data))
@@ -97,9 +99,13 @@ class H3Stream:
             return
         self.gone = True
         conn = self.conn
+        self._body.clear()
         if not conn.terminated:
-            # Our side too: nothing more goes out on this stream, whatever the app does.
+            # Both directions end: nothing more goes out on this stream whatever the app
+            # does, and the client stops sending a body nobody will read.
             conn.quic.reset_stream(self.stream_id, ErrorCode.H3_REQUEST_CANCELLED)
+            if not self.ended:
+                conn.quic.stop_receiving(self.stream_id, ErrorCode.H3_REQUEST_CANCELLED)
             conn.wake()
         for event in (self._readable, self._writable):
             if event is not None:

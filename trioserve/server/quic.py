@@ -329,7 +329,7 @@ class QuicConnectionTask:
         if self.closing or len(self.streams) >= limit or self.nursery is None:
             # Over the limit only while reset streams' tasks finish their grace period.
             quic.reset_stream(stream_id, ErrorCode.H3_REQUEST_REJECTED)
-            quic.stop_stream(stream_id, ErrorCode.H3_REQUEST_REJECTED)
+            quic.stop_receiving(stream_id, ErrorCode.H3_REQUEST_REJECTED)
             return
         request = request_from_fields(
             event.headers, max_size=self.state.config.h3_max_field_section_size
@@ -347,10 +347,7 @@ class QuicConnectionTask:
         quic.forget(stream.stream_id)
         if not stream.ended and not stream.gone and not self.terminated:
             # RFC 9114 4.1.1: after a complete response, ask the client to stop its body.
-            try:
-                quic.stop_stream(stream.stream_id, ErrorCode.H3_NO_ERROR)
-            except ValueError:
-                pass  # already discarded
+            quic.stop_receiving(stream.stream_id, ErrorCode.H3_NO_ERROR)
         self.close_if_idle()
 
 
