@@ -124,9 +124,24 @@ def _http_parser(value: str) -> str:
 
 
 def _needs_aioquic(value: list[str]) -> list[str]:
-    if value and importlib.util.find_spec("aioquic") is None:
-        raise ValueError("HTTP/3 needs aioquic (pip install 'trioserve[h3]')")
+    if value and not aioquic_usable():
+        raise ValueError(
+            "HTTP/3 needs aioquic 1.7 or later, which needs Python 3.11 "
+            "(pip install 'trioserve[h3]')"
+        )
     return value
+
+
+def aioquic_usable() -> bool:
+    """aioquic >= 1.7 is installed (sansio/quic.py relies on its interim responses and
+    stream-credit release; 1.3, the last release for Python 3.10, has neither)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        major, minor = (int(part) for part in version("aioquic").split(".")[:2])
+    except (PackageNotFoundError, ValueError):
+        return False
+    return (major, minor) >= (1, 7)
 
 
 def _frame_size(value: int) -> int:

@@ -93,7 +93,8 @@ async def test_many_streams(certs: Certs, tmp_path: Path) -> None:
         uris = [f"https://localhost:{port}/s{i}" for i in range(30)]
         await gtlsclient(server.port, "127.0.0.1", port, *uris, directory=tmp_path)
     for i in range(30):
-        assert (tmp_path / f"s{i}").read_text().startswith(f"GET /s{i} 0 ")
+        text = (tmp_path / f"s{i}").read_text()
+        assert text.startswith(f"GET /s{i} 0 "), (i, text)
 
 
 @pytest.mark.parametrize("rebinding", [False, True], ids=["migration", "nat-rebinding"])

@@ -3,7 +3,7 @@ it (or without TLS) is refused with a message saying what to do."""
 
 from __future__ import annotations
 
-import importlib.util
+import importlib.metadata
 import subprocess
 import sys
 from typing import Any
@@ -23,14 +23,22 @@ def test_serving_imports_no_aioquic() -> None:
     assert done.stdout.strip() == "False", done.stderr
 
 
-def test_quic_bind_without_aioquic_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
-    real = importlib.util.find_spec
+@pytest.mark.parametrize("installed", [None, "1.3.0"])
+def test_quic_bind_without_aioquic_is_refused(
+    monkeypatch: pytest.MonkeyPatch, installed: str | None
+) -> None:
+    """Not installed, or 1.3 (the last release for Python 3.10): refused, saying why."""
+    real = importlib.metadata.version
 
-    def find_spec(name: str, *args: Any) -> Any:
-        return None if name == "aioquic" else real(name, *args)
+    def version(name: str) -> str:
+        if name != "aioquic":
+            return real(name)
+        if installed is None:
+            raise importlib.metadata.PackageNotFoundError(name)
+        return installed
 
-    monkeypatch.setattr(importlib.util, "find_spec", find_spec)
-    with pytest.raises(ConfigError, match=r"pip install 'trioserve\[h3\]'"):
+    monkeypatch.setattr(importlib.metadata, "version", version)
+    with pytest.raises(ConfigError, match=r"1\.7 or later.*pip install 'trioserve\[h3\]'"):
         Config.from_mapping({"quic_bind": ["127.0.0.1:4433"]})
 
 

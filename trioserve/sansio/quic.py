@@ -15,7 +15,7 @@ events come out). Two things it does not do for a server, and this module adds:
   bytes a stream has waiting in aioquic's send buffer, not yet sent, so the trio layer can
   make ``send()`` wait. Both reach into aioquic's internals (``_streams``,
   ``sender._buffer_stop``, ``_local_max_streams_bidi``, ``_write_stream_limits``);
-  pyproject caps aioquic below 2 for that reason and ``tests/sansio/test_quic.py`` pins
+  pyproject caps aioquic below 2 for that reason and ``tests/http3/test_sansio_quic.py`` pins
   the behaviour.
 """
 
@@ -102,13 +102,18 @@ class BoundedQuicConnection(QuicConnection):
         limit.value = limit.sent = max_streams
         self._window = configuration.max_stream_data
         self._unread: dict[int, int] = {}  # request body bytes received, not read by the app
-        # Streams whose request head has arrived. Until then a stream keeps its first
-        # window: frame bytes aioquic buffers (a huge HEADERS frame) never earn credit.
+        # Streams whose request runs (head arrived, task not ended). Until its head arrives
+        # a stream keeps its first window: frame bytes aioquic buffers (a huge HEADERS
+        # frame) never earn credit.
         self._started: set[int] = set()
+        self._held = 0  # stream credit aioquic would have granted that we hold back
+        self._seen_limit = max_streams
+        self._running_changed = False
 
     def start(self, stream_id: int) -> None:
-        """A request head arrived on the stream: from now on reads earn it credit."""
+        """A request head arrived on the stream: its task runs, its reads earn credit."""
         self._started.add(stream_id)
+        self._running_changed = True
 
     # -- receiving --------------------------------------------------------------------------
     def received(self, stream_id: int, size: int) -> None:
@@ -127,6 +132,25 @@ class BoundedQuicConnection(QuicConnection):
         """The stream's request is over: its unread bytes no longer hold the window."""
         self._unread.pop(stream_id, None)
         self._started.discard(stream_id)
+        self._running_changed = True
+
+    def _write_connection_limits(self, builder: Any, space: Any) -> None:
+        """Grant a new request stream only for one whose handler has ended.
+
+        aioquic grants one (MAX_STREAMS) as soon as a stream is finished at the QUIC level,
+        which can be before its handler has returned (a reset stream's app has a grace
+        period). Here the credit of a finished stream whose task still runs is held back,
+        so ``h3_max_concurrent_streams`` bounds running handlers, reset ones included.
+        """
+        limit = self._local_max_streams_bidi
+        if limit.value != self._seen_limit or self._running_changed:
+            granted = limit.value + self._held  # what aioquic alone would allow
+            lingering = sum(1 for sid in self._started if sid not in self._streams)
+            value = max(limit.sent, granted - lingering)
+            self._held = granted - value
+            limit.value = self._seen_limit = value
+            self._running_changed = False
+        super()._write_connection_limits(builder, space)
 
     def _write_stream_limits(self, builder: Any, space: Any, stream: Any) -> None:
         """Credit a request stream by what was read, not by what arrived.
