@@ -19,6 +19,7 @@ from trioserve.config import (
     ConfigError,
     ConfigWarning,
     build_config,
+    canonical_key,
     load_config_file,
 )
 from trioserve.config_docs import config_reference, render_configuration_doc
@@ -158,8 +159,10 @@ def test_typo_names_the_closest_key(tmp_path: Path) -> None:
     assert "keep_alive_timout" in message
     assert "did you mean 'keep_alive_timeout'" in message
     assert str(path) in message
-    with pytest.raises(ConfigError, match="did you mean 'graceful_timeout'"):
-        build_config(environ={"TRIOSERVE_GRACEFULL_TIMEOUT": "3"})
+    # In the environment (shared with others) an unknown name is a warning, not an error.
+    with pytest.warns(ConfigWarning, match="did you mean TRIOSERVE_GRACEFUL_TIMEOUT"):
+        config = build_config(environ={"TRIOSERVE_GRACEFULL_TIMEOUT": "3"})
+    assert config.graceful_timeout == Config().graceful_timeout
 
 
 def test_type_errors_name_key_and_file(tmp_path: Path) -> None:
@@ -340,3 +343,226 @@ def test_docs_table_is_current() -> None:
     table = config_reference()
     for name in OPTIONS:
         assert f"`{name}`" in table
+
+
+def test_forwarded_allow_ips_from_the_environment_as_uvicorn_and_gunicorn(
+    tmp_path: Path,
+) -> None:
+    config = make_config("m:app", environ={"FORWARDED_ALLOW_IPS": "10.1.0.0/16, unix"})
+    assert config.forwarded_allow_ips == ["10.1.0.0/16", "unix"]
+    # A default: the config file, TRIOSERVE_* and flags still win.
+    path = tmp_path / "c.toml"
+    path.write_text('forwarded_allow_ips = ["10.2.0.1"]\n')
+    config = make_config(
+        "m:app", config_file=str(path), environ={"FORWARDED_ALLOW_IPS": "10.1.0.0/16"}
+    )
+    assert config.forwarded_allow_ips == ["10.2.0.1"]
+    config = make_config(
+        "m:app", environ={"FORWARDED_ALLOW_IPS": "*"}, forwarded_allow_ips="192.0.2.1"
+    )
+    assert config.forwarded_allow_ips == ["192.0.2.1"]
+
+
+def test_forwarded_headers_option() -> None:
+    assert Config().forwarded_headers == ["x-forwarded-for", "x-forwarded-proto"]
+    config = make_config("m:app", environ={}, forwarded_headers="X-Forwarded-Host,forwarded")
+    assert config.forwarded_headers == ["x-forwarded-host", "forwarded"]
+    with pytest.raises(ConfigError, match="'x-real-ip' is not one of"):
+        make_config("m:app", environ={}, forwarded_headers=["x-real-ip"])
+
+
+KUBERNETES_SERVICE_ENV = {
+    # What Kubernetes puts into every pod of a namespace with a Service named "trioserve".
+    "TRIOSERVE_SERVICE_HOST": "10.96.0.12",
+    "TRIOSERVE_SERVICE_PORT": "8000",
+    "TRIOSERVE_SERVICE_PORT_HTTP": "8000",
+    "TRIOSERVE_PORT": "tcp://10.96.0.12:8000",
+    "TRIOSERVE_PORT_8000_TCP": "tcp://10.96.0.12:8000",
+    "TRIOSERVE_PORT_8000_TCP_PROTO": "tcp",
+    "TRIOSERVE_PORT_8000_TCP_PORT": "8000",
+    "TRIOSERVE_PORT_8000_TCP_ADDR": "10.96.0.12",
+}
+
+
+def test_kubernetes_service_variables_warn_and_do_not_stop_start_up() -> None:
+    with pytest.warns(ConfigWarning) as caught:
+        config = make_config("m:app", environ={**KUBERNETES_SERVICE_ENV, "TRIOSERVE_BACKLOG": "7"})
+    assert config.backlog == 7  # real settings still apply
+    assert config.bind == ["127.0.0.1:8000"]  # TRIOSERVE_PORT=tcp://... changed nothing
+    messages = [str(w.message) for w in caught]
+    # One for TRIOSERVE_PORT (a real setting with a value that is no port), one for the rest.
+    assert len(messages) == 2, messages
+    assert "TRIOSERVE_PORT='tcp://10.96.0.12:8000' (not a number)" in messages[0]
+    assert "Kubernetes service variable?" in messages[0]
+    for name in KUBERNETES_SERVICE_ENV:
+        assert name in " ".join(messages)
+    assert "TRIOSERVE_SERVICE_HOST (a Kubernetes service variable?)" in messages[1]
+    # A typo in a file or a flag stays an error.
+    with pytest.raises(ConfigError, match="unknown config key 'service_host'"):
+        make_config("m:app", environ={}, service_host="x")
+
+
+def test_config_built_directly_validates_like_the_loaders() -> None:
+    with pytest.raises(ConfigError, match=r"'lifespan' \(from Config\(\)\) must be one of"):
+        Config(lifespan="bogus")
+    with pytest.raises(ConfigError, match=r"'http' .* must be one of auto, h11, httptools"):
+        Config(http="HTTPTOOLS")
+    with pytest.raises(ConfigError, match="'http'"):  # refused from a file too, not lowered
+        Config.from_mapping({"http": "HTTPTOOLS"}, source="server.toml")
+    with pytest.raises(ConfigError, match=r"'workers' .* wrong type"):
+        Config(workers="many")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="'verify_mode'"):
+        Config(verify_mode="SOMETIMES")
+    config = Config(loglevel="DEBUG", bind="127.0.0.1:1", root_path="/api/")  # type: ignore[arg-type]
+    assert (config.loglevel, config.bind, config.root_path) == ("debug", ["127.0.0.1:1"], "/api")
+    assert config.replace(verify_mode="required").verify_mode == "CERT_REQUIRED"
+
+
+def test_every_cli_flag_is_also_a_key() -> None:
+    """Uvicorn's run() keywords are its flag names: each long flag works as a key too."""
+    for name, field in OPTIONS.items():
+        for flag in field.metadata["cli"]:
+            if flag.startswith("--"):
+                key = flag[2:].replace("-", "_")
+                assert canonical_key(key, source="test") == name, flag
+    assert canonical_key("ssl_cert_reqs", source="test") == "verify_mode"
+    assert canonical_key("cert_reqs", source="test") == "verify_mode"
+
+
+def test_headers_setting_in_uvicorn_and_trioserve_forms() -> None:
+    config = make_config("m:app", environ={}, headers=[("X-A", "1"), (b"X-B", b"2"), "X-C: 3"])
+    assert config.headers == ["X-A:1", "X-B:2", "X-C: 3"]
+    with pytest.raises(ConfigError, match=r"'headers'.*must look like NAME:VALUE"):
+        make_config("m:app", environ={}, headers=["nocolon"])
+    with pytest.raises(ConfigError, match=r"'headers'.*invalid header name"):
+        Config(headers=["bad name:1"])
+
+
+def test_cli_header_without_colon_is_a_one_line_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["m:app", "--header", "nocolon"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err
+    assert err.startswith("trioserve: error: 'headers'") and "NAME:VALUE" in err
+
+
+def test_uvicorn_keywords_and_flags_are_accepted() -> None:
+    config = make_config(
+        "m:app",
+        environ={},
+        ws_max_queue=5,
+        ws_per_message_deflate=False,
+        limit_max_requests=100,
+        limit_max_requests_jitter=7,
+        timeout_worker_healthcheck=9,
+        ssl_version=17,
+        ssl_cert_reqs=2,
+        h11_max_incomplete_event_size=1234,
+        server_header=False,
+        date_header=False,
+        interface="asgi2",
+        env_file=".env",
+        log_level=10,
+        log_config={"version": 1, "loggers": {}},
+        headers=[("X-A", "1")],
+        timeout_graceful_shutdown=4,
+    )
+    assert config.max_app_queue_size == 5
+    assert config.websocket_per_message_deflate is False
+    assert (config.max_requests, config.max_requests_jitter) == (100, 7)
+    assert config.worker_timeout == 9
+    assert config.ssl_version == "TLS"
+    assert config.verify_mode == "CERT_REQUIRED"
+    assert config.h11_max_incomplete_size == 1234
+    assert config.include_server_header is False and config.include_date_header is False
+    assert config.interface == "asgi2"
+    assert config.env_file == ".env"
+    assert config.loglevel == "debug"
+    assert config.logconfig_dict == {"version": 1, "loggers": {}}
+    assert config.graceful_timeout == 4
+    assert make_config("m:app", environ={}, log_level=5).loglevel == "trace"
+    assert make_config("m:app", environ={}, ssl_version="TLSv1_2").ssl_version == "TLSv1_2"
+    with pytest.raises(ConfigError, match=r"requires TLS 1.2"):
+        make_config("m:app", environ={}, ssl_version=3)
+
+
+def test_uvicorn_defaults_for_ping_and_graceful_timeout() -> None:
+    config = Config()
+    assert config.websocket_ping_interval == 20.0  # as Uvicorn
+    assert config.graceful_timeout == 30.0  # Kubernetes' default grace period
+
+
+def test_interface_wsgi_is_a_one_line_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["m:app", "--interface", "wsgi"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err
+    assert "ASGI apps only" in err and "a2wsgi" in err
+
+
+def test_cli_bool_flags_take_uvicorn_values() -> None:
+    parser = cli.build_parser()
+    for argv, expected in (
+        (["--ws-per-message-deflate", "false", "m:app"], False),
+        (["--ws-per-message-deflate", "true", "m:app"], True),
+        (["--ws-per-message-deflate=0", "m:app"], False),
+        (["--no-ws-per-message-deflate", "m:app"], False),
+        (["--ws-per-message-deflate", "m:app"], True),
+    ):
+        args = vars(parser.parse_args(cli.expand_bool_values(argv)))
+        assert args["websocket_per_message_deflate"] is expected, argv
+        assert args["app"] == "m:app"
+    args = vars(
+        parser.parse_args(
+            cli.expand_bool_values(
+                [
+                    "m:app",
+                    "--umask",
+                    "007",
+                    "--env-file",
+                    "e",
+                    "--ws-max-queue",
+                    "3",
+                    "--ssl-version",
+                    "17",
+                    "--timeout-worker-healthcheck",
+                    "4",
+                    "--limit-max-requests-jitter",
+                    "2",
+                    "--interface",
+                    "asgi3",
+                    "--ssl-cert-reqs",
+                    "2",
+                    "--h11-max-incomplete-event-size",
+                    "99",
+                    "--no-server-header",
+                    "--no-date-header",
+                ]
+            )
+        )
+    )
+    app = args.pop("app")
+    config = make_config(app, environ={}, **args)
+    assert config.umask == 0o007
+    assert config.env_file == "e"
+    assert config.max_app_queue_size == 3
+    assert config.ssl_version == "TLS"
+    assert config.worker_timeout == 4
+    assert config.max_requests_jitter == 2
+    assert config.interface == "asgi3"
+    assert config.verify_mode == "CERT_REQUIRED"
+    assert config.h11_max_incomplete_size == 99
+    assert config.include_server_header is False and config.include_date_header is False
+
+
+def test_trioserve_host_port_uds_from_the_environment_as_uvicorns() -> None:
+    assert make_config("m:app", environ={"TRIOSERVE_PORT": "9001"}).bind == ["127.0.0.1:9001"]
+    config = make_config("m:app", environ={"TRIOSERVE_HOST": "::1", "TRIOSERVE_PORT": "9"})
+    assert config.bind == ["[::1]:9"]
+    config = make_config(
+        "m:app", environ={"TRIOSERVE_UDS": "/tmp/a.sock", "TRIOSERVE_BIND": "127.0.0.1:5"}
+    )
+    assert config.bind == ["127.0.0.1:5", "unix:/tmp/a.sock"]
+    # A flag (or run() keyword) naming an address wins over all of them.
+    config = make_config("m:app", environ={"TRIOSERVE_PORT": "9001"}, port=7)
+    assert config.bind == ["127.0.0.1:7"]
+    config = make_config("m:app", environ={"TRIOSERVE_PORT": "9001"}, bind=["unix:/x"])
+    assert config.bind == ["unix:/x"]

@@ -26,7 +26,14 @@ ROOT = Path(__file__).resolve().parent.parent
 def restore_logging() -> Iterator[None]:
     saved = {
         logger: (list(logger.handlers), logger.level, logger.propagate)
-        for logger in (error_log, access_log, logging.getLogger("custom"))
+        for logger in (
+            error_log,
+            access_log,
+            logging.getLogger("custom"),
+            logging.getLogger("uvicorn"),
+            logging.getLogger("uvicorn.error"),
+            logging.getLogger("uvicorn.access"),
+        )
     }
     yield
     for logger, (handlers, level, propagate) in saved.items():
@@ -251,3 +258,77 @@ def test_cli_bad_log_config_exits_with_usage_error(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert "log config file not found: nope.ini" in result.stderr
+
+
+def uvicorn_style(log_file: Path) -> dict[str, object]:
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"plain": {"format": "%(name)s %(levelname)s %(message)s"}},
+        "handlers": {
+            "file": {
+                "class": "logging.FileHandler",
+                "filename": str(log_file),
+                "formatter": "plain",
+            }
+        },
+        "loggers": {
+            "uvicorn": {"handlers": ["file"], "level": "INFO", "propagate": False},
+            "uvicorn.error": {"level": "INFO"},
+            "uvicorn.access": {"handlers": ["file"], "level": "INFO", "propagate": False},
+        },
+    }
+
+
+def test_uvicorn_log_config_receives_trioserve_records_even_after_a_default_setup(
+    tmp_path: Path,
+) -> None:
+    log_file = tmp_path / "uvicorn.log"
+    configure_logging(Config())  # a first run() in this process: our own handlers
+    configure_logging(Config(logconfig_dict=uvicorn_style(log_file)))
+    error_log.info("an error-log line")
+    error_log.debug("below uvicorn.error's level")
+    from trioserve.sansio.accesslog import AccessLogAtoms, format_access_line
+
+    scope = {
+        "type": "http",
+        "method": "GET",
+        "path": "/p",
+        "query_string": b"q=1",
+        "http_version": "1.1",
+        "client": ("192.0.2.9", 4321),
+        "headers": [],
+    }
+    atoms = AccessLogAtoms(scope, 204, [], 0, 0.001, 0.0)
+    access_log.info(format_access_line(Config().access_log_format, atoms))
+    for name in ("uvicorn", "uvicorn.access"):
+        flush(logging.getLogger(name))
+    lines = log_file.read_text().splitlines()
+    assert lines == [
+        "uvicorn.error INFO an error-log line",
+        'uvicorn.access INFO 192.0.2.9:4321 - "GET /p?q=1 HTTP/1.1" 204',
+    ]
+
+
+def test_trioserve_log_config_is_not_forwarded(tmp_path: Path) -> None:
+    """A config that sets up trioserve's own loggers keeps them (no double lines)."""
+    log_file = tmp_path / "both.log"
+    data = uvicorn_style(log_file)
+    data["loggers"]["trioserve.error"] = {  # type: ignore[index]
+        "handlers": ["file"],
+        "level": "INFO",
+        "propagate": False,
+    }
+    configure_logging(Config(logconfig_dict=data))
+    error_log.info("once")
+    flush(logging.getLogger("uvicorn"))
+    assert log_file.read_text().splitlines() == ["trioserve.error INFO once"]
+
+
+def test_default_setup_shows_uvicorn_error_records(capsys: pytest.CaptureFixture[str]) -> None:
+    configure_logging(Config(use_colors=False))
+    logging.getLogger("uvicorn.error").warning("from the app")
+    logging.getLogger("uvicorn.error").debug("hidden at info")
+    err = capsys.readouterr().err
+    assert "[WARNING] from the app" in err
+    assert "hidden at info" not in err

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from ._runner import run
     from .config import Config
     from .errors import ClientDisconnected, LifespanFailure
-    from .run import run
     from .server.serve import serve
 
 __version__ = "0.1.0"
@@ -21,7 +23,7 @@ _LAZY = {
     "Config": "config",
     "ClientDisconnected": "errors",
     "LifespanFailure": "errors",
-    "run": "run",
+    "run": "_runner",
     "serve": "server.serve",
 }
 
@@ -31,3 +33,21 @@ def __getattr__(name: str) -> Any:
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     return getattr(importlib.import_module(f"{__name__}.{module}"), name)
+
+
+class _Package(types.ModuleType):
+    """Keeps ``trioserve.run`` the function.
+
+    Importing the submodule ``trioserve.run`` (the old home of the runner, kept for
+    ``from trioserve.run import ...``) makes Python bind it as the package attribute
+    ``run``; a script calling ``trioserve.run(...)`` would then call a module. Refusing
+    that one binding leaves ``run`` to ``__getattr__`` above: always the function.
+    """
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "run" and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

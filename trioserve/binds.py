@@ -72,6 +72,10 @@ def parse_bind(text: str, *, secure: bool = False) -> Bind:
     return Bind("tcp", host=host or "0.0.0.0", port=port, secure=secure)
 
 
+# Unix socket files this process created (path -> device, inode), so only those are removed
+# on exit: a newer server that has since bound the same path keeps its socket file.
+_created_unix: dict[str, tuple[int, int]] = {}
+
 SD_LISTEN_FDS_START = 3
 _DEFAULT_BIND = ["127.0.0.1:8000"]
 
@@ -140,9 +144,18 @@ def create_socket(
             old_umask = os.umask(config.umask)
         try:
             sock.bind(bind.path)
+            if old_umask is None:
+                # As Uvicorn: anyone may connect (nginx runs as another user); --umask, or
+                # the directory's permissions, restrict it.
+                os.chmod(bind.path, 0o666)
+            info = os.stat(bind.path)
+        except BaseException:
+            sock.close()
+            raise
         finally:
             if old_umask is not None:
                 os.umask(old_umask)
+        _created_unix[bind.path] = (info.st_dev, info.st_ino)
         if config is not None and (config.user is not None or config.group is not None):
             os.chown(
                 bind.path,
@@ -219,6 +232,22 @@ def alt_svc_values(config: Config, quic_sockets: list[tuple[Bind, socket.socket]
         return list(config.alt_svc_headers)
     ports = dict.fromkeys(sock.getsockname()[1] for _, sock in quic_sockets)
     return [f'h3=":{port}"; ma=86400' for port in ports]
+
+
+def close_sockets(bound: list[tuple[Bind, socket.socket]]) -> None:
+    """Close listening sockets; remove the unix socket files this process created (Uvicorn
+    and Hypercorn leave them behind, and a stale file confuses the next start's checks)."""
+    for bind, sock in bound:
+        sock.close()
+        if bind.kind != "unix":
+            continue
+        created = _created_unix.pop(bind.path, None)
+        try:
+            info = os.stat(bind.path)
+            if created == (info.st_dev, info.st_ino):
+                os.unlink(bind.path)
+        except OSError:
+            pass
 
 
 def socket_url(bind: Bind, sock: socket.socket) -> str:

@@ -13,11 +13,12 @@ import typing
 from collections.abc import Sequence
 from typing import Any
 
-from .config import OPTIONS, ConfigError, _hint, _strip_optional
-from .run import EXIT_USAGE, make_config, serve_config
+from ._runner import make_config, serve_config
+from .config import OPTIONS, ConfigError, option_type
+from .exit_codes import EXIT_USAGE
 
 # List options given as one comma-separated value rather than a repeated flag.
-_COMMA_LISTS = {"forwarded_allow_ips"}
+_COMMA_LISTS = {"forwarded_allow_ips", "forwarded_headers"}
 
 
 def _version() -> str:
@@ -68,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
         flags = field.metadata["cli"]
         if not flags:
             continue
-        tp, _ = _strip_optional(_hint(name))
+        tp, _ = option_type(name)
         # argparse %-formats help texts; a literal '%' (as in "%(atom)s") must be doubled.
         help_text = field.metadata["help"].replace("%", "%%")
         kwargs: dict[str, Any] = {"dest": name, "help": help_text}
@@ -86,9 +87,41 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_BOOL_WORDS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+
+
+def expand_bool_values(argv: Sequence[str]) -> list[str]:
+    """Uvicorn's ``--ws-per-message-deflate false`` -> ``--no-ws-per-message-deflate``.
+
+    Boolean flags are switches (``--flag``/``--no-flag``), and also take Uvicorn's explicit
+    value (``--flag BOOL`` or ``--flag=BOOL``). Only a true/false word is taken as the value,
+    so ``--reload main:app`` keeps its app.
+    """
+    flags = {
+        flag
+        for name, field in OPTIONS.items()
+        if option_type(name)[0] is bool
+        for flag in field.metadata["cli"]
+    }
+    out: list[str] = []
+    items = list(argv)
+    i = 0
+    while i < len(items):
+        item = items[i]
+        flag, eq, value = item.partition("=")
+        if flag in flags and not eq and i + 1 < len(items) and items[i + 1].lower() in _BOOL_WORDS:
+            flag, eq, value = item, "=", items[i + 1]
+            i += 1
+        if flag in flags and eq and value.lower() in _BOOL_WORDS:
+            item = flag if _BOOL_WORDS[value.lower()] else "--no-" + flag[2:]
+        out.append(item)
+        i += 1
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = vars(parser.parse_args(argv))
+    args = vars(parser.parse_args(expand_bool_values(sys.argv[1:] if argv is None else argv)))
     app = args.pop("app", None)
     config_file = args.pop("config_file", None)
     try:

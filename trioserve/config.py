@@ -6,6 +6,9 @@ loader, the ``TRIOSERVE_<NAME>`` environment loader, the CLI and the reference t
 ``docs/configuration.md`` are all generated from that metadata. Field names are
 Hypercorn's config keys, with Hypercorn's units (seconds, bytes), so a Hypercorn config
 file works unchanged. Precedence: CLI > environment > config file > defaults.
+
+Over the ~500-line guide on purpose: the option table is most of it, and splitting the
+table from the coercion rules it is checked with would make both harder to read.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from .sansio.proxy import DEFAULT_FORWARDED_HEADERS, FORWARDED_HEADERS
 
 __all__ = ["OPTIONS", "Config", "ConfigError", "load_config_file"]
 
@@ -117,7 +122,8 @@ def verify_flags_value(text: str) -> int:
 
 
 def _http_parser(value: str) -> str:
-    value = value.lower()
+    # Case-sensitive, as Uvicorn's --http: "HTTPTOOLS" is refused everywhere, not lowered in
+    # files and refused on the command line.
     if value == "httptools" and importlib.util.find_spec("httptools") is None:
         raise ValueError("httptools is not installed (pip install 'trioserve[speed]')")
     return value
@@ -162,8 +168,88 @@ def _positive(value: int) -> int:
     return value
 
 
+def _forwarded_headers(value: list[str]) -> list[str]:
+    names = [v.strip().lower() for v in value]
+    for name in names:
+        if name not in FORWARDED_HEADERS:
+            raise ValueError(f"{name!r} is not one of {', '.join(FORWARDED_HEADERS)}")
+    return names
+
+
 def _lower(value: str) -> str:
     return value.lower()
+
+
+_LEVEL_NUMBERS = {5: "trace", 10: "debug", 20: "info", 30: "warning", 40: "error", 50: "critical"}
+
+
+def _log_level(value: str) -> str:
+    """A level name, or logging's number (Uvicorn's ``run(log_level=20)``)."""
+    text = value.strip().lower()
+    if text.isdigit():
+        if int(text) not in _LEVEL_NUMBERS:
+            raise ValueError(f"expected one of {sorted(_LEVEL_NUMBERS)} as a number")
+        return _LEVEL_NUMBERS[int(text)]
+    return text
+
+
+def _interface(value: str) -> str:
+    text = value.lower()
+    if text == "wsgi":
+        raise ValueError(
+            "trioserve serves ASGI apps only; wrap a WSGI app in an ASGI adapter "
+            "(a2wsgi.WSGIMiddleware) or serve it with a WSGI server such as gunicorn"
+        )
+    if text not in ("auto", "asgi3", "asgi2"):
+        raise ValueError("expected auto, asgi3 or asgi2")
+    return text
+
+
+# ssl.PROTOCOL_* numbers Uvicorn users pass, and their names.
+_SSL_VERSIONS = {"2": "TLS", "17": "TLS", "5": "TLSv1_2", "3": "TLSv1", "4": "TLSv1_1"}
+
+
+_WS_IMPLEMENTATIONS = ("auto", "wsproto", "websockets", "websockets-sansio")
+
+
+def _ws_implementation(value: str) -> str:
+    text = value.lower()
+    if text == "none":
+        raise ValueError(
+            "WebSocket upgrades cannot be turned off: they always reach the app as "
+            "'websocket' scopes, and an app that does not want them closes before accepting "
+            "(the client gets 403)"
+        )
+    if text not in _WS_IMPLEMENTATIONS:
+        raise ValueError(f"expected one of {', '.join(_WS_IMPLEMENTATIONS)}")
+    return text
+
+
+def _ssl_version(value: str) -> str:
+    text = value.strip()
+    name = _SSL_VERSIONS.get(text, text.removeprefix("PROTOCOL_"))
+    if name in ("TLS", "TLS_SERVER", "SSLv23"):
+        return "TLS"
+    if name in ("TLSv1_2", "TLSv1_3"):
+        return name
+    if name in ("TLSv1", "TLSv1_1", "SSLv2", "SSLv3"):
+        raise ValueError(f"{name} is not supported: trioserve requires TLS 1.2 or later")
+    raise ValueError("expected TLS, TLS_SERVER, TLSv1_2 or TLSv1_3 (or Uvicorn's 2, 17, 5)")
+
+
+def _headers(value: list[str]) -> list[str]:
+    from .sansio.headers import parse_default_headers
+
+    parse_default_headers(value)  # ValueError (InvalidHeader) says which header and why
+    return value
+
+
+def _header_item(item: Any) -> Any:
+    """Uvicorn's ``headers=[("X-A", "1")]`` pairs as our ``"X-A:1"`` strings."""
+    if isinstance(item, (tuple, list)) and len(item) == 2:
+        name, value = (v.decode("latin-1") if isinstance(v, bytes) else str(v) for v in item)
+        return f"{name}:{value}"
+    return item
 
 
 @dataclass(frozen=True)
@@ -185,7 +271,14 @@ class Config:
     )
     backlog: int = _opt(100, cli=("--backlog",), help="Listen backlog per socket.")
     umask: int | None = _opt(
-        None, help="Umask while creating unix sockets (TOML 0o007; environment 007)."
+        None,
+        cli=("--umask",),
+        metavar="OCTAL",
+        help=(
+            "Umask while creating unix sockets (007 on the command line and in the "
+            "environment, 0o007 in TOML). Unset: the socket is made 0666 (as Uvicorn), so a "
+            "proxy running as another user can connect."
+        ),
     )
     user: int | None = _opt(None, help="Owner (uid) for unix sockets.")
     group: int | None = _opt(None, help="Group (gid) for unix sockets.")
@@ -198,6 +291,24 @@ class Config:
         ".",
         cli=("--app-dir",),
         help="Directory put first on sys.path before importing the app.",
+    )
+    interface: str = _opt(
+        "auto",
+        cli=("--interface",),
+        normalize=_interface,
+        help=(
+            "Application interface: auto (detect), asgi3, or asgi2 (an app(scope) class "
+            "or factory). 'wsgi' is refused: trioserve serves ASGI only."
+        ),
+    )
+    env_file: str | None = _opt(
+        None,
+        cli=("--env-file",),
+        metavar="PATH",
+        help=(
+            "File of KEY=VALUE lines put into the environment before the app is imported "
+            "(as Uvicorn's; variables already set win)."
+        ),
     )
     factory: bool = _opt(
         False,
@@ -269,6 +380,7 @@ class Config:
         factory=_list,
         cli=("--header",),
         metavar="NAME:VALUE",
+        normalize=_headers,
         help="Default response header (repeatable); the app's own header of that name wins.",
     )
     server_names: list[str] = _opt(
@@ -283,7 +395,9 @@ class Config:
         help="Most requests in flight at once; over it requests get 503.",
     )
     max_app_queue_size: int = _opt(
-        10, help="WebSocket messages queued for a slow app before the socket stops being read."
+        10,
+        cli=("--ws-max-queue",),
+        help="WebSocket messages queued for a slow app before the socket stops being read.",
     )
     wsgi_max_body_size: int = _opt(
         16 * 1024 * 1024, implemented=False, help="Hypercorn WSGI body limit (ASGI only here)."
@@ -382,13 +496,27 @@ class Config:
     )
 
     # --- WebSocket -------------------------------------------------------------------------
+    ws: str = _opt(
+        "auto",
+        cli=("--ws",),
+        normalize=_ws_implementation,
+        help=(
+            "Uvicorn's WebSocket implementation choice: auto, wsproto, websockets and "
+            "websockets-sansio all mean trioserve's one implementation (on wsproto)."
+        ),
+    )
     websocket_max_message_size: int = _opt(
         16 * 1024 * 1024,
         cli=("--ws-max-size",),
         help="Largest WebSocket message in bytes; larger closes with 1009.",
     )
     websocket_ping_interval: float | None = _opt(
-        None, cli=("--ws-ping-interval",), help="Seconds between server pings (off if unset)."
+        20.0,
+        cli=("--ws-ping-interval",),
+        help=(
+            "Seconds between server pings (none: off). 20 as Uvicorn, so idle WebSockets "
+            "outlive a proxy's idle timeout."
+        ),
     )
     websocket_ping_timeout: float | None = _opt(
         20.0,
@@ -428,6 +556,16 @@ class Config:
         normalize=_verify_flags,
         help="ssl.VerifyFlags names (joined by '|') or an int, applied to the context.",
     )
+    ssl_version: str | None = _opt(
+        None,
+        cli=("--ssl-version",),
+        normalize=_ssl_version,
+        help=(
+            "TLS protocol, as Uvicorn's --ssl-version: an ssl.PROTOCOL_* number or name. "
+            "TLS/TLS_SERVER (2, 17): negotiate TLS 1.2 or 1.3 (the default); TLSv1_2 (5): "
+            "TLS 1.2 only. TLS 1.0/1.1 are refused."
+        ),
+    )
     ssl_handshake_timeout: float = _opt(60.0, help="Seconds a TLS handshake may take.")
 
     # --- proxies ---------------------------------------------------------------------------
@@ -442,6 +580,18 @@ class Config:
         metavar="IPS",
         help="Peers whose proxy headers are trusted: IPs, CIDRs, 'unix' or '*' (comma list).",
     )
+    forwarded_headers: list[str] = _opt(
+        factory=lambda: list(DEFAULT_FORWARDED_HEADERS),
+        cli=("--forwarded-headers",),
+        metavar="NAMES",
+        normalize=_forwarded_headers,
+        help=(
+            "Proxy headers honoured from trusted peers (comma list of x-forwarded-for, "
+            "x-forwarded-proto, x-forwarded-host, x-forwarded-port, x-forwarded-prefix, "
+            "forwarded). The default is Uvicorn's; name the others only if every trusted "
+            "proxy sets or strips them."
+        ),
+    )
     proxy_protocol: bool = _opt(
         False,
         cli=("--proxy-protocol",),
@@ -453,9 +603,12 @@ class Config:
 
     # --- lifecycle -------------------------------------------------------------------------
     graceful_timeout: float = _opt(
-        3.0,
+        30.0,
         cli=("--timeout-graceful-shutdown", "--graceful-timeout"),
-        help="Seconds in-flight requests get to finish on shutdown.",
+        help=(
+            "Seconds in-flight requests get to finish on shutdown (30: Kubernetes' default "
+            "grace period; Uvicorn waits forever, Hypercorn 3 s)."
+        ),
     )
     workers: int = _opt(1, cli=("-w", "--workers"), help="Worker processes.")
     worker_class: str = _opt(
@@ -469,11 +622,13 @@ class Config:
         help="Requests before a worker restarts.",
     )
     max_requests_jitter: int = _opt(
-        0, cli=("--max-requests-jitter",), help="Random extra requests added to max_requests."
+        0,
+        cli=("--max-requests-jitter", "--limit-max-requests-jitter"),
+        help="Random extra requests added to max_requests.",
     )
     worker_timeout: float = _opt(
         30.0,
-        cli=("--worker-timeout",),
+        cli=("--worker-timeout", "--timeout-worker-healthcheck"),
         help="Seconds a worker's event loop may stay blocked before the supervisor replaces it.",
     )
     use_reloader: bool = _opt(False, cli=("--reload",), help="Restart when code changes.")
@@ -495,15 +650,19 @@ class Config:
         "info",
         cli=("--log-level",),
         choices=("critical", "error", "warning", "info", "debug", "trace"),
-        normalize=_lower,
-        help="Log level of the trioserve loggers.",
+        normalize=_log_level,
+        help="Log level of the trioserve loggers (a name, or a number as logging's: 20).",
     )
     access_log: bool = _opt(True, cli=("--access-log",), help="Write one line per request.")
     accesslog: str | None = _opt(
-        "-", cli=("--access-logfile",), help="Access log target: '-' for stderr or a file path."
+        "-",
+        cli=("--access-logfile",),
+        help="Access log target: '-' for stdout (as Uvicorn and Hypercorn), stderr, or a path.",
     )
     errorlog: str | None = _opt(
-        "-", cli=("--error-logfile",), help="Error log target: '-' for stderr or a file path."
+        "-",
+        cli=("--error-logfile",),
+        help="Error log target: '-' for stderr, stdout, or a file path.",
     )
     access_log_format: str = _opt(
         '%(h)s %(l)s %(l)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s"',
@@ -532,6 +691,20 @@ class Config:
     statsd_prefix: str = _opt("", implemented=False, help="StatsD metric prefix.")
     dogstatsd_tags: str = _opt("", implemented=False, help="DogStatsD tags.")
 
+    def __post_init__(self) -> None:
+        """Built directly (the documented API), a Config checks itself as every loader does.
+
+        So ``Config(lifespan="bogus")`` fails here, with the message the CLI and a TOML
+        file give, instead of misbehaving later; values are normalised the same way.
+        """
+        for name in OPTIONS:
+            value = getattr(self, name)
+            if name in _BIND_KEYS and isinstance(value, str):
+                value = [value]
+            checked = coerce(name, value, source="Config()")
+            if checked is not value:
+                object.__setattr__(self, name, checked)
+
     def replace(self, **changes: Any) -> Config:
         return dataclasses.replace(self, **changes)
 
@@ -547,25 +720,26 @@ class Config:
 
 OPTIONS: dict[str, dataclasses.Field[Any]] = {f.name: f for f in dataclasses.fields(Config)}
 
-# Hypercorn spellings that differ from ours, mapped onto our field names.
-ALIASES: dict[str, str] = {
-    "log_level": "loglevel",
-    "timeout_keep_alive": "keep_alive_timeout",
-    "timeout_graceful_shutdown": "graceful_timeout",
-    "reload": "use_reloader",
-    "pid": "pid_path",
-    "log_config": "logconfig",
-    "cert_reqs": "verify_mode",
-    "ssl_certfile": "certfile",
-    "ssl_keyfile": "keyfile",
-    "ssl_keyfile_password": "keyfile_password",
-    "ssl_ca_certs": "ca_certs",
-    "ssl_ciphers": "ciphers",
-    "limit_max_requests": "max_requests",
-    "ws_max_size": "websocket_max_message_size",
-    "ws_ping_interval": "websocket_ping_interval",
-    "ws_ping_timeout": "websocket_ping_timeout",
-}
+_BIND_KEYS = ("bind", "insecure_bind", "quic_bind")
+
+
+def _flag_aliases() -> dict[str, str]:
+    """Every long CLI flag is also a key (``--ssl-cert-reqs`` -> ``ssl_cert_reqs``): Uvicorn's
+    ``run()`` keywords are its flag names, so they come from the option metadata and cannot
+    drift from the command line."""
+    out: dict[str, str] = {}
+    for name, f in OPTIONS.items():
+        for flag in f.metadata["cli"]:
+            if flag.startswith("--"):
+                alias = flag[2:].replace("-", "_")
+                if alias != name:
+                    assert alias not in OPTIONS, f"flag {flag} names another option"
+                    out[alias] = name
+    return out
+
+
+# Other spellings (gunicorn's cert_reqs) plus every flag name, mapped onto field names.
+ALIASES: dict[str, str] = {"cert_reqs": "verify_mode", **_flag_aliases()}
 
 
 _HINTS: dict[str, Any] = {}
@@ -583,6 +757,11 @@ def _strip_optional(tp: Any) -> tuple[Any, bool]:
         rest = [a for a in args if a is not type(None)]
         return rest[0], True
     return tp, False
+
+
+def option_type(name: str) -> tuple[Any, bool]:
+    """An option's value type without ``| None``, and whether None is allowed."""
+    return _strip_optional(_hint(name))
 
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -656,6 +835,8 @@ def _coerce_type(name: str, value: Any, *, source: str) -> Any:
                 return [v.strip() for v in value.split(",") if v.strip()]
             if not isinstance(value, (list, tuple)):
                 raise ConfigError(f"{where} must be a list, got {value!r}")
+            if name == "headers":
+                value = [_header_item(v) for v in value]
             return [str(v) for v in value]
         if origin is dict:
             if not isinstance(value, Mapping):
@@ -696,12 +877,10 @@ def coerce_all(values: Mapping[str, Any], *, source: str) -> dict[str, Any]:
             continue
         # One bind string is one address (Hypercorn), except in the environment, where
         # lists are comma-separated.
-        if (
-            name in ("bind", "insecure_bind", "quic_bind")
-            and isinstance(value, str)
-            and source != "environment"
-        ):
+        if name in _BIND_KEYS and isinstance(value, str) and source != "environment":
             value = [value]
+        if name == "logconfig" and isinstance(value, Mapping):
+            name = "logconfig_dict"  # Uvicorn's run(log_config={...}): a dictConfig
         out[name] = coerce(name, value, source=source)
         if not OPTIONS[name].metadata["implemented"] and out[name] != _default(name):
             _warn_unimplemented(name, source)
@@ -792,12 +971,75 @@ def _python_namespace(namespace: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def env_values(environ: Mapping[str, str]) -> dict[str, str]:
-    """Options from ``TRIOSERVE_<FIELD>`` variables (unknown ones are an error)."""
+    """Options from ``TRIOSERVE_<FIELD>`` variables; unknown ones are ignored with a warning.
+
+    Not an error, unlike a typo in a file or a flag: the environment is shared with others.
+    Kubernetes puts ``TRIOSERVE_SERVICE_HOST``, ``TRIOSERVE_PORT=tcp://...`` and
+    ``TRIOSERVE_PORT_8000_TCP_*`` into every pod when a Service is named ``trioserve``.
+    """
     out = {}
+    unknown = []
     for key, value in environ.items():
-        if key.startswith(ENV_PREFIX) and key != ENV_PREFIX + "CONFIG":
-            out[key[len(ENV_PREFIX) :].lower()] = value
+        if not key.startswith(ENV_PREFIX) or key == ENV_PREFIX + "CONFIG":
+            continue
+        name = key[len(ENV_PREFIX) :].lower()
+        if name in ENV_BIND_NAMES:
+            continue  # see env_bind_options
+        try:
+            canonical_key(name, source="environment")
+        except ConfigError:
+            unknown.append(_unknown_env_text(key, value))
+            continue
+        out[name] = value
+    if unknown:
+        warnings.warn(
+            "ignoring environment variables that are not trioserve settings: "
+            + "; ".join(unknown),
+            ConfigWarning,
+            stacklevel=2,
+        )
     return out
+
+
+# Uvicorn's --host/--port/--uds/--fd as TRIOSERVE_HOST... (UVICORN_PORT -> TRIOSERVE_PORT).
+ENV_BIND_NAMES = ("host", "port", "uds", "fd")
+
+
+def env_bind_options(environ: Mapping[str, str]) -> dict[str, str | int]:
+    """``TRIOSERVE_HOST``/``PORT``/``UDS``/``FD``, as the runner folds them into ``bind``.
+
+    A port or fd that is not a number is ignored with a warning: Kubernetes sets
+    ``TRIOSERVE_PORT=tcp://10.0.0.1:8000`` in every pod when a Service is named trioserve.
+    """
+    out: dict[str, str | int] = {}
+    ignored = []
+    for name in ENV_BIND_NAMES:
+        value = environ.get(ENV_PREFIX + name.upper())
+        if value is None:
+            continue
+        if name in ("port", "fd"):
+            if not value.strip().isdigit():
+                ignored.append(f"{ENV_PREFIX}{name.upper()}={value!r} (not a number)")
+                continue
+            out[name] = int(value)
+        elif value.strip():
+            out[name] = value.strip()
+    if ignored:
+        hint = " (a Kubernetes service variable?)" if any("://" in i for i in ignored) else ""
+        warnings.warn(
+            "ignoring environment variables: " + "; ".join(ignored) + hint,
+            ConfigWarning,
+            stacklevel=2,
+        )
+    return out
+
+
+def _unknown_env_text(key: str, value: str) -> str:
+    name = key[len(ENV_PREFIX) :].lower()
+    if value.startswith(("tcp://", "udp://")) or name.startswith(("service_", "port_")):
+        return f"{key} (a Kubernetes service variable?)"
+    close = difflib.get_close_matches(name, list(OPTIONS) + list(ALIASES), n=1, cutoff=0.6)
+    return f"{key} (did you mean {ENV_PREFIX}{close[0].upper()}?)" if close else key
 
 
 def build_config(
@@ -810,6 +1052,11 @@ def build_config(
     values: dict[str, Any] = {}
     if config_file is None and environ is not None:
         config_file = environ.get(ENV_PREFIX + "CONFIG")
+    if environ is not None and "FORWARDED_ALLOW_IPS" in environ:
+        # Uvicorn's and gunicorn's variable: a default that a config file still overrides.
+        values["forwarded_allow_ips"] = coerce(
+            "forwarded_allow_ips", environ["FORWARDED_ALLOW_IPS"], source="FORWARDED_ALLOW_IPS"
+        )
     if config_file:
         values.update(coerce_all(load_config_file(config_file), source=config_file))
     if environ is not None:

@@ -10,7 +10,7 @@ import dataclasses
 import typing
 from typing import Any
 
-from .config import ALIASES, ENV_PREFIX, OPTIONS, _hint, _strip_optional
+from .config import ALIASES, ENV_PREFIX, OPTIONS, option_type
 
 __all__ = ["config_reference", "render_configuration_doc"]
 
@@ -30,27 +30,40 @@ From strongest to weakest:
 1. command-line flags (`trioserve main:app --backlog 2048`) and keyword arguments of
    `trioserve.run()`;
 2. environment variables `TRIOSERVE_<KEY>` (`TRIOSERVE_KEEP_ALIVE_TIMEOUT=10`; lists are
-   comma-separated: `TRIOSERVE_BIND=127.0.0.1:8000,unix:/run/app.sock`);
+   comma-separated: `TRIOSERVE_BIND=127.0.0.1:8000,unix:/run/app.sock`), and
+   `TRIOSERVE_HOST`/`_PORT`/`_UDS`/`_FD` as Uvicorn's `UVICORN_PORT`... (used when no flag
+   names an address; a port that is not a number, such as Kubernetes'
+   `TRIOSERVE_PORT=tcp://...`, is ignored with a warning);
 3. the config file given by `-c/--config` (or `TRIOSERVE_CONFIG`):
    - `server.toml` - a TOML file with Hypercorn's keys (a Hypercorn file works unchanged),
    - `python:module` or `python:module.object` - module-level names / attributes,
    - `file:path/to/config.py` - a Python file, like Hypercorn's;
-4. the defaults.
+4. `FORWARDED_ALLOW_IPS` from the environment (Uvicorn's and gunicorn's variable: it
+   replaces the default of `forwarded_allow_ips`);
+5. the defaults.
 
 Keys use Hypercorn's names and units (seconds, bytes); dashes may replace underscores.
-Uvicorn's spellings are accepted as aliases (`log_level`, `timeout_keep_alive`, `reload`,
-`ssl_certfile`, ...). An **unknown key is an error** that names the closest valid key
-(`unknown config key 'keep_alive_timout' in server.toml; did you mean
-'keep_alive_timeout'?`), and a value of the wrong type names the key and the file. A key
-marked *accepted* below is a Hypercorn key that trioserve does not implement yet: it loads,
-and setting it to a non-default value logs one `ConfigWarning` saying it has no effect.
+Every long command-line flag is also a key, so Uvicorn's `run()` keywords work as they are
+(`log_level`, `timeout_keep_alive`, `reload`, `ssl_certfile`, `ssl_cert_reqs`,
+`server_header`, `ws_max_queue`, ...); Uvicorn's `headers=[("X-A", "1")]` pairs,
+`log_config={...}` dicts and numeric `log_level=20` are accepted too. An **unknown key is an
+error** that names the closest valid key (`unknown config key 'keep_alive_timout' in
+server.toml; did you mean 'keep_alive_timeout'?`), and a value of the wrong type names the
+key and the file - except in the environment, which is shared with other programs: an
+unknown `TRIOSERVE_*` variable (Kubernetes' `TRIOSERVE_SERVICE_HOST`,
+`TRIOSERVE_PORT=tcp://...`) is ignored with one `ConfigWarning` naming it and the closest
+key. `trioserve.Config(...)` built directly checks its values the same way
+(`Config(lifespan="bogus")` raises `ConfigError`). A key marked *accepted* below is a
+Hypercorn key that trioserve does not implement yet: it loads, and setting it to a
+non-default value logs one `ConfigWarning` saying it has no effect.
 
 Differences from Hypercorn worth knowing: the access log is on by default (like Uvicorn;
 `access_log = false` or `--no-access-log` turns it off); `loglevel` is stored lower-case;
 `verify_mode`/`verify_flags` are stored as their `ssl` enum names; `server_names` also lets
 `example.com` match `example.com:8443`; `worker_class` is always trio.
 
-Proxy headers and the PROXY protocol are described in [deployment.md](deployment.md). The
+Coming from Uvicorn: see [uvicorn.md](uvicorn.md) for every deliberate difference. Proxy
+headers and the PROXY protocol are described in [deployment.md](deployment.md). The
 PROXY header must arrive within `request_head_timeout`.
 
 ## Reference
@@ -59,7 +72,7 @@ PROXY header must arrive within `request_head_timeout`.
 
 
 def _type_name(name: str) -> str:
-    tp, optional = _strip_optional(_hint(name))
+    tp, optional = option_type(name)
     origin = typing.get_origin(tp)
     if origin is list:
         text = "list of str"

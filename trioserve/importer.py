@@ -47,7 +47,9 @@ def import_from_string(import_str: str) -> Any:
     return instance
 
 
-def load_app(app: Any, *, factory: bool = False, app_dir: str | None = None) -> ASGIApp:
+def load_app(
+    app: Any, *, factory: bool = False, app_dir: str | None = None, interface: str = "auto"
+) -> ASGIApp:
     """Resolve an import string or object into an ASGI 3 app (ASGI 2 apps are wrapped)."""
     if isinstance(app, str):
         if app_dir is not None:
@@ -68,7 +70,7 @@ def load_app(app: Any, *, factory: bool = False, app_dir: str | None = None) -> 
             ) from exc
     if not callable(target):
         raise AppLoadError(f"App {name!r} is not callable.")
-    return as_asgi3(target)
+    return as_asgi3(target, interface)
 
 
 def is_asgi3(app: Any) -> bool:
@@ -82,13 +84,20 @@ def is_asgi3(app: Any) -> bool:
     return inspect.iscoroutinefunction(call)
 
 
-def as_asgi3(app: Any) -> ASGIApp:
-    """ASGI 2 apps (``app(scope)`` returning a coroutine function) are adapted to ASGI 3."""
-    if is_asgi3(app):
+def as_asgi3(app: Any, interface: str = "auto") -> ASGIApp:
+    """ASGI 2 apps (``app(scope)`` returning a coroutine function) are adapted to ASGI 3.
+
+    ``interface`` is Uvicorn's: ``auto`` detects, ``asgi3``/``asgi2`` say it for apps the
+    detection gets wrong (a callable object whose ``__call__`` is not itself async).
+    """
+    if getattr(app, "_trioserve_adapted", False):
+        return app  # type: ignore[no-any-return]
+    if interface == "asgi3" or (interface == "auto" and is_asgi3(app)):
         return app  # type: ignore[no-any-return]
 
     async def asgi2_adapter(scope: Scope, receive: Receive, send: Send) -> None:
         instance = app(scope)
         await instance(receive, send)
 
+    asgi2_adapter._trioserve_adapted = True  # type: ignore[attr-defined]
     return asgi2_adapter

@@ -5,10 +5,16 @@
 * ``logconfig_dict`` or ``--log-config FILE`` (``.ini``/``.conf`` via ``fileConfig``,
   ``.json``, ``.toml``, ``.yaml`` if PyYAML is installed, or Hypercorn's ``json:``/``toml:``
   prefixes) hand logging over to the user's configuration;
-* otherwise one handler per logger, to ``errorlog``/``accesslog`` (``-`` = stderr,
-  ``stdout``, or a file), formatted as text (level names coloured when the stream is a
-  terminal, or as ``--use-colors`` says) or as one JSON object per line (``--log-format
-  json``) for log shippers.
+* otherwise one handler per logger, to ``errorlog``/``accesslog`` (``-`` = stderr for
+  errors and stdout for the access log, as Uvicorn and Hypercorn; ``stderr``, ``stdout``,
+  or a file), formatted as text (level names coloured when the stream is a terminal, or as
+  ``--use-colors`` says) or as one JSON object per line (``--log-format json``).
+
+Uvicorn's logger names work both ways: an app logging to ``uvicorn.error`` is shown with
+trioserve's errors, and a Uvicorn log config (one that configures ``uvicorn``,
+``uvicorn.error`` or ``uvicorn.access`` and not trioserve's loggers) receives trioserve's
+error and access records, the access ones in Uvicorn's shape (its ``AccessFormatter`` reads
+client address, method, path, HTTP version and status from the record's arguments).
 """
 
 from __future__ import annotations
@@ -89,7 +95,9 @@ class JSONFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False, default=str)
 
 
-def _stream_for(target: str | None) -> TextIO | None:
+def _stream_for(target: str | None, dash: TextIO | None = None) -> TextIO | None:
+    if target == "-" and dash is not None:
+        return dash
     if target in (None, "-", "stderr"):
         return sys.stderr
     if target == "stdout":
@@ -116,8 +124,10 @@ def make_formatter(config: Config, fmt: str, stream: TextIO | None) -> logging.F
     return logging.Formatter(fmt, DATE_FORMAT)
 
 
-def _handler(config: Config, target: str | None, fmt: str) -> logging.Handler:
-    stream = _stream_for(target)
+def _handler(
+    config: Config, target: str | None, fmt: str, dash: TextIO | None = None
+) -> logging.Handler:
+    stream = _stream_for(target, dash)
     handler: logging.Handler
     if stream is not None:
         handler = logging.StreamHandler(stream)
@@ -179,6 +189,80 @@ def load_log_config(spec: str) -> None:
         raise ConfigError(f"log config {path} is invalid: {exc}") from None
 
 
+# Uvicorn's loggers: its own messages go to "uvicorn.error" (which propagates to "uvicorn"),
+# one line per request to "uvicorn.access".
+UVICORN_ERROR = "uvicorn.error"
+UVICORN_ACCESS = "uvicorn.access"
+
+
+class UvicornForwarder(logging.Handler):
+    """Hands trioserve's records to a Uvicorn logger configured by the user's log config."""
+
+    def __init__(self, target: logging.Logger) -> None:
+        super().__init__()
+        self.target = target
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if not self.target.isEnabledFor(record.levelno):
+            return
+        copy = logging.makeLogRecord(record.__dict__)
+        copy.name = self.target.name
+        atoms = getattr(record.msg, "atoms", None)
+        if atoms is not None:
+            # The exact arguments of Uvicorn's own access-log call.
+            scope = atoms.scope
+            client = scope.get("client")
+            copy.msg = '%s - "%s %s HTTP/%s" %d'
+            copy.args = (
+                f"{client[0]}:{client[1]}" if client else "-",
+                scope.get("method", "GET"),
+                atoms["Uq"],
+                scope.get("http_version", "1.1"),
+                atoms.status or 0,
+            )
+        self.target.handle(copy)
+
+
+def _is_configured(name: str) -> bool:
+    """Whether the user's log config set up this logger or one of its parents below root."""
+    logger: logging.Logger | None = logging.getLogger(name)
+    while logger is not None and logger.name != "root":
+        if logger.handlers or logger.level != logging.NOTSET:
+            return True
+        logger = logger.parent
+    return False
+
+
+def _forward_to_uvicorn(access_enabled: bool) -> None:
+    for ours, theirs in ((error_log, UVICORN_ERROR), (access_log, UVICORN_ACCESS)):
+        if ours.handlers or ours.level != logging.NOTSET or not _is_configured(theirs):
+            continue
+        target = logging.getLogger(theirs)
+        handler = UvicornForwarder(target)
+        handler._trioserve = True  # type: ignore[attr-defined]
+        ours.addHandler(handler)
+        ours.propagate = False
+        _touched.add(ours)
+        enabled = access_enabled or ours is not access_log
+        ours.setLevel(target.getEffectiveLevel() if enabled else logging.CRITICAL + 1)
+
+
+# Loggers whose level/propagation a previous configure_logging set, so a second call (run()
+# twice in one process, tests) starts from what the user's own config would see.
+_touched: set[logging.Logger] = set()
+
+
+def _reset() -> None:
+    for logger in _touched:
+        logger.setLevel(logging.NOTSET)
+        logger.propagate = True
+        for old in list(logger.handlers):
+            if getattr(old, "_trioserve", False):
+                logger.removeHandler(old)
+                old.close()
+    _touched.clear()
+
+
 def configure_logging(config: Config) -> None:
     """Attach handlers for a CLI/``run()`` process (library use leaves logging alone).
 
@@ -187,11 +271,7 @@ def configure_logging(config: Config) -> None:
     level = LEVELS.get(config.loglevel.lower(), logging.INFO)
     if config.debug:
         level = min(level, logging.DEBUG)
-    for logger in (error_log, access_log):
-        for old in list(logger.handlers):
-            if getattr(old, "_trioserve", False):
-                logger.removeHandler(old)
-                old.close()
+    _reset()
     if config.logconfig_dict or config.logconfig:
         if config.logconfig_dict:
             data = dict(config.logconfig_dict)
@@ -200,16 +280,28 @@ def configure_logging(config: Config) -> None:
             logging.config.dictConfig(data)
         if config.logconfig:
             load_log_config(config.logconfig)
+        _forward_to_uvicorn(config.access_log)
         if not config.access_log:
             access_log.setLevel(logging.CRITICAL + 1)
+            _touched.add(access_log)
         return
-    for logger, target, fmt, enabled in (
-        (error_log, config.errorlog, DEFAULT_FORMAT, True),
-        (access_log, config.accesslog, ACCESS_FORMAT, config.access_log),
+    for logger, uvicorn_name, target, fmt, dash, enabled in (
+        (error_log, "uvicorn", config.errorlog, DEFAULT_FORMAT, sys.stderr, True),
+        (
+            access_log,
+            UVICORN_ACCESS,
+            config.accesslog,
+            ACCESS_FORMAT,
+            sys.stdout,
+            config.access_log,
+        ),
     ):
-        logger.setLevel(level if enabled else logging.CRITICAL + 1)
-        logger.propagate = False
-        if enabled and target is not None:
-            handler = _handler(config, target, fmt)
-            handler._trioserve = True  # type: ignore[attr-defined]
-            logger.addHandler(handler)
+        for each in (logger, logging.getLogger(uvicorn_name)):
+            # "uvicorn" too: an app that logs to uvicorn.error (it propagates there) is shown.
+            each.setLevel(level if enabled else logging.CRITICAL + 1)
+            each.propagate = False
+            _touched.add(each)
+            if enabled and target is not None:
+                handler = _handler(config, target, fmt, dash)
+                handler._trioserve = True  # type: ignore[attr-defined]
+                each.addHandler(handler)

@@ -316,8 +316,8 @@ def test_access_log_on_and_off(start: object) -> None:
     on = start("examples.hello:app", "--port", "0")  # type: ignore[operator]
     [url] = on.wait_ready()
     httpx.get(url + "/logged?q=1", headers={"user-agent": "probe-agent"})
-    on.read_until(r'"GET /logged\?q=1 HTTP/1.1" 200 14 "-" "probe-agent"')
-    on.stop()
+    on.stop()  # the access log is on stdout (as Uvicorn's), which stop() collects
+    assert re.search(r'"GET /logged\?q=1 HTTP/1.1" 200 14 "-" "probe-agent"', on.text)
 
     off = start("examples.hello:app", "--port", "0", "--no-access-log")  # type: ignore[operator]
     [url] = off.wait_ready()
@@ -379,8 +379,8 @@ def test_config_file_with_hypercorn_keys(start: object, tmp_path: Path) -> None:
     response = httpx.get(url + "/x")
     assert response.json()["root_path"] == "/r"
     assert "server" not in response.headers
-    server.read_until(r"ACCESS GET /r/x 200")
     assert server.stop() == 0
+    assert "ACCESS GET /r/x 200" in server.text
 
 
 def test_python_m_trioserve_and_sigint(start: object) -> None:
@@ -440,8 +440,6 @@ def test_sigterm_runs_lifespan_shutdown_and_exits_0(start: object, app_dir: Path
     ("target", "expected"),
     [
         ("no_such_module_abc:app", r"Could not import module 'no_such_module_abc': not found"),
-        ("broken_import:app", r"Error importing module 'broken_import'.*not_a_real_dependency"),
-        ("raises_on_import:app", r"Error importing module 'raises_on_import'.*bad setting"),
         ("probe:missing", r"Attribute 'missing' not found in module 'probe'"),
         ("probe:not_callable", r"not callable"),
         ("probe", r"must be in format"),
@@ -454,6 +452,34 @@ def test_bad_app_path_one_clear_line(app_dir: Path, target: str, expected: str) 
     lines = [line for line in out.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, out.stderr
     assert re.search(expected, lines[0]), lines[0]
+
+
+@pytest.mark.parametrize(
+    ("target", "expected", "last"),
+    [
+        (
+            "broken_import:app",
+            r"Error importing module 'broken_import'.*not_a_real_dependency",
+            "ModuleNotFoundError: No module named 'not_a_real_dependency_xyz'",
+        ),
+        (
+            "raises_on_import:app",
+            r"Error importing module 'raises_on_import'.*bad setting",
+            "ValueError: bad setting",
+        ),
+    ],
+)
+def test_error_inside_the_app_one_line_then_its_traceback(
+    app_dir: Path, target: str, expected: str, last: str
+) -> None:
+    """An exception from the app's own code gets its traceback too, as Uvicorn logs it."""
+    out = run_cli(target, "--app-dir", str(app_dir), "--port", "0")
+    assert out.returncode == 1, out.stderr
+    lines = [line for line in out.stderr.splitlines() if line.strip()]
+    assert re.search(expected, lines[0]), lines[0]
+    assert lines[1] == "Traceback (most recent call last):"
+    assert f"{target.split(':')[0]}.py" in out.stderr
+    assert lines[-1] == last
 
 
 def test_no_app_is_a_usage_error() -> None:

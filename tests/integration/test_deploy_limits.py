@@ -93,10 +93,21 @@ async def test_forwarded_headers_from_trusted_peer() -> None:
         b"x-forwarded-prefix: /store\r\n\r\n"
     )
     async with open_server(echo_scope) as server:
+        default = body_json(await exchange(server.port, GET + headers))
+        default_port = server.port
+    everything = ["x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-forwarded-prefix"]
+    async with open_server(echo_scope, forwarded_headers=everything) as server:
         data = body_json(await exchange(server.port, GET + headers))
+    # Default (Uvicorn's): client and scheme only.
+    assert default["client"] == ["203.0.113.9", 0]
+    assert default["scheme"] == "https"
+    assert default["server"] == ["127.0.0.1", default_port]
+    assert default["host"] == "a.test"
+    assert (default["root_path"], default["path"]) == ("", "/x")
+    # Opted in: host and prefix too; server stays the listening address.
     assert data["client"] == ["203.0.113.9", 0]
     assert data["scheme"] == "https"
-    assert data["server"] == ["shop.example", 443]
+    assert data["server"] == ["127.0.0.1", server.port]
     assert data["host"] == "shop.example"
     assert data["root_path"] == "/store"
     assert data["path"] == "/store/x"

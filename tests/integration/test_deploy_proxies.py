@@ -38,6 +38,10 @@ async def whoami(scope: dict[str, Any], receive: Any, send: Any) -> None:
         "client": scope["client"],
         "scheme": scope["scheme"],
         "host": dict(scope["headers"]).get(b"host", b"").decode(),
+        "server": scope["server"],
+        "root_path": scope["root_path"],
+        "path": scope["path"],
+        "raw_path": scope["raw_path"].decode(),
     }
     if scope["type"] == "http":
         body = json.dumps(info).encode()
@@ -138,6 +142,7 @@ http {{
             proxy_set_header X-Forwarded-Proto $scheme;
             proxy_set_header Upgrade $http_upgrade;
             proxy_set_header Connection $connection_upgrade;
+            {extra}
         }}
     }}
 }}
@@ -145,7 +150,9 @@ http {{
 
 
 @asynccontextmanager
-async def nginx(backend: int, certs: tuple[Path, Path, Path]) -> AsyncIterator[int]:
+async def nginx(
+    backend: int, certs: tuple[Path, Path, Path], extra: str = ""
+) -> AsyncIterator[int]:
     _, pem, tmp = certs
     port = free_port()
     conf = tmp / f"nginx-{port}.conf"
@@ -155,6 +162,7 @@ async def nginx(backend: int, certs: tuple[Path, Path, Path]) -> AsyncIterator[i
             port=port,
             backend=backend,
             pem=pem,
+            extra=extra,
             user="user root;" if os.geteuid() == 0 else "",
         )
     )
@@ -195,6 +203,53 @@ async def test_spoofed_header_through_nginx_is_not_believed(
             )
     # nginx appends the real address; 6.6.6.6 (left of it) came from the client.
     assert response.json()["client"][0] == CLIENT_IP
+
+
+POISON = {
+    "x-forwarded-host": "evil.example",
+    "x-forwarded-port": "1",
+    "x-forwarded-prefix": "/evil",
+    "forwarded": "for=198.51.100.1;proto=http;host=evil.example",
+}
+
+
+async def test_client_proxy_headers_through_nginx_cannot_poison_host_or_client(
+    certs: tuple[Path, Path, Path],
+) -> None:
+    """nginx passes headers it does not set straight through: by default none is believed."""
+    ca = certs[0]
+    async with open_server(whoami) as server, nginx(server.port, certs) as port:
+        transport = httpx.AsyncHTTPTransport(local_address=CLIENT_IP, verify=client_ssl(ca))
+        async with httpx.AsyncClient(transport=transport) as client:
+            response = await client.get(f"https://localhost:{port}/a/b", headers=POISON)
+    assert response.status_code == 200
+    data = response.json()
+    assert data["client"][0] == CLIENT_IP  # X-Forwarded-For from nginx, not for=198.51.100.1
+    assert data["scheme"] == "https"  # X-Forwarded-Proto from nginx, not proto=http
+    assert data["host"] == "localhost"
+    assert data["server"] == ["127.0.0.1", server.port]
+    assert (data["root_path"], data["path"], data["raw_path"]) == ("", "/a/b", "/a/b")
+
+
+async def test_forwarded_host_opt_in_behind_nginx_that_sets_it(
+    certs: tuple[Path, Path, Path],
+) -> None:
+    """Opted in, X-Forwarded-Host is honoured - here nginx overwrites the client's own."""
+    ca = certs[0]
+    extra = "proxy_set_header X-Forwarded-Host $host:$server_port;"
+    async with (
+        open_server(
+            whoami, forwarded_headers=["x-forwarded-for", "x-forwarded-proto", "x-forwarded-host"]
+        ) as server,
+        nginx(server.port, certs, extra=extra) as port,
+    ):
+        transport = httpx.AsyncHTTPTransport(local_address=CLIENT_IP, verify=client_ssl(ca))
+        async with httpx.AsyncClient(transport=transport) as client:
+            response = await client.get(f"https://localhost:{port}/", headers=POISON)
+    data = response.json()
+    assert data["host"] == f"localhost:{port}"  # nginx's value, not evil.example
+    assert data["client"][0] == CLIENT_IP
+    assert data["server"] == ["127.0.0.1", server.port]
 
 
 async def test_nginx_websocket_proxy(certs: tuple[Path, Path, Path]) -> None:

@@ -472,7 +472,9 @@ def test_http_setting_picks_the_class() -> None:
     assert protocol_class("h11") is HTTP11Protocol
     assert protocol_class("httptools") is FastHTTP11Protocol
     assert protocol_class("auto") is FastHTTP11Protocol  # httptools is installed for the tests
-    assert make_config(environ={"TRIOSERVE_HTTP": "HTTPTOOLS"}).http == "httptools"
+    assert make_config(environ={"TRIOSERVE_HTTP": "httptools"}).http == "httptools"
+    with pytest.raises(ConfigError, match="one of auto, h11, httptools, got 'HTTPTOOLS'"):
+        make_config(environ={"TRIOSERVE_HTTP": "HTTPTOOLS"})  # case-sensitive, as Uvicorn
     with pytest.raises(ConfigError, match="one of auto, h11, httptools"):
         make_config(environ={}, http="llhttp")
     proto = make_http11_protocol("httptools", max_head_size=100)

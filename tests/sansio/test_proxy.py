@@ -12,17 +12,20 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from trioserve.sansio.proxy import (
+    FORWARDED_HEADERS,
     V2_SIGNATURE,
     ProxyHeader,
     ProxyProtocolError,
     TrustedPeers,
     apply_proxy_headers,
+    honoured_headers,
     parse_forwarded,
     parse_proxy_header,
     prepare_scope,
 )
 
 LOCAL = TrustedPeers(["127.0.0.1", "::1"])
+ALL = honoured_headers(FORWARDED_HEADERS)
 
 
 def scope(
@@ -63,7 +66,7 @@ def test_trusted_peers_ips_cidrs_unix_and_star() -> None:
 # --- X-Forwarded-* ------------------------------------------------------------------------
 
 
-def test_x_forwarded_from_trusted_peer() -> None:
+def test_x_forwarded_from_trusted_peer_when_all_are_honoured() -> None:
     s = scope(
         [
             (b"x-forwarded-for", b"203.0.113.7"),
@@ -72,15 +75,53 @@ def test_x_forwarded_from_trusted_peer() -> None:
             (b"x-forwarded-prefix", b"/api/"),
         ]
     )
-    assert apply_proxy_headers(s, LOCAL)
+    assert apply_proxy_headers(s, LOCAL, ALL)
     assert s["client"] == ("203.0.113.7", 0)
     assert s["scheme"] == "https"
-    assert s["server"] == ("example.com", 443)
-    assert (b"host", b"example.com") in s["headers"]
+    assert s["server"] == ("127.0.0.1", 8000)  # always the address we listen on
     assert [v for k, v in s["headers"] if k == b"host"] == [b"example.com"]
     assert s["root_path"] == "/api"
     assert s["path"] == "/api/items"
-    assert s["raw_path"] == b"/api/items"
+    assert s["raw_path"] == b"/items"  # never rewritten: the bytes the client sent
+
+
+def test_default_honours_only_x_forwarded_for_and_proto() -> None:
+    """Uvicorn's set: a client's own Host/Port/Prefix/Forwarded headers change nothing."""
+    s = scope(
+        [
+            (b"x-forwarded-host", b"evil.example"),
+            (b"x-forwarded-port", b"1"),
+            (b"x-forwarded-prefix", b"/evil"),
+            (b"forwarded", b"for=198.51.100.1;proto=https;host=evil.example"),
+            (b"x-forwarded-for", b"203.0.113.7"),
+            (b"x-forwarded-proto", b"https"),
+        ]
+    )
+    before = dict(s)
+    assert apply_proxy_headers(s, LOCAL)
+    assert s["client"] == ("203.0.113.7", 0)  # X-Forwarded-For, not Forwarded's for=
+    assert s["scheme"] == "https"
+    assert s["headers"] == before["headers"]
+    assert (s["server"], s["root_path"], s["path"], s["raw_path"]) == (
+        ("127.0.0.1", 8000),
+        "",
+        "/items",
+        b"/items",
+    )
+    # Only unhonoured headers: nothing applies at all.
+    s = scope([(b"forwarded", b"for=198.51.100.1"), (b"x-forwarded-host", b"evil")])
+    assert not apply_proxy_headers(s, LOCAL)
+    assert s["client"] == ("127.0.0.1", 5000)
+
+
+def test_each_header_is_honoured_alone() -> None:
+    s = scope([(b"x-forwarded-host", b"example.com"), (b"x-forwarded-for", b"203.0.113.7")])
+    apply_proxy_headers(s, LOCAL, honoured_headers(("x-forwarded-host",)))
+    assert s["client"] == ("127.0.0.1", 5000)
+    assert [v for k, v in s["headers"] if k == b"host"] == [b"example.com"]
+    s = scope([(b"x-forwarded-prefix", b"/api")])
+    apply_proxy_headers(s, LOCAL, honoured_headers(("X-Forwarded-Prefix",)))
+    assert (s["root_path"], s["path"], s["raw_path"]) == ("/api", "/api/items", b"/items")
 
 
 def test_spoofed_x_forwarded_for_from_untrusted_peer_is_ignored() -> None:
@@ -113,12 +154,20 @@ def test_chain_of_trusted_proxies_walks_right_to_left() -> None:
 
 def test_forwarded_port_and_host_with_port() -> None:
     s = scope([(b"x-forwarded-host", b"example.com"), (b"x-forwarded-port", b"8443")])
-    apply_proxy_headers(s, LOCAL)
-    assert s["server"] == ("example.com", 8443)
+    apply_proxy_headers(s, LOCAL, ALL)
+    assert s["server"] == ("127.0.0.1", 8000)
     assert [v for k, v in s["headers"] if k == b"host"] == [b"example.com:8443"]
     s = scope([(b"x-forwarded-host", b"example.com:9000")])
-    apply_proxy_headers(s, LOCAL)
-    assert s["server"] == ("example.com", 9000)
+    apply_proxy_headers(s, LOCAL, ALL)
+    assert [v for k, v in s["headers"] if k == b"host"] == [b"example.com:9000"]
+    # The port alone changes the port of the Host the client sent.
+    s = scope([(b"x-forwarded-port", b"8080")])
+    apply_proxy_headers(s, LOCAL, ALL)
+    assert [v for k, v in s["headers"] if k == b"host"] == [b"127.0.0.1:8080"]
+    # A host that is not a host is ignored.
+    s = scope([(b"x-forwarded-host", b"a b/c@d")])
+    apply_proxy_headers(s, LOCAL, ALL)
+    assert [v for k, v in s["headers"] if k == b"host"] == [b"127.0.0.1:8000"]
 
 
 def test_websocket_scheme_becomes_wss() -> None:
@@ -180,15 +229,16 @@ def test_forwarded_header_wins_over_x_forwarded() -> None:
             (b"x-forwarded-for", b"9.9.9.9"),
         ]
     )
-    apply_proxy_headers(s, LOCAL)
+    apply_proxy_headers(s, LOCAL, ALL)
     assert s["client"] == ("2001:db8:cafe::17", 4711)
     assert s["scheme"] == "https"
-    assert s["server"] == ("example.org", 443)
+    assert s["server"] == ("127.0.0.1", 8000)
+    assert [v for k, v in s["headers"] if k == b"host"] == [b"example.org"]
 
 
 def test_forwarded_obfuscated_identifier_keeps_peer() -> None:
     s = scope([(b"forwarded", b"for=_hidden;proto=https")])
-    apply_proxy_headers(s, LOCAL)
+    apply_proxy_headers(s, LOCAL, ALL)
     assert s["client"] == ("127.0.0.1", 5000)
     assert s["scheme"] == "https"
 
@@ -197,13 +247,13 @@ def test_forwarded_obfuscated_identifier_keeps_peer() -> None:
 def test_parse_forwarded_never_raises(text: str) -> None:
     parse_forwarded([text])
     s = scope([(b"forwarded", text.encode("utf-8", "replace"))])
-    apply_proxy_headers(s, LOCAL)
+    apply_proxy_headers(s, LOCAL, ALL)
 
 
 @given(st.binary(max_size=100), st.binary(max_size=100))
 def test_apply_proxy_headers_never_raises(xff: bytes, host: bytes) -> None:
     s = scope([(b"x-forwarded-for", xff), (b"x-forwarded-host", host)])
-    apply_proxy_headers(s, LOCAL)
+    apply_proxy_headers(s, LOCAL, ALL)
 
 
 def test_prepare_scope_adds_tls_copy_and_applies_headers() -> None:
@@ -218,6 +268,13 @@ def test_prepare_scope_adds_tls_copy_and_applies_headers() -> None:
     prepare_scope(s, proxy_headers=False, forwarded_allow_ips=["*"])
     assert s["client"] == ("127.0.0.1", 5000)
     assert "tls" not in s["extensions"]
+    s = scope([(b"x-forwarded-host", b"example.com")])
+    prepare_scope(s, proxy_headers=True, forwarded_allow_ips=["*"])
+    assert (b"host", b"example.com") not in s["headers"]
+    prepare_scope(
+        s, proxy_headers=True, forwarded_allow_ips=["*"], forwarded_headers=["x-forwarded-host"]
+    )
+    assert (b"host", b"example.com") in s["headers"]
 
 
 # --- PROXY protocol v1 --------------------------------------------------------------------

@@ -257,3 +257,18 @@ async def test_proxy_protocol_header_before_tls(certs: Certs) -> None:
     assert data["scheme"] == "https"
     assert data["client"] == ["192.0.2.77", 51000]
     assert data["tls"]["tls_version"] in (0x0303, 0x0304)
+
+
+@pytest.mark.parametrize(("ssl_version", "expected"), [(None, "TLSv1.3"), (5, "TLSv1.2")])
+async def test_uvicorn_ssl_version_pins_the_protocol(
+    certs: Certs, ssl_version: int | None, expected: str
+) -> None:
+    """Uvicorn's --ssl-version 5 (PROTOCOL_TLSv1_2): a TLS 1.3 client gets TLS 1.2."""
+    options = {} if ssl_version is None else {"ssl_version": ssl_version}
+    async with tls_server(certs, **options) as urls:
+        port = int(urls[0].rsplit(":", 1)[1])
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        tls = trio.SSLStream(stream, client_context(certs), server_hostname="127.0.0.1")
+        await tls.do_handshake()
+        assert tls.version() == expected
+        await tls.aclose()

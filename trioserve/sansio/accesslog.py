@@ -151,12 +151,21 @@ _ATOMS: dict[str, Any] = {
 }
 
 
+class AccessLine(str):
+    """A rendered line that keeps its atoms: a handler that forwards it to ``uvicorn.access``
+    (a Uvicorn log config) can then give Uvicorn's formatter the fields it expects."""
+
+    atoms: AccessLogAtoms
+
+
 def format_access_line(fmt: str, atoms: AccessLogAtoms) -> str:
     """Render one line; an unknown atom renders as '-' rather than losing the line."""
     try:
-        return fmt % atoms
+        line = AccessLine(fmt % atoms)
     except (KeyError, ValueError, TypeError):
-        return fmt % _Lenient(atoms)
+        line = AccessLine(fmt % _Lenient(atoms))
+    line.atoms = atoms
+    return line
 
 
 class _Lenient(dict[str, str]):

@@ -6,27 +6,43 @@ exactly the same rules, and the parsers are tested byte by byte.
 * :class:`TrustedPeers` decides whose word we take (``forwarded_allow_ips``: IPs, CIDRs,
   ``unix`` for unix-socket peers, ``*``).
 * :func:`apply_proxy_headers` rewrites an ASGI ``http`` or ``websocket`` scope from
-  ``X-Forwarded-For/-Proto/-Host/-Port/-Prefix`` or RFC 7239 ``Forwarded`` - only when the
-  immediate peer is trusted. In a chain of proxies the client is the rightmost address that
+  ``X-Forwarded-For`` and ``-Proto`` (and, only when the operator names them,
+  ``-Host/-Port/-Prefix`` or RFC 7239 ``Forwarded``) - only when the immediate peer is
+  trusted. In a chain of proxies the client is the rightmost address that
   is not itself a trusted proxy (so a client cannot spoof its address by sending its own
   ``X-Forwarded-For``: the trusted proxy appends the real one after it).
-* :func:`parse_proxy_header` parses HAProxy's PROXY protocol v1 (text) and v2 (binary).
+* The PROXY protocol parser lives in :mod:`trioserve.sansio.proxy_protocol` (its names are
+  re-exported here).
 """
 
 from __future__ import annotations
 
 import ipaddress
-import struct
 from collections.abc import Iterable, Mapping, MutableMapping
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
+from .proxy_protocol import (
+    V1_MAX,
+    V2_MAX,
+    V2_SIGNATURE,
+    ProxyHeader,
+    ProxyProtocolError,
+    parse_proxy_header,
+)
+
 __all__ = [
+    "DEFAULT_FORWARDED_HEADERS",
+    "FORWARDED_HEADERS",
+    "V1_MAX",
+    "V2_MAX",
+    "V2_SIGNATURE",
     "ProxyHeader",
     "ProxyProtocolError",
     "TrustedPeers",
     "apply_proxy_headers",
+    "honoured_headers",
     "parse_forwarded",
     "parse_proxy_header",
     "prepare_scope",
@@ -219,117 +235,138 @@ def _client_from(node: str | None) -> tuple[str, int] | None:
     return host, port or 0
 
 
-def _read_forwarded(headers: Iterable[tuple[bytes, bytes]], trusted: TrustedPeers) -> _Forwarded:
+# Every header that can be honoured, and the default: what Uvicorn honours. The others let
+# a client that talks through a proxy which passes them on unchanged (nginx's default for
+# any header it does not set itself) choose the Host the app builds URLs from, or its own
+# address, so they are honoured only when the operator names them.
+FORWARDED_HEADERS = (
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-forwarded-port",
+    "x-forwarded-prefix",
+    "forwarded",
+)
+DEFAULT_FORWARDED_HEADERS = ("x-forwarded-for", "x-forwarded-proto")
+
+
+@lru_cache(maxsize=32)
+def honoured_headers(names: tuple[str, ...]) -> frozenset[bytes]:
+    """A config's ``forwarded_headers`` as the lower-case byte names the scope carries."""
+    return frozenset(name.strip().lower().encode("latin-1") for name in names)
+
+
+_DEFAULT_HONOURED = honoured_headers(DEFAULT_FORWARDED_HEADERS)
+
+
+def _read_forwarded(
+    headers: Iterable[tuple[bytes, bytes]], trusted: TrustedPeers, honour: frozenset[bytes]
+) -> _Forwarded:
     found: dict[bytes, list[str]] = {}
     for name, value in headers:
         name = name.lower()
-        if name in _PROXY_HEADERS:
+        if name in honour:
             found.setdefault(name, []).append(value.decode("latin-1"))
     prefix_values = _comma_list(found.get(b"x-forwarded-prefix", []))
     prefix = prefix_values[-1] if prefix_values else None
     forwarded = found.get(b"forwarded")
     if forwarded:
-        elements = parse_forwarded(forwarded)
-        if not elements:
-            return _Forwarded(prefix=prefix)
-        nodes = [e.get("for", "unknown") for e in elements]
-        client_node = _pick_client(nodes, trusted)
-        # proto/host come from the element the nearest proxy wrote for the hop we trust.
-        chosen = elements[nodes.index(client_node)] if client_node in nodes else elements[-1]
-        host = chosen.get("host") or None
-        port = None
-        if host:
-            _, port = _split_host_port(host)
-        return _Forwarded(
-            client=_client_from(client_node),
-            proto=chosen.get("proto"),
-            host=host,
-            port=port,
-            prefix=prefix,
-        )
+        return _from_rfc7239(forwarded, trusted, prefix)
     xff = _comma_list(found.get(b"x-forwarded-for", []))
     protos = _comma_list(found.get(b"x-forwarded-proto", []))
     hosts = _comma_list(found.get(b"x-forwarded-host", []))
     ports = _comma_list(found.get(b"x-forwarded-port", []))
     port_text = ports[-1] if ports else ""
     port = int(port_text) if port_text.isdigit() and int(port_text) <= 65535 else None
-    host = hosts[-1] if hosts else None
-    if host is not None and port is None:
-        _, port = _split_host_port(host)
     return _Forwarded(
         client=_client_from(_pick_client(xff, trusted)) if xff else None,
         proto=protos[-1] if protos else None,
-        host=host,
+        host=hosts[-1] if hosts else None,
         port=port,
         prefix=prefix,
     )
 
 
-_PROXY_HEADERS = frozenset(
-    {
-        b"forwarded",
-        b"x-forwarded-for",
-        b"x-forwarded-proto",
-        b"x-forwarded-host",
-        b"x-forwarded-port",
-        b"x-forwarded-prefix",
-    }
-)
+def _from_rfc7239(values: list[str], trusted: TrustedPeers, prefix: str | None) -> _Forwarded:
+    elements = parse_forwarded(values)
+    if not elements:
+        return _Forwarded(prefix=prefix)
+    nodes = [e.get("for", "unknown") for e in elements]
+    client_node = _pick_client(nodes, trusted)
+    # proto/host come from the element the nearest proxy wrote for the hop we trust.
+    chosen = elements[nodes.index(client_node)] if client_node in nodes else elements[-1]
+    return _Forwarded(
+        client=_client_from(client_node),
+        proto=chosen.get("proto"),
+        host=chosen.get("host") or None,
+        prefix=prefix,
+    )
+
+
 _DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
 _SECURE = {"https": True, "wss": True, "http": False, "ws": False}
 
 
-def apply_proxy_headers(scope: MutableMapping[str, Any], trusted: TrustedPeers) -> bool:
-    """Rewrite an ASGI http/websocket scope from proxy headers if its peer is trusted.
+def apply_proxy_headers(
+    scope: MutableMapping[str, Any],
+    trusted: TrustedPeers,
+    honour: frozenset[bytes] = _DEFAULT_HONOURED,
+) -> bool:
+    """Rewrite an ASGI http/websocket scope from the honoured proxy headers of a trusted peer.
 
-    Sets ``client`` (the real client), ``scheme`` (``http``/``https``; ``ws``/``wss`` for
-    WebSockets), ``server`` and the ``host`` header (from -Host/-Port or ``host=``), and
-    ``root_path`` (prefixed to ``path``/``raw_path`` too, as trioserve does for
-    ``--root-path``) from ``X-Forwarded-Prefix``. Returns whether it applied anything
-    (proxy headers present and the peer trusted).
+    ``honour`` (see :func:`honoured_headers`) names the headers believed; by default only
+    ``X-Forwarded-For`` (``client``) and ``X-Forwarded-Proto`` (``scheme``; ``ws``/``wss``
+    for WebSockets), as Uvicorn. Opt-in: ``X-Forwarded-Host``/``-Port`` and ``host=`` set
+    the ``host`` header the app builds URLs from, ``X-Forwarded-Prefix`` is put before
+    ``root_path`` and ``path``, and RFC 7239 ``Forwarded`` (which then wins over
+    ``X-Forwarded-*``) sets client, scheme and host. ``server`` stays the address we
+    listen on and ``raw_path`` stays the bytes the client sent. Returns whether it applied
+    anything (an honoured header present and the peer trusted).
     """
     headers = scope.get("headers", ())
     for name, _ in headers:
-        if name.lower() in _PROXY_HEADERS:
+        if name.lower() in honour:
             break
     else:
         return False  # the common case: nothing to apply
     client = scope.get("client")
     if not trusted.trusts(client[0] if client else None):
         return False
-    info = _read_forwarded(headers, trusted)
+    info = _read_forwarded(headers, trusted, honour)
     if info.client is not None:
         scope["client"] = info.client
-    is_ws = scope.get("type") == "websocket"
     if info.proto is not None and info.proto.lower() in _SECURE:
         secure = _SECURE[info.proto.lower()]
-        if is_ws:
+        if scope.get("type") == "websocket":
             scope["scheme"] = "wss" if secure else "ws"
         else:
             scope["scheme"] = "https" if secure else "http"
-    if info.host is not None:
-        hostname, host_port = _split_host_port(info.host)
-        port = info.port if info.port is not None else host_port
-        if port is None:
-            port = _DEFAULT_PORTS.get(scope.get("scheme", "http"), 80)
-        if hostname:
-            scope["server"] = (hostname, port)
-            host_value = info.host if host_port is not None or info.port is None else None
-            if host_value is None:
-                default = _DEFAULT_PORTS.get(scope.get("scheme", "http"))
-                bracketed = f"[{hostname}]" if ":" in hostname else hostname
-                host_value = bracketed if port == default else f"{bracketed}:{port}"
-            _set_header(scope, b"host", host_value.encode("latin-1"))
-    elif info.port is not None and scope.get("server"):
-        scope["server"] = (scope["server"][0], info.port)
+    if info.host is not None or info.port is not None:
+        _apply_host(scope, info)
     if info.prefix:
         prefix = "/" + info.prefix.strip("/") if info.prefix.strip("/") else ""
         if prefix:
             scope["root_path"] = prefix + scope.get("root_path", "")
             scope["path"] = prefix + scope.get("path", "")
-            if "raw_path" in scope and scope["raw_path"] is not None:
-                scope["raw_path"] = prefix.encode("utf-8") + scope["raw_path"]
     return True
+
+
+def _apply_host(scope: MutableMapping[str, Any], info: _Forwarded) -> None:
+    """The ``host`` header from the forwarded host and/or port (``server`` is left alone)."""
+    text = info.host
+    if text is None:
+        text = next(
+            (v.decode("latin-1") for n, v in scope.get("headers", ()) if n.lower() == b"host"),
+            "",
+        )
+    hostname, host_port = _split_host_port(text)
+    if not hostname or any(c in hostname for c in " \t/\\@?#"):
+        return
+    port = info.port if info.port is not None else host_port
+    bracketed = f"[{hostname}]" if ":" in hostname else hostname
+    default = _DEFAULT_PORTS.get(scope.get("scheme", "http"))
+    value = bracketed if port is None or port == default else f"{bracketed}:{port}"
+    _set_header(scope, b"host", value.encode("latin-1"))
 
 
 def _set_header(scope: MutableMapping[str, Any], name: bytes, value: bytes) -> None:
@@ -343,13 +380,14 @@ def prepare_scope(
     *,
     proxy_headers: bool,
     forwarded_allow_ips: Iterable[str],
+    forwarded_headers: Iterable[str] = DEFAULT_FORWARDED_HEADERS,
     tls: Mapping[str, Any] | None = None,
 ) -> None:
     """The connection-level scope adjustments every HTTP and WebSocket scope gets.
 
-    Applies the proxy headers (if enabled and the peer is trusted) and adds the ASGI
-    ``tls`` extension (a fresh copy per scope, since apps may mutate it). The WebSocket
-    path calls this too, so both see the same client, scheme and TLS information.
+    Applies the honoured proxy headers (if enabled and the peer is trusted) and adds the
+    ASGI ``tls`` extension (a fresh copy per scope, since apps may mutate it). The
+    WebSocket path calls this too, so both see the same client, scheme and TLS information.
     """
     if tls is not None:
         extensions = scope.setdefault("extensions", {})
@@ -357,152 +395,11 @@ def prepare_scope(
         if tls.get("client_cert_chain") is not None:
             extensions["tls"]["client_cert_chain"] = list(tls["client_cert_chain"])
     if proxy_headers:
-        apply_proxy_headers(scope, trusted_peers(tuple(forwarded_allow_ips)))
-
-
-# --- PROXY protocol ----------------------------------------------------------------------------
-
-V2_SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
-V1_MAX = 107  # the spec's longest v1 line, CRLF included
-V2_MAX = 16 + 65535
-
-
-class ProxyProtocolError(ValueError):
-    """A malformed PROXY protocol header: the connection must be closed."""
-
-
-@dataclass(frozen=True)
-class ProxyHeader:
-    """A parsed PROXY header. ``source``/``destination`` are None for LOCAL/UNKNOWN."""
-
-    version: int
-    length: int  # bytes the header occupies on the wire
-    source: tuple[str, int] | None = None
-    destination: tuple[str, int] | None = None
-    tlvs: tuple[tuple[int, bytes], ...] = ()
-
-
-def parse_proxy_header(data: bytes) -> ProxyHeader | None:
-    """Parse a PROXY header at the start of ``data``.
-
-    Returns None when ``data`` is a valid but incomplete prefix (read more), the header
-    when complete (``length`` says how many bytes it used; what follows is the client's
-    stream), and raises :class:`ProxyProtocolError` on anything else.
-    """
-    if not data:
-        return None
-    if data[:1] == b"\r":
-        return _parse_v2(data)
-    if data[:1] == b"P":
-        return _parse_v1(data)
-    raise ProxyProtocolError("connection does not start with a PROXY protocol header")
-
-
-def _parse_v1(data: bytes) -> ProxyHeader | None:
-    head = data[:6]
-    if not b"PROXY ".startswith(head):
-        raise ProxyProtocolError("bad PROXY v1 signature")
-    end = data.find(b"\r\n", 0, V1_MAX)
-    if end == -1:
-        if len(data) >= V1_MAX or b"\n" in data[:V1_MAX]:
-            raise ProxyProtocolError("PROXY v1 line too long or not CRLF-terminated")
-        return None
-    line = data[:end]
-    try:
-        text = line.decode("ascii")
-    except UnicodeDecodeError:
-        raise ProxyProtocolError("PROXY v1 line is not ASCII") from None
-    parts = text.split(" ")
-    if parts[0] != "PROXY" or len(parts) < 2:
-        raise ProxyProtocolError("bad PROXY v1 line")
-    length = end + 2
-    if parts[1] == "UNKNOWN":
-        return ProxyHeader(1, length)
-    if parts[1] not in ("TCP4", "TCP6") or len(parts) != 6:
-        raise ProxyProtocolError(f"bad PROXY v1 line: {text!r}")
-    _, family, src, dst, sport, dport = parts
-    version = 4 if family == "TCP4" else 6
-    try:
-        src_ip = ipaddress.ip_address(src)
-        dst_ip = ipaddress.ip_address(dst)
-    except ValueError:
-        raise ProxyProtocolError(f"bad address in PROXY v1 line: {text!r}") from None
-    if src_ip.version != version or dst_ip.version != version:
-        raise ProxyProtocolError(f"address family mismatch in PROXY v1 line: {text!r}")
-    ports = []
-    for port_text in (sport, dport):
-        if not port_text.isdigit() or (len(port_text) > 1 and port_text[0] == "0"):
-            raise ProxyProtocolError(f"bad port in PROXY v1 line: {text!r}")
-        port = int(port_text)
-        if port > 65535:
-            raise ProxyProtocolError(f"port out of range in PROXY v1 line: {text!r}")
-        ports.append(port)
-    return ProxyHeader(1, length, (str(src_ip), ports[0]), (str(dst_ip), ports[1]))
-
-
-def _parse_v2(data: bytes) -> ProxyHeader | None:
-    sig = data[:12]
-    if not V2_SIGNATURE.startswith(sig):
-        raise ProxyProtocolError("bad PROXY v2 signature")
-    if len(data) < 16:
-        return None
-    ver_cmd, family, length = struct.unpack_from("!BBH", data, 12)
-    if ver_cmd >> 4 != 2:
-        raise ProxyProtocolError(f"unsupported PROXY protocol version {ver_cmd >> 4}")
-    command = ver_cmd & 0x0F
-    if command not in (0, 1):
-        raise ProxyProtocolError(f"unknown PROXY v2 command {command}")
-    total = 16 + length
-    if len(data) < total:
-        return None
-    body = data[16:total]
-    if command == 0:  # LOCAL: the proxy's own connection (health check); keep real addresses
-        return ProxyHeader(2, total)
-    transport = family & 0x0F
-    address_family = family >> 4
-    if address_family == 0 or transport not in (1, 2):  # UNSPEC, or not STREAM/DGRAM
-        if address_family not in (0, 1, 2, 3) or transport > 2:
-            raise ProxyProtocolError(f"unknown PROXY v2 family byte {family:#x}")
-        return ProxyHeader(2, total)
-    source: tuple[str, int] | None
-    destination: tuple[str, int] | None
-    if address_family == 1:
-        if len(body) < 12:
-            raise ProxyProtocolError("PROXY v2 IPv4 address block too short")
-        src, dst, sport, dport = struct.unpack_from("!4s4sHH", body)
-        source = (str(ipaddress.IPv4Address(src)), sport)
-        destination = (str(ipaddress.IPv4Address(dst)), dport)
-        offset = 12
-    elif address_family == 2:
-        if len(body) < 36:
-            raise ProxyProtocolError("PROXY v2 IPv6 address block too short")
-        src, dst, sport, dport = struct.unpack_from("!16s16sHH", body)
-        source = (str(ipaddress.IPv6Address(src)), sport)
-        destination = (str(ipaddress.IPv6Address(dst)), dport)
-        offset = 36
-    elif address_family == 3:
-        if len(body) < 216:
-            raise ProxyProtocolError("PROXY v2 unix address block too short")
-        source = destination = None
-        offset = 216
-    else:
-        raise ProxyProtocolError(f"unknown PROXY v2 address family {address_family}")
-    return ProxyHeader(2, total, source, destination, _parse_tlvs(body[offset:]))
-
-
-def _parse_tlvs(data: bytes) -> tuple[tuple[int, bytes], ...]:
-    tlvs = []
-    offset = 0
-    while offset < len(data):
-        if len(data) - offset < 3:
-            raise ProxyProtocolError("truncated PROXY v2 TLV")
-        kind, size = struct.unpack_from("!BH", data, offset)
-        offset += 3
-        if len(data) - offset < size:
-            raise ProxyProtocolError("truncated PROXY v2 TLV value")
-        tlvs.append((kind, data[offset : offset + size]))
-        offset += size
-    return tuple(tlvs)
+        apply_proxy_headers(
+            scope,
+            trusted_peers(tuple(forwarded_allow_ips)),
+            honoured_headers(tuple(forwarded_headers)),
+        )
 
 
 def host_allowed(headers: Iterable[tuple[bytes, bytes]], server_names: Iterable[str]) -> bool:

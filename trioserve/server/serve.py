@@ -20,13 +20,21 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from ..binds import Bind, alt_svc_values, create_quic_sockets, create_sockets, socket_url
+from ..binds import (
+    Bind,
+    alt_svc_values,
+    close_sockets,
+    create_quic_sockets,
+    create_sockets,
+    socket_url,
+)
 from ..config import Config, ConfigError, verify_flags_value
 from ..errors import LifespanFailure
 from ..importer import ASGIApp, as_asgi3
 from ..logs import error_log
 from ..sansio.http11_fast import parser_name
 from ..sansio.proxy import ProxyProtocolError, trusted_peers
+from .asgitrace import trace_asgi
 from .connection import handle_stream
 from .lifespan import Lifespan
 from .sockstream import SocketStream, StreamListener
@@ -65,6 +73,8 @@ def create_ssl_context(config: Config) -> ssl.SSLContext:
         context.verify_mode = ssl.VerifyMode[config.verify_mode]
     if config.verify_flags:
         context.verify_flags = ssl.VerifyFlags(verify_flags_value(config.verify_flags))
+    if config.ssl_version in ("TLSv1_2", "TLSv1_3"):  # Uvicorn's --ssl-version: pin it
+        context.minimum_version = context.maximum_version = ssl.TLSVersion[config.ssl_version]
     return context
 
 
@@ -220,7 +230,9 @@ async def serve(
     ``OSError`` if an address cannot be bound.
     """
     config = config or Config()
-    asgi_app: ASGIApp = as_asgi3(app)
+    asgi_app: ASGIApp = as_asgi3(app, config.interface)
+    if config.loglevel == "trace":  # only then: the wrapper costs an await per message
+        asgi_app = trace_asgi(asgi_app)
     trigger = shutdown_trigger if shutdown_trigger is not None else trio.Event()
     lifespan = Lifespan(
         asgi_app,
@@ -279,8 +291,7 @@ async def serve(
         for _, sock in quic_bound:
             sock.close()
         if owned:
-            for _, sock in bound:
-                sock.close()
+            close_sockets(bound)
 
 
 def _quic_sockets(bound: list[tuple[Bind, socket.socket]], state: ServerState) -> list[QuicSocket]:
@@ -364,5 +375,7 @@ async def _serve_connections(
             state.begin_shutdown()
             connections.cancel_scope.deadline = trio.current_time() + state.config.graceful_timeout
         control.cancel_scope.cancel()
-    if connections.cancel_scope.cancelled_caught:
+    scope = connections.cancel_scope
+    # Cancelled before the deadline: a second Ctrl-C did it, and said so already.
+    if scope.cancelled_caught and trio.current_time() >= scope.deadline:
         error_log.warning("Graceful shutdown timed out; remaining connections were cancelled")

@@ -82,6 +82,7 @@ class ServerState:
             scope,
             proxy_headers=config.proxy_headers,
             forwarded_allow_ips=config.forwarded_allow_ips,
+            forwarded_headers=config.forwarded_headers,
             tls=info.tls,
         )
         return scope

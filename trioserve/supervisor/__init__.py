@@ -10,10 +10,10 @@ from __future__ import annotations
 import os
 import threading
 
-from ..binds import create_sockets
+from ..binds import close_sockets, create_sockets
 from ..config import Config, ConfigError
+from ..exit_codes import EXIT_ERROR, EXIT_USAGE
 from ..logs import error_log
-from ..run import EXIT_ERROR, EXIT_USAGE
 
 __all__ = ["run_supervisor"]
 
@@ -48,5 +48,4 @@ def run_supervisor(config: Config) -> int:
     finally:
         if watcher is not None:
             watcher.close()
-        for _, sock in sockets:
-            sock.close()
+        close_sockets(sockets)

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 
 from ..binds import Bind, socket_url
 from ..config import Config
+from ..exit_codes import EXIT_ERROR, EXIT_OK, EXIT_STARTUP_FAILED, EXIT_USAGE
 from ..logs import error_log
-from ..run import EXIT_ERROR, EXIT_OK, EXIT_STARTUP_FAILED, EXIT_USAGE
 from .protocol import FORCE, READY, RETIRE, STOP, Payload, send_payload, set_process_title
 from .reload import Watcher
 

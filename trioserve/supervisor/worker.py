@@ -20,8 +20,9 @@ from collections.abc import AsyncIterator, Callable, Sequence
 
 import trio
 
+from .._runner import run_worker
+from ..exit_codes import EXIT_ERROR, EXIT_OK
 from ..logs import configure_logging, error_log
-from ..run import EXIT_ERROR, EXIT_OK, run_worker
 from .protocol import BEAT, FORCE, READY, RETIRE, STOP, recv_payload, set_process_title
 
 

@@ -11,9 +11,9 @@ from urllib.parse import urlsplit
 
 import trio
 
+from .._runner import make_config
 from ..config import Config
 from ..errors import LifespanFailure
-from ..run import make_config
 from ..server.serve import serve
 from .failures import AppErrors
 
