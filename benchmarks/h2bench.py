@@ -6,6 +6,8 @@ interleaved (trioserve, hypercorn-trio, trioserve, ...):
 
 * ``hello``: ``h2load -c 10 -m 10`` GET / (h2c prior knowledge), requests/s;
 * ``big``: ``h2load -c 10 -m 10`` GET /big (1 MiB), requests/s and MB/s;
+* ``hello-h1``: the same hello over HTTP/1.1 (``h2load --h1 -c 10``), trioserve only by
+  default, for its own HTTP/1.1 figure beside the HTTP/2 one;
 * ``idle``: memory per idle HTTP/2 connection: N connections each complete the preface,
   SETTINGS and one GET and stay open; (RSS with N - RSS before) / N, in KiB.
 
@@ -132,15 +134,18 @@ class Server:
                 self.proc.wait()
 
 
-def h2load(port: int, path: str, seconds: float) -> dict[str, float]:
+def h2load(port: int, path: str, seconds: float, h1: bool = False) -> dict[str, float]:
+    """``h1``: the same load over HTTP/1.1 keep-alive (one request at a time per
+    connection), for trioserve's own HTTP/1.1 figure beside its HTTP/2 one."""
     taskset = ["taskset", "-c", "1"] if shutil.which("taskset") else []
     argv = [
         *taskset,
         "h2load",
+        *(["--h1"] if h1 else []),
         "-c",
         "10",
         "-m",
-        "10",
+        "1" if h1 else "10",
         "-D",
         str(max(1, round(seconds))),
         "--warm-up-time",
@@ -209,7 +214,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--connections", type=int, default=500)
-    parser.add_argument("--scenario", nargs="*", default=["hello", "big", "idle"])
+    parser.add_argument("--scenario", nargs="*", default=["hello", "big", "idle", "hello-h1"])
     parser.add_argument("--only", nargs="*", default=list(SERVERS))
     args = parser.parse_args()
     if args.quick:
@@ -220,13 +225,16 @@ def main() -> None:
     for _ in range(args.rounds):
         for scenario in args.scenario:
             for name in args.only:
+                if scenario == "hello-h1" and name != "trioserve":
+                    continue
                 server = Server(name)
                 try:
                     if scenario == "idle":
                         figure: Any = idle_memory(server, args.connections)
                     else:
-                        path = "/" if scenario == "hello" else "/big"
-                        figure = h2load(server.port, path, args.seconds)
+                        path = "/big" if scenario == "big" else "/"
+                        h1 = scenario == "hello-h1"
+                        figure = h2load(server.port, path, args.seconds, h1)
                         figure["survived"] = server.alive()
                 finally:
                     server.stop()
@@ -243,11 +251,13 @@ def _median(figures: dict[str, list[Any]], scenario: str, key: str | None) -> st
 
 def report(results: dict[str, dict[str, list[Any]]], args: argparse.Namespace) -> None:
     lines = [
-        "| server | hello req/s | 1 MiB req/s | 1 MiB MB/s | idle KiB/conn |",
-        "|---|---|---|---|---|",
+        "| server | hello req/s | 1 MiB req/s | 1 MiB MB/s | idle KiB/conn "
+        "| HTTP/1.1 hello req/s |",
+        "|---|---|---|---|---|---|",
     ]
     for name, figures in results.items():
-        died = [s for s in ("hello", "big") for f in figures.get(s, []) if not f["survived"]]
+        loads = ("hello", "big", "hello-h1")
+        died = [s for s in loads for f in figures.get(s, []) if not f["survived"]]
         if died:
             print(f"{name}: the server died during {', '.join(sorted(set(died)))}")
         cells = [
@@ -255,6 +265,7 @@ def report(results: dict[str, dict[str, list[Any]]], args: argparse.Namespace) -
             _median(figures, "big", "rps"),
             _median(figures, "big", "mb_s"),
             _median(figures, "idle", None),
+            _median(figures, "hello-h1", "rps"),
         ]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     table = "\n".join(lines)

@@ -20,6 +20,6 @@ def test_h2bench_quick_run() -> None:
     result = subprocess.run(argv, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     row = next(line for line in result.stdout.splitlines() if line.startswith("| trioserve"))
-    hello, big_rps, big_mb, idle = (cell.strip() for cell in row.split("|")[2:6])
-    assert float(hello) > 0 and float(big_rps) > 0 and float(big_mb) > 0
+    hello, big_rps, big_mb, idle, h1 = (cell.strip() for cell in row.split("|")[2:7])
+    assert float(hello) > 0 and float(big_rps) > 0 and float(big_mb) > 0 and float(h1) > 0
     assert 0 < float(idle) < 1024

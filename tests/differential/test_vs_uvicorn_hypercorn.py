@@ -5,8 +5,7 @@ trioserve (with h11 and with httptools), Uvicorn and Hypercorn each serve
 the same bytes to each and compares what a client sees: the status (or no answer), the
 framing headers, the body, the scope the app saw, and whether the connection is still usable
 for a second request. trioserve must agree with Uvicorn and Hypercorn except where
-``DIFFERENCES`` lists the case with the reason the difference is deliberate; cases that
-another branch is fixing are ``xfail(strict=True)`` so they flip when it is merged.
+``DIFFERENCES`` lists the case with the reason the difference is deliberate.
 """
 
 from __future__ import annotations
@@ -336,8 +335,7 @@ class Expect:
     peer: str = BOTH  # "uvicorn", "hypercorn", BOTH, or "" when ``outcome`` is given
     why: str = ""
     outcome: dict[str, Any] | None = None
-    responses_only: bool = False  # keep-alive afterwards left to the fixing branch
-    fixed_on: str = ""  # an issue 11 item another branch fixes: xfail(strict) until merged
+    responses_only: bool = False  # compare the responses, not keep-alive afterwards
 
 
 def refused(status: int) -> dict[str, Any]:
@@ -366,7 +364,6 @@ DIFFERENCES: dict[str, Expect] = {
             "responses": [{"status": 200, "close": True, "body": "unread", "interim": []}],
             "keep_alive": False,
         },
-        fixed_on="issue 11 item 6",
     ),
     "proxy-headers": Expect(
         "uvicorn",
@@ -420,19 +417,16 @@ DIFFERENCES: dict[str, Expect] = {
         "The response was complete: log once and keep the connection, as Hypercorn; Uvicorn "
         "closes it, so Starlette's ServerErrorMiddleware (500, then re-raise) resets the "
         "client's next request.",
-        fixed_on="issue 11 item 3",
     ),
     "204-with-body": Expect(
         BOTH,
         "Send the head and drop the body, as for HEAD.",
         responses_only=True,
-        fixed_on="issue 11 item 4",
     ),
     "304-with-body": Expect(
         BOTH,
         "Send the head and drop the body, as for HEAD.",
         responses_only=True,
-        fixed_on="issue 11 item 4",
     ),
     "content-length-too-long": Expect(
         "",
@@ -440,25 +434,22 @@ DIFFERENCES: dict[str, Expect] = {
         "error is caught before a byte is written and the client gets a 500 with Connection: "
         "close; Uvicorn and Hypercorn have sent the head already and can only cut it.",
         refused(500),
-        fixed_on="issue 11 item 5",
     ),
     "start-without-body": Expect(
         "",
         "As content-length-too-long: nothing was written yet, so a 500 is still possible.",
         refused(500),
-        fixed_on="issue 11 item 5",
     ),
     "response-header-ows": Expect(
         BOTH,
         "Leading/trailing spaces in a response header value are legal OWS: stripped.",
-        fixed_on="issue 11 item 5",
     ),
 }
 
 
 def normalise(outcome: dict[str, Any]) -> dict[str, Any]:
-    """Drop what servers may word differently: the text of their own error pages (and, until
-    issue 11 item 6 is merged, their Date: see test_server_errors_carry_date)."""
+    """Drop what servers may word differently: the text of their own error pages (whether
+    they carry Date is checked by test_server_errors_carry_date)."""
     out = {"responses": [], "keep_alive": outcome["keep_alive"]}
     for response in outcome["responses"]:
         if isinstance(response, dict) and response["status"] >= 400:
@@ -486,17 +477,7 @@ def params() -> list[Any]:
     out = []
     for case in CASES:
         for server in ("trioserve-h11", "trioserve-httptools"):
-            expect = DIFFERENCES.get(case, Expect())
-            marks = (
-                [
-                    pytest.mark.xfail(
-                        strict=True, reason=f"{expect.fixed_on}: fixed on branch issue-13"
-                    )
-                ]
-                if expect.fixed_on
-                else []
-            )
-            out.append(pytest.param(case, server, marks=marks, id=f"{case}-{server}"))
+            out.append(pytest.param(case, server, id=f"{case}-{server}"))
     return out
 
 
@@ -538,7 +519,6 @@ def test_every_difference_is_justified_and_still_different(ports: dict[str, int]
             assert not all(matches(p, expect.outcome) for p in peers.values()), case
 
 
-@pytest.mark.xfail(strict=True, reason="issue 11 item 6: fixed on branch issue-13")
 @pytest.mark.parametrize("server", ["trioserve-h11", "trioserve-httptools"])
 @pytest.mark.parametrize("case", ["no-host", "bad-header-name", "bad-version"])
 def test_server_errors_carry_date(ports: dict[str, int], case: str, server: str) -> None:
@@ -550,7 +530,7 @@ def test_server_errors_carry_date(ports: dict[str, int], case: str, server: str)
 
 
 def test_peers_send_date_on_their_errors(ports: dict[str, int]) -> None:
-    """So the xfail above asks for what the peers do."""
+    """So the test above asks for what the peers do."""
     for case in ("bad-header-name",):
         for peer in ("uvicorn", "hypercorn"):
             [response] = exchange(ports[peer], *CASES[case])["responses"]

@@ -75,3 +75,19 @@ def test_status_phrase_and_websocket_protocol() -> None:
     assert atoms()["st"] == "Created"
     ws = AccessLogAtoms({**SCOPE, "type": "websocket"}, 101, None, 0, 1.0, 0.0)
     assert ws["H"] == "WS/1.1"
+
+
+def test_request_line_is_the_target_as_received() -> None:
+    """With root_path the scope's path is longer than what the client sent (issue 11)."""
+    scope = {
+        **SCOPE,
+        "path": "/api/api/x",
+        "raw_path": b"/api/api/x",
+        "root_path": "/api",
+        "query_string": b"q=1",
+    }
+    given = AccessLogAtoms(scope, 200, None, 0, 0.0, 0.0, b"/api/x?q=1")
+    assert format_access_line("%(r)s", given) == "POST /api/x?q=1 HTTP/1.1"
+    # Without the target (a WebSocket line): the raw path, root_path taken off.
+    derived = AccessLogAtoms(scope, 101, None, 0, 0.0, 0.0)
+    assert format_access_line("%(r)s", derived) == "POST /api/x?q=1 HTTP/1.1"

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from trioserve.sansio.body import (
     COMPLETE,
     GONE,
@@ -27,7 +30,7 @@ def test_pieces_become_messages_until_the_end() -> None:
         "body": b"c",
         "more_body": False,
     }
-    assert body.complete
+    assert body.state == COMPLETE
     assert body.action() == WAIT_FOR_DISCONNECT
     assert body.on_disconnect() == {"type": "http.disconnect"}
     assert body.state == GONE
@@ -79,3 +82,27 @@ def test_each_message_is_a_fresh_dict() -> None:
     first = body.on_piece((b"", False))
     first["body"] = b"mutated"
     assert body.on_disconnect() is not body.on_disconnect()
+
+
+@given(
+    pieces=st.lists(st.binary(max_size=20), max_size=8),
+    limit=st.one_of(st.none(), st.integers(min_value=0, max_value=100)),
+)
+def test_any_split_gives_the_body_or_one_disconnect_at_the_limit(
+    pieces: list[bytes], limit: int | None
+) -> None:
+    body = RequestBody(limit, expects_continue=False)
+    received = b""
+    total = 0
+    for index, data in enumerate(pieces):
+        more = index < len(pieces) - 1
+        message = body.on_piece((data, more))
+        total += len(data)
+        if limit is not None and total > limit:
+            assert message == {"type": "http.disconnect"}
+            assert body.too_large
+            return
+        assert message["type"] == "http.request" and message["more_body"] is more
+        received += message["body"]
+    assert received == b"".join(pieces)
+    assert body.state == (COMPLETE if pieces else READ)

@@ -444,3 +444,99 @@ def test_token_bucket_never_exceeds_its_rate(gaps: list[float]) -> None:
         now += gap
         allowed += bucket.take(now)
     assert allowed <= 5 + 10.0 * now + 1e-6
+
+
+# -- no input makes the protocol raise ----------------------------------------------------------
+_frame = st.tuples(
+    st.integers(min_value=0, max_value=12),  # type: the ten of RFC 9113 and unknown ones
+    st.integers(min_value=0, max_value=255),  # flags
+    st.sampled_from([0, 1, 2, 3, 5, 7, 2**31 - 1]),  # stream id
+    st.binary(max_size=40),
+)
+
+
+def _serialize(kind: int, flags: int, stream_id: int, payload: bytes) -> bytes:
+    return (
+        len(payload).to_bytes(3, "big")
+        + bytes([kind, flags])
+        + stream_id.to_bytes(4, "big")
+        + payload
+    )
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(_frame, max_size=25),
+    st.lists(st.integers(min_value=1, max_value=7), max_size=5),
+    st.integers(min_value=1, max_value=64),
+)
+def test_random_frames_never_raise(frames: list, finished: list[int], step: int) -> None:
+    """Hypercorn's trio worker dies from one odd frame (a KeyError, an assertion); here
+    every input ends, at worst, in ConnectionClosed with a GOAWAY to send."""
+    server = H2Protocol(H2Limits(max_concurrent_streams=3))
+    server.data_to_send()
+    wire = PREFACE + SettingsFrame(0).serialize()
+    wire += headers_frame(1, GET, end_stream=False)
+    wire += b"".join(_serialize(*frame) for frame in frames)
+    events = []
+    for pos in range(0, len(wire), step):
+        events += server.receive_data(wire[pos : pos + step], 0.0)
+        for stream_id in finished:
+            if server.is_open(stream_id) and server.send_window(stream_id) > 0:
+                server.send_headers(stream_id, 200, [], end=False)
+                server.send_data(stream_id, b"x", end=True)
+            server.stream_finished(stream_id, 0.0)
+    assert all(
+        isinstance(event, (Request, Data, EndData, StreamReset, ConnectionClosed, SendCredit))
+        for _, event in events
+    )
+    assert server.running >= 0
+    if server.closed:
+        assert events[-1] == (0, ConnectionClosed())
+    assert len(server.data_to_send()) < 64 * 1024
+
+
+# -- h2c: the preface and Upgrade (sansio/h2c.py) ------------------------------------------------
+def _upgrade_request(*extra: tuple[bytes, bytes], method: bytes = b"GET") -> Request:
+    headers = [
+        (b"host", b"example.com"),
+        (b"connection", b"Upgrade, HTTP2-Settings"),
+        (b"upgrade", b"h2c"),
+        (b"http2-settings", b"AAMAAABkAARAAAAAAAIAAAAA"),
+        (b"te", b"trailers"),
+        (b"x-app", b"1"),
+        *extra,
+    ]
+    return Request(method=method, target=b"/u?x=1", headers=headers, http_version="1.1")
+
+
+def test_h2c_settings_accepts_a_valid_upgrade_and_declines_the_rest() -> None:
+    from trioserve.sansio.h2c import h2c_settings
+
+    assert h2c_settings(_upgrade_request()) == b"AAMAAABkAARAAAAAAAIAAAAA"
+    assert h2c_settings(_upgrade_request((b"content-length", b"5"))) is None  # a body
+    assert h2c_settings(_upgrade_request((b"transfer-encoding", b"chunked"))) is None
+    assert h2c_settings(_upgrade_request((b"content-length", b"0"))) is not None
+    assert h2c_settings(_upgrade_request((b"http2-settings", b""))) is None  # two of them
+    assert h2c_settings(_upgrade_request(method=b"CONNECT")) is None
+    no_upgrade = _upgrade_request()
+    no_upgrade.headers = [h for h in no_upgrade.headers if h[0] != b"upgrade"]
+    assert h2c_settings(no_upgrade) is None
+
+
+def test_upgraded_request_is_an_http2_request_without_hop_fields() -> None:
+    from trioserve.sansio.h2c import upgraded_request
+
+    request = upgraded_request(_upgrade_request())
+    assert request.http_version == "2" and request.authority == b"example.com"
+    assert [name for name, _ in request.headers] == [b"host", b"x-app"]
+
+
+@given(st.binary(max_size=30))
+def test_preface_detection(data: bytes) -> None:
+    from trioserve.sansio.h2c import is_h2_preface
+
+    expected = data[:4] == b"PRI " and (data.startswith(PREFACE[:14]) or PREFACE.startswith(data))
+    assert is_h2_preface(data) == expected
+    assert is_h2_preface(PREFACE + data)
+    assert not is_h2_preface(b"GET / HTTP/1.1\r\n" + data)

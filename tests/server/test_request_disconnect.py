@@ -174,3 +174,24 @@ async def test_request_cut_by_the_shutdown_deadline_is_logged(
     lines = [r.getMessage() for r in caplog.records if r.name == "trioserve.access"]
     assert len(lines) == 1
     assert '"GET /slow HTTP/1.1" 503 ' in lines[0]
+
+
+async def test_sse_example_ends_cleanly_when_the_server_drains() -> None:
+    from examples import sse
+
+    answer = b""
+
+    async def read_rest(stream: trio.SocketStream) -> None:
+        nonlocal answer
+        async with stream:
+            answer = await read_until_close(stream)
+
+    async with trio.open_nursery() as nursery:
+        async with open_server(sse.app, graceful_timeout=10) as server:
+            stream = await trio.open_tcp_stream(server.host, server.port)
+            await stream.send_all(b"GET /ticks?interval=0.05 HTTP/1.1\r\nHost: x\r\n\r\n")
+            await _read_until(stream, b"data: 1")
+            nursery.start_soon(read_rest, stream)
+            start = trio.current_time()
+        assert trio.current_time() - start < 3  # not held until graceful_timeout
+    assert answer.endswith(b"0\r\n\r\n")  # the chunked stream ended, not cut

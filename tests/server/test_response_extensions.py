@@ -242,3 +242,16 @@ async def test_pathsend_over_tls_reads_pieces(
     ):
         response = await client.get(server.url + "/")
     assert response.content == big_file.read_bytes() and calls == []
+
+
+async def test_http2_features_example_over_raw_frames() -> None:
+    from examples import http2_features
+
+    async with open_server(http2_features.app) as server:
+        client = await RawH2.open(server.port)
+        await client.send(client.headers(1, get("/")))
+        response = await client.response(1)
+    assert [hint[b":status"] for hint in response["informational"]] == [b"103"]
+    assert response["body"] == http2_features.PAGE
+    digest = hashlib.sha256(http2_features.PAGE).hexdigest().encode()
+    assert response["trailers"] == {b"x-body-sha256": digest}

@@ -203,3 +203,16 @@ async def test_websocket_streams_do_not_block_shutdown() -> None:
             client = await RawH2.open(server.port)
             await client.send(client.headers(1, connect("/"), end_stream=False))
             assert client.decode(await client.frame())[b":status"] == b"200"
+
+
+async def test_server_names_refusal_is_an_http2_response() -> None:
+    async with open_server(ws_app, server_names=["example.org"]) as server:
+        client = await RawH2.open(server.port)
+        await client.send(client.headers(1, connect("/"), end_stream=False))
+        response = await client.response(1)
+        await client.send(client.headers(3, get("/", authority="example.org")))
+        plain = await client.response(3)
+    assert response["headers"][b":status"] == b"404"
+    assert response["headers"][b"content-length"] == str(len(response["body"])).encode()
+    assert b"date" in response["headers"]
+    assert plain["body"] == b"plain"

@@ -40,3 +40,13 @@ async def test_starlette_example() -> None:
         assert (await client.get("/stream?n=3")).text == "0\n1\n2\n"
         assert (await client.get("/background")).text == "accepted"
         assert (await client.get("/tasks")).json() == ["ran"]
+
+
+async def test_http2_features_example() -> None:
+    from examples import http2_features
+
+    async with open_memory_client(http2_features.app, http2=True) as client:
+        page = await client.get("/")
+        source = await client.get("/source")
+    assert page.http_version == "HTTP/2" and page.content == http2_features.PAGE
+    assert source.content == http2_features.HERE.read_bytes()

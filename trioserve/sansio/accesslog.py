@@ -103,7 +103,17 @@ def _path_query(a: AccessLogAtoms) -> str:
 
 def _target(a: AccessLogAtoms) -> str:
     """The target as the client sent it (the scope's path has root_path in front)."""
-    return a.target.decode("latin-1") if a.target is not None else _path_query(a)
+    if a.target is not None:
+        return a.target.decode("latin-1")
+    scope = a.scope
+    raw = scope.get("raw_path")
+    if raw is None:
+        return _path_query(a)
+    root = _text(scope.get("root_path", "")).encode("latin-1", "replace")
+    if root and raw.startswith(root):
+        raw = raw[len(root) :]
+    query = scope.get("query_string", b"")
+    return _text(raw + b"?" + query if query else raw)
 
 
 def _protocol(a: AccessLogAtoms) -> str:

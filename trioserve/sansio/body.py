@@ -81,8 +81,3 @@ class RequestBody:
     @property
     def too_large(self) -> bool:
         return self.state == TOO_LARGE
-
-    @property
-    def complete(self) -> bool:
-        """The whole body was handed to the app."""
-        return self.state == COMPLETE

@@ -51,10 +51,11 @@ def h2c_settings(request: Request) -> bytes | None:
     would have to be read before the switch) and a CONNECT.
     """
     headers = request.headers
-    if b"h2c" not in _tokens(headers, b"upgrade") or request.method == b"CONNECT":
-        return None
+    # Every new connection's first request passes here: the cheapest test first.
     values = [value for name, value in headers if name == b"http2-settings"]
     if len(values) != 1:
+        return None
+    if b"h2c" not in _tokens(headers, b"upgrade") or request.method == b"CONNECT":
         return None
     for name, value in headers:
         if name == b"transfer-encoding" or (name == b"content-length" and value.strip() != b"0"):

@@ -396,7 +396,7 @@ class FastHTTP11Protocol:
         elif self.must_close:
             self._keep = False
             head.lines.append(b"connection: close\r\n")
-        elif head.asks_to_close():
+        elif head.connection is not None and head.asks_to_close():
             self._keep = False
         head.lines.append(b"\r\n")
         self._our = _SEND_BODY

@@ -56,7 +56,8 @@ class ResponseHead:
         return tokens
 
     def asks_to_close(self) -> bool:
-        return self.connection is not None and b"close" in self._tokens()
+        """The app's Connection field says close (call only when it gave one)."""
+        return b"close" in self._tokens()
 
     def rewrite_connection(self) -> None:
         """One Connection field that says close (keeping the app's other tokens), as h11."""

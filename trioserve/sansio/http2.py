@@ -104,7 +104,14 @@ class H2Protocol:
 
     def __init__(self, limits: H2Limits, *, upgrade_settings: bytes | None = None) -> None:
         self.limits = limits
-        config = h2.config.H2Configuration(client_side=False, header_encoding=None)
+        # Response heads are validated by the ASGI layer (sansio/headers.py), lowercased and
+        # stripped of connection fields in send_headers: h2 need not check them again.
+        config = h2.config.H2Configuration(
+            client_side=False,
+            header_encoding=None,
+            validate_outbound_headers=False,
+            normalize_outbound_headers=False,
+        )
         conn = self._conn = h2.connection.H2Connection(config)
         advertised = {
             h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: limits.max_concurrent_streams,

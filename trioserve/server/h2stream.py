@@ -167,11 +167,19 @@ class H2Stream:
         conn = self.conn
         proto = conn.proto
         sid = self.stream_id
-        for event in events:
+        count = len(events)
+        index = 0
+        while index < count:
             if self._gone:
                 raise_gone()
+            event = events[index]
+            index += 1
             if type(event) is Data:
-                await self._send_data(event.data, False)
+                # The last piece and the end go as one DATA frame with END_STREAM.
+                end = index < count and _is_bare_end(events[index])
+                await self._send_data(event.data, end)
+                if end:
+                    index += 1
             elif type(event) is EndData:
                 if event.headers:
                     proto.send_trailers(sid, event.headers)
@@ -184,6 +192,11 @@ class H2Stream:
         conn = self.conn
         proto = conn.proto
         sid = self.stream_id
+        if not data:
+            if end:
+                proto.send_data(sid, b"", True)
+                conn.kick()
+            return
         view = memoryview(data)
         while view:
             window = proto.send_window(sid)

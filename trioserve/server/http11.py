@@ -83,7 +83,24 @@ class HTTP11Connection:
                 if peer.eof:
                     return None
                 if proto.idle:
-                    if not await self._wait_idle():
+                    # Between requests, for as long as keep-alive allows (inline, not a
+                    # helper coroutine: every keep-alive request passes here).
+                    fresh = not proto.requests_seen
+                    idle_timeout = self._idle_timeout(fresh)
+                    if idle_timeout is None:
+                        return None
+                    scopes = self.state.fresh_scopes if fresh else self.state.idle_scopes
+                    with trio.move_on_after(idle_timeout) as scope:
+                        scopes.add(scope)
+                        try:
+                            data = await peer.receive()
+                        finally:
+                            scopes.discard(scope)
+                        if fresh and is_h2_preface(data):  # h2c, prior knowledge (RFC 9113 3.3)
+                            self.switch = H2Switch(received=data)
+                            return None
+                        proto.receive_data(data)
+                    if scope.cancelled_caught:
                         return None
                     continue
                 # Part of a head has arrived: it must complete by a fixed deadline that
@@ -104,31 +121,19 @@ class HTTP11Connection:
                 return None
             raise AssertionError(f"unexpected event before a request: {event!r}")
 
-    async def _wait_idle(self) -> bool:
-        """Read between requests, for as long as keep-alive allows; False: give up quietly."""
+    def _idle_timeout(self, fresh: bool) -> float | None:
+        """How long to wait for the next request head to start (None: close now)."""
         state = self.state
         config = state.config
-        fresh = not self.proto.requests_seen
         if state.shutting_down and not fresh:
-            return False
+            return None
         idle_timeout = config.keep_alive_timeout
         if idle_timeout <= 0 and fresh:
             # Keep-alive off: a new connection still gets time for its request.
             idle_timeout = config.request_head_timeout
         if state.shutting_down:  # accepted as draining began
             idle_timeout = min(idle_timeout, FIRST_REQUEST_GRACE)
-        scopes = state.fresh_scopes if fresh else state.idle_scopes
-        with trio.move_on_after(idle_timeout) as scope:
-            scopes.add(scope)
-            try:
-                data = await self.peer.receive()
-            finally:
-                scopes.discard(scope)
-            if fresh and is_h2_preface(data):  # h2c with prior knowledge (RFC 9113 3.3)
-                self.switch = H2Switch(received=data)
-                return False
-            self.proto.receive_data(data)
-        return not scope.cancelled_caught
+        return idle_timeout
 
     async def _refuse(self, status: int, reason: str | None, *, quiet: bool = False) -> None:
         if reason is not None:
