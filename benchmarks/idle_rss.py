@@ -16,9 +16,11 @@ import asyncio
 import base64
 import os
 import time
+from pathlib import Path
 from typing import Any
 
-from harness import ServerProcess, ServerSpec, free_port, pinned  # type: ignore[import-not-found]
+from harness import ServerProcess, ServerSpec, free_port, pinned
+from ws_client import client_frame
 
 
 def group_memory_kib(pgid: int) -> tuple[int, int]:
@@ -57,8 +59,6 @@ async def _open_http(port: int) -> Any:
 
 
 async def _open_ws(port: int) -> Any:
-    from ws_bench import _client_frame  # type: ignore[import-not-found]
-
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     key = base64.b64encode(os.urandom(16))
     writer.write(
@@ -69,7 +69,7 @@ async def _open_ws(port: int) -> Any:
     if not head.startswith(b"HTTP/1.1 101"):
         raise ConnectionError(f"bad handshake {head[:60]!r}")
     message = b"idle-websocket!!"
-    writer.write(_client_frame(0x1, message))
+    writer.write(client_frame(0x1, message))
     echo = await reader.readexactly(2 + len(message))
     if echo[2:] != message:
         raise ConnectionError(f"bad echo {echo!r}")
@@ -116,7 +116,7 @@ def run_idle(
     """One server, one measurement. Returns a record for the results table."""
     port = free_port()
     command = template.format(port=port)
-    srv = ServerProcess(spec.name, command, port, server_cpu, cwd, log_path)
+    srv = ServerProcess(spec.name, command, port, server_cpu, cwd, Path(log_path))
     rec: dict[str, Any] = {
         "server": spec.name,
         "scenario": f"idle-{kind}",

@@ -1,6 +1,6 @@
 """Trio servers that stop at one layer of the hello request path, to see what each costs.
 
-The trio ceiling (../shared/tools/bench/ceiling_trio.py) parses nothing. These add one layer
+The trio ceiling (``ceilings.py --kind http``) parses nothing. These add one layer
 at a time, with the same one-task-per-connection loop over ``trio.SocketStream``, and answer
 the hello scenario's ``GET /`` with the same 13-byte body:
 

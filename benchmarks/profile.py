@@ -110,16 +110,10 @@ def main() -> int:
     ap.add_argument("--scenario", choices=list(PATHS), default="hello")
     ap.add_argument("--duration", type=int, default=10)
     ap.add_argument("--connections", type=int, default=64)
-    ap.add_argument("--port", type=int, default=8765)
+    ap.add_argument("--port", type=int, default=0, help="default: a free port")
     ap.add_argument("--rate", type=int, default=250, help="py-spy samples per second")
     ap.add_argument("--top", type=int, default=25)
     ap.add_argument("--out", default="/tmp/trioserve-profile.folded")
-    ap.add_argument(
-        "--tools",
-        default=os.environ.get(
-            "TRIOSERVE_BENCH_TOOLS", str(HERE.parent.parent / "shared" / "tools" / "bench")
-        ),
-    )
     ap.add_argument(
         "--summary-only", metavar="FOLDED", help="only summarize an existing collapsed file"
     )
@@ -127,8 +121,12 @@ def main() -> int:
     if args.summary_only:
         print(summarize(Path(args.summary_only), args.top))
         return 0
+    if not args.port:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            args.port = sock.getsockname()[1]
     bindir = Path(sys.executable).parent
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(HERE), args.tools]))
+    env = dict(os.environ, PYTHONPATH=str(HERE))
     server = [
         str(bindir / "trioserve"),
         "bench_apps:app",

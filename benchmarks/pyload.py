@@ -3,7 +3,7 @@
 
 It takes the subset of wrk's command line the harness uses (``-t -c -d --latency -H -s
 URL``) and prints wrk's summary lines (``Requests/sec:``, the latency distribution, socket
-errors), so the shared harness parses it unchanged. Each of ``-c`` connections does
+errors), so the harness (``loads.parse_wrk``) reads it unchanged. Each of ``-c`` connections does
 sequential requests (keep-alive, or a new connection per request with
 ``-H "Connection: close"``) on asyncio (uvloop if installed) until the deadline.
 

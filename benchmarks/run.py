@@ -3,11 +3,13 @@
 
 Every measurement starts the server anew, pinned to one core, with the load generator
 pinned to the other; rounds are interleaved (A B C ... A B C ...) and each ratio is taken
-within a round. It drives the shared harness in ../shared/tools/bench (``harness.py``,
-``bench.py``, ``ws_bench.py``, the ceilings), imported from where it lives, and adds the
-scenarios it lacks (64 KiB POST echo, FastAPI JSON, idle-connection memory), the
-comparison against the targets of issue 7, and a chart.
+within a round. The parts: ``harness.py`` (servers pinned and stopped by process group, CPU
+accounting, statistics), ``loads.py`` (one measured HTTP or WebSocket run: wrk, or
+``pyload.py`` where wrk is missing, and ``ws_client.py``), ``idle_rss.py`` (memory per idle
+connection), ``ceilings.py`` and ``layers.py`` (trio servers that do less than any real one).
+``setup.sh`` makes the virtualenv with the peer servers (Hypercorn, Uvicorn, Granian).
 
+    bash benchmarks/setup.sh                           # once: .benchvenv with the peers
     $VENV/bin/python benchmarks/run.py                 # full run (about 25 minutes)
     $VENV/bin/python benchmarks/run.py --quick         # smoke: 1 round, short runs
     $VENV/bin/python benchmarks/run.py --scenario hello close --rounds 5 \
@@ -22,8 +24,8 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -34,18 +36,12 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
+if str(HERE) not in sys.path:
+    sys.path.insert(0, str(HERE))
 
-
-def _tools_dir(explicit: str | None) -> Path:
-    for candidate in (
-        explicit,
-        os.environ.get("TRIOSERVE_BENCH_TOOLS"),
-        str(REPO.parent / "shared" / "tools" / "bench"),
-    ):
-        if candidate and (Path(candidate) / "harness.py").exists():
-            return Path(candidate).resolve()
-    raise SystemExit("shared bench tools not found: pass --tools DIR or set TRIOSERVE_BENCH_TOOLS")
-
+import harness  # noqa: E402
+import idle_rss  # noqa: E402
+import loads  # noqa: E402
 
 # name: (command template, scenarios it can serve or None for all, flag for long keep-alive)
 APP = "bench_apps:app"
@@ -89,11 +85,11 @@ SERVERS: dict[str, tuple[str, tuple[str, ...] | None, str | None]] = {
         None,
     ),
     "ceiling-trio": (
-        "{python} {here}/ceiling_trio.py --port {port}",
+        "{python} {here}/ceilings.py --kind http --port {port}",
         ("hello", "close", "idle-http"),
         "",
     ),
-    "ceiling-ws-trio": ("{python} {here}/ceiling_ws_trio.py --port {port}", ("ws",), None),
+    "ceiling-ws-trio": ("{python} {here}/ceilings.py --kind ws --port {port}", ("ws",), None),
     # The ceiling plus one layer of the request path (benchmarks/layers.py).
     "layer-h11": ("{python} layers.py --layer h11 --port {port}", ("hello", "close"), None),
     "layer-sansio": ("{python} layers.py --layer sansio --port {port}", ("hello", "close"), None),
@@ -120,40 +116,12 @@ ALL_SCENARIOS = [*HTTP_SCENARIOS, "ws", "idle-http", "idle-ws"]
 BASELINE = "hypercorn-trio"
 
 
-def _pyload_launcher(python: str) -> str:
-    """An executable that runs pyload.py with the bench venv's Python (uvloop, if there)."""
-    path = Path(tempfile.mkdtemp(prefix="pyload-")) / "pyload"
-    path.write_text(f'#!/bin/sh\nexec "{python}" "{HERE / "pyload.py"}" "$@"\n')
-    path.chmod(0o755)
-    print(
-        f"wrk not found: using {HERE / 'pyload.py'} (slower; numbers are lower bounds)",
-        file=sys.stderr,
-    )
-    return str(path)
-
-
-def _add_scenarios(bench: Any) -> None:
-    """The shared bench.py knows hello/close/big; teach it post and json."""
-    bench.SCENARIOS["post"] = (
-        "/echo",
-        ["-s", str(HERE / "post.lua")],
-        lambda st, body: None if st == 200 else f"got {st} {body[:40]!r}",
-    )
-    bench.SCENARIOS["json"] = (
-        "/json",
-        [],
-        lambda st, body: (
-            None if st == 200 and body.startswith(b'{"message"') else f"got {st} {body[:60]!r}"
-        ),
-    )
-
-
 def _supports(name: str, scenario: str) -> bool:
     scenarios = SERVERS[name][1]
     return scenarios is None or scenario in scenarios
 
 
-def _versions(harness: Any, python: str) -> dict[str, Any]:
+def _versions(python: str) -> dict[str, Any]:
     versions: dict[str, Any] = harness.package_versions(python)
     code = (
         "import importlib.metadata as m, json\nout = {}\n"
@@ -179,7 +147,7 @@ def _versions(harness: Any, python: str) -> dict[str, Any]:
 
 
 def _retrying(
-    args: Any, harness: Any, run_once: Any, label: str, discarded: list[dict[str, Any]]
+    args: Any, run_once: Any, label: str, discarded: list[dict[str, Any]]
 ) -> list[dict[str, Any]]:
     recs: list[dict[str, Any]] = []
     for attempt in range(args.retries + 1):
@@ -202,7 +170,7 @@ def _retrying(
     return recs
 
 
-def run_all(args: Any, harness: Any, bench: Any, ws_bench: Any, idle: Any) -> dict[str, Any]:
+def run_all(args: Any) -> dict[str, Any]:
     ph = harness.Placeholders()
     if args.python:
         ph.python = args.python
@@ -213,31 +181,27 @@ def run_all(args: Any, harness: Any, bench: Any, ws_bench: Any, idle: Any) -> di
     specs = {n: harness.ServerSpec(n, SERVERS[n][0], SERVERS[n][1]) for n in names}
     runs: list[dict[str, Any]] = []
     discarded: list[dict[str, Any]] = []
+    common = {
+        "client_cpu": args.client_cpu,
+        "server_cpu": args.server_cpu,
+        "cwd": str(HERE),
+        "quiet_below": args.quiet_below,
+        "quiet_wait": args.quiet_wait,
+        "start_timeout": 30,
+    }
     b_args = SimpleNamespace(
-        client_cpu=args.client_cpu,
-        server_cpu=args.server_cpu,
-        threads=1,
+        **common,
         connections=args.connections,
         wrk=args.wrk,
-        cwd=str(HERE),
-        quiet_below=args.quiet_below,
-        quiet_wait=args.quiet_wait,
-        start_timeout=30,
         warmup=args.warmup,
         duration=args.duration,
     )
     w_args = SimpleNamespace(
-        client_cpu=args.client_cpu,
-        server_cpu=args.server_cpu,
-        cwd=str(HERE),
-        quiet_below=args.quiet_below,
-        quiet_wait=args.quiet_wait,
-        start_timeout=30,
+        **common,
         conns=args.ws_conns,
         duration=args.ws_duration,
         size=16,
-        impl="raw",
-        client_loop="uvloop",
+        client_python=ph.python,
     )
     for scenario in [s for s in args.scenario if s in HTTP_SCENARIOS]:
         for rnd in range(1, args.rounds + 1):
@@ -247,9 +211,8 @@ def run_all(args: Any, harness: Any, bench: Any, ws_bench: Any, idle: Any) -> di
                 spec = specs[name]
                 recs = _retrying(
                     args,
-                    harness,
                     lambda spec=spec, scenario=scenario, rnd=rnd: [
-                        bench.one_run(b_args, spec, scenario, rnd, ph, logdir)
+                        loads.http_run(b_args, spec, scenario, rnd, ph, logdir)
                     ],
                     f"{scenario} {name}",
                     discarded,
@@ -271,10 +234,7 @@ def run_all(args: Any, harness: Any, bench: Any, ws_bench: Any, idle: Any) -> di
                 spec = specs[name]
                 recs = _retrying(
                     args,
-                    harness,
-                    lambda spec=spec, rnd=rnd: ws_bench.one_server_round(
-                        w_args, spec, rnd, ph, logdir, harness
-                    ),
+                    lambda spec=spec, rnd=rnd: loads.ws_round(w_args, spec, rnd, ph, logdir),
                     f"ws {name}",
                     discarded,
                 )
@@ -298,7 +258,7 @@ def run_all(args: Any, harness: Any, bench: Any, ws_bench: Any, idle: Any) -> di
             if flag is None or not _supports(name, scenario):
                 continue
             template = ph.expand(SERVERS[name][0], "{port}") + (f" {flag}" if flag else "")
-            rec = idle.run_idle(
+            rec = idle_rss.run_idle(
                 specs[name],
                 template,
                 scenario.split("-")[1],
@@ -317,14 +277,12 @@ def run_all(args: Any, harness: Any, bench: Any, ws_bench: Any, idle: Any) -> di
 
 
 # -- report -------------------------------------------------------------------------------
-def _ratio(
-    harness: Any, runs: list[dict[str, Any]], name: str, other: str, key: str
-) -> dict[str, Any]:
+def _ratio(runs: list[dict[str, Any]], name: str, other: str, key: str) -> dict[str, Any]:
     r: dict[str, Any] = harness.round_ratios(runs, name, other, key)
     return r
 
 
-def targets(harness: Any, runs: list[dict[str, Any]]) -> list[tuple[str, str, str, str]]:
+def targets(runs: list[dict[str, Any]]) -> list[tuple[str, str, str, str]]:
     """(target, wanted, reached, verdict) rows for issue 7's targets."""
     rows = []
 
@@ -350,55 +308,55 @@ def targets(harness: Any, runs: list[dict[str, Any]]) -> list[tuple[str, str, st
     row(
         "hello keep-alive vs uvicorn-h11",
         1.0,
-        _ratio(harness, http("hello"), "trioserve", "uvicorn-h11", "rps"),
+        _ratio(http("hello"), "trioserve", "uvicorn-h11", "rps"),
     )
     row(
         "hello keep-alive vs hypercorn-trio",
         4.0,
-        _ratio(harness, http("hello"), "trioserve", BASELINE, "rps"),
+        _ratio(http("hello"), "trioserve", BASELINE, "rps"),
     )
     row(
         "Connection: close vs trio ceiling",
         0.75,
-        _ratio(harness, http("close"), "trioserve", "ceiling-trio", "rps"),
+        _ratio(http("close"), "trioserve", "ceiling-trio", "rps"),
     )
     row(
         "1 MiB response vs hypercorn-trio",
         2.5,
-        _ratio(harness, http("big"), "trioserve", BASELINE, "rps"),
+        _ratio(http("big"), "trioserve", BASELINE, "rps"),
     )
     # The same targets with the optional httptools protocol (http = "httptools").
     fast = "trioserve-httptools"
     row(
         "httptools: hello keep-alive vs uvicorn-httptools",
         1.0,
-        _ratio(harness, http("hello"), fast, "uvicorn-httptools", "rps"),
+        _ratio(http("hello"), fast, "uvicorn-httptools", "rps"),
     )
     row(
         "httptools: hello keep-alive vs uvicorn-h11",
         1.0,
-        _ratio(harness, http("hello"), fast, "uvicorn-h11", "rps"),
+        _ratio(http("hello"), fast, "uvicorn-h11", "rps"),
     )
     row(
         "httptools: Connection: close vs trio ceiling",
         0.75,
-        _ratio(harness, http("close"), fast, "ceiling-trio", "rps"),
+        _ratio(http("close"), fast, "ceiling-trio", "rps"),
     )
     row(
         "httptools: 1 MiB response vs hypercorn-trio",
         2.5,
-        _ratio(harness, http("big"), fast, BASELINE, "rps"),
+        _ratio(http("big"), fast, BASELINE, "rps"),
     )
     ws16 = [r for r in runs if r["scenario"] == "ws" and r.get("conns") == 16]
     row(
         "WS echo 16 conns vs hypercorn-trio",
         2.0,
-        _ratio(harness, ws16, "trioserve", BASELINE, "msgs_per_s"),
+        _ratio(ws16, "trioserve", BASELINE, "msgs_per_s"),
     )
     row(
         "p99 at 64 conns (hello) vs hypercorn-trio",
         1.0,
-        _ratio(harness, http("hello"), "trioserve", BASELINE, "p99_ms"),
+        _ratio(http("hello"), "trioserve", BASELINE, "p99_ms"),
         higher=False,
     )
     for scenario in ("idle-http", "idle-ws"):
@@ -425,7 +383,7 @@ def targets(harness: Any, runs: list[dict[str, Any]]) -> list[tuple[str, str, st
     return rows
 
 
-def summary_table(harness: Any, runs: list[dict[str, Any]], names: list[str]) -> str:
+def summary_table(runs: list[dict[str, Any]], names: list[str]) -> str:
     """One line per scenario: trioserve's median and its per-round ratio to every other server."""
     others = [n for n in names if n != "trioserve"]
     lines = [
@@ -447,12 +405,12 @@ def summary_table(harness: Any, runs: list[dict[str, Any]], names: list[str]) ->
         if not mine:
             continue
         med = harness.summarize(mine)["median"]
-        cells = [harness.fmt_ratio(_ratio(harness, rs, "trioserve", n, key)) for n in others]
+        cells = [harness.fmt_ratio(_ratio(rs, "trioserve", n, key)) for n in others]
         lines.append(f"| {label} | {med:,.0f} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def cpu_table(harness: Any, runs: list[dict[str, Any]], names: list[str]) -> str:
+def cpu_table(runs: list[dict[str, Any]], names: list[str]) -> str:
     """Server CPU time per request: steadier than req/s on a busy machine (A/B decisions)."""
     lines = ["| scenario | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
     for scenario in HTTP_SCENARIOS:
@@ -496,7 +454,7 @@ def idle_table(runs: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def render(data: dict[str, Any], harness: Any, bench: Any, ws_bench: Any) -> str:
+def render(data: dict[str, Any]) -> str:
     meta, runs = data["meta"], data["runs"]
     names = [n for n in meta["servers"]]
     v = meta["versions"]
@@ -537,34 +495,40 @@ def render(data: dict[str, Any], harness: Any, bench: Any, ws_bench: Any) -> str
         "| target | wanted | reached | |",
         "|---|---|---|---|",
     ]
-    out += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in targets(harness, runs)]
+    out += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in targets(runs)]
     out += [
         "",
         "## trioserve relative to each server",
         "",
-        summary_table(harness, runs, names),
+        summary_table(runs, names),
         "",
         "## Server CPU per request, µs (median)",
         "",
-        cpu_table(harness, runs, names),
+        cpu_table(runs, names),
         "",
     ]
     http_runs = [r for r in runs if r["scenario"] in HTTP_SCENARIOS]
     scen = [s for s in HTTP_SCENARIOS if any(r["scenario"] == s for r in http_runs)]
     if scen:
-        out += ["## HTTP (wrk)", bench.report(http_runs, names, scen, BASELINE)]
+        groups = [(s, s, None) for s in scen]
+        out += ["## HTTP", loads.report(http_runs, names, groups, "rps", BASELINE), ""]
     ws_runs = [r for r in runs if r["scenario"] == "ws"]
     if ws_runs:
         ws_names = [n for n in names if any(r["server"] == n for r in ws_runs)]
         conns = sorted({r["conns"] for r in ws_runs if r.get("conns") is not None})
-        out += ["## WebSocket echo", ws_bench.report(ws_runs, ws_names, conns, BASELINE, harness)]
+        groups = [(f"{c} connections", "ws", c) for c in conns]
+        out += [
+            "## WebSocket echo",
+            loads.report(ws_runs, ws_names, groups, "msgs_per_s", BASELINE),
+        ]
+        out += [""]
     if any(r["scenario"].startswith("idle-") for r in runs):
         out += ["## Idle connections: resident memory", "", idle_table(runs), ""]
     out += ["![chart](chart.png)", ""]
     return "\n".join(out)
 
 
-def chart(data: dict[str, Any], harness: Any, path: Path) -> None:
+def chart(data: dict[str, Any], path: Path) -> None:
     import matplotlib
     import matplotlib.ticker
 
@@ -590,7 +554,7 @@ def chart(data: dict[str, Any], harness: Any, path: Path) -> None:
     for i, name in enumerate(names):
         xs, ys = [], []
         for j, (_, key, rs) in enumerate(present):
-            s = _ratio(harness, rs, name, BASELINE, key)
+            s = _ratio(rs, name, BASELINE, key)
             if s.get("median") is not None:
                 xs.append(j + i * width)
                 ys.append(s["median"])
@@ -628,10 +592,6 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument("--baseline", default=BASELINE, help="the server ratios are taken to")
-    ap.add_argument(
-        "--tools",
-        help="the shared bench tools (default: $TRIOSERVE_BENCH_TOOLS or ../shared/tools/bench)",
-    )
     ap.add_argument(
         "--only",
         nargs="*",
@@ -691,23 +651,11 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     BASELINE = args.baseline
-    tools = _tools_dir(args.tools)
-    sys.path[:0] = [str(tools), str(HERE)]
-    # Servers run with cwd=benchmarks/ (bench_apps.py) and need the shared apps.py too.
-    os.environ["PYTHONPATH"] = os.pathsep.join(
-        filter(None, [str(tools), os.environ.get("PYTHONPATH")])
-    )
-    import bench  # type: ignore[import-not-found]
-    import harness  # type: ignore[import-not-found]
-    import idle_rss  # type: ignore[import-not-found]
-    import ws_bench  # type: ignore[import-not-found]
-
-    _add_scenarios(bench)
     if args.report:
         report_path = Path(args.report)
         data = json.loads(report_path.read_text())
-        (report_path.parent / "results.md").write_text(render(data, harness, bench, ws_bench))
-        chart(data, harness, report_path.parent / "chart.png")
+        (report_path.parent / "results.md").write_text(render(data))
+        chart(data, report_path.parent / "chart.png")
         print(report_path.parent / "results.md")
         return 0
     for item in args.server:
@@ -724,11 +672,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.rounds, args.duration, args.warmup, args.ws_duration = 1, 2, 0, 2
         args.idle_http, args.idle_ws, args.quiet_wait, args.retries = 500, 100, 2, 0
+    if args.wrk is None and shutil.which("wrk"):
+        args.wrk = "wrk"
     if args.wrk is None:
-        found = subprocess.run(["sh", "-c", "command -v wrk"], capture_output=True)
-        args.wrk = (
-            "wrk" if found.returncode == 0 else _pyload_launcher(args.python or sys.executable)
-        )
+        print("wrk not found (Debian package: wrk): using pyload.py, slower", file=sys.stderr)
+        args.wrk = [args.python or sys.executable, str(HERE / "pyload.py")]
+    else:
+        args.wrk = [args.wrk]
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     need = max(args.idle_http, args.idle_ws) + 1024
     if soft < need:
@@ -751,11 +701,11 @@ def main(argv: list[str] | None = None) -> int:
             "quick",
         )
     }
-    settings["load_generator"] = "wrk" if args.wrk == "wrk" else "pyload.py"
+    settings["load_generator"] = Path(args.wrk[-1]).name
     meta = {
         "started": started.strftime("%Y-%m-%d %H:%M UTC"),
         "argv": sys.argv,
-        "versions": _versions(harness, python),
+        "versions": _versions(python),
         "servers": {n: SERVERS[n][0] for n in args.only},
         "settings": settings,
     }
@@ -763,7 +713,7 @@ def main(argv: list[str] | None = None) -> int:
     harness.sigterm_as_interrupt()
     t0 = time.monotonic()
     try:
-        result = run_all(args, harness, bench, ws_bench, idle_rss)
+        result = run_all(args)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 1
@@ -773,10 +723,10 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out) if args.out else HERE / "results" / label
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(data, indent=1, default=str))
-    text = render(data, harness, bench, ws_bench)
+    text = render(data)
     (out / "results.md").write_text(text)
     try:
-        chart(data, harness, out / "chart.png")
+        chart(data, out / "chart.png")
     except ImportError:
         print("matplotlib missing: no chart", file=sys.stderr)
     print(text)

@@ -1,4 +1,4 @@
-"""Smoke test of the benchmark harness's own parts (no wrk, a few seconds).
+"""Smoke test of the benchmark harness's own parts (no wrk, no peer servers, a few seconds).
 
 The benchmark app must answer every scenario correctly on trioserve, and the Python load
 generator must speak wrk's output format, or a benchmark run would silently measure errors.
@@ -6,7 +6,7 @@ generator must speak wrk's output format, or a benchmark run would silently meas
 
 from __future__ import annotations
 
-import os
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -20,25 +20,17 @@ from trioserve.testing import open_server
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "benchmarks"
-TOOLS = Path(os.environ.get("TRIOSERVE_BENCH_TOOLS", ROOT.parent / "shared" / "tools" / "bench"))
+if str(BENCH) not in sys.path:
+    sys.path.insert(0, str(BENCH))
 
-if not (TOOLS / "harness.py").exists():  # pragma: no cover - the shared folder is beside us
-    if os.environ.get("CI"):
-        raise RuntimeError(f"shared bench tools missing at {TOOLS}")
-    pytest.skip("shared bench tools not found", allow_module_level=True)
-
-for path in (str(BENCH), str(TOOLS)):
-    if path not in sys.path:
-        sys.path.insert(0, path)
-
-import bench  # type: ignore[import-not-found]  # noqa: E402
 import bench_apps  # type: ignore[import-not-found]  # noqa: E402
+import loads  # type: ignore[import-not-found]  # noqa: E402
 
 
 async def pyload(url: str, *extra: str) -> dict[str, Any]:
     argv = [sys.executable, str(BENCH / "pyload.py"), "-t1", "-c2", "-d0.5s", "--latency", *extra]
     result = await trio.run_process([*argv, url], capture_stdout=True, capture_stderr=True)
-    parsed: dict[str, Any] = bench.parse_wrk(result.stdout.decode())
+    parsed: dict[str, Any] = loads.parse_wrk(result.stdout.decode())
     return parsed
 
 
@@ -106,3 +98,77 @@ async def test_layer_servers_answer_hello_and_close(layer: list[str]) -> None:
         proc.wait(5)
         if proc.stderr is not None:
             proc.stderr.close()
+
+
+async def start_script(*argv: str) -> tuple[subprocess.Popen[str], int]:
+    """A benchmarks/ server script on a free port; the port from its 'listening on' line."""
+    proc = subprocess.Popen(
+        [sys.executable, *argv, "--port", "0"], cwd=BENCH, stderr=subprocess.PIPE, text=True
+    )
+    assert proc.stderr is not None
+    line = await trio.to_thread.run_sync(proc.stderr.readline)
+    return proc, int(line.rsplit(":", 1)[1])
+
+
+def stop(proc: subprocess.Popen[str]) -> None:
+    proc.terminate()
+    proc.wait(5)
+    if proc.stderr is not None:
+        proc.stderr.close()
+
+
+async def test_http_ceiling_answers_pipelined_and_close() -> None:
+    proc, port = await start_script("ceilings.py", "--kind", "http")
+    try:
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        async with stream:
+            await stream.send_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n" * 2)
+            await stream.send_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            data = b""
+            while chunk := await stream.receive_some(65536):
+                data += chunk
+        assert data.count(b"HTTP/1.1 200 OK\r\n") == 3
+        assert data.count(b"Hello, world!") == 3
+        assert data.endswith(b"Connection: close\r\n\r\nHello, world!")
+    finally:
+        stop(proc)
+
+
+@pytest.mark.parametrize("script", [["ceilings.py", "--kind", "ws"], ["bench_apps"]], ids=str)
+async def test_ws_client_measures_echo_round_trips(script: list[str]) -> None:
+    """ws_client.py (the WebSocket load generator) against the ws ceiling and the bench app."""
+    if script == ["bench_apps"]:
+        async with open_server(bench_apps.app, log_level="warning", access_log=False) as server:
+            result = await ws_client(server.port)
+    else:
+        proc, port = await start_script(*script)
+        try:
+            result = await ws_client(port)
+        finally:
+            stop(proc)
+    assert result["errors"] == 0, result
+    assert result["messages"] > 10
+
+
+async def ws_client(port: int) -> dict[str, Any]:
+    argv = [sys.executable, str(BENCH / "ws_client.py"), f"ws://127.0.0.1:{port}/"]
+    done = await trio.run_process([*argv, "-c", "2", "-d", "0.5"], capture_stdout=True)
+    parsed: dict[str, Any] = json.loads(done.stdout)
+    return parsed
+
+
+@pytest.mark.timeout(180)  # several servers started one after another; slow on a busy machine
+def test_run_py_end_to_end(tmp_path: Path) -> None:
+    """benchmarks/run.py from a plain checkout: starts the servers, drives them, reports."""
+    argv = [sys.executable, str(BENCH / "run.py"), "--quick", "--scenario", "hello", "ws"]
+    argv += ["--only", "trioserve", "ceiling-trio", "ceiling-ws-trio", "--baseline", "trioserve"]
+    argv += ["--quiet-wait", "0", "--ws-conns", "2", "--out", str(tmp_path)]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    data = json.loads((tmp_path / "results.json").read_text())
+    runs = {(r["scenario"], r["server"]): r for r in data["runs"]}
+    for key in [("hello", "trioserve"), ("hello", "ceiling-trio"), ("ws", "ceiling-ws-trio")]:
+        assert not runs[key].get("error"), runs[key]
+    assert runs[("hello", "trioserve")]["rps"] > 0
+    assert runs[("ws", "trioserve")]["msgs_per_s"] > 0
+    assert "### hello" in (tmp_path / "results.md").read_text()

@@ -168,6 +168,23 @@ def _positive(value: int) -> int:
     return value
 
 
+def _event_loop(value: str) -> str:
+    """Uvicorn's ``--loop``: ``auto`` means trio here; ``asyncio`` needs trio-asyncio."""
+    value = value.strip().lower()
+    if value == "auto":
+        return "trio"
+    if value == "uvloop":
+        raise ValueError(
+            "trioserve runs on trio, so uvloop (an asyncio loop) cannot drive it; "
+            "use --loop asyncio to run asyncio code on a trio-asyncio loop"
+        )
+    if value not in ("trio", "asyncio"):
+        raise ValueError("expected auto, trio or asyncio")
+    if value == "asyncio" and importlib.util.find_spec("trio_asyncio") is None:
+        raise ValueError("trio-asyncio is not installed (pip install 'trioserve[asyncio]')")
+    return value
+
+
 def _forwarded_headers(value: list[str]) -> list[str]:
     names = [v.strip().lower() for v in value]
     for name in names:
@@ -356,6 +373,15 @@ class Config:
         normalize=_http_parser,
         help="HTTP/1.1 parser: h11, httptools (the 'speed' extra), or auto (httptools if "
         "installed, else h11; as Uvicorn's --http auto).",
+    )
+    loop: str = _opt(
+        "trio",
+        cli=("--loop",),
+        normalize=_event_loop,  # no `choices`: "auto" and "uvloop" get their own answer
+        metavar="{auto,trio,asyncio}",
+        help="What the app runs on: trio (auto is the same), or asyncio - each worker runs one "
+        "trio-asyncio loop and the app's calls run as asyncio tasks on it, for apps that use "
+        "asyncio-only libraries (the 'asyncio' extra; see docs/asyncio.md).",
     )
     h11_max_incomplete_size: int = _opt(
         16 * 1024,

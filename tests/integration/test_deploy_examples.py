@@ -6,7 +6,6 @@ from __future__ import annotations
 import configparser
 import json
 import re
-import shutil
 import ssl
 import subprocess
 import warnings
@@ -22,13 +21,9 @@ from trioserve.cli import build_parser
 from trioserve.config import Config, build_config
 from trioserve.server.serve import serve
 
+from ..programs import require_program, requires_program
+
 EXAMPLES = Path(__file__).resolve().parent.parent.parent / "examples"
-
-
-def tool(name: str) -> str:
-    path = shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/local/sbin:/sbin")
-    assert path, f"{name} is required for this test (.ci/run installs it)"
-    return path
 
 
 def test_server_toml_loads_cleanly() -> None:
@@ -42,6 +37,23 @@ def test_server_toml_loads_cleanly() -> None:
     assert "%({user-agent}i)s" in config.access_log_format
 
 
+def test_nginx_example_drops_idle_upstream_connections_before_trioserve() -> None:
+    """The keep-alive rule of docs/deployment.md, held by the examples that teach it: nginx
+    must close an idle upstream connection before trioserve does, or it may reuse one that
+    trioserve is closing (a 502)."""
+    site = (EXAMPLES / "nginx.conf").read_text()
+    upstream = re.search(r"upstream trioserve \{(.*?)\n\}", site, re.S)
+    assert upstream, "examples/nginx.conf has no upstream block"
+    timeout = re.search(r"^\s*keepalive_timeout (\d+)s;", upstream.group(1), re.M)
+    assert timeout, "the upstream block must set keepalive_timeout (nginx's default is 60 s)"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        toml = build_config(config_file=str(EXAMPLES / "server.toml"), environ={})
+    assert int(timeout.group(1)) < toml.keep_alive_timeout
+    assert int(timeout.group(1)) < Config().keep_alive_timeout
+
+
+@requires_program("nginx", package="nginx")
 def test_nginx_site_is_valid(tmp_path: Path) -> None:
     ca = trustme.CA()
     cert = ca.issue_cert("example.com")
@@ -58,7 +70,7 @@ def test_nginx_site_is_valid(tmp_path: Path) -> None:
     )
     result = subprocess.run(
         [
-            tool("nginx"),
+            require_program("nginx", package="nginx"),
             "-t",
             "-p",
             str(tmp_path),
@@ -75,9 +87,10 @@ def test_nginx_site_is_valid(tmp_path: Path) -> None:
     assert "syntax is ok" in result.stderr
 
 
+@requires_program("haproxy", package="haproxy")
 def test_haproxy_cfg_is_valid() -> None:
     result = subprocess.run(
-        [tool("haproxy"), "-c", "-f", str(EXAMPLES / "haproxy.cfg")],
+        [require_program("haproxy", package="haproxy"), "-c", "-f", str(EXAMPLES / "haproxy.cfg")],
         capture_output=True,
         text=True,
         timeout=30,

@@ -6,14 +6,13 @@
   address and port.
 
 nginx and haproxy are Debian packages that ``.ci/run`` installs; without them these tests
-fail rather than skip.
+skip (and fail in CI, see tests/programs.py).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import socket
 import ssl
 from collections.abc import AsyncIterator
@@ -28,6 +27,10 @@ import trustme
 from websockets.sync.client import connect as ws_connect
 
 from trioserve.testing import open_server
+
+from ..programs import require_program, requires_program
+
+NGINX = requires_program("nginx", package="nginx")
 
 CLIENT_IP = "127.0.0.2"  # anything in 127/8 is loopback on Linux: a distinct real client
 
@@ -64,12 +67,6 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
-
-
-def tool(name: str) -> str:
-    path = shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/local/sbin:/sbin")
-    assert path, f"{name} is required for this test (.ci/run installs it)"
-    return path
 
 
 async def wait_for_port(port: int, proc: trio.Process, log: Path) -> None:
@@ -129,7 +126,7 @@ http {{
     uwsgi_temp_path {tmp}/uwsgi;
     scgi_temp_path {tmp}/scgi;
     map $http_upgrade $connection_upgrade {{ default upgrade; '' close; }}
-    upstream trioserve {{ server 127.0.0.1:{backend}; keepalive 4; }}
+    upstream trioserve {{ server 127.0.0.1:{backend}; keepalive 4; keepalive_timeout 4s; }}
     server {{
         listen 127.0.0.1:{port} ssl;
         ssl_certificate {pem};
@@ -166,7 +163,8 @@ async def nginx(
             user="user root;" if os.geteuid() == 0 else "",
         )
     )
-    cmd = [tool("nginx"), "-c", str(conf), "-p", str(tmp), "-e", str(tmp / "nginx-error.log")]
+    exe = require_program("nginx", package="nginx")
+    cmd = [exe, "-c", str(conf), "-p", str(tmp), "-e", str(tmp / "nginx-error.log")]
     async with external(cmd, port, tmp / "nginx-stdout.log"):
         yield port
 
@@ -175,6 +173,7 @@ def client_ssl(ca: Path) -> ssl.SSLContext:
     return ssl.create_default_context(cafile=str(ca))
 
 
+@NGINX
 async def test_nginx_https_proxy_passes_real_client_and_scheme(
     certs: tuple[Path, Path, Path],
 ) -> None:
@@ -191,6 +190,7 @@ async def test_nginx_https_proxy_passes_real_client_and_scheme(
         assert data["host"] == "localhost"
 
 
+@NGINX
 async def test_spoofed_header_through_nginx_is_not_believed(
     certs: tuple[Path, Path, Path],
 ) -> None:
@@ -213,6 +213,7 @@ POISON = {
 }
 
 
+@NGINX
 async def test_client_proxy_headers_through_nginx_cannot_poison_host_or_client(
     certs: tuple[Path, Path, Path],
 ) -> None:
@@ -231,6 +232,7 @@ async def test_client_proxy_headers_through_nginx_cannot_poison_host_or_client(
     assert (data["root_path"], data["path"], data["raw_path"]) == ("", "/a/b", "/a/b")
 
 
+@NGINX
 async def test_forwarded_host_opt_in_behind_nginx_that_sets_it(
     certs: tuple[Path, Path, Path],
 ) -> None:
@@ -252,6 +254,7 @@ async def test_forwarded_host_opt_in_behind_nginx_that_sets_it(
     assert data["server"] == ["127.0.0.1", server.port]
 
 
+@NGINX
 async def test_nginx_websocket_proxy(certs: tuple[Path, Path, Path]) -> None:
     ca = certs[0]
     async with open_server(whoami) as server, nginx(server.port, certs) as port:
@@ -299,12 +302,13 @@ backend v2
 """
 
 
+@requires_program("haproxy", package="haproxy")
 async def test_haproxy_proxy_protocol_v1_and_v2(tmp_path: Path) -> None:
     port1, port2 = free_port(), free_port()
     async with open_server(whoami, proxy_protocol=True) as server:
         cfg = tmp_path / "haproxy.cfg"
         cfg.write_text(HAPROXY_CFG.format(port1=port1, port2=port2, backend=server.port))
-        cmd = [tool("haproxy"), "-f", str(cfg), "-db"]
+        cmd = [require_program("haproxy", package="haproxy"), "-f", str(cfg), "-db"]
         async with external(cmd, port1, tmp_path / "haproxy.log"):
             results = {}
             for name, port in (("v1", port1), ("v2", port2)):

@@ -24,6 +24,7 @@ import httpx
 import pytest
 
 from tests.integration.test_cli import ROOT, TRIOSERVE, Server, run_cli
+from tests.programs import require_program, requires_program
 
 APP = """
 import json, logging, os
@@ -406,8 +407,7 @@ def test_trioserve_port_from_the_environment(start: object, app_dir: Path) -> No
 
 
 def curl_unix(path: str) -> subprocess.CompletedProcess[str]:
-    curl = shutil.which("curl")
-    assert curl, "curl is required (.ci/run installs it)"
+    curl = require_program("curl", package="curl")
     return subprocess.run(
         [curl, "-sS", "--max-time", "10", "--unix-socket", path, "http://localhost/u"],
         capture_output=True,
@@ -426,6 +426,7 @@ def open_dir() -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
+@requires_program("curl", package="curl")
 def test_unix_socket_mode_0666_and_removed_on_exit(
     start: object, app_dir: Path, open_dir: Path
 ) -> None:
@@ -438,6 +439,7 @@ def test_unix_socket_mode_0666_and_removed_on_exit(
     assert not os.path.exists(sock)
 
 
+@requires_program("curl", package="curl")
 def test_umask_flag_restricts_the_socket(start: object, app_dir: Path, open_dir: Path) -> None:
     sock = str(open_dir / "app.sock")
     server = start("dropin:app", "--uds", sock, "--umask", "077", cwd=app_dir)  # type: ignore[operator]
@@ -448,6 +450,7 @@ def test_umask_flag_restricts_the_socket(start: object, app_dir: Path, open_dir:
     assert not os.path.exists(sock)
 
 
+@requires_program("curl", package="curl")
 def test_unix_socket_with_workers_removed_on_exit(
     start: object, app_dir: Path, open_dir: Path
 ) -> None:
@@ -483,12 +486,12 @@ http {{
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="nginx as another user needs root (as in CI)")
+@requires_program("nginx", package="nginx")
 @pytest.mark.parametrize(("umask", "status"), [(None, 200), ("077", 502)])
 def test_nginx_as_another_user_reaches_the_socket(
     start: object, app_dir: Path, open_dir: Path, umask: str | None, status: int
 ) -> None:
-    nginx = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/sbin")
-    assert nginx, "nginx is required (.ci/run installs it)"
+    nginx = require_program("nginx", package="nginx")
     sock = str(open_dir / "app.sock")
     extra = ["--umask", umask] if umask else []
     server = start("dropin:app", "--uds", sock, *extra, cwd=app_dir)  # type: ignore[operator]
@@ -528,7 +531,6 @@ def test_nginx_as_another_user_reaches_the_socket(
 # Uvicorn options trioserve does not take, each with the reason. Anything else Uvicorn has
 # must be accepted (a new Uvicorn release adding a flag makes this test name it).
 NOT_TAKEN = {
-    "loop": "the event loop choice belongs to the asyncio work (branch issue-17)",
     "http2": "HTTP/2 is not served yet (its own issue)",
     "reset_contextvars": "not implemented: requests on one connection share its task",
     "timeout_notify": "gunicorn's UvicornWorker protocol; workers report by heartbeat here",

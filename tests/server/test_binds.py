@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import socket
 import stat
@@ -22,6 +21,8 @@ import trio
 from trioserve.binds import Bind, binds_from_config, parse_bind, systemd_fds
 from trioserve.config import Config, ConfigError
 from trioserve.server.serve import serve
+
+from ..programs import require_program, requires_program
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 
@@ -206,10 +207,10 @@ def test_systemd_socket_activation_in_a_real_process(tmp_path: Path) -> None:
     assert "127.0.0.1:8000" not in err.decode()
 
 
+@requires_program("ss", package="iproute2")
 async def test_backlog_reaches_the_listening_socket() -> None:
     """``ss`` shows a listening socket's backlog in its Send-Q column."""
-    ss = shutil.which("ss") or shutil.which("ss", path="/usr/sbin:/sbin:/bin")
-    assert ss, "ss (iproute2) is required for this test (.ci/run installs it)"
+    ss = require_program("ss", package="iproute2")
     config = Config(bind=["127.0.0.1:0"], backlog=77)
     trigger = trio.Event()
     async with trio.open_nursery() as nursery:

@@ -14,6 +14,7 @@ import trio
 
 from trioserve.testing import LiveServer, open_server
 
+from ..programs import require_program, requires_program
 from ..rawhttp import read_until_close
 
 Scope = MutableMapping[str, Any]
@@ -491,13 +492,15 @@ async def test_path_is_percent_decoded_utf8_and_raw_non_ascii_refused(connect: C
         assert (await read_until_close(raw)).startswith(b"HTTP/1.1 400 ")
 
 
+@requires_program("curl", package="curl")
 async def test_curl_expect_100_continue_upload(tmp_path: Path) -> None:
     """A real client: curl sends 'Expect: 100-continue' for large uploads and waits."""
     payload = tmp_path / "payload.bin"
     payload.write_bytes(b"p" * 2_000_000)
+    curl = require_program("curl", package="curl")
     async with open_server(echo_app) as server:
         result = await trio.run_process(
-            ["curl", "-sv", "--data-binary", f"@{payload}", "-o", "-", server.url + "/up"],
+            [curl, "-sv", "--data-binary", f"@{payload}", "-o", "-", server.url + "/up"],
             capture_stdout=True,
             capture_stderr=True,
         )

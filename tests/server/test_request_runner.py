@@ -358,3 +358,39 @@ async def test_a_drain_ends_a_started_responses_wait() -> None:
     assert got == [{"type": "http.disconnect"}]
     assert port.sent[-2:] == [Data(b"b"), EndData()]  # the app finished its stream
     assert not port.aborted
+
+
+async def test_an_idle_keep_alive_connection_holds_no_request_state() -> None:
+    """Thousands of idle connections add up: once a response is done, nothing of the
+    request (scope, runner, body state) stays reachable while the next one is awaited."""
+    import gc
+    import weakref
+
+    from trioserve.testing import open_server
+
+    class Marker:
+        pass
+
+    refs: list[weakref.ref[Marker]] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        marker = Marker()
+        scope["extensions"]["test.marker"] = marker  # reachable only through the scope
+        refs.append(weakref.ref(marker))
+        headers = [(b"content-length", b"2")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    async with open_server(app) as server:
+        stream = await trio.open_tcp_stream(server.host, server.port)
+        async with stream:
+            await stream.send_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            answer = b""
+            with trio.fail_after(5):
+                while not answer.endswith(b"ok"):
+                    answer += await stream.receive_some(1000)
+            await trio.sleep(0.05)  # the server is back in its idle read
+            gc.collect()
+            assert refs and refs[0]() is None

@@ -4,7 +4,6 @@ extension, ALPN, insecure_bind beside TLS, TLS >= 1.2, an encrypted key, handsha
 from __future__ import annotations
 
 import json
-import shutil
 import ssl
 import subprocess
 import warnings
@@ -22,6 +21,8 @@ from cryptography.hazmat.primitives import serialization
 
 from trioserve.config import Config
 from trioserve.server.serve import create_ssl_context, serve
+
+from ..programs import require_program, requires_program
 
 
 async def tls_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -89,10 +90,11 @@ def client_context(certs: Certs) -> ssl.SSLContext:
     return context
 
 
+CURL = requires_program("curl", package="curl")
+
+
 def curl() -> str:
-    path = shutil.which("curl")
-    assert path, "curl is required (installed by .ci/run)"
-    return path
+    return require_program("curl", package="curl")
 
 
 async def run_curl(*args: str) -> subprocess.CompletedProcess[bytes]:
@@ -100,6 +102,7 @@ async def run_curl(*args: str) -> subprocess.CompletedProcess[bytes]:
     return await trio.run_process(cmd, capture_stdout=True, capture_stderr=True, check=False)
 
 
+@CURL
 async def test_curl_over_tls_without_client_cert(certs: Certs) -> None:
     async with tls_server(certs) as urls:
         assert urls[0].startswith("https://127.0.0.1:")
@@ -118,6 +121,7 @@ async def test_curl_over_tls_without_client_cert(certs: Certs) -> None:
     assert "ALPN: server accepted h2" in result.stderr.decode()
 
 
+@CURL
 async def test_mtls_with_and_without_client_cert(certs: Certs) -> None:
     options = {"ca_certs": str(certs.client_ca_file), "verify_mode": "CERT_REQUIRED"}
     async with tls_server(certs, **options) as urls:
@@ -135,6 +139,7 @@ async def test_mtls_with_and_without_client_cert(certs: Certs) -> None:
     assert refused.stdout == b""
 
 
+@CURL
 async def test_insecure_bind_beside_tls(certs: Certs) -> None:
     async with tls_server(certs, insecure_bind=["127.0.0.1:0"]) as urls:
         secure, plain = urls
@@ -193,6 +198,7 @@ async def test_old_tls_versions_refused(certs: Certs) -> None:
         await trio.aclose_forcefully(tls)
 
 
+@CURL
 async def test_encrypted_key_with_password(certs: Certs, tmp_path: Path) -> None:
     key = serialization.load_pem_private_key(certs.key_file.read_bytes(), password=None)
     encrypted = key.private_bytes(
@@ -215,6 +221,7 @@ async def test_encrypted_key_with_password(certs: Certs, tmp_path: Path) -> None
         )
 
 
+@CURL
 async def test_stalled_handshake_is_cut_at_the_timeout(certs: Certs) -> None:
     async with tls_server(certs, ssl_handshake_timeout=0.5) as urls:
         port = int(urls[0].rsplit(":", 1)[1])

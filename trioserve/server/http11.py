@@ -168,8 +168,12 @@ class HTTP11Connection:
                 return
             runner = RequestRunner(self, state, request, self.info)
             outcome = await runner.run()
+            started = runner.cycle.started
+            # While the connection waits for its next request it holds no request state
+            # (scope, headers, response cycle): thousands of idle connections add up.
+            del runner, request
             if outcome != DONE_NORMALLY or self.refusal is not None or not self._reusable():
-                await self._end(outcome, runner.cycle.started)
+                await self._end(outcome, started)
                 return
             if not self.proto.keep_alive:
                 return

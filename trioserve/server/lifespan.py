@@ -11,6 +11,7 @@ from ..errors import LifespanFailure
 from ..importer import ASGIApp
 from ..logs import error_log
 from ..sansio.asgi import ASGI_VERSION
+from .asyncio_bridge import report_needs_asyncio
 
 _DONE = object()
 
@@ -87,6 +88,8 @@ class Lifespan:
         if isinstance(answer, tuple) and answer[0] is _DONE:
             self.supported = False
             error = answer[1]
+            if error is not None:
+                report_needs_asyncio(error)
             if self.mode == "on":
                 if error is not None:
                     error_log.error("Exception in 'lifespan' protocol", exc_info=error)
@@ -99,6 +102,7 @@ class Lifespan:
         if kind == "lifespan.startup.complete":
             return
         if kind == "lifespan.startup.failed":
+            report_needs_asyncio(str(answer.get("message", "")))
             raise LifespanFailure(f"lifespan startup failed: {answer.get('message', '')}")
         raise LifespanFailure(f"unexpected lifespan message during startup: {kind!r}")
 

@@ -9,9 +9,11 @@ One object per connection, shared by the HTTP/1.1 code and the WebSocket that ma
 - one reader and one writer at a time, as a trio stream allows: a flag each, and a
   ``ParkingLot`` only once a second task waits (a held ``trio.Lock`` would cost a lot and a
   breaker entry per idle connection); the task that finishes hands the turn over;
-- trio's ``BrokenResourceError``/``ClosedResourceError`` are translated here, once, for every
-  read and write of the connection (the TLS and PROXY steps before it, in :mod:`.transport`,
-  have their own answers: drop the connection).
+- trio's ``BrokenResourceError``/``ClosedResourceError`` (``STREAM_ERRORS``) are translated
+  here for the connection's reads and writes; the one exception is the WebSocket's message
+  read, which catches ``STREAM_ERRORS`` inline so an idle WebSocket carries no coroutine
+  frame of ours (~0.5 KiB each). The TLS and PROXY steps before a connection exists, in
+  :mod:`.transport`, have their own answer: drop the connection.
 """
 
 from __future__ import annotations
@@ -84,19 +86,6 @@ class PeerStream:
             return bytes(data)
         finally:
             self.end_read_turn()
-
-    async def receive_in_turn(self) -> bytes:
-        """Read once; the caller holds the read turn. ``b""`` at EOF."""
-        if self.eof:
-            await checkpoint()
-            return b""
-        try:
-            data = await self.stream.receive_some(READ_SIZE)
-        except STREAM_ERRORS:
-            data = b""
-        if not data:
-            self.eof = True
-        return bytes(data)
 
     async def take_read_turn(self) -> None:
         """Wait for the read turn. Free (the usual case), it takes it without a checkpoint."""

@@ -60,6 +60,7 @@ from ..sansio.events import (
     Sentinel,
 )
 from ..sansio.proxy import host_allowed
+from .asyncio_bridge import report_needs_asyncio
 from .state import ServerState
 from .transport import ConnectionInfo
 
@@ -402,6 +403,7 @@ class RequestRunner:
                 exc_info=exc,
             )
             return
+        report_needs_asyncio(exc)
         error_log.error(
             "Exception in ASGI application (%s %s)",
             scope["method"],

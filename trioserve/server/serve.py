@@ -30,11 +30,12 @@ from ..binds import (
 )
 from ..config import Config, ConfigError, verify_flags_value
 from ..errors import LifespanFailure
-from ..importer import ASGIApp, as_asgi3
+from ..importer import as_asgi3
 from ..logs import error_log
 from ..sansio.http11_fast import parser_name
 from ..sansio.proxy import ProxyProtocolError, trusted_peers
 from .asgitrace import trace_asgi
+from .asyncio_bridge import app_runner
 from .connection import handle_stream
 from .lifespan import Lifespan
 from .sockstream import SocketStream, StreamListener
@@ -253,9 +254,10 @@ async def serve(
     ``OSError`` if an address cannot be bound.
     """
     config = config or Config()
-    asgi_app: ASGIApp = as_asgi3(app, config.interface)
+    # loop = "asyncio": the app runs as asyncio tasks on one loop, open while we serve.
+    asgi_app, app_loop = app_runner(as_asgi3(app, config.interface), config.loop)
     if config.loglevel == "trace":  # only then: the wrapper costs an await per message
-        asgi_app = trace_asgi(asgi_app)
+        asgi_app = trace_asgi(asgi_app)  # outside the bridge: it sees trio's receive/send
     trigger = shutdown_trigger if shutdown_trigger is not None else trio.Event()
     lifespan = Lifespan(
         asgi_app,
@@ -276,7 +278,7 @@ async def serve(
         ssl_context = create_ssl_context(config) if config.ssl_enabled else None
         listeners = [_Listener(bind, sock, ssl_context, config.certfile) for bind, sock in bound]
         failure: LifespanFailure | None = None
-        async with trio.open_nursery() as system:
+        async with app_loop, trio.open_nursery() as system:
             try:
                 # Raised after the nursery: inside, trio would wrap it in an ExceptionGroup.
                 try:

@@ -25,6 +25,7 @@ import trio.testing
 
 from ..config import Config
 from ..errors import LifespanFailure
+from ..server.asyncio_bridge import app_runner
 from ..server.connection import handle_stream
 from ..server.lifespan import Lifespan
 from ..server.state import ServerState
@@ -200,15 +201,16 @@ class InMemoryTransport(httpx.AsyncBaseTransport):
     @asynccontextmanager
     async def _run(self) -> AsyncIterator[None]:
         config = self.config
+        app, app_loop = app_runner(self.app, config.loop)  # loop="asyncio", as serve() does
         lifespan = Lifespan(
-            self.app,
+            app,
             mode=config.lifespan,
             startup_timeout=config.startup_timeout,
             shutdown_timeout=config.shutdown_timeout,
         )
         # Exceptions leave after the nurseries, so trio does not wrap them in a group.
         failure: BaseException | None = None
-        async with trio.open_nursery() as system:
+        async with app_loop, trio.open_nursery() as system:
             try:
                 await lifespan.startup(system)
             except LifespanFailure as exc:
@@ -217,7 +219,7 @@ class InMemoryTransport(httpx.AsyncBaseTransport):
             else:
                 state = ServerState(
                     config=config,
-                    app=self.app,
+                    app=app,
                     lifespan_state=lifespan.state if lifespan.supported else None,
                 )
                 try:
