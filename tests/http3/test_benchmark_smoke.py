@@ -4,19 +4,16 @@ silently measure errors."""
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-import pytest
+from tests.programs import requires_program
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.skipif(
-    shutil.which("gtlsclient") is None, reason="gtlsclient not installed (Debian: ngtcp2-client)"
-)
+@requires_program("gtlsclient", package="ngtcp2-client")
 def test_h3_benchmark_smoke(tmp_path: Path) -> None:
     command = [
         sys.executable,

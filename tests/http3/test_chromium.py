@@ -8,7 +8,6 @@ import base64
 import hashlib
 import json
 import os
-import shutil
 import signal
 import socket
 import ssl
@@ -16,10 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 import trio
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+
+from tests.programs import require_program
 
 from .conftest import Certs, h3_server
 
@@ -89,9 +89,7 @@ def same_port_pair() -> int:
 
 
 async def test_chromium_loads_a_page_over_http3(certs: Certs, tmp_path: Path) -> None:
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if chromium is None:
-        pytest.skip("chromium not installed (Debian package chromium)")
+    chromium = require_program("chromium", package="chromium")
     site = Site()
     port = same_port_pair()
     options = {"bind": [f"127.0.0.1:{port}"], "quic_bind": [f"127.0.0.1:{port}"]}

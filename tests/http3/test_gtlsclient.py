@@ -4,18 +4,17 @@ streams on one connection. Files land in --download; the app's answers are check
 from __future__ import annotations
 
 import hashlib
-import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
 
+from tests.programs import requires_program
+
 from .conftest import Certs, h3_server
 
-pytestmark = pytest.mark.skipif(
-    shutil.which("gtlsclient") is None, reason="gtlsclient not installed (Debian: ngtcp2-client)"
-)
+pytestmark = requires_program("gtlsclient", package="ngtcp2-client")
 
 
 async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
