@@ -14,6 +14,8 @@ connection), ``ceilings.py`` and ``layers.py`` (trio servers that do less than a
     $VENV/bin/python benchmarks/run.py --quick         # smoke: 1 round, short runs
     $VENV/bin/python benchmarks/run.py --scenario hello close --rounds 5 \
         --only trioserve hypercorn-trio
+    $VENV/bin/python benchmarks/run.py --scenario hello --rounds 5 --label metrics \
+        --only trioserve-httptools trioserve-httptools-metrics --baseline trioserve-httptools
 
 Results go to ``benchmarks/results/DATE[-LABEL]/`` (results.md, results.json, chart.png).
 See docs/benchmarks.md.
@@ -61,6 +63,14 @@ SERVERS: dict[str, tuple[str, tuple[str, ...] | None, str | None]] = {
         "{bin}/trioserve " + APP + " --port {port} --log-level warning --no-access-log "
         "--http httptools",
         None,
+        "--timeout-keep-alive 600",
+    ),
+    # The cost of metrics (issue 16: >= 0.9x of the line above on hello): the same server
+    # counting every request, with its /metrics listener open beside it.
+    "trioserve-httptools-metrics": (
+        "{bin}/trioserve " + APP + " --port {port} --log-level warning --no-access-log "
+        "--http httptools --metrics-bind 127.0.0.1:0",
+        ("hello", "close", "post", "json"),
         "--timeout-keep-alive 600",
     ),
     "hypercorn-trio": (

@@ -134,7 +134,7 @@ def test_every_hypercorn_key_loads_with_hypercorns_value(tmp_path: Path) -> None
         assert getattr(ours, key) == expected, key
     # The unimplemented keys each warned once, by name.
     warned = " ".join(str(w.message) for w in caught if issubclass(w.category, ConfigWarning))
-    for key in ("statsd_host",):
+    for key in ("wsgi_max_body_size",):
         assert repr(key) in warned
 
 
@@ -142,12 +142,12 @@ def test_unimplemented_key_warns_once_and_only_when_set(tmp_path: Path) -> None:
     from trioserve import config as config_module
 
     config_module._warned.clear()
-    with pytest.warns(ConfigWarning, match="statsd_prefix"):
-        Config.from_mapping({"statsd_prefix": "x"})
+    with pytest.warns(ConfigWarning, match="alt_svc_headers"):
+        Config.from_mapping({"alt_svc_headers": ["x"]})
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        Config.from_mapping({"statsd_prefix": "y"})  # already warned
-        Config.from_mapping({"dogstatsd_tags": ""})  # default value: no effect, no warning
+        Config.from_mapping({"alt_svc_headers": ["y"]})  # already warned
+        Config.from_mapping({"h2_max_inbound_frame_size": 2**14})  # default: no warning
 
 
 def test_typo_names_the_closest_key(tmp_path: Path) -> None:

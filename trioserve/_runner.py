@@ -194,6 +194,7 @@ def run_worker(
     app: Any = None,
     sockets: Sequence[tuple[Bind, socket.socket]] | None = None,
     link: WorkerLink | None = None,
+    metrics_path: str | None = None,
 ) -> int:
     """Serve in this process (directly, or as a supervisor's worker); returns an exit code."""
     try:
@@ -215,7 +216,7 @@ def run_worker(
                 functools.partial(serve, asgi_app, config, sockets=sockets, handle_signals=True)
             )
         else:
-            trio.run(_serve_linked, asgi_app, config, sockets, link)
+            trio.run(_serve_linked, asgi_app, config, sockets, link, metrics_path)
     except LifespanFailure as exc:
         error_log.error("Application startup failed: %s. Exiting.", exc)
         return EXIT_STARTUP_FAILED
@@ -261,6 +262,7 @@ async def _serve_linked(
     config: Config,
     sockets: Sequence[tuple[Bind, socket.socket]] | None,
     link: WorkerLink,
+    metrics_path: str | None,
 ) -> None:
     # A system task rather than a nursery, so serve()'s own errors (LifespanFailure,
     # OSError) reach run_worker unwrapped; trio cancels it when serve() returns.
@@ -281,5 +283,6 @@ async def _serve_linked(
             sockets=sockets,
             shutdown_trigger=trigger,
             on_max_requests=link.max_requests_reached,
+            metrics_path=metrics_path,
             task_status=_Started(serving),
         )

@@ -150,6 +150,23 @@ def aioquic_usable() -> bool:
     return (major, minor) >= (1, 7)
 
 
+def _event_loop(value: str) -> str:
+    """Uvicorn's ``--loop``: ``auto`` means trio here; ``asyncio`` needs trio-asyncio."""
+    value = value.strip().lower()
+    if value == "auto":
+        return "trio"
+    if value == "uvloop":
+        raise ValueError(
+            "trioserve runs on trio, so uvloop (an asyncio loop) cannot drive it; "
+            "use --loop asyncio to run asyncio code on a trio-asyncio loop"
+        )
+    if value not in ("trio", "asyncio"):
+        raise ValueError("expected auto, trio or asyncio")
+    if value == "asyncio" and importlib.util.find_spec("trio_asyncio") is None:
+        raise ValueError("trio-asyncio is not installed (pip install 'trioserve[asyncio]')")
+    return value
+
+
 def _frame_size(value: int) -> int:
     if not 2**14 <= value <= 2**24 - 1:
         raise ValueError("must be between 16384 and 16777215 (RFC 9113 6.5.2)")
@@ -165,23 +182,6 @@ def _window(value: int) -> int:
 def _positive(value: int) -> int:
     if value < 1:
         raise ValueError("must be at least 1")
-    return value
-
-
-def _event_loop(value: str) -> str:
-    """Uvicorn's ``--loop``: ``auto`` means trio here; ``asyncio`` needs trio-asyncio."""
-    value = value.strip().lower()
-    if value == "auto":
-        return "trio"
-    if value == "uvloop":
-        raise ValueError(
-            "trioserve runs on trio, so uvloop (an asyncio loop) cannot drive it; "
-            "use --loop asyncio to run asyncio code on a trio-asyncio loop"
-        )
-    if value not in ("trio", "asyncio"):
-        raise ValueError("expected auto, trio or asyncio")
-    if value == "asyncio" and importlib.util.find_spec("trio_asyncio") is None:
-        raise ValueError("trio-asyncio is not installed (pip install 'trioserve[asyncio]')")
     return value
 
 
@@ -712,10 +712,43 @@ class Config:
     )
     debug: bool = _opt(False, help="Hypercorn's debug flag (enables debug logging).")
 
-    # --- metrics (accepted, not implemented) -----------------------------------------------
-    statsd_host: str | None = _opt(None, implemented=False, help="StatsD host:port.")
-    statsd_prefix: str = _opt("", implemented=False, help="StatsD metric prefix.")
-    dogstatsd_tags: str = _opt("", implemented=False, help="DogStatsD tags.")
+    # --- metrics, health, request ids (docs/observability.md) ------------------------------
+    metrics_bind: str | None = _opt(
+        None,
+        cli=("--metrics-bind",),
+        metavar="HOST:PORT",
+        help="Own listener for /metrics (Prometheus; the 'metrics' extra), /healthz and "
+        "/readyz; never the app's port.",
+    )
+    metrics_linger: float = _opt(
+        0.0,
+        cli=("--metrics-linger",),
+        help="Seconds the metrics listener keeps answering after the server stopped, so a "
+        "last scrape sees the final counts.",
+    )
+    statsd_host: str | None = _opt(
+        None,
+        cli=("--statsd-host",),
+        metavar="HOST:PORT",
+        help="Send StatsD metrics (Hypercorn's names) over UDP to this address.",
+    )
+    statsd_prefix: str = _opt(
+        "", cli=("--statsd-prefix",), help="Prefix for StatsD metric names (a dot is added)."
+    )
+    dogstatsd_tags: str = _opt(
+        "", cli=("--dogstatsd-tags",), help="DogStatsD tags added to every metric (a,b:c)."
+    )
+    request_id_header: str = _opt(
+        "X-Request-ID",
+        cli=("--request-id-header",),
+        help="Request header whose value becomes scope['request_id'] (a new id is made "
+        "when it is absent or not 1-128 safe characters); empty: no request ids.",
+    )
+    request_id_response: bool = _opt(
+        False,
+        cli=("--request-id-response",),
+        help="Echo the request id in the response, under request_id_header.",
+    )
 
     def __post_init__(self) -> None:
         """Built directly (the documented API), a Config checks itself as every loader does.

@@ -28,6 +28,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
+from .sansio.accesslog import AccessLine, json_fields
+
 if TYPE_CHECKING:
     from .config import Config
 
@@ -77,7 +79,11 @@ class ColorFormatter(logging.Formatter):
 
 
 class JSONFormatter(logging.Formatter):
-    """One JSON object per line: time, level, logger, pid, message (+ exception)."""
+    """One JSON object per line, with stable field names (docs/observability.md).
+
+    Always: time, level, logger, pid, message; exception/stack when present; request_id
+    on lines about one request; the access fields of :func:`json_fields` on access lines.
+    """
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
@@ -88,6 +94,11 @@ class JSONFormatter(logging.Formatter):
             "pid": record.process,
             "message": record.getMessage(),
         }
+        request_id = getattr(record, "request_id", None)
+        if request_id is not None:
+            entry["request_id"] = request_id
+        if isinstance(record.msg, AccessLine):  # an access line keeps its atoms
+            entry.update(json_fields(record.msg.atoms))
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         if record.stack_info:

@@ -99,6 +99,24 @@ def test_haproxy_cfg_is_valid() -> None:
     assert "send-proxy-v2" in (EXAMPLES / "haproxy.cfg").read_text()
 
 
+@requires_program("haproxy", package="haproxy")
+def test_haproxy_readyz_cfg_is_valid() -> None:
+    """Valid here; run for real (as root) by test_rolling_deploy.py."""
+    result = subprocess.run(
+        [
+            require_program("haproxy", package="haproxy"),
+            "-c",
+            "-f",
+            str(EXAMPLES / "haproxy-readyz.cfg"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "option httpchk GET /readyz" in (EXAMPLES / "haproxy-readyz.cfg").read_text()
+
+
 def test_systemd_units() -> None:
     socket_unit = configparser.ConfigParser(strict=False)
     socket_unit.read(EXAMPLES / "trioserve.socket")

@@ -85,8 +85,9 @@ async def test_scope_is_what_the_real_server_builds() -> None:
     async with open_memory_client(memory_app, base_url=base_url) as client:
         await client.get("/caf%C3%A9?x=1&y=%20", headers={"X-Thing": "1"})
     live, memory = live_app.scopes[0], memory_app.scopes[0]
-    # Only the client's ephemeral port can differ.
+    # Only the client's ephemeral port and the (per-server, made-up) request id can differ.
     assert live.pop("client")[0] == memory.pop("client")[0] == "127.0.0.1"
+    assert len(live.pop("request_id")) == len(memory.pop("request_id")) == 32
     assert live == memory
     assert memory["path"] == "/café"
     assert memory["server"] == ("127.0.0.1", server.port)

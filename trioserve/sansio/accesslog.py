@@ -4,8 +4,9 @@ The atoms are computed lazily by a mapping, so a format that uses three atoms pa
 three. Atoms: h remote address, l '-', u user '-', t time, r request line, m method,
 U path, q query string, H protocol, s status, st status phrase, S scheme, B body bytes,
 b body bytes or '-', f referer, a user agent, T seconds, D microseconds, L seconds with
-decimals, p pid, M milliseconds, R raw path+query, {name}i request header, {name}o response
-header, {name}e environment variable.
+decimals, p pid, M milliseconds, R raw path+query, request_id the request id
+(``scope["request_id"]``), {name}i request header, {name}o response header, {name}e
+environment variable. :func:`json_fields` gives the JSON log's stable access fields.
 """
 
 from __future__ import annotations
@@ -158,7 +159,36 @@ _ATOMS: dict[str, Any] = {
     "M": lambda a: str(int(a.duration * 1_000)),
     "L": lambda a: f"{a.duration:.6f}",
     "p": lambda a: f"<{os.getpid()}>",
+    "request_id": lambda a: a.scope.get("request_id", "-"),
 }
+
+
+def json_fields(a: AccessLogAtoms) -> dict[str, Any]:
+    """The access fields of a JSON log line. Names are stable: log pipelines key on them
+    (docs/observability.md lists them); add fields, never rename one."""
+    scope = a.scope
+    client = scope.get("client")
+    return {
+        "request_id": scope.get("request_id"),
+        "client": client[0] if client else None,
+        "client_port": client[1] if client else None,
+        "scheme": scope.get("scheme", "http"),
+        "method": scope.get("method", "GET"),
+        "path": scope.get("path", ""),
+        "query": _text(scope.get("query_string", b"")),
+        "http_version": _text(scope.get("http_version", "1.1")),
+        "protocol": _protocol(a),
+        "status": a.status,
+        "bytes_sent": a.bytes_sent,
+        "duration_ms": round(a.duration * 1000, 3),
+        "user_agent": _optional_header(scope, "user-agent"),
+        "referer": _optional_header(scope, "referer"),
+    }
+
+
+def _optional_header(scope: Mapping[str, Any], name: str) -> str | None:
+    value = _header(scope.get("headers", []), name)
+    return None if value == "-" else value
 
 
 class AccessLine(str):

@@ -58,6 +58,7 @@ async def handle_stream(
     ``nursery`` takes the connection's helper tasks (a WebSocket's pump and shutdown
     close). ``on_error`` also sees an unexpected error (a server bug), after it is logged.
     """
+    state.connections += 1
     try:
         connection_class = PROTOCOLS.get(negotiated_protocol(stream), HTTP11Connection)
         connection = connection_class(stream, state, info, nursery)
@@ -74,4 +75,5 @@ async def handle_stream(
         if on_error is not None:
             on_error(exc)
     finally:
+        state.connections -= 1
         await close_transport(stream)

@@ -136,6 +136,7 @@ class HTTP11Connection:
         return idle_timeout
 
     async def _refuse(self, status: int, reason: str | None, *, quiet: bool = False) -> None:
+        self.state.metrics.refused(status)
         if reason is not None:
             error_log.log(10 if quiet else 20, "%s %s: %s", self.info.client_text, status, reason)
         peer = self.peer

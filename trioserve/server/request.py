@@ -145,7 +145,7 @@ class RequestRunner:
         scope["extensions"].update(extensions)
         self.cycle = HTTPResponseCycle(
             is_head=request.method == b"HEAD",
-            default_headers=state.default_headers(),
+            default_headers=state.response_headers(scope),
             extensions=extensions,
         )
         # Refusals (server_names, limit_concurrency, an announced body over the limit) go
@@ -153,6 +153,7 @@ class RequestRunner:
         self.refused = refused = refusal_status(request, scope, state)
         if refused:
             port.close_after_response()
+            state.metrics.refused(refused)
         self.body = RequestBody(
             state.config.max_request_body_size,
             expects_continue=request.expects_continue,
@@ -271,8 +272,7 @@ class RequestRunner:
             await self._app_failed(exc)
         except trio.Cancelled:
             # The shutdown deadline (or a second Ctrl-C) cut the request: still one line.
-            if access_log.isEnabledFor(20):
-                self._log_access(time.perf_counter() - start, 503)
+            self._done(time.perf_counter() - start, 503, cut=True)
             raise
         else:
             if self.cycle.state != DONE:  # (no await for a finished response)
@@ -286,11 +286,10 @@ class RequestRunner:
         too_large = self.body.too_large
         if too_large and not cycle.started:
             cycle.status = 413
-        if access_log.isEnabledFor(20):
-            # 499 (nginx's "client closed request"): the client left before the response
-            # was complete, whatever status the app had chosen.
-            left = cycle.state != DONE and self.port.gone and not self.aborted
-            self._log_access(time.perf_counter() - start, 499 if left else cycle.status)
+        # 499 (nginx's "client closed request"): the client left before the response was
+        # complete, whatever status the app had chosen.
+        left = cycle.state != DONE and self.port.gone and not self.aborted
+        self._done(time.perf_counter() - start, 499 if left else cycle.status, cut=left)
         if too_large:
             if not cycle.started:
                 await self.port.refuse(413, "request body over max_request_body_size")
@@ -374,7 +373,17 @@ class RequestRunner:
         self.aborted = True
         self.port.abort()
 
-    # -- logs ------------------------------------------------------------------------------
+    # -- logs and metrics --------------------------------------------------------------------
+    def _done(self, duration: float, status: int, *, cut: bool) -> None:
+        """The request is finalised: count it (no status if it was cut) and log it."""
+        scope = self.scope
+        self.state.metrics.request_done(
+            scope["method"], 0 if cut else status, scope["http_version"], duration,
+            self.body.received, self.cycle.bytes_sent,
+        )  # fmt: skip
+        if access_log.isEnabledFor(20):
+            self._log_access(duration, status)
+
     def _log_access(self, duration: float, status: int) -> None:
         cycle = self.cycle
         atoms = AccessLogAtoms(
@@ -393,6 +402,8 @@ class RequestRunner:
         if self.port.gone and _caused_by_disconnect(exc):
             error_log.debug("client went away during %s %s", scope["method"], scope["path"])
             return
+        self.state.metrics.app_exception()
+        ids = {"request_id": scope.get("request_id")}
         if isinstance(exc, UnexpectedMessage):
             # The traceback points at the app's offending send().
             error_log.error(
@@ -401,6 +412,7 @@ class RequestRunner:
                 scope["path"],
                 exc,
                 exc_info=exc,
+                extra=ids,
             )
             return
         report_needs_asyncio(exc)
@@ -409,6 +421,7 @@ class RequestRunner:
             scope["method"],
             scope["path"],
             exc_info=exc,
+            extra=ids,
         )
 
 

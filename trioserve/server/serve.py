@@ -38,6 +38,7 @@ from .asgitrace import trace_asgi
 from .asyncio_bridge import app_runner
 from .connection import handle_stream
 from .lifespan import Lifespan
+from .observe import Observer
 from .sockstream import SocketStream, StreamListener
 from .state import ServerState
 from .transport import (
@@ -240,6 +241,7 @@ async def serve(
     shutdown_trigger: trio.Event | None = None,
     handle_signals: bool = False,
     on_max_requests: Callable[[], None] | None = None,
+    metrics_path: str | None = None,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve ``app`` until ``shutdown_trigger`` is set (or a signal, or cancellation).
@@ -249,6 +251,9 @@ async def serve(
     it at once; setting ``shutdown_trigger`` stops it gracefully. After ``max_requests``
     (plus jitter) requests it calls ``on_max_requests`` (a supervisor's worker asks for its
     replacement first), or else shuts down gracefully.
+
+    Metrics, StatsD and the admin listener follow the config; a supervisor passes
+    ``metrics_path``, the file its worker counts into.
 
     Raises :class:`~trioserve.errors.LifespanFailure` if the app's startup fails, and
     ``OSError`` if an address cannot be bound.
@@ -278,7 +283,9 @@ async def serve(
         ssl_context = create_ssl_context(config) if config.ssl_enabled else None
         listeners = [_Listener(bind, sock, ssl_context, config.certfile) for bind, sock in bound]
         failure: LifespanFailure | None = None
+        observer = Observer(config, metrics_path)
         async with app_loop, trio.open_nursery() as system:
+            system.start_soon(observer.run)
             try:
                 # Raised after the nursery: inside, trio would wrap it in an ExceptionGroup.
                 try:
@@ -297,7 +304,9 @@ async def serve(
                             (b"alt-svc", v.encode("latin-1"))
                             for v in alt_svc_values(config, quic_bound)
                         ],
+                        metrics=observer.metrics,
                     )
+                    observer.state = state
                     await _serve_then_shut_down(
                         lifespan,
                         listeners,
@@ -307,8 +316,10 @@ async def serve(
                         task_status,
                         _quic_sockets(quic_bound, state),
                     )
+                    await observer.linger()
             finally:
                 lifespan.close()
+                observer.close()
                 system.cancel_scope.cancel()
         if failure is not None:
             raise failure
@@ -387,6 +398,7 @@ async def _serve_connections(
                     error_log.info("Running on %s (HTTP/3 over QUIC, UDP)", quic.url)
                 # "auto" depends on what is installed: say what it picked.
                 error_log.info("HTTP/1.1 parser: %s", parser_name(state.config.http))
+                state.metrics.set_lifespan("serving")
                 task_status.started(urls)
                 await trigger.wait()
                 accepting.cancel_scope.cancel()

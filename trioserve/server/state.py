@@ -12,9 +12,11 @@ import trio
 
 from ..config import Config
 from ..importer import ASGIApp
+from ..metrics.counters import Metrics
 from ..sansio.events import Headers, Request
 from ..sansio.headers import DateHeader, parse_default_headers
 from ..sansio.proxy import prepare_scope
+from ..sansio.requestid import RequestIds
 from .transport import ConnectionInfo
 
 # build_http_scope or build_websocket_scope: same arguments, different scope types.
@@ -47,6 +49,12 @@ class ServerState:
     request_limit: int | None = None
     on_request_limit: Callable[[], None] | None = None
     pid: int = field(default_factory=os.getpid)
+    # What metrics see (a no-op Metrics when they are off) and the live numbers they sample.
+    metrics: Metrics = field(default_factory=Metrics)
+    connections: int = 0
+    websockets: int = 0
+    request_ids: RequestIds | None = None
+    _echo_id: bytes = b""
     # Alt-Svc fields advertising HTTP/3 (quic_bind) on HTTP/1.1 responses; not on HTTP/3.
     alt_svc: Headers = field(default_factory=list)
     _date: DateHeader = field(default_factory=DateHeader)
@@ -60,6 +68,10 @@ class ServerState:
         if self.config.include_server_header and all(n != b"server" for n, _ in static):
             static.insert(0, SERVER_HEADER)
         self._static_headers = static
+        if self.config.request_id_header:
+            self.request_ids = RequestIds(self.config.request_id_header)
+            if self.config.request_id_response:
+                self._echo_id = self.request_ids.header
 
     def scope_for(
         self, build: ScopeBuilder, request: Request, info: ConnectionInfo
@@ -85,6 +97,8 @@ class ServerState:
             forwarded_headers=config.forwarded_headers,
             tls=info.tls,
         )
+        if self.request_ids is not None:
+            scope["request_id"] = self.request_ids.pick(request.headers)
         return scope
 
     def default_headers(self) -> Headers:
@@ -98,6 +112,13 @@ class ServerState:
             self._headers = headers + self.alt_svc if self.alt_svc else headers
             self._headers_second = second
         return self._headers
+
+    def response_headers(self, scope: dict[str, Any]) -> Headers:
+        """:meth:`default_headers`, plus the request id when it is echoed."""
+        if not self._echo_id:
+            return self.default_headers()
+        rid = (self._echo_id, scope["request_id"].encode("ascii"))
+        return [*self.default_headers(), rid]
 
     def count_request(self) -> None:
         """One more request done; at ``request_limit`` (max_requests) fire the hook once."""
@@ -113,6 +134,7 @@ class ServerState:
         if self.shutting_down:
             return
         self.shutting_down = True
+        self.metrics.set_lifespan("draining")
         self.shutdown_event.set()
         for scope in self.idle_scopes:
             scope.cancel()

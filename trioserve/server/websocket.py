@@ -120,6 +120,7 @@ async def _refuse(
     proto: HandshakeAnswer,
 ) -> None:
     error_log.info("%s %s: WebSocket upgrade refused: %s", info.client_text, status, reason)
+    state.metrics.refused(status)
     extra = [*state.default_headers(), *(headers or [])]
     # An HTTP/2 or HTTP/3 stream's answer (H2StreamAnswer, H3StreamAnswer) frames its own
     # refusal; the HTTP/1.1 protocol gets the plain response bytes.
@@ -341,7 +342,9 @@ class WebSocketHandler:
             raise ClientDisconnected("client disconnected")
         opening = session.state is not OPEN
         try:
-            data = session.app_message(message, self.state.default_headers() if opening else None)
+            data = session.app_message(
+                message, self.state.response_headers(self.scope) if opening else None
+            )
         except SessionClosed:
             raise ClientDisconnected("WebSocket is closed") from None
         if data:
@@ -362,6 +365,7 @@ class WebSocketHandler:
         state = self.state
         start = time.perf_counter()
         state.in_flight += 1
+        state.websockets += 1
         try:
             # The app is called here rather than in a helper: one coroutine frame less
             # per idle WebSocket.
@@ -379,14 +383,17 @@ class WebSocketHandler:
             if self._accepted is not None:
                 self._accepted.set()
             state.in_flight -= 1
+            state.websockets -= 1
             state.count_request()
+        duration = time.perf_counter() - start
+        state.metrics.websocket_done(self.session.status or 0, duration, self.session.bytes_sent)
         if access_log.isEnabledFor(20):
             atoms = AccessLogAtoms(
                 self.scope,
                 self.session.status,
                 None,
                 self.session.bytes_sent,
-                time.perf_counter() - start,
+                duration,
                 time.time(),
             )
             access_log.info(format_access_line(state.config.access_log_format, atoms))

@@ -44,7 +44,12 @@ def run_supervisor(config: Config) -> int:
         return EXIT_ERROR
     watcher = make_watcher(config) if config.use_reloader else None
     try:
-        return Supervisor(config, sockets, watcher).run()
+        try:
+            supervisor = Supervisor(config, sockets, watcher)
+        except (ConfigError, OSError) as exc:
+            error_log.error("%s", exc)
+            return EXIT_USAGE if isinstance(exc, ConfigError) else EXIT_ERROR
+        return supervisor.run()
     finally:
         if watcher is not None:
             watcher.close()

@@ -25,6 +25,7 @@ from ..binds import Bind, socket_url
 from ..config import Config
 from ..exit_codes import EXIT_ERROR, EXIT_OK, EXIT_STARTUP_FAILED, EXIT_USAGE
 from ..logs import error_log
+from .observe import SupervisorObserver
 from .protocol import FORCE, READY, RETIRE, STOP, Payload, send_payload, set_process_title
 from .reload import Watcher
 
@@ -72,6 +73,7 @@ class Worker:
     predecessor: Worker | None = None
     channel_open: bool = True
     killed: bool = False
+    restart_cause: str = "died"  # why its replacement is started (a metrics label)
 
     @property
     def pid(self) -> int:
@@ -99,6 +101,7 @@ class Supervisor:
         self.paused = False  # reload mode: the code doesn't start; wait for the next change
         self.exit_code = EXIT_OK
         self.heartbeat_interval = max(0.05, min(1.0, config.worker_timeout / 4))
+        self.observer = SupervisorObserver(config, self) if config.metrics_bind else None
         app = config.application_path
         self.title = f"trioserve: worker [{app}]"
         set_process_title(f"trioserve: supervisor [{app}]")
@@ -149,6 +152,8 @@ class Supervisor:
             for signum, handler in old_handlers.items():
                 signal.signal(signum, handler)
             signal.set_wakeup_fd(old_wakeup)
+            if self.observer is not None:
+                self.observer.close(linger=self.config.metrics_linger)
             self.selector.close()
             wake_r.close()
             wake_w.close()
@@ -186,7 +191,7 @@ class Supervisor:
                     self.paused = False  # also a manual retry after start-up failures
                     self.failures = 0
                     self.respawn_at = 0.0
-                    self.restart_all()
+                    self.restart_all("sighup")
             elif signum == signal.SIGTTIN and not self.stopping:
                 self.target += 1
                 error_log.info("Received SIGTTIN: workers %d -> %d", self.target - 1, self.target)
@@ -231,14 +236,15 @@ class Supervisor:
         self.paused = False
         self.failures = 0
         self.respawn_at = 0.0
-        self.restart_all()
+        self.restart_all("reload")
 
-    def restart_all(self) -> None:
+    def restart_all(self, cause: str) -> None:
         """Mark every slot for replacement; a successor with old code is dropped."""
         for w in list(self.workers):
             if w.stopping or w.predecessor is not None:
                 continue
             w.wants_restart = True
+            w.restart_cause = cause
             if w.successor is not None:
                 stale, w.successor = w.successor, None
                 stale.predecessor = None
@@ -260,6 +266,7 @@ class Supervisor:
         if RETIRE in data and not worker.stopping and not worker.wants_restart:
             error_log.info("Worker %d reached max_requests; starting its replacement", worker.pid)
             worker.wants_restart = True
+            worker.restart_cause = "max_requests"
 
     def on_ready(self, worker: Worker) -> None:
         worker.ready = True
@@ -300,6 +307,7 @@ class Supervisor:
             sys_path=list(sys.path),
             heartbeat_interval=self.heartbeat_interval,
             title=self.title,
+            metrics_dir=None if self.observer is None else self.observer.directory,
         )
         try:
             send_payload(parent, payload)
@@ -308,6 +316,8 @@ class Supervisor:
         parent.setblocking(False)
         self.selector.register(parent, selectors.EVENT_READ, worker)
         self.workers.append(worker)
+        if self.observer is not None:
+            self.observer.started(worker, predecessor.restart_cause if predecessor else None)
         if predecessor is not None:
             predecessor.successor = worker
             worker.predecessor = predecessor
@@ -354,6 +364,8 @@ class Supervisor:
             code = worker.proc.poll()
             if code is not None:
                 self.forget(worker)
+                if self.observer is not None:
+                    self.observer.exited(worker, code)
                 self.on_exit(worker, code, now)
 
     def on_exit(self, worker: Worker, code: int, now: float) -> None:

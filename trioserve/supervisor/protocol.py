@@ -38,6 +38,7 @@ class Payload:
     sys_path: list[str]
     heartbeat_interval: float
     title: str
+    metrics_dir: str | None = None  # each worker counts into a file here (metrics_bind)
 
 
 def send_payload(sock: socket.socket, payload: Payload) -> None:

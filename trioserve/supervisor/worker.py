@@ -12,6 +12,7 @@ the supervisor's STOP, or its disappearance, into a graceful shutdown.
 from __future__ import annotations
 
 import math
+import os
 import pickle
 import signal
 import socket
@@ -125,7 +126,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             sock.set_inheritable(False)  # not passed on to processes the app starts
             sockets.append((bind, sock))
         link = SupervisorLink(channel, payload.heartbeat_interval)
-        return run_worker(payload.config, sockets=sockets, link=link)
+        metrics_path = None
+        if payload.metrics_dir is not None:
+            metrics_path = os.path.join(payload.metrics_dir, f"worker-{os.getpid()}.counters")
+        return run_worker(payload.config, sockets=sockets, link=link, metrics_path=metrics_path)
     except KeyboardInterrupt:  # pragma: no cover - SIGINT is ignored above
         return EXIT_OK
 

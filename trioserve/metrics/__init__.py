@@ -1,0 +1,1 @@
+"""Metrics (Prometheus, StatsD), health and readiness: see docs/observability.md."""
