@@ -12,7 +12,7 @@ import trio
 
 from trioserve.testing import open_server
 
-from ..programs import require_program
+from ..programs import require_program, requires_program
 from .test_deploy_proxies import external, free_port
 
 HAPROXY_H2C = """
@@ -48,6 +48,7 @@ async def version_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": data})
 
 
+@requires_program("haproxy", package="haproxy")
 async def test_haproxy_to_trioserve_over_h2c(tmp_path: Path) -> None:
     SEEN.clear()
     port = free_port()
