@@ -59,6 +59,8 @@ class ServerState:
     websockets: int = 0
     request_ids: RequestIds | None = None
     _echo_id: bytes = b""
+    # Alt-Svc fields advertising HTTP/3 (quic_bind) on HTTP/1.1 responses; not on HTTP/3.
+    alt_svc: Headers = field(default_factory=list)
     _date: DateHeader = field(default_factory=DateHeader)
     _static_headers: Headers = field(default_factory=list)
     _headers_second: int = -1
@@ -111,7 +113,7 @@ class ServerState:
             headers = list(self._static_headers)
             if self.config.include_date_header and all(n != b"date" for n, _ in headers):
                 headers.insert(0, (b"date", self._date.value(now)))
-            self._headers = headers
+            self._headers = headers + self.alt_svc if self.alt_svc else headers
             self._headers_second = second
         return self._headers
 

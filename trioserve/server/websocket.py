@@ -47,7 +47,6 @@ from ..logs import access_log, error_log
 from ..sansio.accesslog import AccessLogAtoms, format_access_line
 from ..sansio.asgi import UnexpectedMessage
 from ..sansio.events import Headers, Request
-from ..sansio.http2 import H2StreamAnswer
 from ..sansio.http11_rules import error_response
 from ..sansio.proxy import host_allowed
 from ..sansio.websocket import (
@@ -124,8 +123,11 @@ async def _refuse(
     error_log.info("%s %s: WebSocket upgrade refused: %s", info.client_text, status, reason)
     state.metrics.refused(status)
     extra = [*state.default_headers(), *(headers or [])]
-    if isinstance(proto, H2StreamAnswer):
-        data = proto.error_response(status, extra)
+    # An HTTP/2 or HTTP/3 stream's answer (H2StreamAnswer, H3StreamAnswer) frames its own
+    # refusal; the HTTP/1.1 protocol gets the plain response bytes.
+    stream_refusal = getattr(proto, "error_response", None)
+    if stream_refusal is not None:
+        data = stream_refusal(status, extra)
     else:
         data = error_response(status, extra=extra)
     try:
