@@ -31,7 +31,7 @@ from ..sansio.h2c import H2C_SWITCHING, H2Switch, h2c_settings, is_h2_preface, u
 from ..sansio.http11_fast import make_http11_protocol
 from ..sansio.http11_rules import HTTP11Interface, error_response
 from ..sansio.websocket import wants_websocket
-from .peer import PeerStream
+from .peer import BODY_READ_SIZE, PeerStream
 from .request import DONE_NORMALLY, LEAVE_BODY_UNREAD, RequestRunner
 from .state import FIRST_REQUEST_GRACE, ServerState
 from .transport import ConnectionInfo
@@ -248,12 +248,22 @@ class HTTP11Connection:
         event = proto.next_event()
         cls = type(event)
         if cls is Data:
-            # Look one event ahead, so the last piece carries more_body=False.
+            # Every body byte already parsed goes out as one piece (a chunked body in small
+            # chunks parses into many Data events): a framework pays per piece, not per
+            # byte. Bounded by the buffer, that is by one read. Looking one event past the
+            # data also lets the last piece carry more_body=False.
+            data: bytes = event.data  # type: ignore[union-attr]
             nxt = proto.next_event()
+            if type(nxt) is Data:
+                parts = [data]
+                while type(nxt) is Data:
+                    parts.append(nxt.data)
+                    nxt = proto.next_event()
+                data = b"".join(parts)
             if type(nxt) is EndData:
-                return event.data, False  # type: ignore[union-attr]
+                return data, False
             proto.push_back(nxt)
-            return event.data, True  # type: ignore[union-attr]
+            return data, True
         if cls is EndData:
             return b"", False
         if event is NEED_DATA:
@@ -275,7 +285,7 @@ class HTTP11Connection:
         deadline = None if timeout is None else trio.current_time() + timeout
         while True:
             left = None if deadline is None else max(deadline - trio.current_time(), 0.0)
-            self.proto.receive_data(await peer.receive(left))
+            self.proto.receive_data(await peer.receive(left, BODY_READ_SIZE))
             piece = self.body_piece()
             if piece is not NOT_YET:
                 return piece  # type: ignore[return-value]

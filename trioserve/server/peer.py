@@ -29,6 +29,10 @@ from .sockstream import SocketStream
 from .transport import close_transport, linger_close
 
 READ_SIZE = 64 * 1024
+# A request body is read in larger pieces (asyncio's, so Uvicorn's, read size): while the app
+# works on one piece the kernel gathers the next, and one read then hands it all over, so a
+# framework pays its per-piece cost (a thread hop per multipart write) a few times per MiB.
+BODY_READ_SIZE = 256 * 1024
 STREAM_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError)
 
 _POLLRDHUP = getattr(select, "POLLRDHUP", 0)
@@ -64,9 +68,9 @@ class PeerStream:
         self._write_waiters: ParkingLot | None = None
 
     # -- reading -----------------------------------------------------------------------------
-    async def receive(self, timeout: float | None = None) -> bytes:
-        """Read once in a read turn of its own; ``b""`` at EOF. A stall past ``timeout``
-        raises ``trio.TooSlowError``."""
+    async def receive(self, timeout: float | None = None, size: int = READ_SIZE) -> bytes:
+        """Read once (at most ``size`` bytes) in a read turn of its own; ``b""`` at EOF. A
+        stall past ``timeout`` raises ``trio.TooSlowError``."""
         if self._reading:
             await self.take_read_turn()
         else:
@@ -79,10 +83,10 @@ class PeerStream:
                 return b""
             try:
                 if timeout is None:
-                    data = await self.stream.receive_some(READ_SIZE)
+                    data = await self.stream.receive_some(size)
                 else:
                     with trio.fail_after(timeout):
-                        data = await self.stream.receive_some(READ_SIZE)
+                        data = await self.stream.receive_some(size)
             except STREAM_ERRORS:
                 data = b""
             if not data:
