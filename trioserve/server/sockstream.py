@@ -135,6 +135,17 @@ class SocketStream(trio.abc.HalfCloseableStream):
             except OSError as exc:
                 raise _stream_error(exc) from exc
 
+    def receive_ready(self, max_bytes: int) -> bytes | None:
+        """What is already waiting in the kernel (``b""`` at EOF), or None when a read would
+        block. Not a checkpoint: for a caller that arms a deadline only when it must wait
+        (a WebSocket's keep-alive ping) and awaits a checkpoint of its own."""
+        try:
+            return self.socket.recv(max_bytes)
+        except BlockingIOError:
+            return None
+        except OSError as exc:
+            raise _stream_error(exc) from exc
+
     async def peek(self, max_bytes: int) -> bytes:
         """Like ``receive_some`` but leaves the bytes in the kernel (``MSG_PEEK``)."""
         await checkpoint_if_cancelled()
