@@ -14,7 +14,7 @@ python=${PYTHON:-python3}
 "$python" -m venv "$venv"
 "$venv/bin/python" -m pip install -q --upgrade pip
 "$venv/bin/python" -m pip install -q -e "$here/..[speed,metrics]" 'hypercorn[trio]' uvicorn httptools \
-    uvloop granian wsproto websockets fastapi matplotlib py-spy
+    uvloop granian wsproto websockets fastapi python-multipart matplotlib py-spy
 if ! command -v wrk >/dev/null; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
         apt-get install -y -qq wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }

@@ -172,3 +172,19 @@ def test_run_py_end_to_end(tmp_path: Path) -> None:
     assert runs[("hello", "trioserve")]["rps"] > 0
     assert runs[("ws", "trioserve")]["msgs_per_s"] > 0
     assert "### hello" in (tmp_path / "results.md").read_text()
+
+
+@pytest.mark.parametrize("scenario", ["multipart", "stream", "stream-4k", "raw"])
+async def test_upload_scenarios_answer_with_the_whole_body(scenario: str) -> None:
+    """benchmarks/uploads.py: each scenario's request reaches its route whole on trioserve
+    (the client checks the size the app reports)."""
+    import upload_app  # type: ignore[import-not-found]
+    import uploads  # type: ignore[import-not-found]
+
+    request = uploads.build_request(scenario, bytes(uploads.SIZE))
+    async with open_server(upload_app.app, log_level="warning", access_log=False) as server:
+        elapsed, result = await trio.to_thread.run_sync(uploads.upload_once, server.port, request)
+    assert result["size"] == uploads.SIZE
+    assert elapsed > 0
+    if scenario != "multipart":
+        assert result["pieces"] >= 1

@@ -129,6 +129,15 @@ def serve_config(config: Config, *, app: Any = None) -> int:
     except ConfigError as exc:
         print(f"trioserve: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    if config.quic_bind and (config.workers > 1 or config.use_reloader):
+        error_log.warning(
+            "HTTP/3 with %d worker(s) under the supervisor: each worker binds the UDP port "
+            "with SO_REUSEPORT and the kernel picks the worker by client address, so a "
+            "client whose address changes (NAT rebinding, migration) or whose worker "
+            "restarts loses its QUIC connection (browsers then retry, or fall back to TCP). "
+            "See docs/http3.md.",
+            config.workers,
+        )
     if config.use_reloader or config.workers > 1:
         if app is not None:
             error_log.error(

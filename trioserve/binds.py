@@ -198,6 +198,42 @@ def create_sockets(
     return out
 
 
+def create_quic_sockets(config: Config, *, reuse_port: bool) -> list[tuple[Bind, socket.socket]]:
+    """UDP sockets for ``quic_bind``: HOST:PORT only.
+
+    ``reuse_port`` (several workers): each worker binds its own socket with SO_REUSEPORT and
+    the kernel spreads clients over them by address (docs/http3.md gives the caveats).
+    """
+    out: list[tuple[Bind, socket.socket]] = []
+    try:
+        for text in config.quic_bind:
+            bind = parse_bind(text, secure=True)
+            if bind.kind != "tcp":
+                raise ConfigError(f"quic_bind {text!r}: HTTP/3 needs a HOST:PORT (UDP) address")
+            family = socket.AF_INET6 if ":" in bind.host else socket.AF_INET
+            sock = socket.socket(family, socket.SOCK_DGRAM)
+            out.append((bind, sock))
+            if reuse_port:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind((bind.host, bind.port))
+            sock.setblocking(False)
+    except BaseException:
+        for _, sock in out:
+            sock.close()
+        raise
+    return out
+
+
+def alt_svc_values(config: Config, quic_sockets: list[tuple[Bind, socket.socket]]) -> list[str]:
+    """The Alt-Svc values HTTP/1.1 responses carry: configured ones, else one per QUIC port."""
+    if config.alt_svc_headers:
+        return list(config.alt_svc_headers)
+    ports = dict.fromkeys(sock.getsockname()[1] for _, sock in quic_sockets)
+    return [f'h3=":{port}"; ma=86400' for port in ports]
+
+
 def close_sockets(bound: list[tuple[Bind, socket.socket]]) -> None:
     """Close listening sockets; remove the unix socket files this process created (Uvicorn
     and Hypercorn leave them behind, and a stale file confuses the next start's checks)."""

@@ -129,6 +129,27 @@ def _http_parser(value: str) -> str:
     return value
 
 
+def _needs_aioquic(value: list[str]) -> list[str]:
+    if value and not aioquic_usable():
+        raise ValueError(
+            "HTTP/3 needs aioquic 1.7 or later, which needs Python 3.11 "
+            "(pip install 'trioserve[h3]')"
+        )
+    return value
+
+
+def aioquic_usable() -> bool:
+    """aioquic >= 1.7 is installed (sansio/quic.py relies on its interim responses and
+    stream-credit release; 1.3, the last release for Python 3.10, has neither)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        major, minor = (int(part) for part in version("aioquic").split(".")[:2])
+    except (PackageNotFoundError, ValueError):
+        return False
+    return (major, minor) >= (1, 7)
+
+
 def _event_loop(value: str) -> str:
     """Uvicorn's ``--loop``: ``auto`` means trio here; ``asyncio`` needs trio-asyncio."""
     value = value.strip().lower()
@@ -265,9 +286,6 @@ class Config:
         metavar="ADDRESS",
         help="Plain-text address to listen on beside TLS binds (repeatable).",
     )
-    quic_bind: list[str] = _opt(
-        factory=_list, implemented=False, help="UDP address for HTTP/3 (not yet supported)."
-    )
     backlog: int = _opt(100, cli=("--backlog",), help="Listen backlog per socket.")
     umask: int | None = _opt(
         None,
@@ -348,6 +366,28 @@ class Config:
         cli=("--timeout-request-head",),
         help="Seconds from a request's first byte until its head must be complete (slowloris).",
     )
+    request_body_timeout: float | None = _opt(
+        20.0,
+        cli=("--timeout-request-body",),
+        help=(
+            "Seconds a request body may keep the server waiting for it, plus one second for "
+            "every request_body_min_rate bytes received (slow-body attacks; answered 408)."
+        ),
+    )
+    request_body_min_rate: float = _opt(
+        500.0,
+        cli=("--request-body-min-rate",),
+        metavar="BYTES/S",
+        help="Bytes of request body that earn one more second of request_body_timeout.",
+    )
+    send_timeout: float | None = _opt(
+        60.0,
+        cli=("--timeout-send",),
+        help=(
+            "Seconds one write to a client may wait for it to read; then the connection is "
+            "closed and the app's send() raises (clients that never read)."
+        ),
+    )
     http: str = _opt(
         "auto",
         cli=("--http",),
@@ -396,9 +436,6 @@ class Config:
         cli=("--server-name",),
         metavar="HOST",
         help="Host header values to serve; others get 404 (empty: all).",
-    )
-    alt_svc_headers: list[str] = _opt(
-        factory=_list, implemented=False, help="Alt-Svc headers to send (for HTTP/3)."
     )
     limit_concurrency: int | None = _opt(
         None,
@@ -459,6 +496,51 @@ class Config:
         True,
         cli=("--h2c-upgrade",),
         help="Accept 'Upgrade: h2c' on cleartext HTTP/1.1 (prior knowledge always works).",
+    )
+
+    # --- HTTP/3 over QUIC (the h3 extra: pip install 'trioserve[h3]') ----------------------
+    quic_bind: list[str] = _opt(
+        factory=_list,
+        cli=("--quic-bind",),
+        metavar="ADDRESS",
+        normalize=_needs_aioquic,
+        help="UDP address (HOST:PORT, repeatable) to serve HTTP/3 on, with the TLS "
+        "certfile/keyfile; needs the h3 extra. TCP responses then advertise it in Alt-Svc.",
+    )
+    alt_svc_headers: list[str] = _opt(
+        factory=_list,
+        cli=("--alt-svc",),
+        metavar="VALUE",
+        help="Alt-Svc header values for HTTP/1.1 responses (repeatable); empty: "
+        "'h3=\":PORT\"; ma=86400' for each quic_bind, as Hypercorn.",
+    )
+    h3_max_concurrent_streams: int = _opt(
+        100, help="HTTP/3 request streams a client may have open at once (QUIC MAX_STREAMS)."
+    )
+    h3_max_field_section_size: int = _opt(
+        16 * 1024,
+        help="Largest HTTP/3 request head (decoded, RFC 9114 size); larger gets 431. "
+        "Advertised as SETTINGS_MAX_FIELD_SECTION_SIZE.",
+    )
+    h3_stream_buffer_size: int = _opt(
+        256 * 1024,
+        help="Bytes buffered per HTTP/3 stream each way: the receive window a client gets "
+        "ahead of the app's receive(), and the response bytes queued before send() waits.",
+    )
+    quic_idle_timeout: float = _opt(
+        30.0, help="Seconds a QUIC connection may be silent before it is closed."
+    )
+    quic_max_half_open: int = _opt(
+        8, help="QUIC handshakes in progress per client IP address; further Initials dropped."
+    )
+    quic_retry: str = _opt(
+        "load",
+        choices=("on", "off", "load"),
+        help="QUIC Retry (address validation): on, off, or load (only while more than "
+        "quic_retry_threshold handshakes are in progress on a socket).",
+    )
+    quic_retry_threshold: int = _opt(
+        64, help="Handshakes in progress on a socket above which quic_retry = load sends Retry."
     )
 
     # --- WebSocket -------------------------------------------------------------------------

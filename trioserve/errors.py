@@ -13,3 +13,10 @@ class LifespanFailure(RuntimeError):
 
 class AppLoadError(RuntimeError):
     """The app import string could not be turned into an ASGI app; the message is one line."""
+
+
+class SendTimeout(ClientDisconnected):
+    """Raised by ``send()`` when the client did not read for ``send_timeout`` seconds.
+
+    The connection is closed: to the app it is a disconnect like any other.
+    """

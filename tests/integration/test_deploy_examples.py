@@ -35,6 +35,9 @@ def test_server_toml_loads_cleanly() -> None:
     assert config.max_request_body_size == 10 * 1024 * 1024
     assert config.limit_concurrency == 1000
     assert "%({user-agent}i)s" in config.access_log_format
+    assert "%(X)s" in config.access_log_format
+    assert (config.request_body_timeout, config.request_body_min_rate) == (20, 500)
+    assert config.send_timeout == 60
 
 
 def test_nginx_example_drops_idle_upstream_connections_before_trioserve() -> None:

@@ -12,7 +12,8 @@ import trio
 
 from trioserve.testing import open_server
 
-from .test_deploy_proxies import external, free_port, tool
+from ..programs import require_program, requires_program
+from .test_deploy_proxies import external, free_port
 
 HAPROXY_H2C = """
 global
@@ -47,13 +48,14 @@ async def version_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": data})
 
 
+@requires_program("haproxy", package="haproxy")
 async def test_haproxy_to_trioserve_over_h2c(tmp_path: Path) -> None:
     SEEN.clear()
     port = free_port()
     async with open_server(version_app) as server:
         cfg = tmp_path / "haproxy.cfg"
         cfg.write_text(HAPROXY_H2C.format(port=port, backend=server.port))
-        cmd = [tool("haproxy"), "-f", str(cfg), "-db"]
+        cmd = [require_program("haproxy", package="haproxy"), "-f", str(cfg), "-db"]
         async with external(cmd, port, tmp_path / "haproxy.log"):
             results: list[dict[str, Any]] = []
             async with httpx.AsyncClient() as client:

@@ -77,6 +77,14 @@ def test_status_phrase_and_websocket_protocol() -> None:
     assert ws["H"] == "WS/1.1"
 
 
+def test_x_atom_says_whether_the_exchange_was_cut() -> None:
+    scope = {"type": "http", "method": "GET", "path": "/", "http_version": "1.1"}
+    whole = AccessLogAtoms(scope, 200, [], 2, 0.1, 0.0)
+    cut = AccessLogAtoms(scope, 200, [], 2, 0.1, 0.0, complete=False)
+    assert format_access_line("%(s)s %(X)s", whole) == "200 +"
+    assert format_access_line("%(s)s %(X)s", cut) == "200 X"
+
+
 def test_request_line_is_the_target_as_received() -> None:
     """With root_path the scope's path is longer than what the client sent (issue 11)."""
     scope = {

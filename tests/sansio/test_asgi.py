@@ -178,3 +178,23 @@ def test_date_header_is_formatted_once_per_second() -> None:
     assert first == b"Tue, 14 Nov 2023 22:13:20 GMT"
     assert date.value(1_700_000_000.9) is first
     assert date.value(1_700_000_001.0) != first
+
+
+@pytest.mark.parametrize(
+    ("length", "body", "more"),
+    [(b"2", b"abc", True), (b"5", b"abc", False), (None, "text", False)],
+)
+def test_invalid_first_body_keeps_the_head_held(
+    length: bytes | None, body: object, more: bool
+) -> None:
+    """A body the protocol layer would reject is refused while a 500 can still replace it."""
+    cycle = HTTPResponseCycle(is_head=False, default_headers=[])
+    headers = [(b"content-length", length)] if length else []
+    cycle.on_message({"type": "http.response.start", "status": 200, "headers": headers})
+    with pytest.raises(UnexpectedMessage):
+        cycle.on_message({"type": "http.response.body", "body": body, "more_body": more})
+    assert cycle.started
+    # The head is still held: the 500 that replaces it is the first thing out.
+    fitting = b"x" * int(length) if length else b""
+    events = cycle.on_message({"type": "http.response.body", "body": fitting})
+    assert type(events[0]) is Response

@@ -84,6 +84,26 @@ def test_each_message_is_a_fresh_dict() -> None:
     assert body.on_disconnect() is not body.on_disconnect()
 
 
+def test_wait_budget_counts_only_waiting_and_is_earned_by_bytes() -> None:
+    body = RequestBody(None, expects_continue=False)
+    assert body.wait_budget(None, 500) is None
+    assert body.wait_budget(20.0, 500) == 20.0
+    body.on_piece((b"x" * 1000, True))  # 1000 bytes at 500 B/s earn 2 s
+    body.waited = 5.0
+    assert body.wait_budget(20.0, 500) == 17.0
+    body.waited = 30.0
+    assert body.wait_budget(20.0, 500) == 0.0
+    assert body.wait_budget(20.0, 0) == 0.0  # no rate: a fixed total
+
+
+def test_timeout_is_a_disconnect_then_408_state() -> None:
+    body = RequestBody(None, expects_continue=False)
+    assert body.on_timeout() == {"type": "http.disconnect"}
+    assert body.timed_out
+    body.finish()
+    assert body.timed_out  # the runner still answers 408 after the app returns
+
+
 @given(
     pieces=st.lists(st.binary(max_size=20), max_size=8),
     limit=st.one_of(st.none(), st.integers(min_value=0, max_value=100)),

@@ -6,7 +6,9 @@ U path, q query string, H protocol, s status, st status phrase, S scheme, B body
 b body bytes or '-', f referer, a user agent, T seconds, D microseconds, L seconds with
 decimals, p pid, M milliseconds, R raw path+query, request_id the request id
 (``scope["request_id"]``), {name}i request header, {name}o response header, {name}e
-environment variable. :func:`json_fields` gives the JSON log's stable access fields.
+environment variable, X (Apache's) "X" if the exchange was cut before the response
+completed (the client left, or a send/body deadline closed it), else "+".
+:func:`json_fields` gives the JSON log's stable access fields.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ class AccessLogAtoms(Mapping[str, str]):
 
     __slots__ = (
         "bytes_sent",
+        "complete",
         "duration",
         "end",
         "response_headers",
@@ -49,6 +52,7 @@ class AccessLogAtoms(Mapping[str, str]):
         duration: float,
         end: float,
         target: bytes | None = None,
+        complete: bool = True,
     ) -> None:
         """``end``: when the request ended, in seconds since the epoch (the ``t`` atom);
         the caller reads the clock, so this module never does. ``target``: the request
@@ -59,6 +63,7 @@ class AccessLogAtoms(Mapping[str, str]):
         self.bytes_sent = bytes_sent
         self.duration = duration
         self.end = end
+        self.complete = complete  # False: the exchange was cut (the X atom)
         self.target = target
 
     def __getitem__(self, key: str) -> str:
@@ -159,6 +164,7 @@ _ATOMS: dict[str, Any] = {
     "M": lambda a: str(int(a.duration * 1_000)),
     "L": lambda a: f"{a.duration:.6f}",
     "p": lambda a: f"<{os.getpid()}>",
+    "X": lambda a: "+" if a.complete else "X",
     "request_id": lambda a: a.scope.get("request_id", "-"),
 }
 

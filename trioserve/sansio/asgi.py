@@ -168,12 +168,16 @@ class HTTPResponseCycle:
             body = message.get("body", b"")
             more = message.get("more_body", False)
             events: list[OutboundEvent] = []
+            if body and not self._no_body and not isinstance(body, (bytes, bytearray, memoryview)):
+                raise UnexpectedMessage(f"body must be bytes, got {type(body).__name__}")
             if self._head is not None:
+                # Checked before the head is released: while it is held, a 500 can still
+                # replace it (the protocol layer would reject these once it is out).
+                if not self._no_body:
+                    self._check_length(self._head, len(body), more)
                 events.append(self._head)
                 self._head = None
             if body and not self._no_body:
-                if not isinstance(body, (bytes, bytearray, memoryview)):
-                    raise UnexpectedMessage(f"body must be bytes, got {type(body).__name__}")
                 self.bytes_sent += len(body)
                 events.append(Data(bytes(body)))
             if not more:
@@ -219,6 +223,21 @@ class HTTPResponseCycle:
             self.state, "http.response.body"
         )
         raise UnexpectedMessage(f"expected {expected!r}, got {kind!r}")
+
+    @staticmethod
+    def _check_length(head: Response, size: int, more: bool) -> None:
+        """The first body against the head's Content-Length: too much, or (last) too little."""
+        for name, value in head.headers:
+            if name == b"content-length":
+                if not value.isdigit():
+                    return
+                declared = int(value)
+                if size > declared or (not more and size < declared):
+                    raise UnexpectedMessage(
+                        f"body of {size} bytes{'' if more else ' in total'} for "
+                        f"Content-Length {declared}"
+                    )
+                return
 
     def _on_trailers(self, message: Any) -> list[OutboundEvent]:
         try:

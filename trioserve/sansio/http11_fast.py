@@ -76,10 +76,13 @@ _TRAILER_LINE = re.compile(
     rb"(?:[-!#$%&'*+.^_`|~0-9A-Za-z]+:|[ \t])[ \t]*(?:[^\x00\s]+(?:[ \t]+[^\x00\s]+)*)?[ \t]*"
 ).fullmatch
 
+# The end of one chunk and the size line of the next, in the plain form (no extension).
+_NEXT_CHUNK = re.compile(rb"\r\n([0-9A-Fa-f]{1,16})\r\n").match
 # their side
 _IDLE, _BODY, _DONE = 0, 1, 2
 # chunked body
 _SIZE, _CDATA, _CRLF, _TRAILER = 0, 1, 2, 3
+_ENDED, _FAILED = 4, 5  # what _framing_line may also answer
 # our side: no request yet, may send a response, sending the body, done
 _WAIT, _SEND_RESPONSE, _SEND_BODY, _SENT = 0, 1, 2, 3
 # response body writers
@@ -269,53 +272,57 @@ class FastHTTP11Protocol:
         return Data(data)
 
     def _chunk_event(self) -> InboundEvent:
+        """The data of every chunk complete in the buffer as one Data event (a body sent
+        in 4 KiB chunks costs one event per read, not one per chunk); EndData, an error
+        (after the data before it), or NEED_DATA."""
         buf = self._buf
         pos = self._pos
         size = len(buf)
         state = self._chunk_state
+        parts: list[bytes] = []
+        error: BadRequest | None = None
         while True:
             if state == _CDATA:
                 if pos == size:
                     break
                 take = min(self._remaining, size - pos)
-                data = buf if pos == 0 and take == size else buf[pos : pos + take]
+                parts.append(buf if pos == 0 and take == size else buf[pos : pos + take])
+                pos += take
                 self._remaining -= take
-                if not self._remaining:
-                    self._chunk_state = _CRLF
-                self._take(pos + take)
-                return Data(data)
+                if self._remaining:
+                    break
+                state = _CRLF
+                # The usual next lines, the CRLF ending this chunk and a bare size line,
+                # in one match; anything else takes the checked path below.
+                found_next = _NEXT_CHUNK(buf, pos)
+                if found_next is not None and found_next[1].strip(b"0"):
+                    self._remaining = int(found_next[1], 16)
+                    pos = found_next.end()
+                    state = _CDATA
+                continue
             nl = buf.find(b"\n", pos)
             if nl == -1:
                 if size - pos > MAX_CHUNK_LINE:
-                    return self._fail(400, CHUNK_LINE_TOO_LONG)
+                    error = self._fail(400, CHUNK_LINE_TOO_LONG)
                 break
-            line = buf[pos : nl + 1]
+            state = self._framing_line(buf[pos : nl + 1], state)
             pos = nl + 1
-            error = chunk_line_error(line)
-            if error is not None:
-                return self._fail(400, error)
-            line = line[:-2]
-            if state == _CRLF:
-                if line:
-                    return self._fail(400, CHUNK_DATA_NOT_CRLF)
-                state = _SIZE
-            elif state == _SIZE:
-                found = chunk_size(line)
-                if type(found) is str:
-                    return self._fail(400, found)
-                self._remaining = int(found)
-                state = _CDATA if self._remaining else _TRAILER
-            elif line:  # a trailer field: checked, then dropped as HTTP11Protocol does
-                if not _TRAILER_LINE(line):
-                    return self._fail(400, "invalid trailer field")
-            else:
-                self._chunk_state = state
+            if state == _FAILED:
+                error = self._pending_error
+                break
+            if state == _ENDED:
+                self._chunk_state = _TRAILER
                 self._take(pos)
                 self._their = _DONE
                 return EndData()
-            self._chunk_state = state
+            if parts and state == _TRAILER:
+                break  # the data first; the trailer section on the next call
         self._chunk_state = state
         self._take(pos)
+        if parts:  # an error found after them is sticky: the next call returns it
+            return Data(parts[0] if len(parts) == 1 else b"".join(parts))
+        if error is not None:
+            return error
         if self._eof:
             return self._fail(
                 400,
@@ -323,6 +330,31 @@ class FastHTTP11Protocol:
                 "incomplete chunked read",
             )
         return NEED_DATA
+
+    def _framing_line(self, line: bytes, state: int) -> int:
+        """The state after one complete chunk-framing line (with its LF): the next one,
+        ``_ENDED`` after the trailer section, or ``_FAILED`` (the error is sticky)."""
+        error = chunk_line_error(line)
+        if error is None:
+            line = line[:-2]
+            if state == _CRLF:
+                if not line:
+                    return _SIZE
+                error = CHUNK_DATA_NOT_CRLF
+            elif state == _SIZE:
+                found = chunk_size(line)
+                if type(found) is not str:
+                    self._remaining = int(found)
+                    return _CDATA if self._remaining else _TRAILER
+                error = found
+            elif not line:
+                return _ENDED
+            elif _TRAILER_LINE(line):  # a trailer field: checked, then dropped as h11 does
+                return _TRAILER
+            else:
+                error = "invalid trailer field"
+        self._fail(400, error)
+        return _FAILED
 
     # -- output --------------------------------------------------------------------------
     def frame_file(self, size: int) -> tuple[bytes, bytes]:

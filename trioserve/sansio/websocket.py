@@ -96,6 +96,11 @@ def wants_websocket(request: Request) -> bool:
     return False
 
 
+# HTTP versions whose WebSockets are an extended CONNECT on a stream: HTTP/2 (RFC 8441)
+# and HTTP/3 (RFC 9220).
+_EXTENDED_CONNECT_VERSIONS = ("2", "3")
+
+
 def check_handshake(request: Request) -> bytes:
     """Validate an upgrade request (RFC 6455 4.2.1); return its Sec-WebSocket-Key.
 
@@ -103,7 +108,7 @@ def check_handshake(request: Request) -> bytes:
     speak) for a version other than 13, 400 for anything else.
     """
     headers = request.headers
-    if request.http_version == "2":
+    if request.http_version in _EXTENDED_CONNECT_VERSIONS:
         return _check_extended_connect(request)
     if request.method != b"GET":
         raise HandshakeError(400, "WebSocket upgrade must use GET")
@@ -386,8 +391,9 @@ class WebSocketSession:
                 headers.append((name, value))
                 present.add(name)
         headers.extend(h for h in default_headers if h[0] not in present)
-        if self.request.http_version == "2":
-            # RFC 8441 5: a 200 on the stream, without the HTTP/1.1 handshake fields.
+        if self.request.http_version in _EXTENDED_CONNECT_VERSIONS:
+            # RFC 8441 5 / RFC 9220 3: a 200 on the stream, without the HTTP/1.1 handshake
+            # fields.
             out = self._http().send(Response(200, headers[3:]))
             head = [out]
             self.status = 200

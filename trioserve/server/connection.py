@@ -13,6 +13,7 @@ from typing import Protocol
 import trio
 
 from ..logs import error_log
+from .faults import belongs_to_server
 from .http2 import HTTP2Connection
 from .http11 import HTTP11Connection
 from .peer import STREAM_ERRORS
@@ -74,6 +75,11 @@ async def handle_stream(
         error_log.exception("Unexpected error on connection from %s", info.client_text)
         if on_error is not None:
             on_error(exc)
+    except BaseException as exc:
+        # Never let one connection take the server's connections nursery down.
+        if belongs_to_server(exc):
+            raise
+        error_log.error("Unexpected error on connection from %s", info.client_text, exc_info=exc)
     finally:
         state.connections -= 1
         await close_transport(stream)

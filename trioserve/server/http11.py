@@ -31,7 +31,7 @@ from ..sansio.h2c import H2C_SWITCHING, H2Switch, h2c_settings, is_h2_preface, u
 from ..sansio.http11_fast import make_http11_protocol
 from ..sansio.http11_rules import HTTP11Interface, error_response
 from ..sansio.websocket import wants_websocket
-from .peer import PeerStream
+from .peer import BODY_READ_SIZE, PeerStream
 from .request import DONE_NORMALLY, LEAVE_BODY_UNREAD, RequestRunner
 from .state import FIRST_REQUEST_GRACE, ServerState
 from .transport import ConnectionInfo
@@ -39,6 +39,8 @@ from .websocket import serve_websocket
 
 # Bytes of pipelined requests we buffer while waiting to see whether the client is gone.
 _PIPELINE_BUFFER = 64 * 1024
+# How often a connection whose pipeline buffer is full looks for the client's FIN or reset.
+_GONE_POLL_INTERVAL = 0.25
 # Response pieces up to this size are joined into one write; a larger body is written as is.
 _JOIN_LIMIT = 64 * 1024
 
@@ -56,7 +58,7 @@ class HTTP11Connection:
         info: ConnectionInfo,
         nursery: trio.Nursery,
     ) -> None:
-        self.peer = PeerStream(stream)
+        self.peer = PeerStream(stream, state.config.send_timeout)
         self.nursery = nursery  # for the helper tasks of a WebSocket this may become
         self.state = state
         self.info = info
@@ -87,8 +89,6 @@ class HTTP11Connection:
                     # helper coroutine: every keep-alive request passes here).
                     fresh = not proto.requests_seen
                     idle_timeout = self._idle_timeout(fresh)
-                    if idle_timeout is None:
-                        return None
                     scopes = self.state.fresh_scopes if fresh else self.state.idle_scopes
                     with trio.move_on_after(idle_timeout) as scope:
                         scopes.add(scope)
@@ -121,17 +121,15 @@ class HTTP11Connection:
                 return None
             raise AssertionError(f"unexpected event before a request: {event!r}")
 
-    def _idle_timeout(self, fresh: bool) -> float | None:
-        """How long to wait for the next request head to start (None: close now)."""
+    def _idle_timeout(self, fresh: bool) -> float:
+        """How long to wait for the next request head to start."""
         state = self.state
         config = state.config
-        if state.shutting_down and not fresh:
-            return None
         idle_timeout = config.keep_alive_timeout
         if idle_timeout <= 0 and fresh:
             # Keep-alive off: a new connection still gets time for its request.
             idle_timeout = config.request_head_timeout
-        if state.shutting_down:  # accepted as draining began
+        if state.shutting_down:  # a request may be on its way: answered, then closed
             idle_timeout = min(idle_timeout, FIRST_REQUEST_GRACE)
         return idle_timeout
 
@@ -250,12 +248,22 @@ class HTTP11Connection:
         event = proto.next_event()
         cls = type(event)
         if cls is Data:
-            # Look one event ahead, so the last piece carries more_body=False.
+            # Every body byte already parsed goes out as one piece (a chunked body in small
+            # chunks parses into many Data events): a framework pays per piece, not per
+            # byte. Bounded by the buffer, that is by one read. Looking one event past the
+            # data also lets the last piece carry more_body=False.
+            data: bytes = event.data  # type: ignore[union-attr]
             nxt = proto.next_event()
+            if type(nxt) is Data:
+                parts = [data]
+                while type(nxt) is Data:
+                    parts.append(nxt.data)
+                    nxt = proto.next_event()
+                data = b"".join(parts)
             if type(nxt) is EndData:
-                return event.data, False  # type: ignore[union-attr]
+                return data, False
             proto.push_back(nxt)
-            return event.data, True  # type: ignore[union-attr]
+            return data, True
         if cls is EndData:
             return b"", False
         if event is NEED_DATA:
@@ -272,14 +280,12 @@ class HTTP11Connection:
 
     async def receive_body(self, timeout: float | None) -> BodyPiece:
         peer = self.peer
+        # One deadline for the piece, however many reads it takes (a trickle of chunk-size
+        # lines must not restart it). Past it, TooSlowError: the runner answers 408.
+        deadline = None if timeout is None else trio.current_time() + timeout
         while True:
-            try:
-                data = await peer.receive(timeout)
-            except trio.TooSlowError:
-                error_log.info("%s: request body read timed out", self.info.client_text)
-                peer.broken = True
-                return None
-            self.proto.receive_data(data)
+            left = None if deadline is None else max(deadline - trio.current_time(), 0.0)
+            self.proto.receive_data(await peer.receive(left, BODY_READ_SIZE))
             piece = self.body_piece()
             if piece is not NOT_YET:
                 return piece  # type: ignore[return-value]
@@ -303,7 +309,14 @@ class HTTP11Connection:
         buffered = 0
         while not peer.eof and not peer.broken:
             if buffered > _PIPELINE_BUFFER:
-                await trio.sleep_forever()
+                # Reading more would buffer without bound, and the unread bytes keep the
+                # socket readable, so waiting for readability spins. Look for the peer's
+                # FIN or reset behind them instead, a few times a second.
+                while True:
+                    if peer.poll_gone():
+                        break
+                    await trio.sleep(_GONE_POLL_INTERVAL)
+                break
             data = await peer.receive()
             self.proto.receive_data(data)
             buffered += len(data)

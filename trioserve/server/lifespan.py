@@ -12,6 +12,7 @@ from ..importer import ASGIApp
 from ..logs import error_log
 from ..sansio.asgi import ASGI_VERSION
 from .asyncio_bridge import report_needs_asyncio
+from .faults import belongs_to_server
 
 _DONE = object()
 
@@ -41,7 +42,11 @@ class Lifespan:
         try:
             with self._scope:
                 await self.app(scope, self._receive, self._send)
-        except Exception as exc:
+        except BaseException as exc:
+            # A SystemExit or custom BaseException from the app's lifespan follows the
+            # startup/shutdown failure policy, like any exception; a real Ctrl-C does not.
+            if belongs_to_server(exc):
+                raise
             error = exc
         finally:
             self._running = False

@@ -18,18 +18,21 @@ One object per connection, shared by the HTTP/1.1 code and the WebSocket that ma
 
 from __future__ import annotations
 
-import os
 import select
 import socket
 
 import trio
 from trio.lowlevel import ParkingLot, checkpoint
 
-from ..errors import ClientDisconnected
+from ..errors import ClientDisconnected, SendTimeout
 from .sockstream import SocketStream
 from .transport import close_transport, linger_close
 
 READ_SIZE = 64 * 1024
+# A request body is read in larger pieces (asyncio's, so Uvicorn's, read size): while the app
+# works on one piece the kernel gathers the next, and one read then hands it all over, so a
+# framework pays its per-piece cost (a thread hop per multipart write) a few times per MiB.
+BODY_READ_SIZE = 256 * 1024
 STREAM_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError)
 
 _POLLRDHUP = getattr(select, "POLLRDHUP", 0)
@@ -50,8 +53,13 @@ class PeerStream:
         "stream",
     )
 
-    def __init__(self, stream: trio.abc.Stream) -> None:
+    def __init__(self, stream: trio.abc.Stream, send_timeout: float | None = None) -> None:
         self.stream = stream
+        # The send deadline lives on the socket stream, where only a write that had to
+        # wait pays for a cancel scope (TLS writes go through it too). In memory: none.
+        sock_stream = _socket_stream_of(stream)
+        if sock_stream is not None:
+            sock_stream.send_timeout = send_timeout
         self.eof = False  # the peer closed its sending side (or reading failed)
         self.broken = False  # writing failed, or we gave up on the peer
         self._reading = False
@@ -60,9 +68,9 @@ class PeerStream:
         self._write_waiters: ParkingLot | None = None
 
     # -- reading -----------------------------------------------------------------------------
-    async def receive(self, timeout: float | None = None) -> bytes:
-        """Read once in a read turn of its own; ``b""`` at EOF. A stall past ``timeout``
-        raises ``trio.TooSlowError``."""
+    async def receive(self, timeout: float | None = None, size: int = READ_SIZE) -> bytes:
+        """Read once (at most ``size`` bytes) in a read turn of its own; ``b""`` at EOF. A
+        stall past ``timeout`` raises ``trio.TooSlowError``."""
         if self._reading:
             await self.take_read_turn()
         else:
@@ -75,10 +83,10 @@ class PeerStream:
                 return b""
             try:
                 if timeout is None:
-                    data = await self.stream.receive_some(READ_SIZE)
+                    data = await self.stream.receive_some(size)
                 else:
                     with trio.fail_after(timeout):
-                        data = await self.stream.receive_some(READ_SIZE)
+                        data = await self.stream.receive_some(size)
             except STREAM_ERRORS:
                 data = b""
             if not data:
@@ -144,6 +152,8 @@ class PeerStream:
             await self.stream.send_all(data)
         except STREAM_ERRORS:
             self.broken = True
+            if self.send_timed_out:
+                raise SendTimeout("client did not read: send timed out") from None
             raise ClientDisconnected("client disconnected") from None
         finally:
             waiters = self._write_waiters
@@ -151,6 +161,12 @@ class PeerStream:
                 waiters.unpark()
             else:
                 self._writing = False
+
+    @property
+    def send_timed_out(self) -> bool:
+        """A write gave up after ``send_timeout`` (the peer stopped reading)."""
+        sock_stream = _socket_stream_of(self.stream)
+        return sock_stream is not None and sock_stream.send_timed_out
 
     @property
     def can_sendfile(self) -> bool:
@@ -163,7 +179,6 @@ class PeerStream:
         plain socket; ClientDisconnected if the peer is gone."""
         if type(self.stream) is not SocketStream:
             return False
-        sock = self.stream.socket
         if self._writing:
             waiters = self._write_waiters
             if waiters is None:
@@ -174,11 +189,13 @@ class PeerStream:
         try:
             if head:
                 await self.stream.send_all(head)
-            await _sendfile(sock, fd, size)
+            await self.stream.send_file(fd, size)
             if tail:
                 await self.stream.send_all(tail)
         except (*STREAM_ERRORS, OSError):
             self.broken = True
+            if self.stream.send_timed_out:
+                raise SendTimeout("client did not read: send timed out") from None
             raise ClientDisconnected("client disconnected") from None
         finally:
             waiters = self._write_waiters
@@ -205,25 +222,15 @@ class PeerStream:
         await linger_close(self.stream)
 
 
-async def _sendfile(sock: socket.socket, fd: int, size: int) -> None:
-    """os.sendfile on a non-blocking socket, waiting for it to drain between pieces."""
-    offset = 0
-    while offset < size:
-        try:
-            sent = os.sendfile(sock.fileno(), fd, offset, size - offset)
-        except BlockingIOError:
-            await trio.lowlevel.wait_writable(sock)
-            continue
-        if sent == 0:  # the file is shorter than it was: the response can't be completed
-            raise OSError(f"file ended {size - offset} bytes early")
-        offset += sent
-    await checkpoint()
+def _socket_stream_of(stream: trio.abc.Stream) -> SocketStream | None:
+    if type(stream) is SocketStream:
+        return stream
+    inner = getattr(stream, "transport_stream", None)  # TLS: the socket under it
+    if type(inner) is SocketStream:
+        return inner
+    return None
 
 
 def _socket_of(stream: trio.abc.Stream) -> socket.socket | None:
-    if type(stream) is SocketStream:
-        return stream.socket
-    inner = getattr(stream, "transport_stream", None)  # TLS: the socket under it
-    if type(inner) is SocketStream:
-        return inner.socket
-    return None
+    sock_stream = _socket_stream_of(stream)
+    return None if sock_stream is None else sock_stream.socket

@@ -30,7 +30,7 @@ from typing import Any, Protocol
 
 import trio
 
-from ..errors import ClientDisconnected
+from ..errors import ClientDisconnected, SendTimeout
 from ..logs import access_log, error_log
 from ..sansio.accesslog import AccessLogAtoms, format_access_line
 from ..sansio.asgi import (
@@ -61,6 +61,7 @@ from ..sansio.events import (
 )
 from ..sansio.proxy import host_allowed
 from .asyncio_bridge import report_needs_asyncio
+from .faults import belongs_to_server
 from .state import ServerState
 from .transport import ConnectionInfo
 
@@ -92,7 +93,8 @@ class RequestPort(Protocol):
         """The next body piece if it is already here, else ``NOT_YET``. Never waits."""
 
     async def receive_body(self, timeout: float | None) -> BodyPiece:
-        """Wait for the next body piece; a stall past ``timeout`` ends the body (None)."""
+        """Wait for the next body piece. ``trio.TooSlowError`` if none came in ``timeout``
+        (the port may not be reused then: the rest of the body is unread)."""
 
     def send_events(self, events: list[OutboundEvent]) -> Awaitable[None]:
         """Frame ``events`` (raising :class:`ProtocolError` before writing anything if they
@@ -123,6 +125,7 @@ class RequestRunner:
     __slots__ = (
         "aborted",
         "body",
+        "cut_by",
         "cycle",
         "finished",
         "port",
@@ -165,6 +168,7 @@ class RequestRunner:
         self.target = request.target  # as received, for the access log
         self.aborted = False  # we gave up on the exchange (not the client leaving)
         self.waiting: trio.CancelScope | None = None  # a receive() waiting for the peer
+        self.cut_by = ""  # the deadline that ended the exchange, if one did
 
     # -- the app's channels ------------------------------------------------------------------
     async def receive(self) -> dict[str, Any]:
@@ -173,7 +177,11 @@ class RequestRunner:
         if action == READ:
             piece = self.port.body_piece()
             if piece is NOT_YET:
-                piece = await self.port.receive_body(self.state.config.read_timeout)
+                try:
+                    piece = await self._wait_for_body()
+                except trio.TooSlowError:
+                    self._deadline_hit("request body")
+                    return body.on_timeout()
             return body.on_piece(piece)  # type: ignore[arg-type]
         if action == WAIT_FOR_DISCONNECT:
             # An answer already known comes back without waiting, so it reaches even a
@@ -191,6 +199,34 @@ class RequestRunner:
                     return body.on_disconnect()
             return await self.receive()
         return body.on_disconnect()
+
+    async def _wait_for_body(self) -> BodyPiece:
+        """The peer's next body piece, within read_timeout (one stall) and the body's
+        budget (request_body_timeout, earned back at request_body_min_rate)."""
+        config = self.state.config
+        body = self.body
+        timeout = config.read_timeout
+        budget = body.wait_budget(config.request_body_timeout, config.request_body_min_rate)
+        if budget is not None and (timeout is None or budget < timeout):
+            timeout = budget
+        start = trio.current_time()
+        try:
+            return await self.port.receive_body(timeout)
+        finally:
+            body.waited += trio.current_time() - start
+
+    def _deadline_hit(self, what: str) -> None:
+        self.cut_by = what
+        scope = self.scope
+        error_log.info(
+            "%s: %s timed out (%s %s, %d body bytes in %.1fs of waiting); closing",
+            _client_text(scope),
+            what,
+            scope["method"],
+            scope["path"],
+            self.body.received,
+            self.body.waited,
+        )
 
     def _draining(self) -> bool:
         """Draining, with this response started: the app is told the client is gone, so
@@ -214,7 +250,7 @@ class RequestRunner:
 
     async def send(self, message: MutableMapping[str, Any]) -> None:
         port = self.port
-        if self.finished or port.gone or self.body.too_large:
+        if self.finished or port.gone or self.body.too_large or self.body.timed_out:
             raise ClientDisconnected("client disconnected")
         if self.waiting is not None:
             self._drain_started()  # a response that starts during a drain
@@ -231,7 +267,11 @@ class RequestRunner:
             except ProtocolError as exc:
                 raise UnexpectedMessage(str(exc)) from None
             self.written = True
-            await write
+            try:
+                await write
+            except SendTimeout:
+                self._deadline_hit("send")
+                raise
         if self.cycle.file_path is not None:
             await self._send_file()
 
@@ -274,6 +314,11 @@ class RequestRunner:
             # The shutdown deadline (or a second Ctrl-C) cut the request: still one line.
             self._done(time.perf_counter() - start, 503, cut=True)
             raise
+        except BaseException as exc:
+            # SystemExit, KeyboardInterrupt, ... from an app fail one request, not the server.
+            if belongs_to_server(exc):
+                raise
+            await self._app_failed(exc)
         else:
             if self.cycle.state != DONE:  # (no await for a finished response)
                 await self._app_returned()
@@ -286,10 +331,19 @@ class RequestRunner:
         too_large = self.body.too_large
         if too_large and not cycle.started:
             cycle.status = 413
+        timed_out = self.body.timed_out
+        if timed_out and not cycle.started:
+            cycle.status = 408
         # 499 (nginx's "client closed request"): the client left before the response was
-        # complete, whatever status the app had chosen.
-        left = cycle.state != DONE and self.port.gone and not self.aborted
+        # complete, whatever status the app had chosen (not when a deadline of ours cut it).
+        left = cycle.state != DONE and self.port.gone and not self.aborted and not self.cut_by
         self._done(time.perf_counter() - start, 499 if left else cycle.status, cut=left)
+        if timed_out:
+            if not cycle.started:
+                await self.port.refuse(408, None)  # _deadline_hit logged it
+                return REFUSED
+            self._abort()
+            return DONE_NORMALLY
         if too_large:
             if not cycle.started:
                 await self.port.refuse(413, "request body over max_request_body_size")
@@ -299,10 +353,10 @@ class RequestRunner:
             return LEAVE_BODY_UNREAD
         return DONE_NORMALLY
 
-    async def _app_failed(self, exc: Exception) -> None:
+    async def _app_failed(self, exc: BaseException) -> None:
         port = self.port
-        if self.body.too_large:
-            return  # the app saw the disconnect we made: answered with 413
+        if self.body.too_large or self.body.timed_out:
+            return  # the app saw the disconnect we made: answered with 413 or 408
         self._log_app_error(exc)
         if isinstance(exc, UnexpectedMessage):
             # The app broke the message protocol: don't trust the connection's state.
@@ -320,7 +374,7 @@ class RequestRunner:
 
     async def _app_returned(self) -> None:
         cycle = self.cycle
-        if self.port.gone or self.body.too_large:
+        if self.port.gone or self.body.too_large or self.body.timed_out:
             return
         scope = self.scope
         if not cycle.started:
@@ -394,10 +448,11 @@ class RequestRunner:
             duration,
             time.time(),
             self.target,
+            complete=cycle.state == DONE and not self.cut_by and not self.port.gone,
         )
         access_log.info(format_access_line(self.state.config.access_log_format, atoms))
 
-    def _log_app_error(self, exc: Exception) -> None:
+    def _log_app_error(self, exc: BaseException) -> None:
         scope = self.scope
         if self.port.gone and _caused_by_disconnect(exc):
             error_log.debug("client went away during %s %s", scope["method"], scope["path"])
@@ -484,3 +539,8 @@ def refusal_app(status: int) -> Any:
         await send({"type": "http.response.body", "body": body})
 
     return refuse
+
+
+def _client_text(scope: dict[str, Any]) -> str:
+    client = scope.get("client")
+    return f"{client[0]}:{client[1]}" if client else "-"

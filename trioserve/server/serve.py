@@ -16,12 +16,19 @@ import signal
 import socket
 import ssl
 from collections.abc import Callable, Coroutine, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 
-from ..binds import Bind, close_sockets, create_sockets, socket_url
-from ..config import Config, verify_flags_value
+from ..binds import (
+    Bind,
+    alt_svc_values,
+    close_sockets,
+    create_quic_sockets,
+    create_sockets,
+    socket_url,
+)
+from ..config import Config, ConfigError, verify_flags_value
 from ..errors import LifespanFailure
 from ..importer import as_asgi3
 from ..logs import error_log
@@ -42,6 +49,9 @@ from .transport import (
     tls_extension,
     tls_handshake,
 )
+
+if TYPE_CHECKING:  # aioquic (the h3 extra) is imported only when quic_bind is set
+    from .quic import QuicSocket
 
 
 def create_ssl_context(config: Config) -> ssl.SSLContext:
@@ -162,8 +172,50 @@ _ACCEPT_CAPACITY_ERRNOS = frozenset(
     for name in ("EMFILE", "ENFILE", "ENOMEM", "ENOBUFS")
     if hasattr(errno, name)
 )
-_ACCEPT_RETRY_SECONDS = 0.1
+# Back-off between accept() retries while out of descriptors: doubles up to the maximum.
+_ACCEPT_RETRY_SECONDS = 0.05
+_ACCEPT_RETRY_MAX_SECONDS = 1.0
 _TASK_NAME = f"{__name__}._handle_connection"
+
+
+class _AcceptBackoff:
+    """One out-of-descriptors episode of a listener: logged once when it starts (not ten
+    times a second, which would flood the log exactly when the machine is struggling) and
+    once when accept() works again, with how many attempts failed in between."""
+
+    __slots__ = ("delay", "failures", "started", "url")
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.failures = 0
+        self.started = 0.0
+        self.delay = _ACCEPT_RETRY_SECONDS
+
+    async def failed(self, exc: OSError) -> None:
+        """Log the episode's first failure, then wait a growing delay before the retry."""
+        if not self.failures:
+            self.started = trio.current_time()
+            self.delay = _ACCEPT_RETRY_SECONDS
+            error_log.error(
+                "accept() on %s failed with %s (%s): not accepting new connections until "
+                "descriptors free up; retrying with back-off",
+                self.url,
+                errno.errorcode.get(exc.errno or 0, "?"),
+                os.strerror(exc.errno or 0),
+            )
+        self.failures += 1
+        await trio.sleep(self.delay)
+        self.delay = min(self.delay * 2, _ACCEPT_RETRY_MAX_SECONDS)
+
+    def recovered(self) -> None:
+        if self.failures:
+            error_log.warning(
+                "accept() on %s works again after %d failed attempt(s) over %.1fs",
+                self.url,
+                self.failures,
+                trio.current_time() - self.started,
+            )
+            self.failures = 0
 
 
 async def _accept_loop(listener: _Listener, state: ServerState, connections: trio.Nursery) -> None:
@@ -175,20 +227,17 @@ async def _accept_loop(listener: _Listener, state: ServerState, connections: tri
     CPU per closed one.
     """
     stream_listener = listener.stream_listener
+    backoff = _AcceptBackoff(listener.url)
     while True:
         try:
             stream = await stream_listener.accept()
         except OSError as exc:
             if exc.errno not in _ACCEPT_CAPACITY_ERRNOS:
                 raise
-            error_log.error(
-                "accept returned %s (%s); retrying in %s seconds",
-                errno.errorcode.get(exc.errno or 0, "?"),
-                os.strerror(exc.errno or 0),
-                _ACCEPT_RETRY_SECONDS,
-            )
-            await trio.sleep(_ACCEPT_RETRY_SECONDS)
+            await backoff.failed(exc)
             continue
+        if backoff.failures:
+            backoff.recovered()
         # A fixed name: trio would otherwise format a new name string for every task.
         connections.start_soon(
             _handle_connection, stream, listener, state, connections, name=_TASK_NAME
@@ -262,7 +311,14 @@ async def serve(
     )
     owned = sockets is None
     bound = list(sockets) if sockets is not None else create_sockets(config)
+    quic_bound: list[tuple[Bind, socket.socket]] = []
     try:
+        if config.quic_bind:
+            if not config.ssl_enabled:
+                raise ConfigError("quic_bind needs TLS: set certfile and keyfile")
+            # Under the supervisor a replacement worker binds before its predecessor leaves.
+            supervised = config.workers > 1 or config.use_reloader
+            quic_bound = create_quic_sockets(config, reuse_port=supervised)
         ssl_context = create_ssl_context(config) if config.ssl_enabled else None
         listeners = [_Listener(bind, sock, ssl_context, config.certfile) for bind, sock in bound]
         failure: LifespanFailure | None = None
@@ -283,11 +339,21 @@ async def serve(
                         request_limit=_request_limit(config),
                         on_request_limit=on_max_requests
                         or functools.partial(_limit_reached, trigger),
+                        alt_svc=[
+                            (b"alt-svc", v.encode("latin-1"))
+                            for v in alt_svc_values(config, quic_bound)
+                        ],
                         metrics=observer.metrics,
                     )
                     observer.state = state
                     await _serve_then_shut_down(
-                        lifespan, listeners, state, trigger, handle_signals, task_status
+                        lifespan,
+                        listeners,
+                        state,
+                        trigger,
+                        handle_signals,
+                        task_status,
+                        _quic_sockets(quic_bound, state),
                     )
                     await observer.linger()
             finally:
@@ -297,8 +363,19 @@ async def serve(
         if failure is not None:
             raise failure
     finally:
+        for _, sock in quic_bound:
+            sock.close()
         if owned:
             close_sockets(bound)
+
+
+def _quic_sockets(bound: list[tuple[Bind, socket.socket]], state: ServerState) -> list[QuicSocket]:
+    """HTTP/3 servers for the UDP sockets (aioquic is imported only when they exist)."""
+    if not bound:
+        return []
+    from .quic import open_quic_socket
+
+    return [open_quic_socket(sock, state) for _, sock in bound]
 
 
 async def _serve_then_shut_down(
@@ -308,10 +385,13 @@ async def _serve_then_shut_down(
     trigger: trio.Event,
     handle_signals: bool,
     task_status: trio.TaskStatus[list[str]],
+    quic_sockets: list[QuicSocket],
 ) -> None:
     """Serve until the trigger; lifespan shutdown runs whatever happens."""
     try:
-        await _serve_connections(listeners, state, trigger, handle_signals, task_status)
+        await _serve_connections(
+            listeners, state, trigger, handle_signals, task_status, quic_sockets
+        )
     finally:
         with trio.CancelScope(shield=True):
             await lifespan.shutdown()
@@ -335,6 +415,7 @@ async def _serve_connections(
     trigger: trio.Event,
     handle_signals: bool,
     task_status: trio.TaskStatus[list[str]],
+    quic_sockets: Sequence[QuicSocket] = (),
 ) -> None:
     connections_scopes: list[trio.CancelScope] = []
     async with trio.open_nursery() as control:
@@ -342,12 +423,18 @@ async def _serve_connections(
             await control.start(_watch_signals, trigger, connections_scopes)
         async with trio.open_nursery() as connections:
             connections_scopes.append(connections.cancel_scope)
+            for quic in quic_sockets:
+                # Routing continues while connections drain; control's cancel ends it.
+                control.start_soon(quic.receive_loop, connections)
+                state.shutdown_hooks.add(quic.begin_shutdown)
             async with trio.open_nursery() as accepting:
                 for listener in listeners:
                     accepting.start_soon(_accept_loop, listener, state, connections)
                 urls = [listener.url for listener in listeners]
                 for url in urls:
                     error_log.info("Running on %s (CTRL + C to quit)", url)
+                for quic in quic_sockets:
+                    error_log.info("Running on %s (HTTP/3 over QUIC, UDP)", quic.url)
                 # "auto" depends on what is installed: say what it picked.
                 error_log.info("HTTP/1.1 parser: %s", parser_name(state.config.http))
                 state.metrics.set_lifespan("serving")

@@ -27,7 +27,10 @@ per ``send``, so a 1 MiB body costs dozens of wake-ups.
 from __future__ import annotations
 
 import errno
+import math
+import os
 import socket
+import struct
 
 import trio
 from trio.lowlevel import (
@@ -43,6 +46,8 @@ DEFAULT_RECEIVE_SIZE = 65536
 # Calls that complete without waiting between two forced yields to the scheduler.
 _YIELD_EVERY = 16
 
+# SO_LINGER on, zero seconds: close() sends RST and drops unsent data.
+_LINGER_RESET = struct.pack("ii", 1, 0)
 _CLOSED_ERRNOS = frozenset({errno.EBADF, errno.ENOTSOCK})
 # accept() errors that concern only the connection being accepted (as trio ignores them).
 _IGNORABLE_ACCEPT_ERRNOS = frozenset(
@@ -76,13 +81,24 @@ class SocketStream(trio.abc.HalfCloseableStream):
     thousands sit idle in a keep-alive server.
     """
 
-    __slots__ = ("_eof_sent", "_send_waiting", "_unyielded", "socket")
+    __slots__ = (
+        "_eof_sent",
+        "_send_waiting",
+        "_unyielded",
+        "send_timed_out",
+        "send_timeout",
+        "socket",
+    )
 
     def __init__(self, sock: socket.socket) -> None:
         self.socket = sock
         self._unyielded = 0  # calls since this stream last yielded to the scheduler
         self._send_waiting = False  # a send_all is blocked part-way through its data
         self._eof_sent = False
+        # Seconds a send_all may wait for the peer to take its data (None: forever). Only
+        # the slow path (the kernel took part of it) pays for the cancel scope.
+        self.send_timeout: float | None = None
+        self.send_timed_out = False  # a send_all gave up: the byte stream is cut
 
     async def _maybe_yield(self) -> None:
         self._unyielded += 1
@@ -159,8 +175,14 @@ class SocketStream(trio.abc.HalfCloseableStream):
         """The slow path of a send the kernel took only part of: wait, send the rest."""
         sock = self.socket
         self._send_waiting = True
+        timeout = self.send_timeout
+        deadline = math.inf if timeout is None else trio.current_time() + timeout
         try:
-            with memoryview(data) as raw, raw.cast("B") as view:
+            with (
+                trio.CancelScope(deadline=deadline) as scope,
+                memoryview(data) as raw,
+                raw.cast("B") as view,
+            ):
                 total = len(view)
                 while sent < total:
                     await wait_writable(sock)
@@ -174,6 +196,46 @@ class SocketStream(trio.abc.HalfCloseableStream):
                         raise self._send_error(exc) from exc
         finally:
             self._send_waiting = False
+        if scope.cancelled_caught:
+            self._give_up_sending(timeout)
+
+    def _give_up_sending(self, timeout: float | None) -> None:
+        self.send_timed_out = True
+        # Close with a reset: a graceful close would leave the unsent bytes (megabytes,
+        # for a client that never reads) in the kernel, still waiting on that client.
+        try:
+            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+        except OSError:  # pragma: no cover - the socket is already gone
+            pass
+        raise trio.BrokenResourceError(f"send timed out after {timeout}s: peer not reading")
+
+    async def send_file(self, fd: int, size: int) -> None:
+        """``size`` bytes of the file ``fd`` by ``os.sendfile`` (no copy through Python).
+
+        A file can rightly take longer than ``send_timeout`` to go out, so here the deadline
+        is for a stall: ``send_timeout`` seconds in which the client took no byte.
+        """
+        sock = self.socket
+        timeout = self.send_timeout
+        offset = 0
+        with trio.CancelScope() as scope:
+            while offset < size:
+                try:
+                    sent = os.sendfile(sock.fileno(), fd, offset, size - offset)
+                except BlockingIOError:
+                    if timeout is not None and scope.deadline == math.inf:
+                        scope.deadline = trio.current_time() + timeout
+                    await wait_writable(sock)
+                    continue
+                except OSError as exc:
+                    raise self._send_error(exc) from exc
+                if sent == 0:  # the file is shorter than it was: the response can't be done
+                    raise OSError(f"file ended {size - offset} bytes early")
+                offset += sent
+                scope.deadline = math.inf  # progress: the next stall starts its own clock
+        if scope.cancelled_caught:
+            self._give_up_sending(timeout)
+        await trio.lowlevel.checkpoint()
 
     def _send_error(self, exc: OSError) -> trio.BrokenResourceError | trio.ClosedResourceError:
         if self._eof_sent and exc.errno == errno.EPIPE:

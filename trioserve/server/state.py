@@ -24,7 +24,10 @@ ScopeBuilder = Callable[..., dict[str, Any]]
 
 SERVER_HEADER = (b"server", b"trioserve")
 
-# Seconds a connection accepted just before shutdown gets to deliver its first request.
+# Seconds an idle connection still gets once draining begins: a request already on its way
+# (or in the socket buffer) is answered, with Connection: close, instead of being cut by
+# a close that crosses it (the HTTP/1.1 keep-alive race). Same for a connection accepted
+# just before shutdown that has not sent its first request yet.
 FIRST_REQUEST_GRACE = 0.5
 
 
@@ -37,9 +40,10 @@ class ServerState:
     lifespan_state: dict[str, Any] | None = None
     shutting_down: bool = False
     shutdown_event: trio.Event = field(default_factory=trio.Event)
+    # Idle connections between requests: at shutdown they get a moment (FIRST_REQUEST_GRACE),
+    # not a cancel, since a client may have its next request in flight.
     idle_scopes: set[trio.CancelScope] = field(default_factory=set)
-    # Connections still waiting for their first request: at shutdown they get a moment, not
-    # a cancel, since a client that connected as draining began has its request in flight.
+    # Connections still waiting for their first request: the same grace at shutdown.
     fresh_scopes: set[trio.CancelScope] = field(default_factory=set)
     # Called once when shutdown begins (open WebSockets start their 1001 close from here,
     # rather than each keeping a task parked on shutdown_event).
@@ -55,6 +59,8 @@ class ServerState:
     websockets: int = 0
     request_ids: RequestIds | None = None
     _echo_id: bytes = b""
+    # Alt-Svc fields advertising HTTP/3 (quic_bind) on HTTP/1.1 responses; not on HTTP/3.
+    alt_svc: Headers = field(default_factory=list)
     _date: DateHeader = field(default_factory=DateHeader)
     _static_headers: Headers = field(default_factory=list)
     _headers_second: int = -1
@@ -107,7 +113,7 @@ class ServerState:
             headers = list(self._static_headers)
             if self.config.include_date_header and all(n != b"date" for n, _ in headers):
                 headers.insert(0, (b"date", self._date.value(now)))
-            self._headers = headers
+            self._headers = headers + self.alt_svc if self.alt_svc else headers
             self._headers_second = second
         return self._headers
 
@@ -128,16 +134,16 @@ class ServerState:
                 self.on_request_limit()
 
     def begin_shutdown(self) -> None:
-        """Stop taking new requests: idle keep-alive connections close now."""
+        """Stop taking new requests: idle connections close once the grace has passed
+        without a request (a request that does come is answered with Connection: close)."""
         if self.shutting_down:
             return
         self.shutting_down = True
         self.metrics.set_lifespan("draining")
         self.shutdown_event.set()
-        for scope in self.idle_scopes:
-            scope.cancel()
         grace_end = trio.current_time() + FIRST_REQUEST_GRACE
-        for scope in self.fresh_scopes:
-            scope.deadline = min(scope.deadline, grace_end)
+        for scopes in (self.idle_scopes, self.fresh_scopes):
+            for scope in scopes:
+                scope.deadline = min(scope.deadline, grace_end)
         for hook in list(self.shutdown_hooks):
             hook()

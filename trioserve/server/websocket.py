@@ -47,7 +47,6 @@ from ..logs import access_log, error_log
 from ..sansio.accesslog import AccessLogAtoms, format_access_line
 from ..sansio.asgi import UnexpectedMessage
 from ..sansio.events import Headers, Request
-from ..sansio.http2 import H2StreamAnswer
 from ..sansio.http11_rules import error_response
 from ..sansio.proxy import host_allowed
 from ..sansio.websocket import (
@@ -60,6 +59,7 @@ from ..sansio.websocket import (
     check_handshake,
 )
 from .asyncio_bridge import report_needs_asyncio
+from .faults import belongs_to_server
 from .peer import READ_SIZE, STREAM_ERRORS, PeerStream
 from .state import ServerState
 from .transport import ConnectionInfo
@@ -123,8 +123,11 @@ async def _refuse(
     error_log.info("%s %s: WebSocket upgrade refused: %s", info.client_text, status, reason)
     state.metrics.refused(status)
     extra = [*state.default_headers(), *(headers or [])]
-    if isinstance(proto, H2StreamAnswer):
-        data = proto.error_response(status, extra)
+    # An HTTP/2 or HTTP/3 stream's answer (H2StreamAnswer, H3StreamAnswer) frames its own
+    # refusal; the HTTP/1.1 protocol gets the plain response bytes.
+    stream_refusal = getattr(proto, "error_response", None)
+    if stream_refusal is not None:
+        data = stream_refusal(status, extra)
     else:
         data = error_response(status, extra=extra)
     try:
@@ -369,7 +372,10 @@ class WebSocketHandler:
             # per idle WebSocket.
             try:
                 await state.app(self.scope, self.receive, self.send)
-            except Exception as exc:
+            except BaseException as exc:
+                # SystemExit, KeyboardInterrupt, ... fail this WebSocket, not the server.
+                if belongs_to_server(exc):
+                    raise
                 await self._app_failed(exc)
             else:
                 await self._app_returned()
@@ -427,7 +433,7 @@ class WebSocketHandler:
         self._watched = True
         watchdog_for(state).add(self, self._nursery)
 
-    async def _app_failed(self, exc: Exception) -> None:
+    async def _app_failed(self, exc: BaseException) -> None:
         session = self.session
         self._log_app_error(exc)
         if session.handshake_pending:
@@ -545,7 +551,7 @@ class WebSocketHandler:
             if self._pump_scope is scope:
                 self._pump_scope = None
 
-    def _log_app_error(self, exc: Exception) -> None:
+    def _log_app_error(self, exc: BaseException) -> None:
         path = self.scope["path"]
         if isinstance(exc, ClientDisconnected):
             error_log.debug("client went away during WebSocket %s", path)
