@@ -75,3 +75,15 @@ class DateHeader:
             self._second = second
             self._value = formatdate(second, usegmt=True).encode("ascii")
         return self._value
+
+
+def plain_error(status: int, extra: Headers) -> tuple[Headers, bytes]:
+    """Headers and body of the server's own short plain-text answer on an HTTP/2 or HTTP/3
+    stream (HTTP/1.1 writes its own, whole, in ``http11_rules.error_response``)."""
+    body = b"%d\n" % status
+    headers = [
+        *extra,
+        (b"content-type", b"text/plain; charset=utf-8"),
+        (b"content-length", b"%d" % len(body)),
+    ]
+    return headers, body

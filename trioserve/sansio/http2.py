@@ -47,6 +47,7 @@ from .events import (
     StreamReset,
 )
 from .h2limits import GOAWAY, RST_STREAM, FrameScanner, TokenBucket, count_frames
+from .headers import plain_error
 
 __all__ = [
     "ErrorCodes",
@@ -474,12 +475,7 @@ class H2StreamAnswer:
 
     def error_response(self, status: int, extra: Headers) -> bytes:
         """A plain-text refusal: HEADERS now, the body returned (as ``send`` does)."""
-        body = b"%d\n" % status
-        headers = [
-            *extra,
-            (b"content-type", b"text/plain; charset=utf-8"),
-            (b"content-length", b"%d" % len(body)),
-        ]
+        headers, body = plain_error(status, extra)
         return self.send(Response(status, headers)) + body
 
     def take_trailing_data(self) -> bytes:

@@ -17,6 +17,7 @@ from aioquic.h3.connection import FrameType, H3Connection, Setting, encode_frame
 from aioquic.quic.connection import QuicConnection
 
 from .events import Data, Headers, InformationalResponse, OutboundEvent, Request, Response
+from .headers import plain_error
 
 __all__ = [
     "H3Refusal",
@@ -157,12 +158,7 @@ class H3StreamAnswer:
         return b""  # EndData: the stream's close ends it
 
     def error_response(self, status: int, extra: Headers) -> bytes:
-        body = b"%d\n" % status
-        headers = [
-            *extra,
-            (b"content-type", b"text/plain; charset=utf-8"),
-            (b"content-length", b"%d" % len(body)),
-        ]
+        headers, body = plain_error(status, extra)
         return self.send(Response(status, headers)) + body
 
     def take_trailing_data(self) -> bytes:

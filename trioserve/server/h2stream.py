@@ -26,6 +26,7 @@ from ..sansio.events import (
     Response,
     Sentinel,
 )
+from ..sansio.headers import plain_error
 from ..sansio.http2 import ErrorCodes, H2Protocol
 from .state import ServerState
 from .transport import ConnectionInfo
@@ -250,12 +251,7 @@ class H2Stream:
             error_log.info("%s %s: %s", self.conn.info.client_text, status, reason)
         if self._gone or self.headers_sent:
             return
-        body = b"%d\n" % status
-        headers = [
-            *self.conn.state.default_headers(),
-            (b"content-type", b"text/plain; charset=utf-8"),
-            (b"content-length", b"%d" % len(body)),
-        ]
+        headers, body = plain_error(status, self.conn.state.default_headers())
         try:
             await self.send_events([Response(status, headers), Data(body), EndData()])
         except ClientDisconnected:

@@ -35,6 +35,7 @@ from ..sansio.events import (
     Response,
     Sentinel,
 )
+from ..sansio.headers import plain_error
 from ..sansio.http3 import H3Refusal, H3StreamAnswer, response_fields, trailer_fields
 from ..sansio.websocket import wants_websocket_h2
 from .peer import PeerStream
@@ -250,12 +251,7 @@ class H3Stream:
             error_log.info("%s %s: %s", self.conn.info.client_text, status, reason)
         if self.gone or self.head_sent:
             return
-        body = b"%d\n" % status
-        headers = [
-            *self.conn.state.default_headers(),
-            (b"content-type", b"text/plain; charset=utf-8"),
-            (b"content-length", b"%d" % len(body)),
-        ]
+        headers, body = plain_error(status, self.conn.state.default_headers())
         try:
             await self.send_events([Response(status, headers), Data(body), EndData()])
         except ClientDisconnected:
