@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The benchmark virtualenv: trioserve from this checkout (with httptools) and the servers it is
+# The benchmark virtualenv: trioserve from this checkout (with httptools, and prometheus-client
+# for the trioserve-httptools-metrics server) and the servers it is
 # compared with (Hypercorn with trio, Uvicorn with httptools and uvloop, Granian), FastAPI for the
 # json scenario, matplotlib for the chart. All from PyPI. wrk (Debian package) is installed when
 # run as root and missing; without it benchmarks/run.py uses benchmarks/pyload.py.
@@ -12,7 +13,7 @@ venv=${VENV:-$here/.benchvenv}
 python=${PYTHON:-python3}
 "$python" -m venv "$venv"
 "$venv/bin/python" -m pip install -q --upgrade pip
-"$venv/bin/python" -m pip install -q -e "$here/..[speed]" 'hypercorn[trio]' uvicorn httptools \
+"$venv/bin/python" -m pip install -q -e "$here/..[speed,metrics]" 'hypercorn[trio]' uvicorn httptools \
     uvloop granian wsproto websockets fastapi python-multipart matplotlib py-spy
 if ! command -v wrk >/dev/null; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
