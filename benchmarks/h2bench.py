@@ -44,6 +44,8 @@ SERVERS = {
     "trioserve": [
         str(BIN / "trioserve"),
         "h2_app:app",
+        "-c",
+        str(HERE / "h2bench.toml"),
         "--bind",
         "127.0.0.1:{port}",
         "--log-level",
@@ -57,6 +59,8 @@ SERVERS = {
         "-k",
         "trio",
         "h2_app:app",
+        "-c",
+        str(HERE / "h2bench.toml"),
         "--bind",
         "127.0.0.1:{port}",
         "--log-level",
