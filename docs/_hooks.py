@@ -17,7 +17,7 @@ from typing import Any
 from mkdocs.structure.files import File, Files, InclusionLevel
 
 REPO = Path(__file__).resolve().parent.parent
-SHARED_DIRS = ["benchmarks/results"]  # repository folders whose files the pages link to
+LINKED_DIRS = ["benchmarks/results"]  # repository folders whose files the pages link to
 SUFFIXES = {".md", ".png", ".svg", ".json"}
 _OUTSIDE_LINK = re.compile(r"\]\(\.\./([^)#\s]+)")
 log = logging.getLogger("mkdocs.plugins.trioserve")
@@ -35,7 +35,7 @@ def on_pre_build(config: Any) -> None:
 
 
 def on_files(files: Files, config: Any) -> Files:
-    for folder in SHARED_DIRS:
+    for folder in LINKED_DIRS:
         for path in sorted((REPO / folder).rglob("*")):
             if path.is_file() and path.suffix in SUFFIXES:
                 rel = path.relative_to(REPO).as_posix()
