@@ -26,8 +26,8 @@ from ..sansio.events import (
     Response,
     Sentinel,
 )
-from ..sansio.headers import plain_error
 from ..sansio.http2 import ErrorCodes, H2Protocol
+from .request import refuse_stream
 from .state import ServerState
 from .transport import ConnectionInfo
 
@@ -247,15 +247,9 @@ class H2Stream:
             self.vanish()
 
     async def refuse(self, status: int, reason: str | None) -> None:
-        if reason is not None:
-            error_log.info("%s %s: %s", self.conn.info.client_text, status, reason)
-        if self._gone or self.headers_sent:
-            return
-        headers, body = plain_error(status, self.conn.state.default_headers())
-        try:
-            await self.send_events([Response(status, headers), Data(body), EndData()])
-        except ClientDisconnected:
-            pass
+        conn = self.conn
+        answered = self._gone or self.headers_sent
+        await refuse_stream(self, conn.info, conn.state, status, reason, answered)
 
 
 class H2StreamIO(trio.abc.Stream):

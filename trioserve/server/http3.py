@@ -35,11 +35,10 @@ from ..sansio.events import (
     Response,
     Sentinel,
 )
-from ..sansio.headers import plain_error
 from ..sansio.http3 import H3Refusal, H3StreamAnswer, response_fields, trailer_fields
 from ..sansio.websocket import wants_websocket_h2
 from .peer import PeerStream
-from .request import RequestRunner
+from .request import RequestRunner, refuse_stream
 from .websocket import serve_websocket
 
 if TYPE_CHECKING:
@@ -247,15 +246,9 @@ class H3Stream:
 
     async def refuse(self, status: int, reason: str | None) -> None:
         """A short error answer in place of the app's, then the stream is done."""
-        if reason is not None:
-            error_log.info("%s %s: %s", self.conn.info.client_text, status, reason)
-        if self.gone or self.head_sent:
-            return
-        headers, body = plain_error(status, self.conn.state.default_headers())
-        try:
-            await self.send_events([Response(status, headers), Data(body), EndData()])
-        except ClientDisconnected:
-            pass
+        conn = self.conn
+        answered = self.gone or self.head_sent
+        await refuse_stream(self, conn.info, conn.state, status, reason, answered)
 
 
 def quic_tls_extension(quic: BoundedQuicConnection, server_cert: str | None) -> dict[str, Any]:

@@ -59,6 +59,7 @@ from ..sansio.events import (
     Response,
     Sentinel,
 )
+from ..sansio.headers import plain_error
 from ..sansio.proxy import host_allowed
 from .asyncio_bridge import report_needs_asyncio
 from .faults import belongs_to_server
@@ -544,3 +545,24 @@ def refusal_app(status: int) -> Any:
 def _client_text(scope: dict[str, Any]) -> str:
     client = scope.get("client")
     return f"{client[0]}:{client[1]}" if client else "-"
+
+
+async def refuse_stream(
+    port: RequestPort,
+    info: ConnectionInfo,
+    state: ServerState,
+    status: int,
+    reason: str | None,
+    answered: bool,
+) -> None:
+    """``RequestPort.refuse`` for one stream of a multiplexed connection (HTTP/2, HTTP/3):
+    one log line, then a short plain-text answer unless the stream is gone or answered."""
+    if reason is not None:
+        error_log.info("%s %s: %s", info.client_text, status, reason)
+    if answered:
+        return
+    headers, body = plain_error(status, state.default_headers())
+    try:
+        await port.send_events([Response(status, headers), Data(body), EndData()])
+    except ClientDisconnected:
+        pass
