@@ -34,8 +34,12 @@ class Req:
     body: bytes = b""  # sent with the head
     content_length: int | None = None  # declared; defaults to len(body) when there is one
     end: bool = True  # the request ends after ``body``
+    # No declared length: chunked on HTTP/1.1, DATA without content-length on HTTP/2 and 3.
+    streamed: bool = False
 
     def length(self) -> int | None:
+        if self.streamed:
+            return None
         if self.content_length is not None:
             return self.content_length
         return len(self.body) if self.body or self.method in (b"POST", b"PUT") else None
@@ -91,6 +95,7 @@ class H1Conn:
         self.stream = stream
         self.parser: h11.Connection | None = None
         self.result = Reply()
+        self.chunked = False
 
     async def start(self, req: Req) -> int:
         lines = [b"%s %s HTTP/1.1" % (req.method, req.path), b"host: " + req.authority]
@@ -98,7 +103,11 @@ class H1Conn:
         length = req.length()
         if length is not None:
             lines.append(b"content-length: %d" % length)
-        await self.stream.send_all(b"\r\n".join(lines) + b"\r\n\r\n" + req.body)
+        self.chunked = req.streamed
+        if req.streamed:
+            lines.append(b"transfer-encoding: chunked")
+        head = b"\r\n".join(lines) + b"\r\n\r\n"
+        await self.stream.send_all(head + self._framed(req.body, req.end))
         # h11 reads the response once it believes it sent a request like this one.
         parser = h11.Connection(h11.CLIENT)
         method = b"HEAD" if req.method == b"HEAD" else b"GET"
@@ -107,8 +116,17 @@ class H1Conn:
         self.parser, self.result = parser, Reply()
         return 0
 
+    def _framed(self, data: bytes, end: bool) -> bytes:
+        if not self.chunked:
+            return data
+        chunk = b"%x\r\n%s\r\n" % (len(data), data) if data else b""
+        return chunk + (b"0\r\n\r\n" if end else b"")
+
     async def send_body(self, handle: int, data: bytes, end: bool = False) -> None:
-        await self.stream.send_all(data)
+        try:
+            await self.stream.send_all(self._framed(data, end))
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass  # the server answered and closed: the reply says what it answered
 
     async def reset(self, handle: int) -> None:
         await trio.aclose_forcefully(self.stream)

@@ -93,6 +93,16 @@ async def slow_body(ctx: Ctx) -> str:
     return f"{describe(reply)} {reply.body.decode()}"
 
 
+async def streamed_body_over_limit(ctx: Ctx) -> str:
+    """No declared length: the limit can only be found while reading."""
+    conn = await ctx.connect()
+    piece = b"a" * 600
+    handle = await conn.start(Req(b"POST", b"/echo", body=piece, end=False, streamed=True))
+    await trio.sleep(0.1)
+    await conn.send_body(handle, piece, end=True)
+    return describe(await conn.reply(handle))
+
+
 async def leave_mid_request(ctx: Ctx) -> str:
     conn = await ctx.connect()
     handle = await conn.start(Req(b"POST", b"/echo", body=b"abc", content_length=10, end=False))
@@ -200,7 +210,7 @@ def websocket(then: str) -> Script:
         elif then == "shutdown":
             await trio.sleep(0.1)
             ctx.running.shutdown()
-        _, code = await _ws_until_close(ws, 4.0, answer_pings=False)
+        _, code = await _ws_until_close(ws, 3.0, answer_pings=False)
         return f"{status} close {code}"
 
     return script
@@ -248,6 +258,14 @@ SCENARIOS = (
         "body_over_limit",
         get(b"/echo", method=b"POST", body=b"a" * 2000),
         _o("413", (), ("413",), ("POST 4xx x1", "refused 413 x1")),
+        {"max_request_body_size": 1000},
+    ),
+    Scenario(
+        "streamed_body_over_limit",
+        streamed_body_over_limit,
+        _o(
+            "413", ("http.request", "http.disconnect"), ("413",), ("POST 4xx x1", "refused 413 x1")
+        ),
         {"max_request_body_size": 1000},
     ),
     Scenario(

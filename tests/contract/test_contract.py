@@ -38,7 +38,7 @@ CASES = [
 
 async def _settle(caplog: pytest.LogCaptureFixture, lines: int) -> None:
     """Wait (a bounded while) until the server has written the access lines it owes."""
-    with trio.move_on_after(2.0):
+    with trio.move_on_after(1.5):
         while len(access_statuses(caplog.records)) < lines:
             await trio.sleep(0.02)
     await trio.sleep(0.05)  # anything logged right after the last line
