@@ -97,4 +97,6 @@ class H3Conn:
         return None
 
     async def aclose(self) -> None:
-        self.client.close()
+        if self.client.terminated is None:
+            self.client.close()
+            await self.client.flush()  # CONNECTION_CLOSE leaves before the task is cancelled
