@@ -34,16 +34,21 @@ class Recorder:
     def app(self) -> Callable[[dict[str, Any], Receive, Send], Awaitable[None]]:
         async def app(scope: dict[str, Any], receive: Receive, send: Send) -> None:
             if scope["type"] == "websocket":
-                await self._websocket(receive, send)
+                await self._websocket(scope["path"], receive, send)
             elif scope["type"] == "http":
                 route = scope["path"].rsplit("/", 1)[-1]
                 await ROUTES.get(route, _echo)(self, scope, receive, send)
 
         return app
 
-    async def _websocket(self, receive: Receive, send: Send) -> None:
+    async def _websocket(self, path: str, receive: Receive, send: Send) -> None:
         self.seen.append((await receive())["type"])
+        if path == "/ws-deny":
+            await send({"type": "websocket.close", "code": 1008})
+            return
         await send({"type": "websocket.accept"})
+        if path == "/ws-raise":
+            raise ValueError("contract: a WebSocket app raised")
         while True:
             message = await receive()
             if message["type"] == "websocket.disconnect":

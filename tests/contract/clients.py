@@ -178,8 +178,10 @@ class H1Conn:
         ws = WSConnection(ConnectionType.CLIENT)
         await self.stream.send_all(ws.send(Request(host="localhost", target=path.decode())))
         session = H1WS(self.stream, ws)
-        for event in await session.events(5.0):
+        events = await session.events(5.0)
+        for i, event in enumerate(events):
             if isinstance(event, AcceptConnection):
+                session.pending = events[i + 1 :]  # a close may come in the same read
                 return 101, session
             if isinstance(event, RejectConnection):
                 return event.status_code, None
@@ -192,6 +194,7 @@ class H1Conn:
 class H1WS:
     def __init__(self, stream: trio.abc.Stream, ws: WSConnection) -> None:
         self.stream, self.ws = stream, ws
+        self.pending: list[Any] = []
 
     async def send(self, event: Any) -> None:
         try:
@@ -200,6 +203,9 @@ class H1WS:
             pass
 
     async def events(self, timeout: float) -> list[Any]:
+        if self.pending:
+            events, self.pending = self.pending, []
+            return events
         with trio.move_on_after(timeout):
             while True:
                 data = await _receive(self.stream)
@@ -321,7 +327,6 @@ class H2Conn:
         reply = await self.head(sid)
         if reply.status != 200:
             return reply.status, None
-        self.ws_data[sid].clear()  # body bytes before the head: none
         return 101, StreamWS(self, sid)
 
     async def ws_chunk(self, sid: int) -> bytes | None:

@@ -194,10 +194,10 @@ async def _ws_until_close(ws: WS, seconds: float, answer_pings: bool) -> tuple[i
     return pings, code
 
 
-def websocket(then: str) -> Script:
+def websocket(then: str, path: bytes = b"/ws") -> Script:
     async def script(ctx: Ctx) -> str:
         conn = await ctx.connect()
-        status, ws = await conn.ws_open(b"/ws")
+        status, ws = await conn.ws_open(path)
         if ws is None:
             return f"{status}"
         if then == "pings":
@@ -480,6 +480,25 @@ SCENARIOS = (
             ("websocket.connect", "websocket.disconnect 1001"),
             ("101",),
             ("websockets x1",),
+        ),
+        WS_OPTIONS,
+    ),
+    Scenario(
+        "ws_denied",
+        websocket("none", b"/ws-deny"),
+        _o("403", ("websocket.connect",), ("403",), ("websockets x1",)),
+        WS_OPTIONS,
+    ),
+    Scenario(
+        "ws_app_raises",
+        websocket("none", b"/ws-raise"),
+        _o(
+            "101 close 1011",
+            ("websocket.connect",),
+            ("101",),
+            ("app_exceptions x1", "websockets x1"),
+            errors=1,
+            tracebacks=1,
         ),
         WS_OPTIONS,
     ),

@@ -45,7 +45,13 @@ DIFFERENCES: dict[tuple[str, str], Difference] = {
     ),
     **{
         key: value
-        for scenario in ("ws_keepalive_pings", "ws_ping_timeout", "ws_max_size", "ws_shutdown")
+        for scenario in (
+            "ws_keepalive_pings",
+            "ws_ping_timeout",
+            "ws_max_size",
+            "ws_shutdown",
+            "ws_app_raises",
+        )
         for key, value in _each(
             MULTIPLEXED,
             scenario,
@@ -100,6 +106,11 @@ KNOWN_BUGS: dict[tuple[str, str], str] = {
         MULTIPLEXED,
         ("target_with_space", "target_asterisk_get"),
         "22 (row 5): a :path with a space, or GET *, reaches the app instead of a 400",
+    ),
+    **_bugs(
+        (*H1, *MULTIPLEXED),
+        ("ws_app_raises",),
+        "23: a WebSocket app's exception is logged but not counted as app_exception",
     ),
     ("idle_timeout", "h3"): "issue 22 (row 7): keep_alive_timeout is not applied to HTTP/3",
     **_bugs(
