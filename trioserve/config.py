@@ -332,6 +332,16 @@ class Config:
         cli=("--factory",),
         help="Treat the app string as a zero-argument callable that returns the app.",
     )
+    reset_contextvars: bool = _opt(
+        False,
+        cli=("--reset-contextvars",),
+        help=(
+            "Run each request and WebSocket in an empty contextvars.Context, as Uvicorn's "
+            "flag does (hides what the lifespan or the server's caller set). Without it each "
+            "starts from a copy of its connection's starting context, never from what an "
+            "earlier request on the connection set."
+        ),
+    )
     root_path: str = _opt(
         "",
         cli=("--root-path",),
