@@ -110,6 +110,9 @@ def test_trailers_over_the_limit_refused(server_config: QuicConfiguration) -> No
     assert feed(conn, 0, trailers) == [HeadersRefused(0, True)]
     assert len(conn._stream[0].buffer) == 0
     assert server._close_event is None
+    # All in one piece: the head and the body come before the refusal.
+    events = feed(conn, 4, frame(0x1, head_block(HEAD)) + frame(0x0, b"x") + trailers)
+    assert [type(e) for e in events] == [HeadersReceived, DataReceived, HeadersRefused]
 
 
 def test_static_table_amplification_refused_before_validation(

@@ -136,12 +136,15 @@ class LimitedH3Connection(ServerH3Connection):
     ) -> list[H3Event]:
         self._refused = []
         events: list[H3Event] = super()._receive_request_or_push_data(stream, data, stream_ended)
-        refused: list[H3Event] = list(self._refused)
         if self._oversized:
             events = [self._stand_in_refused(event) for event in events]
-        # A refusal goes first: nothing of the stream's request precedes a refused head,
-        # and body data before refused trailers is dropped with the request anyway.
-        return refused + events if refused else events
+        if not self._refused:
+            return events
+        # In stream order: nothing precedes a refused head (DATA after it follows), and
+        # what precedes refused trailers (the head, body) came in frames before them.
+        heads: list[H3Event] = [r for r in self._refused if not r.trailers]
+        trailers: list[H3Event] = [r for r in self._refused if r.trailers]
+        return heads + events + trailers
 
     def _stand_in_refused(self, event: H3Event) -> H3Event:
         if type(event) is HeadersReceived and event.stream_id in self._oversized:
