@@ -535,6 +535,7 @@ class Config:
     )
     quic_max_connections_per_ip: int = _opt(
         64,
+        cli=("--quic-max-connections-per-ip",),
         help="QUIC connections (established and half-open) per client IP address; further "
         "Initials are dropped and the client falls back to TCP or retries later.",
     )
