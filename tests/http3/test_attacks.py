@@ -261,15 +261,17 @@ async def test_idle_timer_counts_requests_not_pings(certs: Certs) -> None:
 async def test_keep_alive_off_serves_one_request_then_closes(certs: Certs) -> None:
     """keep_alive_timeout = 0: a new connection still gets its request served (it has
     request_head_timeout for it), and is closed as soon as that stream ends."""
-    async with h3_server(hello, certs, keep_alive_timeout=0) as server:
-        async with h3_client(server.port, str(certs.ca_file)) as client:
-            await trio.sleep(0.3)  # longer than 0 s: not closed before its first request
-            assert client.terminated is None
-            assert (await client.request(b"/")).status == 200
-            with trio.fail_after(5):
-                while client.terminated is None:
-                    await trio.sleep(0.05)
-            assert client.terminated.error_code == 0x100
+    async with (
+        h3_server(hello, certs, keep_alive_timeout=0) as server,
+        h3_client(server.port, str(certs.ca_file)) as client,
+    ):
+        await trio.sleep(0.3)  # longer than 0 s: not closed before its first request
+        assert client.terminated is None
+        assert (await client.request(b"/")).status == 200
+        with trio.fail_after(5):
+            while client.terminated is None:
+                await trio.sleep(0.05)
+        assert client.terminated.error_code == 0x100
 
 
 async def connects(client: H3Client, within: float) -> bool:

@@ -16,7 +16,7 @@ from aioquic.quic.events import StreamDataReceived
 from aioquic.quic.packet import QuicStreamFrame
 
 from trioserve.sansio.h3limits import HeadersRefused, LimitedH3Connection
-from trioserve.sansio.quic import BoundedQuicConnection
+from trioserve.sansio.quic import UNI_STREAMS, UNI_WINDOW, BoundedQuicConnection
 from trioserve.sansio.quic import quic_configuration as make_config
 
 from .test_sansio_quic import handshake, pump
@@ -41,7 +41,7 @@ def server_config(tmp_path_factory: pytest.TempPathFactory) -> QuicConfiguration
         keyfile=str(tmp / "key.pem"),
         password=None,
         idle_timeout=30,
-        stream_window=64 * 1024,
+        stream_window=256 * 1024,
         max_data=1 << 20,
     )
 
@@ -155,15 +155,17 @@ def test_data_past_a_gap_earns_no_credit(server_config: QuicConfiguration) -> No
     client, server, now = handshake(server_config, window)
     request = client.get_next_available_stream_id()
     control = client.get_next_available_stream_id(is_unidirectional=True)
-    for stream_id in (request, control):
+    assert server._local_max_stream_data_uni == UNI_WINDOW < window
+    assert server._local_max_streams_uni.value == UNI_STREAMS
+    for stream_id, limit in ((request, window), (control, UNI_WINDOW)):
         client.send_stream_data(stream_id, b"h" * 10)
         pump(client, server, now)
         server.start(stream_id)  # a request's head arrived (no effect on a uni stream)
         # A window's worth of bytes past a one-byte hole after the head: buffered by
         # aioquic, delivered to nobody.
         receiver = server._streams[stream_id].receiver
-        assert receiver.handle_frame(QuicStreamFrame(offset=11, data=b"b" * (window - 11))) is None
-        assert receiver.highest_offset == window
+        assert receiver.handle_frame(QuicStreamFrame(offset=11, data=b"b" * (limit - 11))) is None
+        assert receiver.highest_offset == limit
         server.datagrams_to_send(now=now[0])
         granted = server._streams[stream_id].max_stream_data_local
-        assert granted == window, stream_id  # aioquic alone doubles it; the old rule grew it
+        assert granted == limit, stream_id  # aioquic alone doubles it; the old rule grew it

@@ -51,6 +51,14 @@ __all__ = [
 Address = Any  # (host, port) or (host, port, flowinfo, scope_id), as the socket reports it
 
 
+# A client's unidirectional streams: HTTP/3 needs three (control, QPACK encoder and
+# decoder); the rest are ones we ignore (grease). Each carries little, so each gets a small
+# window: what a client can make the server buffer on them (past a hole it leaves) stays
+# a fraction of what its request streams may.
+UNI_STREAMS = 16
+UNI_WINDOW = 64 * 1024
+
+
 def quic_configuration(
     *,
     certfile: str,
@@ -106,6 +114,9 @@ class BoundedQuicConnection(QuicConnection):
         limit = self._local_max_streams_bidi
         limit.value = limit.sent = max_streams
         self._window = configuration.max_stream_data
+        uni = self._local_max_streams_uni
+        uni.value = uni.sent = UNI_STREAMS
+        self._uni_window = self._local_max_stream_data_uni = min(self._window, UNI_WINDOW)
         self._unread: dict[int, int] = {}  # request body bytes received, not read by the app
         # Streams whose request runs (head arrived, task not ended). Until its head arrives
         # a stream keeps its first window: frame bytes aioquic buffers (a huge HEADERS
@@ -164,8 +175,9 @@ class BoundedQuicConnection(QuicConnection):
         window ends ``stream_window`` bytes past what the app has read (frame headers count
         as read), so a client can never have more than that waiting unread per stream.
         An update goes out once a quarter of a window has been read, not on every read.
-        The client's unidirectional streams (control, QPACK) follow the same rule, with
-        everything delivered counting as read (the H3 layer consumes it at once).
+        The client's unidirectional streams (control, QPACK) follow the same rule with
+        :data:`UNI_WINDOW`, everything delivered counting as read (the H3 layer consumes
+        it at once).
         """
         stream_id = stream.stream_id
         if stream_id is None or not (is_request_stream(stream_id) or is_client_uni(stream_id)):
@@ -178,9 +190,10 @@ class BoundedQuicConnection(QuicConnection):
         # Bytes delivered in order, not the highest offset seen: data past a gap waits in
         # aioquic's buffer and must not earn credit (a client leaving a hole could
         # otherwise grow the window, and that buffer, without bound).
+        window = self._window if is_request_stream(stream_id) else self._uni_window
         delivered = stream.receiver.starting_offset()
-        credit = delivered - self._unread.get(stream_id, 0) + self._window
-        if credit - stream.max_stream_data_local < self._window // 4:
+        credit = delivered - self._unread.get(stream_id, 0) + window
+        if credit - stream.max_stream_data_local < window // 4:
             return
         stream.max_stream_data_local = credit
         buf = builder.start_frame(
