@@ -543,6 +543,12 @@ class Config:
     quic_max_half_open: int = _opt(
         8, help="QUIC handshakes in progress per client IP address; further Initials dropped."
     )
+    quic_max_connections_per_ip: int = _opt(
+        64,
+        cli=("--quic-max-connections-per-ip",),
+        help="QUIC connections (established and half-open) per client IP address; further "
+        "Initials are dropped and the client falls back to TCP or retries later.",
+    )
     quic_retry: str = _opt(
         "load",
         choices=("on", "off", "load"),
