@@ -133,3 +133,42 @@ async def test_http2_head_arrives_before_the_first_event() -> None:
             body = await response.aread()
     assert elapsed < SOON, f"headers after {elapsed:.2f}s"
     assert body == b"data: tick\n\n"
+
+
+async def hello_app(scope: Any, receive: Any, send: Any) -> None:
+    if scope["type"] != "http":
+        return
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"hi"})
+
+
+async def count_writes(monkeypatch: pytest.MonkeyPatch, app: Any, **options: Any) -> list[bytes]:
+    """Three keep-alive hellos; every write the server made, as it made it."""
+    from trioserve.server.peer import PeerStream
+
+    writes: list[bytes] = []
+    real_send = PeerStream.send
+
+    async def send(self: PeerStream, data: bytes) -> None:
+        writes.append(bytes(data))
+        await real_send(self, data)
+
+    monkeypatch.setattr(PeerStream, "send", send)
+    async with open_server(app, **options) as server:
+        stream = await trio.open_tcp_stream(server.host, server.port)
+        async with stream:
+            for _ in range(3):
+                await stream.send_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+                received = b""
+                with trio.fail_after(5):
+                    while not received.endswith(b"hi\r\n0\r\n\r\n"):
+                        received += await stream.receive_some(65536)
+    return writes
+
+
+@PARSERS
+async def test_hello_is_still_one_write(kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """start and body back to back (no wait between): the head leaves with the body."""
+    writes = await count_writes(monkeypatch, hello_app, http=kind)
+    assert len(writes) == 3
+    assert all(w.startswith(b"HTTP/1.1 200 ") and w.endswith(b"0\r\n\r\n") for w in writes)
