@@ -139,3 +139,71 @@ def test_links_are_labelled_with_titles_not_file_names() -> None:
             raw += [f"{page.name}: {m[0]}" for m in re.finditer(r"\[[\w.-]+\.md\]\(", text)]
             raw += [f"{page.name}: {m[0]}" for m in re.finditer(r"\[[a-z0-9]+\]\(\w+\.md", text)]
     assert not raw
+
+
+# -- documented defaults ----------------------------------------------------------------------
+_UNITS = {"s": 1, "bytes": 1, "KiB": 1024, "MiB": 1024 * 1024}
+
+
+def _documented_value(text: str) -> object:
+    """A default as the docs write it (``5 s``, ``16 KiB``, ``off``, ``true``, `` `load` ``);
+    ValueError for prose."""
+    text = re.sub(r"\(.*?\)", "", text).strip()
+    if text in ("off", "none"):
+        return None
+    if text in ("on", "true", "false"):
+        return text != "false"
+    quoted = re.fullmatch(r"`(\w+)`", text)
+    if quoted:
+        return quoted[1]
+    number = re.fullmatch(r"([\d.]+)(?: ?(s|bytes|KiB|MiB))?", text)
+    if not number:
+        raise ValueError(text)
+    return float(number[1]) * _UNITS[number[2] or "bytes"]
+
+
+def documented_defaults() -> list[tuple[str, str, str]]:
+    """(page, config key, default cell) for each row of a docs table with a "default"
+    column whose first cells name config keys."""
+    from trioserve.config import Config
+
+    fields = set(Config.__dataclass_fields__)
+    rows: list[tuple[str, str, str]] = []
+    for page in sorted(DOCS.glob("*.md")):
+        if page.name == "configuration.md":
+            continue
+        column = None
+        for line in page.read_text().splitlines():
+            cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+            if not line.startswith("|"):
+                column = None
+            elif "default" in cells:
+                column = cells.index("default")
+            elif column is not None and not set(line) <= set("|- "):
+                keys = [k for k in re.findall(r"`(\w+)`", " ".join(cells[:column])) if k in fields]
+                values = re.split(r" / |, ", cells[column])
+                if keys and len(keys) == len(values):
+                    rows += [(page.name, k, v) for k, v in zip(keys, values, strict=True)]
+    return rows
+
+
+def test_documented_defaults_are_the_configs() -> None:
+    from trioserve.config import Config
+
+    config = Config()
+    checked, wrong = 0, []
+    for page, key, cell in documented_defaults():
+        try:
+            documented = _documented_value(cell)
+        except ValueError:
+            continue  # prose ("20 s + 1 s per 500 bytes", "50/s"): read by a person
+        actual = getattr(config, key)
+        same = (
+            (documented is None and actual in (None, 0, False))
+            or documented == actual
+            or (isinstance(actual, (int, float)) and documented == float(actual))
+        )
+        checked += 1
+        if not same:
+            wrong.append(f"{page}: {key} is documented as {cell!r}, but is {actual!r}")
+    assert checked >= 25 and not wrong, wrong
