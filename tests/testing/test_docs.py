@@ -207,3 +207,20 @@ def test_documented_defaults_are_the_configs() -> None:
         if not same:
             wrong.append(f"{page}: {key} is documented as {cell!r}, but is {actual!r}")
     assert checked >= 25 and not wrong, wrong
+
+
+def test_uvicorn_flags_said_to_carry_over_exist() -> None:
+    """Every flag docs/uvicorn.md's "What carries over" names is one of trioserve's, and its
+    ``trioserve.run(...)`` example's keywords build a config."""
+    from trioserve.cli import build_parser
+    from trioserve.run import make_config
+
+    text = (DOCS / "uvicorn.md").read_text()
+    section = text.split("## What carries over", 1)[1].split("\n## ", 1)[0]
+    flags = set(re.findall(r"`(--[a-z0-9-]+)", section)) - {"--reload", "--ssl-"}
+    ours = set(build_parser()._option_string_actions)
+    assert len(flags) > 30 and not flags - ours, sorted(flags - ours)
+    example = re.search(r'trioserve\.run\("main:app", (.*)\)\n', text)
+    assert example is not None
+    keywords = eval(f"dict({example[1]})")  # the documented literal keywords
+    assert make_config("main:app", environ={}, **keywords).application_path == "main:app"
