@@ -319,6 +319,9 @@ class HTTP11Connection:
                 await peer.send(data)
             except OSError:  # (ClientDisconnected, SendTimeout): the app's next send() says so
                 pass
+            except Exception:  # a task of the connections nursery: never take it down
+                error_log.exception("Unexpected error writing a response head")
+                peer.broken = True
 
     async def _send_each(self, chunks: list[bytes]) -> None:
         for chunk in chunks:
