@@ -47,6 +47,25 @@ DOCS = DOC.parent
 _COMMAND = re.compile(r"^(?:\$ )?(?:python -m )?trioserve (.*)$")
 
 
+def shell_blocks(page: Path) -> list[str]:
+    """The shell code blocks of a page (```sh, bash, console, shell, or no language)."""
+    blocks: list[str] = []
+    current: list[str] | None = None
+    for line in page.read_text().splitlines():
+        fence = re.fullmatch(r"\s*```(\w*)\s*", line)
+        if fence and current is None:
+            current = [] if fence[1] in ("", "sh", "bash", "console", "shell") else None
+            if current is None:
+                current = ["<not shell>"]
+        elif fence:
+            if current[:1] != ["<not shell>"]:
+                blocks.append("\n".join(current) + "\n")
+            current = None
+        elif current is not None:
+            current.append(line.strip())
+    return blocks
+
+
 def documented_commands() -> list[tuple[str, str]]:
     """(page, command line) for each ``trioserve ...`` line in a shell block of docs/*.md
     (backslash continuations joined, a ``$ `` prompt dropped). configuration.md is
@@ -55,8 +74,7 @@ def documented_commands() -> list[tuple[str, str]]:
     for page in sorted(DOCS.glob("*.md")):
         if page.name == "configuration.md":
             continue
-        blocks = re.findall(r"```(?:sh|bash|console|shell)?\n(.*?)```", page.read_text(), re.S)
-        for block in blocks:
+        for block in shell_blocks(page):
             for line in block.replace("\\\n", " ").splitlines():
                 match = _COMMAND.match(line.strip())
                 if match:
@@ -224,3 +242,110 @@ def test_uvicorn_flags_said_to_carry_over_exist() -> None:
     assert example is not None
     keywords = eval(f"dict({example[1]})")  # the documented literal keywords
     assert make_config("main:app", environ={}, **keywords).application_path == "main:app"
+
+
+# -- documented scripts and extras ----------------------------------------------------------
+_SCRIPT = re.compile(r"^(?:[A-Z_]+=\S+ )*\S*python (benchmarks/\w+\.py)(.*)$")
+
+
+def documented_scripts() -> list[tuple[str, str, str]]:
+    """(page, script, arguments) for each ``python benchmarks/X.py ...`` line in a shell
+    block of docs/*.md."""
+    found: list[tuple[str, str, str]] = []
+    for page in sorted(DOCS.glob("*.md")):
+        for block in shell_blocks(page):
+            for line in block.replace("\\\n", " ").splitlines():
+                match = _SCRIPT.match(line.strip())
+                if match:
+                    found.append((page.name, match[1], match[2]))
+    return found
+
+
+class _Parsed(Exception):
+    """The script's arguments parsed: stop before it runs anything."""
+
+
+@pytest.mark.parametrize(("page", "script", "arguments"), documented_scripts())
+def test_documented_script_arguments_parse(
+    page: str, script: str, arguments: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each documented benchmark command's arguments are the script's (its own argparse
+    parses them); the script itself is not run (minutes of load)."""
+    import argparse
+    import runpy
+    import shlex
+    import sys
+
+    root = DOCS.parent
+    real_parse = argparse.ArgumentParser.parse_args
+
+    def parse_then_stop(self: argparse.ArgumentParser, *args: object, **kw: object) -> None:
+        real_parse(self, *args, **kw)  # type: ignore[call-overload]
+        raise _Parsed
+
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", parse_then_stop)
+    monkeypatch.setattr(sys, "argv", [script, *shlex.split(arguments, comments=True)])
+    monkeypatch.syspath_prepend(str(root / "benchmarks"))
+    modules = set(sys.modules)
+    try:
+        with pytest.raises(_Parsed):
+            runpy.run_path(str(root / script), run_name="__main__")
+    finally:  # (benchmarks/profile.py would shadow the stdlib's for later tests)
+        bench = str(root / "benchmarks")
+        for name in set(sys.modules) - modules:
+            if (getattr(sys.modules[name], "__file__", None) or "").startswith(bench):
+                del sys.modules[name]
+
+
+def test_documented_extras_exist() -> None:
+    """Every ``trioserve[extra]`` / ``.[extra]`` the docs tell people to install exists."""
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10
+        import tomli as tomllib
+
+    pyproject = tomllib.loads((DOCS.parent / "pyproject.toml").read_text())
+    extras = set(pyproject["project"]["optional-dependencies"])
+    named = set()
+    for page in DOCS.glob("*.md"):
+        for group in re.findall(r"(?:trioserve|\.)\[([\w,]+)\]", page.read_text()):
+            named |= set(group.split(","))
+    assert named and not named - extras, sorted(named - extras)
+
+
+def documented_pytest_runs() -> list[tuple[str, dict[str, str], list[str]]]:
+    """(page, environment, pytest arguments) for each ``python -m pytest ...`` line."""
+    import shlex
+
+    found: list[tuple[str, dict[str, str], list[str]]] = []
+    for page in sorted(DOCS.glob("*.md")):
+        for block in shell_blocks(page):
+            for line in block.replace("\\\n", " ").splitlines():
+                match = re.match(r"^((?:[A-Z_]+=\S+ )*)\S*python -m pytest (.*)$", line.strip())
+                if match:
+                    env = dict(item.split("=", 1) for item in match[1].split())
+                    found.append((page.name, env, shlex.split(match[2], comments=True)))
+    return found
+
+
+@pytest.mark.parametrize(("page", "env", "arguments"), documented_pytest_runs())
+def test_documented_pytest_run_selects_tests(
+    page: str, env: dict[str, str], arguments: list[str]
+) -> None:
+    """A documented test run selects tests (collected, not run: the fuzz run takes minutes),
+    and the tests read each environment variable it sets."""
+    import subprocess
+    import sys
+
+    root = DOCS.parent
+    collected = subprocess.run(
+        [sys.executable, "-m", "pytest", "--collect-only", "-q", *arguments],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert collected.returncode == 0, collected.stdout[-2000:]  # (5: nothing selected)
+    paths = [a for a in arguments if not a.startswith("-") and (root / a).exists()]
+    sources = " ".join(p.read_text() for a in paths for p in (root / a).rglob("*.py"))
+    assert all(name in sources for name in env), env
