@@ -172,3 +172,25 @@ async def test_hello_is_still_one_write(kind: str, monkeypatch: pytest.MonkeyPat
     writes = await count_writes(monkeypatch, hello_app, http=kind)
     assert len(writes) == 3
     assert all(w.startswith(b"HTTP/1.1 200 ") and w.endswith(b"0\r\n\r\n") for w in writes)
+
+
+@PARSERS
+async def test_http11_wrong_length_after_a_wait_cuts_the_response(kind: str) -> None:
+    """The body's Content-Length check moves to the protocol layer once the head is out:
+    too many bytes are refused there (never written), and the response is cut."""
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        headers = [(b"content-length", b"2")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await trio.sleep(0.05)
+        await send({"type": "http.response.body", "body": b"hello"})
+
+    async with open_server(app, http=kind, raise_app_exceptions=False) as server:
+        stream = await trio.open_tcp_stream(server.host, server.port)
+        async with stream:
+            await stream.send_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            received = await read_until_close(stream)
+    assert received.startswith(b"HTTP/1.1 200 ")
+    assert received.endswith(b"\r\n\r\n")  # the head only: "hello" never went out
