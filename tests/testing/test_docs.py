@@ -349,3 +349,55 @@ def test_documented_pytest_run_selects_tests(
     paths = [a for a in arguments if not a.startswith("-") and (root / a).exists()]
     sources = " ".join(p.read_text() for a in paths for p in (root / a).rglob("*.py"))
     assert all(name in sources for name in env), env
+
+
+_HELLO_APP = """
+async def app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"hello"})
+"""
+
+
+def test_test_snippets_of_other_pages_run(pytester: pytest.Pytester) -> None:
+    """The test examples on other pages (http2.md, asyncio.md) run as pytest-trio tests
+    against a hello app, with the imports the page's context implies."""
+    sources = []
+    for name in ("http2.md", "asyncio.md"):
+        text = (DOCS / name).read_text()
+        blocks = [b for b in re.findall(r"```python\n(.*?)```", text, re.S) if "def test_" in b]
+        assert blocks, name
+        sources += blocks
+    header = "import httpx\nfrom trioserve.testing import open_memory_client, open_server\n"
+    pytester.makeini("[pytest]\ntrio_mode = true\n")
+    pytester.makepyfile(main=_HELLO_APP)
+    pytester.makepyfile(test_snippets=header + "from main import app\n\n" + "\n\n".join(sources))
+    pytester.syspathinsert()
+    result = run(pytester)
+    result.assert_outcomes(passed=sum(source.count("def test_") for source in sources))
+
+
+def test_toml_snippets_are_valid_config(tmp_path: Path) -> None:
+    """Every ```toml block in docs/*.md (except the generated page) is a config file that
+    loads: known keys, valid values."""
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10
+        import tomli as tomllib
+
+    from trioserve.config import canonical_key
+    from trioserve.run import make_config
+
+    count = 0
+    for page in sorted(DOCS.glob("*.md")):
+        if page.name == "configuration.md":
+            continue
+        for block in re.findall(r"^```toml\n(.*?)^```", page.read_text(), re.S | re.M):
+            for key in tomllib.loads(block):  # an unknown key is only warned about when loaded
+                canonical_key(key, source=page.name)
+            path = tmp_path / f"{page.stem}-{count}.toml"
+            path.write_text(block)
+            make_config(config_file=str(path), environ={})
+            count += 1
+    assert count
