@@ -1,0 +1,137 @@
+"""The worker's asyncio event loop, on a thread of its own (``loop = "asyncio"``).
+
+One loop per ``serve()``: uvloop's when uvloop is installed, else asyncio's own. It runs in a
+plain thread for as long as the server serves (lifespan included), so asyncio libraries
+(asyncpg, redis.asyncio, aiohttp) wait on their sockets in that loop's own selector, at
+native speed, while trio keeps the HTTP side. Only public asyncio APIs are used: a new loop,
+``run_until_complete``, ``call_soon_threadsafe``, ``shutdown_asyncgens`` and
+``shutdown_default_executor``.
+
+Every app call gets its own asyncio task, created in a fresh copy of the context the loop
+started with (or in an empty context under ``reset_contextvars``): a ContextVar one request
+sets is never seen by the next one, even on the same keep-alive connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import threading
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Any
+
+import trio
+
+from ..logs import error_log
+
+__all__ = ["AsyncioLoop"]
+
+
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    """uvloop's loop when it is installed (the ``asyncio`` extra pulls it in where it
+    builds), else asyncio's default one."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
+    return loop
+
+
+class AsyncioLoop:
+    """An asyncio loop running in its own thread while :meth:`open` is entered."""
+
+    def __init__(self, *, reset_contextvars: bool = False) -> None:
+        self.reset_contextvars = reset_contextvars
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.token: trio.lowlevel.TrioToken | None = None
+        self._base = contextvars.Context()  # replaced by the loop thread's own at start
+        self._stop: asyncio.Event | None = None
+
+    def start_task(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        """A task for one app call (called in the loop's thread), in its own context."""
+        assert self.loop is not None
+        context = contextvars.Context() if self.reset_contextvars else self._base.copy()
+        # Context.run rather than create_task(context=...): the latter is Python 3.11+.
+        return context.run(self.loop.create_task, coro)
+
+    @contextlib.asynccontextmanager
+    async def open(self) -> AsyncIterator[None]:
+        """Start the loop's thread, serve, then stop the loop and wait for the thread."""
+        self.token = trio.lowlevel.current_trio_token()
+        ready, ended = trio.Event(), trio.Event()
+        failure: list[BaseException] = []
+        thread = threading.Thread(
+            target=self._thread_main,
+            args=(ready, ended, failure),
+            name="trioserve-asyncio",
+            daemon=True,  # a task that ignores cancellation must not keep the process alive
+        )
+        thread.start()
+        with trio.CancelScope(shield=True):
+            await ready.wait()
+        if failure:
+            raise failure[0]
+        try:
+            yield
+        finally:
+            loop, stop = self.loop, self._stop
+            if loop is not None and stop is not None:
+                with contextlib.suppress(RuntimeError):  # the loop already closed
+                    loop.call_soon_threadsafe(stop.set)
+            # Leaked tasks unwind now; one that ignores cancellation keeps us waiting, as it
+            # would keep asyncio.run() waiting.
+            with trio.CancelScope(shield=True):
+                await ended.wait()
+            self.loop = None
+
+    def _thread_main(
+        self, ready: trio.Event, ended: trio.Event, failure: list[BaseException]
+    ) -> None:
+        token = self.token
+        assert token is not None
+        try:
+            loop = new_event_loop()
+        except BaseException as exc:  # pragma: no cover - a broken uvloop install
+            failure.append(exc)
+            token.run_sync_soon(ready.set)
+            token.run_sync_soon(ended.set)
+            return
+        self._base = contextvars.copy_context()
+        try:
+            loop.run_until_complete(self._main(loop, lambda: token.run_sync_soon(ready.set)))
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.run_until_complete(loop.shutdown_default_executor())
+        except BaseException as exc:  # pragma: no cover - the loop itself failed
+            error_log.error("the asyncio loop failed", exc_info=exc)
+        finally:
+            loop.close()
+            with contextlib.suppress(trio.RunFinishedError):
+                token.run_sync_soon(ended.set)
+
+    async def _main(self, loop: asyncio.AbstractEventLoop, started: Callable[[], None]) -> None:
+        """Runs while the server serves; at the end, names and cancels leaked tasks."""
+        self._stop = asyncio.Event()
+        self.loop = loop
+        started()
+        await self._stop.wait()
+        await cancel_leaked_tasks()
+
+
+async def cancel_leaked_tasks() -> None:
+    """Name every asyncio task the app left running, cancel them all, and wait for them."""
+    current = asyncio.current_task()
+    leaked = [task for task in asyncio.all_tasks() if task is not current and not task.done()]
+    for task in leaked:
+        coro = task.get_coro()
+        where = getattr(coro, "__qualname__", None) or repr(coro)
+        error_log.warning(
+            "asyncio task %r (%s) was still running at shutdown: the app started it and "
+            "never awaited or cancelled it; cancelling it",
+            task.get_name(),
+            where,
+        )
+        task.cancel()
+    if leaked:
+        await asyncio.gather(*leaked, return_exceptions=True)
