@@ -1,18 +1,20 @@
 #!/usr/bin/env python3
-"""What ``--loop asyncio`` costs: FastAPI JSON and an asyncpg query, three ways.
+"""What ``--loop asyncio`` costs: FastAPI JSON, an asyncpg query and a redis.asyncio GET.
 
-* ``trioserve-trio``: trioserve's default (the JSON route only: asyncpg needs asyncio);
-* ``trioserve-asyncio``: ``trioserve --loop asyncio`` (trio-asyncio bridge);
+* ``trioserve-trio``: trioserve's default (the JSON route only: the others need asyncio);
+* ``trioserve-asyncio``: ``trioserve --loop asyncio`` (the app on an asyncio loop, uvloop's
+  when installed, in a thread of its own);
 * ``uvicorn``: Uvicorn on its asyncio loop (uvloop when installed), the server these apps
   come from.
 
 All three run ``benchmarks/asyncio_app.py`` with the same HTTP/1.1 parser (``--http``,
 httptools by default), one process, no access log. Each measurement starts the server
 anew, pinned to core 0 with ``taskset`` (wrk on core 1), warms it up, then runs wrk; rounds
-are interleaved. A PostgreSQL is started for the run (the test suite's helper: unix socket,
-temporary directory), so nothing is needed but the Debian packages postgresql and wrk
-(``benchmarks/pyload.py`` stands in for wrk when it is missing; its numbers are lower
-bounds).
+are interleaved. A PostgreSQL and a Redis are started for the run (the test suite's helpers:
+temporary directories), so nothing is needed but the Debian packages postgresql,
+redis-server and wrk (``benchmarks/pyload.py`` stands in for wrk when it is missing; its
+numbers are lower bounds, and it reports no latencies). Each cell gives the median req/s
+and wrk's p50/p99 latency of the median run.
 
     .venv/bin/python benchmarks/asyncio_mode.py                # 3 rounds x 10 s
     .venv/bin/python benchmarks/asyncio_mode.py --quick        # smoke: 1 round x 1 s
@@ -31,7 +33,6 @@ import re
 import shutil
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import time
@@ -43,14 +44,15 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 BIN = Path(sys.executable).parent
 
-ROUTES = ["/json", "/db"]
+ROUTES = ["/json", "/db", "/redis"]
 SERVERS: dict[str, tuple[str, ...]] = {
     "trioserve-trio": ("{bin}/trioserve", "--loop", "trio", "--log-level", "warning"),
     "trioserve-asyncio": ("{bin}/trioserve", "--loop", "asyncio", "--log-level", "warning"),
     "uvicorn": ("{bin}/uvicorn", "--log-level", "warning"),
 }
 # Routes a server cannot serve: measured as n/a rather than as errors.
-UNSUPPORTED = {("trioserve-trio", "/db")}
+UNSUPPORTED = {("trioserve-trio", "/db"), ("trioserve-trio", "/redis")}
+Run = dict[str, Any]  # {"rps": ..., "p50_ms": ..., "p99_ms": ...}
 
 
 def free_port() -> int:
@@ -96,7 +98,7 @@ def stop_server(proc: subprocess.Popen[bytes]) -> None:
 def load(url: str, seconds: float, connections: int) -> dict[str, Any]:
     wrk = shutil.which("wrk")
     if wrk:
-        argv = [wrk, "-t1", f"-c{connections}", f"-d{seconds:g}s", url]
+        argv = [wrk, "-t1", f"-c{connections}", f"-d{seconds:g}s", "--latency", url]
     else:
         argv = [sys.executable, str(HERE / "pyload.py"), "-t1", f"-c{connections}"]
         argv += [f"-d{seconds:g}s", url]
@@ -106,17 +108,28 @@ def load(url: str, seconds: float, connections: int) -> dict[str, Any]:
     socket_errors = re.search(r"Socket errors:.*", out)
     return {
         "rps": float(rps.group(1)) if rps else 0.0,
+        "p50_ms": _latency_ms(out, "50%"),
+        "p99_ms": _latency_ms(out, "99%"),
         "non_2xx": int(errors.group(1)) if errors else 0,
         "socket_errors": socket_errors.group(0) if socket_errors else "",
     }
 
 
-def measure(args: argparse.Namespace, dsn: str) -> dict[str, dict[str, list[float]]]:
-    results: dict[str, dict[str, list[float]]] = {s: {r: [] for r in ROUTES} for s in SERVERS}
+def _latency_ms(out: str, percentile: str) -> float | None:
+    """wrk --latency's figure for ``percentile`` ("50%"), in milliseconds."""
+    found = re.search(rf"^\s*{re.escape(percentile)}\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+    if not found:
+        return None
+    scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}[found.group(2)]
+    return float(found.group(1)) * scale
+
+
+def measure(args: argparse.Namespace, env: dict[str, str]) -> dict[str, dict[str, list[Run]]]:
+    results: dict[str, dict[str, list[Run]]] = {s: {r: [] for r in ROUTES} for s in SERVERS}
     for round_no in range(args.rounds):
         for name in args.only or SERVERS:
             port = free_port()
-            proc = start_server(name, port, args.http, {"BENCH_PG_DSN": dsn})
+            proc = start_server(name, port, args.http, env)
             try:
                 for route in ROUTES:
                     if (name, route) in UNSUPPORTED:
@@ -126,40 +139,60 @@ def measure(args: argparse.Namespace, dsn: str) -> dict[str, dict[str, list[floa
                     stats = load(url, args.duration, args.connections)
                     if stats["non_2xx"] or not stats["rps"]:
                         raise SystemExit(f"{name} {route}: errors {stats}")
-                    results[name][route].append(stats["rps"])
-                    print(f"round {round_no + 1} {name:18} {route:6} {stats['rps']:10.0f} rps")
+                    results[name][route].append(stats)
+                    print(
+                        f"round {round_no + 1} {name:18} {route:6} {stats['rps']:10.0f} rps"
+                        f"  p50 {stats['p50_ms']} ms  p99 {stats['p99_ms']} ms"
+                    )
             finally:
                 stop_server(proc)
     return results
 
 
-def report(results: dict[str, dict[str, list[float]]], args: argparse.Namespace) -> str:
-    def median(name: str, route: str) -> float | None:
-        runs = results.get(name, {}).get(route) or []
-        return statistics.median(runs) if runs else None
+def median_run(results: dict[str, dict[str, list[Run]]], name: str, route: str) -> Run | None:
+    """The run with the median req/s (its latencies with it)."""
+    runs = sorted(results.get(name, {}).get(route) or [], key=lambda run: run["rps"])
+    return runs[len(runs) // 2] if runs else None
 
+
+def _cell(run: Run | None) -> str:
+    if run is None:
+        return "n/a"
+    if run.get("p50_ms") is None:
+        return f"{run['rps']:,.0f}"
+    return f"{run['rps']:,.0f} ({run['p50_ms']:.2f} / {run['p99_ms']:.2f} ms)"
+
+
+def report(results: dict[str, dict[str, list[Run]]], args: argparse.Namespace) -> str:
     lines = [
         f"FastAPI under three servers ({args.rounds} round(s) x {args.duration} s, "
-        f"{args.connections} connections, --http {args.http}); median requests/s",
+        f"{args.connections} connections, --http {args.http}); median requests/s "
+        "(p50 / p99 latency)",
         "",
         "| server | " + " | ".join(ROUTES) + " |",
         "|---|" + "---:|" * len(ROUTES),
     ]
     for name in SERVERS:
-        cells = []
-        for route in ROUTES:
-            value = median(name, route)
-            cells.append("n/a" if value is None else f"{value:,.0f}")
+        cells = [_cell(median_run(results, name, route)) for route in ROUTES]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    trio_json, aio_json = median("trioserve-trio", "/json"), median("trioserve-asyncio", "/json")
+    trio_json = median_run(results, "trioserve-trio", "/json")
+    aio_json = median_run(results, "trioserve-asyncio", "/json")
     if trio_json and aio_json:
-        cost = (1 / aio_json - 1 / trio_json) * 1e6
+        cost = (1 / aio_json["rps"] - 1 / trio_json["rps"]) * 1e6
         note = " (negative: noise, the machine is not quiet)" if cost < 0 else ""
         lines += ["", f"Bridge cost per request (JSON route): {cost:.1f} us{note}"]
+        ratio = aio_json["rps"] / trio_json["rps"]
+        lines.append(f"trioserve --loop asyncio / trioserve trio mode on /json: {ratio:.2f}x")
     for route in ROUTES:
-        aio, uv = median("trioserve-asyncio", route), median("uvicorn", route)
+        aio, uv = (
+            median_run(results, "trioserve-asyncio", route),
+            median_run(results, "uvicorn", route),
+        )
         if aio and uv:
-            lines.append(f"trioserve --loop asyncio / Uvicorn on {route}: {aio / uv:.2f}x")
+            text = f"trioserve --loop asyncio / Uvicorn on {route}: {aio['rps'] / uv['rps']:.2f}x"
+            if aio.get("p99_ms") and uv.get("p99_ms"):
+                text += f", p99 {aio['p99_ms'] / uv['p99_ms']:.2f}x Uvicorn's"
+            lines.append(text)
     return "\n".join(lines)
 
 
@@ -176,10 +209,10 @@ def main() -> None:
     if args.quick:
         args.rounds, args.duration = 1, 1.0
     sys.path.insert(0, str(REPO))
-    from tests.asyncio_mode.services import run_postgres
+    from tests.asyncio_mode.services import run_postgres, run_redis
 
-    with run_postgres() as postgres:
-        results = measure(args, postgres.dsn)
+    with run_postgres() as postgres, run_redis() as redis:
+        results = measure(args, {"BENCH_PG_DSN": postgres.dsn, "BENCH_REDIS_URL": redis.url})
     text = report(results, args)
     print("\n" + text)
     if args.json:

@@ -63,6 +63,8 @@ class AppCall:
         # -- the trio side's state
         self.trio_task = trio.lowlevel.current_task()
         self.parked = False
+        self.wake_pending = False  # a _wake is queued in trio: no need for another
+        self.lanes = 0  # receive() crossings running in trio, not yet answered
         self.cancelled = False  # trio cancelled this call
         self.raise_cancel: Callable[[], Any] | None = None
         self.send_failure: BaseException | None = None  # from a send nobody waited for
@@ -143,11 +145,22 @@ class AppCall:
             pass
 
     def _post(self, item: _Item) -> None:
+        """Queue ``item`` for the trio side, waking it unless a wake is already queued
+        (appended before the flag is read, so the queued wake's drain will see it)."""
         self.inbox.append(item)
-        try:
-            self.token.run_sync_soon(self._wake)
-        except trio.RunFinishedError:  # pragma: no cover - the server is gone
-            pass
+        if self.closed:  # read after the append: see _finish
+            try:
+                self.inbox.remove(item)
+            except ValueError:  # _close took it already
+                return
+            self._answer_closed(item)
+            return
+        if not self.wake_pending:
+            self.wake_pending = True
+            try:
+                self.token.run_sync_soon(self._wake)
+            except trio.RunFinishedError:  # pragma: no cover - the server is gone
+                pass
 
     def _start(self, app: Any) -> None:
         self.task = self.runner.start_task(self.drive(app))
@@ -190,12 +203,19 @@ class AppCall:
             if not future.done():
                 future.set_result((self._gone_message(), None))
         while self.inbox:
-            _, _, answer = self.inbox.popleft()
-            if answer is not None and not answer.done():
-                answer.set_exception(ClientDisconnected("client disconnected"))
+            self._answer_closed(self.inbox.popleft())
+
+    def _answer_closed(self, item: _Item) -> None:
+        kind, _, future = item
+        if kind == _RECEIVE:
+            self.receiving = False
+            self._close()  # answers the waiters
+        elif future is not None and not future.done():
+            future.set_exception(ClientDisconnected("client disconnected"))
 
     # -- the trio side ----------------------------------------------------------------------
     def _wake(self) -> None:
+        self.wake_pending = False
         if self.parked:
             self.parked = False
             trio.lowlevel.reschedule(self.trio_task)
@@ -227,7 +247,7 @@ class AppCall:
                 self.ending = True
                 nursery.cancel_scope.cancel()
         finally:
-            self._answer(self._close)
+            self._finish()
         if isinstance(error, asyncio.CancelledError):
             await self._reraise_cancel()
             # trio was not cancelling us: the app's task was cancelled inside asyncio.
@@ -238,6 +258,15 @@ class AppCall:
         failure, self.send_failure = self.send_failure, None
         if failure is not None and not isinstance(failure, OSError):
             raise failure  # an invalid message the app sent without waiting
+
+    def _finish(self) -> None:
+        """The trio side is done. The asyncio side learns it from the flag; it is told
+        (one more hand-off) only when something there may be waiting for an answer. An
+        item posted meanwhile is either still in the inbox here, or was appended after the
+        flag was set, and its poster sees the flag and answers it itself."""
+        self.closed = True
+        if self.lanes or self.inbox:
+            self._answer(self._close)
 
     async def _reraise_cancel(self) -> None:
         if self.raise_cancel is not None:
@@ -267,6 +296,7 @@ class AppCall:
                 if kind == _SEND:
                     await self._run_send(payload, future)
                 elif kind == _RECEIVE:
+                    self.lanes += 1
                     nursery.start_soon(self._run_receive)
                 else:
                     error: BaseException | None = payload
@@ -285,7 +315,8 @@ class AppCall:
             error = exc
             if future is None and self.send_failure is None:
                 self.send_failure = exc
-        self._answer(self._sent, future, error)
+        if future is not None or error is not None:  # a send nobody waits for: no news
+            self._answer(self._sent, future, error)
 
     async def _run_receive(self) -> None:
         outcome: _Outcome
@@ -293,9 +324,10 @@ class AppCall:
             outcome = (await self.trio_receive(), None)
         except trio.Cancelled:
             if self.ending:
-                return  # the call is over: receive() after it is answered by _close
+                return  # the call is over: its waiters are answered by _close
             self._cancel_app()
             outcome = (None, asyncio.CancelledError())
         except Exception as exc:
             outcome = (None, exc)
+        self.lanes -= 1
         self._answer(self._received, outcome)

@@ -8,8 +8,9 @@ native speed, while trio keeps the HTTP side. Only public asyncio APIs are used:
 ``shutdown_default_executor``.
 
 Every app call gets its own asyncio task, created in a fresh copy of the context the loop
-started with (or in an empty context under ``reset_contextvars``): a ContextVar one request
-sets is never seen by the next one, even on the same keep-alive connection.
+started with (a copy of ``serve()``'s own, as under ``asyncio.run()``), or in an empty
+context under ``reset_contextvars``: a ContextVar one request sets is never seen by the
+next one, even on the same keep-alive connection.
 """
 
 from __future__ import annotations
@@ -62,9 +63,11 @@ class AsyncioLoop:
         self.token = trio.lowlevel.current_trio_token()
         ready, ended = trio.Event(), trio.Event()
         failure: list[BaseException] = []
+        # The loop starts in a copy of the context serve() was called in, as asyncio.run()
+        # would (what a request sees of it is a copy again: see start_task).
         thread = threading.Thread(
-            target=self._thread_main,
-            args=(ready, ended, failure),
+            target=contextvars.copy_context().run,
+            args=(self._thread_main, ready, ended, failure),
             name="trioserve-asyncio",
             daemon=True,  # a task that ignores cancellation must not keep the process alive
         )

@@ -1,0 +1,146 @@
+"""``loop = "asyncio"``: Starlette's ``is_disconnected()`` (the SSE and long-poll loops of trio
+mode's tests), per-request contextvars, and the in-memory transport running a FastAPI +
+asyncpg app."""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import os
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+import trio
+from fastapi import FastAPI, Request
+
+from trioserve.config import Config
+from trioserve.testing import open_memory_client, open_server
+
+from ..server.test_request_disconnect import _read_until, starlette_polling_app
+from .services import Postgres
+
+
+# -- is_disconnected() ------------------------------------------------------------------------
+class CrossThreadEvent:
+    """A trio.Event the app sets from the asyncio loop's thread."""
+
+    def __init__(self) -> None:
+        self.event = trio.Event()
+        self.token = trio.lowlevel.current_trio_token()
+
+    def set(self) -> None:
+        self.token.run_sync_soon(self.event.set)
+
+    async def wait(self) -> None:
+        await self.event.wait()
+
+
+@pytest.mark.parametrize("path", [b"/sse", b"/longpoll"])
+async def test_starlette_is_disconnected_sees_the_client_leave(path: bytes) -> None:
+    """The SSE loop never writes after its first event: only is_disconnected() ends it."""
+    ended = CrossThreadEvent()
+    seen: list[str] = []
+    app = starlette_polling_app(ended, seen)  # type: ignore[arg-type]
+    async with open_server(app, loop="asyncio", raise_app_exceptions=False) as server:
+        stream = await trio.open_tcp_stream(server.host, server.port)
+        await stream.send_all(b"GET " + path + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+        if path == b"/sse":
+            await _read_until(stream, b"data: hello")
+        else:
+            await trio.sleep(0.1)  # the loop is polling
+        await stream.aclose()
+        with trio.fail_after(5):
+            await ended.wait()
+    assert len(seen) == 1
+
+
+async def test_is_disconnected_is_false_while_the_client_is_there() -> None:
+    ended = CrossThreadEvent()
+    seen: list[str] = []
+    app = starlette_polling_app(ended, seen)  # type: ignore[arg-type]
+    async with open_server(app, loop="asyncio", raise_app_exceptions=False) as server:
+        stream = await trio.open_tcp_stream(server.host, server.port)
+        async with stream:
+            await stream.send_all(b"GET /sse HTTP/1.1\r\nHost: x\r\n\r\n")
+            await _read_until(stream, b"data: hello")
+            await trio.sleep(0.3)
+            assert not seen  # still polling: the client is connected
+
+
+# -- contextvars ------------------------------------------------------------------------------
+REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar("request_id")
+STARTED_WITH: contextvars.ContextVar[str] = contextvars.ContextVar("started_with")
+
+
+def make_context_app() -> Any:
+    """Raw ASGI: reports what the request saw, then sets a ContextVar for the next one."""
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        seen = f"{REQUEST_ID.get('unset')} {STARTED_WITH.get('unset')}"
+        REQUEST_ID.set(scope["path"])
+        STARTED_WITH.set("changed by a request")
+        await receive()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": seen.encode()})
+
+    return app
+
+
+@pytest.mark.parametrize("reset", [False, True])
+async def test_each_request_gets_its_own_context(reset: bool) -> None:
+    """Two requests on one keep-alive connection: the second does not see the first's
+    ContextVar. Without reset_contextvars, a value set before the loop started is seen."""
+    token = STARTED_WITH.set("set before serving")
+    try:
+        config: dict[str, Any] = {"loop": "asyncio"}
+        if reset:
+            if "reset_contextvars" not in Config.__dataclass_fields__:
+                pytest.skip("reset_contextvars is not in this config yet")
+            config["reset_contextvars"] = True
+        async with open_server(make_context_app(), **config) as server:
+            async with httpx.AsyncClient(base_url=server.url) as client:
+                first = (await client.get("/first")).text
+                second = (await client.get("/second")).text
+    finally:
+        STARTED_WITH.reset(token)
+    started = "unset" if reset else "set before serving"
+    assert first == second == f"unset {started}"
+
+
+# -- the in-memory transport and the pytest fixture -------------------------------------------
+def make_pool_app(dsn: str) -> FastAPI:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
+        import asyncpg
+
+        pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
+        try:
+            yield {"pool": pool}
+        finally:
+            await pool.close()
+
+    app = FastAPI(lifespan=lifespan)
+
+    @app.get("/double/{n}")
+    async def double(n: int, request: Request) -> dict[str, Any]:
+        return {"value": await request.state.pool.fetchval("SELECT $1::int * 2", n)}
+
+    return app
+
+
+async def test_in_memory_client_runs_a_fastapi_asyncpg_app(postgres: Postgres) -> None:
+    async with open_memory_client(make_pool_app(postgres.dsn), loop="asyncio") as client:
+        for n in range(3):  # the pool made at startup serves every request
+            assert (await client.get(f"/double/{n}")).json() == {"value": 2 * n}
+
+
+async def test_pytest_fixture_runs_a_fastapi_asyncpg_app(
+    postgres: Postgres, trioserve_client: Any
+) -> None:
+    client = await trioserve_client(make_pool_app(postgres.dsn), loop="asyncio")
+    assert (await client.get("/double/21")).json() == {"value": 42}
+    assert os.getpid()  # in this process
