@@ -101,10 +101,12 @@ async def test_each_request_gets_its_own_context(reset: bool) -> None:
             if "reset_contextvars" not in Config.__dataclass_fields__:
                 pytest.skip("reset_contextvars is not in this config yet")
             config["reset_contextvars"] = True
-        async with open_server(make_context_app(), **config) as server:
-            async with httpx.AsyncClient(base_url=server.url) as client:
-                first = (await client.get("/first")).text
-                second = (await client.get("/second")).text
+        async with (
+            open_server(make_context_app(), **config) as server,
+            httpx.AsyncClient(base_url=server.url) as client,
+        ):
+            first = (await client.get("/first")).text
+            second = (await client.get("/second")).text
     finally:
         STARTED_WITH.reset(token)
     started = "unset" if reset else "set before serving"
