@@ -33,6 +33,7 @@ import re
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -104,10 +105,12 @@ def load(url: str, seconds: float, connections: int) -> dict[str, Any]:
         argv += [f"-d{seconds:g}s", url]
     out = subprocess.run(pinned(1, argv), capture_output=True, text=True, check=True).stdout
     rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    total = re.search(r"(\d+) requests in", out)
     errors = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
     socket_errors = re.search(r"Socket errors:.*", out)
     return {
         "rps": float(rps.group(1)) if rps else 0.0,
+        "requests": int(total.group(1)) if total else 0,
         "p50_ms": _latency_ms(out, "50%"),
         "p99_ms": _latency_ms(out, "99%"),
         "non_2xx": int(errors.group(1)) if errors else 0,
@@ -124,6 +127,12 @@ def _latency_ms(out: str, percentile: str) -> float | None:
     return float(found.group(1)) * scale
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` and its threads (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def measure(args: argparse.Namespace, env: dict[str, str]) -> dict[str, dict[str, list[Run]]]:
     results: dict[str, dict[str, list[Run]]] = {s: {r: [] for r in ROUTES} for s in SERVERS}
     for round_no in range(args.rounds):
@@ -136,13 +145,17 @@ def measure(args: argparse.Namespace, env: dict[str, str]) -> dict[str, dict[str
                         continue
                     url = f"http://127.0.0.1:{port}{route}"
                     load(url, min(1.0, args.duration), args.connections)  # warm-up
+                    before = cpu_seconds(proc.pid)
                     stats = load(url, args.duration, args.connections)
+                    used = cpu_seconds(proc.pid) - before
+                    stats["cpu_us"] = used / stats["requests"] * 1e6 if stats["requests"] else 0
                     if stats["non_2xx"] or not stats["rps"]:
                         raise SystemExit(f"{name} {route}: errors {stats}")
                     results[name][route].append(stats)
                     print(
                         f"round {round_no + 1} {name:18} {route:6} {stats['rps']:10.0f} rps"
                         f"  p50 {stats['p50_ms']} ms  p99 {stats['p99_ms']} ms"
+                        f"  {stats['cpu_us']:.0f} us CPU/request"
                     )
             finally:
                 stop_server(proc)
@@ -174,6 +187,14 @@ def report(results: dict[str, dict[str, list[Run]]], args: argparse.Namespace) -
     ]
     for name in SERVERS:
         cells = [_cell(median_run(results, name, route)) for route in ROUTES]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += ["", "Server CPU time per request (user + system, us; median over rounds):", ""]
+    lines += ["| server | " + " | ".join(ROUTES) + " |", "|---|" + "---:|" * len(ROUTES)]
+    for name in SERVERS:
+        cells = []
+        for route in ROUTES:
+            cpu = [run["cpu_us"] for run in results.get(name, {}).get(route) or []]
+            cells.append(f"{statistics.median(cpu):.0f}" if cpu else "n/a")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     trio_json = median_run(results, "trioserve-trio", "/json")
     aio_json = median_run(results, "trioserve-asyncio", "/json")

@@ -196,7 +196,7 @@ async def test_asyncio_lifespan_in_trio_mode_gets_the_hint(
 
 
 def test_django_in_trio_mode_gets_the_hint(tmp_path: Path) -> None:
-    """In a fresh process, as a user would meet it (trio_asyncio never imported)."""
+    """In a fresh process, as a user would meet it."""
     args = ["tests.asyncio_mode.django_asgi:application", "--port", "0", "--no-access-log"]
     server = Server(ROOT, args)
     try:
