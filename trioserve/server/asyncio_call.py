@@ -44,6 +44,8 @@ Message = MutableMapping[str, Any]
 _RECEIVE, _SEND, _DONE = 0, 1, 2
 # (kind, message or outcome, asyncio future awaiting the answer or None)
 _Item = tuple[int, Any, "asyncio.Future[Any] | None"]
+# _serve() without a nursery met a receive() crossing.
+_NEEDS_NURSERY = RuntimeError("a receive() crossing needs a nursery")
 # A receive() answer: (message, None) or (None, exception).
 _Outcome = tuple[Any, "BaseException | None"]
 
@@ -240,12 +242,13 @@ class AppCall:
         """Run the app's call to its end; raise what it raised."""
         await self._prefetch()
         self.loop.call_soon_threadsafe(self._start, app)
-        error: BaseException | None = None
         try:
-            async with trio.open_nursery() as nursery:
-                error = await self._serve(nursery)
-                self.ending = True
-                nursery.cancel_scope.cancel()
+            error = await self._serve(None)
+            if error is _NEEDS_NURSERY:  # a receive() crossing: it gets a task of its own
+                async with trio.open_nursery() as nursery:
+                    error = await self._serve(nursery)
+                    self.ending = True
+                    nursery.cancel_scope.cancel()
         finally:
             self._finish()
         if isinstance(error, asyncio.CancelledError):
@@ -278,29 +281,40 @@ class AppCall:
         """Answer an HTTP request's first receive() now if the body is already in hand."""
         if not self.http:
             return
+        bodyless = self.scope["http_version"] in ("1.1", "1.0")
         for name, _ in self.scope["headers"]:
             if name == b"expect":  # 100-continue is sent only when the app asks for the body
                 return
+            if name == b"content-length" or name == b"transfer-encoding":
+                bodyless = False
+        if bodyless:  # HTTP/1.x without a body: the answer is known, no waiting
+            self.answers.append((await self.trio_receive(), None))
+            return
         with trio.CancelScope() as scope:
             scope.cancel()  # answers that need waiting are left to the app's receive()
             message = await self.trio_receive()
         if not scope.cancelled_caught:
             self.answers.append((message, None))
 
-    async def _serve(self, nursery: trio.Nursery) -> BaseException | None:
-        """Run crossings until the app's task ends; return what it raised."""
+    async def _serve(self, nursery: trio.Nursery | None) -> BaseException | None:
+        """Run crossings until the app's task ends; return what it raised. Without a
+        nursery, a receive() crossing is put back and :data:`_NEEDS_NURSERY` returned."""
         inbox = self.inbox
         while True:
             while inbox:
-                kind, payload, future = inbox.popleft()
+                item = inbox.popleft()
+                kind, payload, future = item
                 if kind == _SEND:
                     await self._run_send(payload, future)
-                elif kind == _RECEIVE:
-                    self.lanes += 1
-                    nursery.start_soon(self._run_receive)
-                else:
+                elif kind == _DONE:
                     error: BaseException | None = payload
                     return error
+                elif nursery is None:
+                    inbox.appendleft(item)
+                    return _NEEDS_NURSERY
+                else:
+                    self.lanes += 1
+                    nursery.start_soon(self._run_receive)
             self.parked = True
             await trio.lowlevel.wait_task_rescheduled(self._abort)
 
