@@ -36,6 +36,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -179,8 +180,9 @@ def _cell(run: Run | None) -> str:
 def report(results: dict[str, dict[str, list[Run]]], args: argparse.Namespace) -> str:
     lines = [
         f"FastAPI under three servers ({args.rounds} round(s) x {args.duration} s, "
-        f"{args.connections} connections, --http {args.http}); median requests/s "
-        "(p50 / p99 latency)",
+        f"{args.connections} connections, --http {args.http}"
+        + ("" if args.switch_interval is None else f", switch interval {args.switch_interval} s")
+        + "); median requests/s (p50 / p99 latency)",
         "",
         "| server | " + " | ".join(ROUTES) + " |",
         "|---|" + "---:|" * len(ROUTES),
@@ -226,14 +228,31 @@ def main() -> None:
     ap.add_argument("--only", nargs="+", choices=list(SERVERS))
     ap.add_argument("--quick", action="store_true", help="1 round of 1 s runs (a smoke test)")
     ap.add_argument("--json", help="also write the raw results here")
+    ap.add_argument(
+        "--switch-interval",
+        type=float,
+        help="sys.setswitchinterval() in the servers (seconds; Python's default is 0.005): "
+        "how often the GIL passes between trioserve's two threads in asyncio mode",
+    )
     args = ap.parse_args()
     if args.quick:
         args.rounds, args.duration = 1, 1.0
     sys.path.insert(0, str(REPO))
     from tests.asyncio_mode.services import run_postgres, run_redis
 
-    with run_postgres() as postgres, run_redis() as redis:
-        results = measure(args, {"BENCH_PG_DSN": postgres.dsn, "BENCH_REDIS_URL": redis.url})
+    with (
+        run_postgres() as postgres,
+        run_redis() as redis,
+        tempfile.TemporaryDirectory() as site,
+    ):
+        env = {"BENCH_PG_DSN": postgres.dsn, "BENCH_REDIS_URL": redis.url}
+        if args.switch_interval is not None:
+            # Set before the server's code runs, by a sitecustomize of our own.
+            Path(site, "sitecustomize.py").write_text(
+                f"import sys\nsys.setswitchinterval({args.switch_interval!r})\n"
+            )
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [site, os.environ.get("PYTHONPATH")]))
+        results = measure(args, env)
     text = report(results, args)
     print("\n" + text)
     if args.json:
