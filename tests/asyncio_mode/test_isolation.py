@@ -146,3 +146,67 @@ async def test_pytest_fixture_runs_a_fastapi_asyncpg_app(
     client = await trioserve_client(make_pool_app(postgres.dsn), loop="asyncio")
     assert (await client.get("/double/21")).json() == {"value": 42}
     assert os.getpid()  # in this process
+
+
+# -- HTTP/2 and bodies --------------------------------------------------------------------------
+async def test_http2_requests_with_bodies_in_asyncio_mode() -> None:
+    """HTTP/2 streams (a first receive() that may have to wait) and chunked HTTP/1.1 bodies."""
+    app = FastAPI()
+
+    @app.post("/size")
+    async def size(request: Request) -> dict[str, int]:
+        return {"size": len(await request.body())}
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for _ in range(5):
+            await trio.sleep(0.01)
+            yield b"x" * 10_000
+
+    results: list[httpx.Response] = []
+    async with open_server(app, loop="asyncio") as server:
+        async with httpx.AsyncClient(http1=False, http2=True) as client:
+
+            async def one(i: int) -> None:
+                url = server.url + "/size"
+                results.append(await client.post(url, content=b"q" * i * 1000))
+
+            async with trio.open_nursery() as nursery:
+                for i in range(20):
+                    nursery.start_soon(one, i)
+        async with httpx.AsyncClient() as client:
+            chunked = await client.post(server.url + "/size", content=chunks())
+    assert {r.http_version for r in results} == {"HTTP/2"}
+    assert sorted(r.json()["size"] for r in results) == [i * 1000 for i in range(20)]
+    assert chunked.json() == {"size": 50_000}
+
+
+async def test_many_concurrent_requests_cross_correctly() -> None:
+    """Crossings of many calls at once (wakes shared between them): every answer is right."""
+    app = FastAPI()
+
+    @app.post("/echo/{n}")
+    async def echo(n: int, request: Request) -> dict[str, Any]:
+        return {"n": n, "size": len(await request.body())}
+
+    @app.get("/get/{n}")
+    async def get(n: int) -> dict[str, int]:
+        return {"n": n}
+
+    answers: list[dict[str, Any]] = []
+    limits = httpx.Limits(max_connections=20)
+    async with (
+        open_server(app, loop="asyncio") as server,
+        httpx.AsyncClient(base_url=server.url, limits=limits) as client,
+    ):
+
+        async def one(n: int) -> None:
+            if n % 2:
+                answers.append((await client.post(f"/echo/{n}", content=b"b" * n)).json())
+            else:
+                answers.append((await client.get(f"/get/{n}")).json())
+
+        async with trio.open_nursery() as nursery:
+            for n in range(300):
+                nursery.start_soon(one, n)
+    assert sorted(a["n"] for a in answers) == list(range(300))
+    assert all(a["size"] == a["n"] for a in answers if a["n"] % 2)

@@ -65,7 +65,7 @@ class AppCall:
         # -- the trio side's state
         self.trio_task = trio.lowlevel.current_task()
         self.parked = False
-        self.wake_pending = False  # a _wake is queued in trio: no need for another
+        self.wake_pending = False  # a _wake is on its way to trio: no need for another
         self.lanes = 0  # receive() crossings running in trio, not yet answered
         self.cancelled = False  # trio cancelled this call
         self.raise_cancel: Callable[[], Any] | None = None
@@ -159,10 +159,7 @@ class AppCall:
             return
         if not self.wake_pending:
             self.wake_pending = True
-            try:
-                self.token.run_sync_soon(self._wake)
-            except trio.RunFinishedError:  # pragma: no cover - the server is gone
-                pass
+            self.runner.wake_trio(self)
 
     def _start(self, app: Any) -> None:
         self.task = self.runner.start_task(self.drive(app))

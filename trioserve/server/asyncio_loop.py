@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import contextvars
 import threading
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
@@ -49,6 +50,32 @@ class AsyncioLoop:
         self.token: trio.lowlevel.TrioToken | None = None
         self._base = contextvars.Context()  # replaced by the loop thread's own at start
         self._stop: asyncio.Event | None = None
+        # App calls whose trio task has something to do, and whether trio was told.
+        self._to_wake: deque[Any] = deque()
+        self._wake_pending = False
+
+    def wake_trio(self, call: Any) -> None:
+        """Have trio call ``call._wake()`` soon (from the loop's thread).
+
+        One ``run_sync_soon`` (one write to trio's wakeup socket) for every call that posts
+        in the same stretch, not one each. ``call`` is appended before the flag is read: if
+        a wake is pending, trio has not cleared the flag yet, so its drain (after the
+        clear) sees ``call``.
+        """
+        self._to_wake.append(call)
+        if not self._wake_pending:
+            self._wake_pending = True
+            assert self.token is not None
+            try:
+                self.token.run_sync_soon(self._wake_all)
+            except trio.RunFinishedError:  # pragma: no cover - the server is gone
+                pass
+
+    def _wake_all(self) -> None:
+        self._wake_pending = False
+        to_wake = self._to_wake
+        while to_wake:
+            to_wake.popleft()._wake()
 
     def start_task(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         """A task for one app call (called in the loop's thread), in its own context."""
