@@ -227,18 +227,15 @@ class AppCall:
     def _cancel_app(self) -> None:
         if not self.cancelled:
             self.cancelled = True
-            self.loop.call_soon_threadsafe(self._cancel_task)
+            self.runner.post_to_asyncio(self._cancel_task)
 
     def _answer(self, callback: Callable[..., None], *args: Any) -> None:
-        try:
-            self.loop.call_soon_threadsafe(callback, *args)
-        except RuntimeError:  # pragma: no cover - the loop closed
-            pass
+        self.runner.post_to_asyncio(callback, *args)
 
     async def run(self, app: Any) -> None:
         """Run the app's call to its end; raise what it raised."""
         await self._prefetch()
-        self.loop.call_soon_threadsafe(self._start, app)
+        self.runner.post_to_asyncio(self._start, app)
         try:
             error = await self._serve(None)
             if error is _NEEDS_NURSERY:  # a receive() crossing: it gets a task of its own

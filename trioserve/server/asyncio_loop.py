@@ -41,8 +41,9 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
     return loop
 
 
-class AsyncioLoop:
-    """An asyncio loop running in its own thread while :meth:`open` is entered."""
+class AsyncioLoop(trio.abc.Instrument):
+    """An asyncio loop running in its own thread while :meth:`open` is entered (and an
+    instrument of trio's run meanwhile: see :meth:`before_io_wait`)."""
 
     def __init__(self, *, reset_contextvars: bool = False) -> None:
         self.reset_contextvars = reset_contextvars
@@ -50,20 +51,31 @@ class AsyncioLoop:
         self.token: trio.lowlevel.TrioToken | None = None
         self._base = contextvars.Context()  # replaced by the loop thread's own at start
         self._stop: asyncio.Event | None = None
-        # App calls whose trio task has something to do, and whether trio was told.
+        # asyncio -> trio: app calls whose trio task has something to do.
         self._to_wake: deque[Any] = deque()
-        self._wake_pending = False
+        self._flush_scheduled = False  # loop thread: _flush_wakes is on the loop's queue
+        self._wake_pending = False  # _wake_all is on trio's queue
+        # trio -> asyncio: callbacks for the loop's thread, sent when trio goes idle.
+        self._to_asyncio: deque[tuple[Callable[..., Any], tuple[Any, ...]]] = deque()
+        self._drain_pending = False  # _drain is on the loop's queue
+
+    # Each side tells the other about its work once per stretch of its own work, when that
+    # stretch ends (trio: before it waits for I/O; asyncio: after the tasks that were
+    # ready), not once per message: under load each wake-up carries many requests, and the
+    # thread woken finds the GIL free. Every hand-off appends before it reads the flag and
+    # the receiving side clears the flag before it drains, so nothing is left behind.
 
     def wake_trio(self, call: Any) -> None:
-        """Have trio call ``call._wake()`` soon (from the loop's thread).
-
-        One ``run_sync_soon`` (one write to trio's wakeup socket) for every call that posts
-        in the same stretch, not one each. ``call`` is appended before the flag is read: if
-        a wake is pending, trio has not cleared the flag yet, so its drain (after the
-        clear) sees ``call``.
-        """
+        """Have trio call ``call._wake()`` soon (called in the loop's thread)."""
         self._to_wake.append(call)
-        if not self._wake_pending:
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            assert self.loop is not None
+            self.loop.call_soon(self._flush_wakes)
+
+    def _flush_wakes(self) -> None:
+        self._flush_scheduled = False
+        if self._to_wake and not self._wake_pending:
             self._wake_pending = True
             assert self.token is not None
             try:
@@ -76,6 +88,27 @@ class AsyncioLoop:
         to_wake = self._to_wake
         while to_wake:
             to_wake.popleft()._wake()
+
+    def post_to_asyncio(self, callback: Callable[..., Any], *args: Any) -> None:
+        """Run ``callback(*args)`` in the loop's thread (called in trio's), in order."""
+        self._to_asyncio.append((callback, args))
+
+    def before_io_wait(self, timeout: float) -> None:
+        """trio's instrument hook: trio is about to wait, so the loop gets its work now."""
+        if self._to_asyncio and not self._drain_pending:
+            self._drain_pending = True
+            assert self.loop is not None
+            try:
+                self.loop.call_soon_threadsafe(self._drain)
+            except RuntimeError:  # pragma: no cover - the loop closed
+                pass
+
+    def _drain(self) -> None:
+        self._drain_pending = False
+        work = self._to_asyncio
+        while work:
+            callback, args = work.popleft()
+            callback(*args)
 
     def start_task(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         """A task for one app call (called in the loop's thread), in its own context."""
@@ -103,9 +136,12 @@ class AsyncioLoop:
             await ready.wait()
         if failure:
             raise failure[0]
+        trio.lowlevel.add_instrument(self)
         try:
             yield
         finally:
+            trio.lowlevel.remove_instrument(self)
+            self.before_io_wait(0)  # what trio still had for the loop
             loop, stop = self.loop, self._stop
             if loop is not None and stop is not None:
                 with contextlib.suppress(RuntimeError):  # the loop already closed
