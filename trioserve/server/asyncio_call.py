@@ -4,8 +4,9 @@ The app's task runs on the worker's asyncio loop (another thread, see ``asyncio_
 ``receive()``/``send()`` cross back to the connection's trio task, which runs them, so
 disconnects, deadlines and HTTP state stay trio's. Each crossing is one item in a queue the
 trio task drains (woken with ``TrioToken.run_sync_soon``); answers go back with
-``loop.call_soon_threadsafe``. A thread hand-off costs tens of microseconds, so a plain
-request makes as few as possible:
+``loop.call_soon_threadsafe`` (both batched by :class:`~.asyncio_loop.AsyncioLoop`). A
+thread hand-off costs a wake-up and a GIL hand-over, so a plain request makes as few as
+possible:
 
 - the first ``receive()`` of an HTTP request is answered before the task starts when the
   body is already in hand (every GET, most small POSTs): no crossing;

@@ -5,7 +5,7 @@ plain thread for as long as the server serves (lifespan included), so asyncio li
 (asyncpg, redis.asyncio, aiohttp) wait on their sockets in that loop's own selector, at
 native speed, while trio keeps the HTTP side. Only public asyncio APIs are used: a new loop,
 ``run_until_complete``, ``call_soon_threadsafe``, ``shutdown_asyncgens`` and
-``shutdown_default_executor``.
+``shutdown_default_executor``; on trio's side, ``TrioToken.run_sync_soon`` and an instrument.
 
 Every app call gets its own asyncio task, created in a fresh copy of the context the loop
 started with (a copy of ``serve()``'s own, as under ``asyncio.run()``), or in an empty
@@ -108,7 +108,10 @@ class AsyncioLoop(trio.abc.Instrument):
         work = self._to_asyncio
         while work:
             callback, args = work.popleft()
-            callback(*args)
+            try:
+                callback(*args)
+            except Exception as exc:  # pragma: no cover - a bug of ours; the rest still runs
+                error_log.error("asyncio bridge callback failed", exc_info=exc)
 
     def start_task(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         """A task for one app call (called in the loop's thread), in its own context."""
