@@ -237,6 +237,7 @@ class AppCall:
         """Run the app's call to its end; raise what it raised."""
         await self._prefetch()
         self.runner.post_to_asyncio(self._start, app)
+        error: BaseException | None = _NEEDS_NURSERY  # until the app's task reports its end
         try:
             error = await self._serve(None)
             if error is _NEEDS_NURSERY:  # a receive() crossing: it gets a task of its own
@@ -245,6 +246,8 @@ class AppCall:
                     self.ending = True
                     nursery.cancel_scope.cancel()
         finally:
+            if error is _NEEDS_NURSERY:  # we are leaving early (a KeyboardInterrupt)
+                self._cancel_app()
             self._finish()
         if isinstance(error, asyncio.CancelledError):
             await self._reraise_cancel()
