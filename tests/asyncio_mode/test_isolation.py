@@ -16,6 +16,7 @@ import trio
 from fastapi import FastAPI, Request
 
 from trioserve.config import Config
+from trioserve.server.asyncio_bridge import app_runner
 from trioserve.testing import open_memory_client, open_server
 
 from ..server.test_request_disconnect import _read_until, starlette_polling_app
@@ -111,6 +112,23 @@ async def test_each_request_gets_its_own_context(reset: bool) -> None:
         STARTED_WITH.reset(token)
     started = "unset" if reset else "set before serving"
     assert first == second == f"unset {started}"
+
+
+async def test_reset_contextvars_gives_each_request_an_empty_context() -> None:
+    """The bridge's own switch (what config's reset_contextvars turns on), over a socket."""
+    token = STARTED_WITH.set("set before serving")
+    try:
+        bridged, app_loop = app_runner(make_context_app(), "asyncio", reset_contextvars=True)
+        async with (
+            app_loop,
+            open_server(bridged) as server,  # trio mode: the app is already bridged
+            httpx.AsyncClient(base_url=server.url) as client,
+        ):
+            first = (await client.get("/first")).text
+            second = (await client.get("/second")).text
+    finally:
+        STARTED_WITH.reset(token)
+    assert first == second == "unset unset"
 
 
 # -- the in-memory transport and the pytest fixture -------------------------------------------
