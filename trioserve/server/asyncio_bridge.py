@@ -133,7 +133,7 @@ def report_needs_asyncio(failure: BaseException | str) -> None:
         advice = (
             "The app uses asyncio (it failed with 'no running event loop' or similar), and "
             "trioserve runs apps on trio by default: start it with --loop asyncio "
-            "(loop = \"asyncio\"; pip install 'trioserve[asyncio]'). See docs/asyncio.md."
+            "(loop = \"asyncio\"; 'trioserve[asyncio]' adds uvloop). See docs/asyncio.md."
         )
     if found and not _hinted.get("done"):
         _hinted["done"] = "yes"
