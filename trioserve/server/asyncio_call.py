@@ -255,7 +255,8 @@ class AppCall:
             raise RuntimeError("the app's asyncio task was cancelled") from error
         if error is not None:
             raise error
-        await self._reraise_cancel()
+        if self.cancelled:
+            await self._reraise_cancel()
         failure, self.send_failure = self.send_failure, None
         if failure is not None and not isinstance(failure, OSError):
             raise failure  # an invalid message the app sent without waiting
