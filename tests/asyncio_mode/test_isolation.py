@@ -15,7 +15,6 @@ import pytest
 import trio
 from fastapi import FastAPI, Request
 
-from trioserve.config import Config
 from trioserve.server.asyncio_bridge import app_runner
 from trioserve.testing import open_memory_client, open_server
 
@@ -133,13 +132,25 @@ async def test_each_request_gets_its_own_context(reset: bool) -> None:
     try:
         config: dict[str, Any] = {"loop": "asyncio"}
         if reset:
-            if "reset_contextvars" not in Config.__dataclass_fields__:
-                pytest.skip("reset_contextvars is not in this config yet")
             config["reset_contextvars"] = True
         async with (
             open_server(make_context_app(), **config) as server,
             httpx.AsyncClient(base_url=server.url) as client,
         ):
+            first = (await client.get("/first")).text
+            second = (await client.get("/second")).text
+    finally:
+        STARTED_WITH.reset(token)
+    started = "unset" if reset else "set before serving"
+    assert first == second == f"unset {started}"
+
+
+@pytest.mark.parametrize("reset", [False, True])
+async def test_in_memory_requests_get_their_own_context(reset: bool) -> None:
+    token = STARTED_WITH.set("set before serving")
+    try:
+        app = make_context_app()
+        async with open_memory_client(app, loop="asyncio", reset_contextvars=reset) as client:
             first = (await client.get("/first")).text
             second = (await client.get("/second")).text
     finally:

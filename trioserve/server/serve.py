@@ -302,7 +302,7 @@ async def serve(
     asgi_app, app_loop = app_runner(
         as_asgi3(app, config.interface),
         config.loop,
-        reset_contextvars=getattr(config, "reset_contextvars", False),
+        reset_contextvars=config.reset_contextvars,
     )
     if config.loglevel == "trace":  # only then: the wrapper costs an await per message
         asgi_app = trace_asgi(asgi_app)  # outside the bridge: it sees trio's receive/send

@@ -202,7 +202,7 @@ class InMemoryTransport(httpx.AsyncBaseTransport):
     async def _run(self) -> AsyncIterator[None]:
         config = self.config
         # loop="asyncio", as serve() does
-        reset = getattr(config, "reset_contextvars", False)
+        reset = config.reset_contextvars
         app, app_loop = app_runner(self.app, config.loop, reset_contextvars=reset)
         lifespan = Lifespan(
             app,
