@@ -112,7 +112,6 @@ KNOWN_BUGS: dict[tuple[str, str], str] = {
         ("ws_app_raises",),
         "23: a WebSocket app's exception is logged but not counted as app_exception",
     ),
-    ("idle_timeout", "h3"): "issue 22 (row 7): keep_alive_timeout is not applied to HTTP/3",
     **_bugs(
         MULTIPLEXED,
         ("ws_keepalive_pings", "ws_ping_timeout", "ws_shutdown"),
