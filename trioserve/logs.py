@@ -180,7 +180,16 @@ def load_log_config(spec: str) -> None:
         data = _read_mapping(Path(path).read_bytes(), kind, path)
     except FileNotFoundError:
         raise ConfigError(f"log config file not found: {path}") from None
-    except (OSError, ValueError, TypeError, KeyError, AttributeError, ImportError) as exc:
+    except (
+        OSError,
+        ValueError,
+        TypeError,
+        KeyError,
+        AttributeError,
+        ImportError,
+        RuntimeError,
+        configparser.Error,
+    ) as exc:
         if isinstance(exc, ConfigError):
             raise
         raise ConfigError(f"log config {path} is invalid: {_causes(exc)}") from None
@@ -232,7 +241,7 @@ def _causes(exc: BaseException) -> str:
     words: list[str] = []
     seen: BaseException | None = exc
     while seen is not None and len(words) < 5:
-        text = str(seen)
+        text = " ".join(str(seen).split())  # one line
         if text and not any(text in earlier for earlier in words):
             words.append(text)
         seen = seen.__cause__ or seen.__context__
