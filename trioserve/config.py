@@ -347,6 +347,16 @@ class Config:
         cli=("--factory",),
         help="Treat the app string as a zero-argument callable that returns the app.",
     )
+    reset_contextvars: bool = _opt(
+        False,
+        cli=("--reset-contextvars",),
+        help=(
+            "Run each request and WebSocket in an empty contextvars.Context, as Uvicorn's "
+            "flag does (hides what the lifespan or the server's caller set). Without it each "
+            "starts from a copy of its connection's starting context, never from what an "
+            "earlier request on the connection set."
+        ),
+    )
     root_path: str = _opt(
         "",
         cli=("--root-path",),
@@ -547,6 +557,12 @@ class Config:
     )
     quic_max_half_open: int = _opt(
         8, help="QUIC handshakes in progress per client IP address; further Initials dropped."
+    )
+    quic_max_connections_per_ip: int = _opt(
+        64,
+        cli=("--quic-max-connections-per-ip",),
+        help="QUIC connections (established and half-open) per client IP address; further "
+        "Initials are dropped and the client falls back to TCP or retries later.",
     )
     quic_retry: str = _opt(
         "load",

@@ -532,7 +532,6 @@ def test_nginx_as_another_user_reaches_the_socket(
 # must be accepted (a new Uvicorn release adding a flag makes this test name it).
 NOT_TAKEN = {
     "http2": "HTTP/2 is not served yet (its own issue)",
-    "reset_contextvars": "not implemented: requests on one connection share its task",
     "timeout_notify": "gunicorn's UvicornWorker protocol; workers report by heartbeat here",
     "callback_notify": "as timeout_notify",
     "ssl_context_factory": "a Python callable: not a setting a file or flag can carry",

@@ -31,6 +31,7 @@ from ..sansio.h2c import H2C_SWITCHING, H2Switch, h2c_settings, is_h2_preface, u
 from ..sansio.http11_fast import make_http11_protocol
 from ..sansio.http11_rules import HTTP11Interface, error_response
 from ..sansio.websocket import wants_websocket
+from .context import RequestContexts, run_in
 from .peer import BODY_READ_SIZE, PeerStream
 from .request import DONE_NORMALLY, LEAVE_BODY_UNREAD, RequestRunner
 from .state import FIRST_REQUEST_GRACE, ServerState
@@ -151,21 +152,24 @@ class HTTP11Connection:
         max_requests = state.config.keep_alive_max_requests
         if state.config.keep_alive_timeout <= 0:  # keep-alive off: one request per connection
             max_requests = 1
+        contexts = RequestContexts(state.config.reset_contextvars)
         while True:
             request = await self._next_request()
             if request is None:
                 return
+            context = contexts.next()  # nothing an earlier request set reaches this one
             if state.shutting_down or self.proto.requests_seen >= max_requests:
                 self.proto.close_after_response()
             if self.proto.requests_seen == 1 and self._upgrade_to_h2c(request):
                 await self.peer.send(H2C_SWITCHING)
                 return
             if wants_websocket(request):  # the connection becomes a WebSocket (or is refused)
-                await serve_websocket(
+                websocket = serve_websocket(
                     self.peer, state, self.info, self._hand_over_proto(), request, self.nursery
                 )
+                await (websocket if context is None else run_in(context, websocket))
                 return
-            runner = RequestRunner(self, state, request, self.info)
+            runner = RequestRunner(self, state, request, self.info, context)
             outcome = await runner.run()
             started = runner.cycle.started
             # While the connection waits for its next request it holds no request state

@@ -22,6 +22,7 @@ returns on RST_STREAM or the connection's end; ``abort()`` resets the stream;
 
 from __future__ import annotations
 
+import contextvars
 import os
 import sys
 import time
@@ -62,6 +63,7 @@ from ..sansio.events import (
 from ..sansio.headers import plain_error
 from ..sansio.proxy import host_allowed
 from .asyncio_bridge import report_needs_asyncio
+from .context import run_in
 from .faults import belongs_to_server
 from .state import ServerState
 from .transport import ConnectionInfo
@@ -126,6 +128,7 @@ class RequestRunner:
     __slots__ = (
         "aborted",
         "body",
+        "context",
         "cut_by",
         "cycle",
         "finished",
@@ -140,9 +143,15 @@ class RequestRunner:
     )
 
     def __init__(
-        self, port: RequestPort, state: ServerState, request: Request, info: ConnectionInfo
+        self,
+        port: RequestPort,
+        state: ServerState,
+        request: Request,
+        info: ConnectionInfo,
+        context: contextvars.Context | None = None,
     ) -> None:
         self.port = port
+        self.context = context  # where the app runs (server/context.py); None: this task
         self.state = state
         self.scope = scope = state.scope_for(build_http_scope, request, info)
         extensions = response_extensions(request)
@@ -308,7 +317,11 @@ class RequestRunner:
         start = time.perf_counter()
         state.in_flight += 1
         try:
-            await app(self.scope, self.receive, self.send)
+            context = self.context
+            if context is None:
+                await app(self.scope, self.receive, self.send)
+            else:
+                await run_in(context, context.run(app, self.scope, self.receive, self.send))
         except Exception as exc:
             await self._app_failed(exc)
         except trio.Cancelled:
