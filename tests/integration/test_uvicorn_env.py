@@ -12,7 +12,6 @@ import socket
 from pathlib import Path
 
 import httpx
-import pytest
 
 from tests.integration.test_cli import run_cli
 from tests.integration.test_uvicorn_dropin import app_dir, start, uvicorn_command
@@ -113,7 +112,6 @@ def test_the_uvicorn_parameter_list_is_uvicorns() -> None:
 
 
 def test_worker_class_asyncio_runs_the_app_on_asyncio(start: object, tmp_path: Path) -> None:
-    pytest.importorskip("trio_asyncio")
     (tmp_path / "aioapp.py").write_text(ASYNCIO_APP)
     (tmp_path / "h.toml").write_text('worker_class = "asyncio"\nwsgi_max_body_size = 5\n')
     server = start("aioapp:app", "-c", "h.toml", "--port", "0", cwd=tmp_path)  # type: ignore[operator]
@@ -141,7 +139,6 @@ def test_worker_class_other_than_hypercorns_is_an_error(tmp_path: Path) -> None:
 
 
 def test_worker_class_gives_way_to_a_loop_set_beside_it(tmp_path: Path) -> None:
-    pytest.importorskip("trio_asyncio")
     path = tmp_path / "h.toml"
     path.write_text('worker_class = "uvloop"\n')
     assert build_config(config_file=str(path), environ={}).loop == "asyncio"

@@ -8,7 +8,8 @@ connection: behind a proxy that reuses upstream connections, another user's requ
 
 A task per request would cost more than the rest of the request path, so the app's coroutine is
 driven in a context of its own instead, as an asyncio task created with ``context=`` is: each
-step of it runs inside ``Context.run`` (:func:`run_in`). The first request on a connection
+step of it runs inside ``Context.run`` (``request.drive_app``, which also releases a held
+response head when the app waits). The first request on a connection
 needs no wrapper: the connection's task started from a fresh copy of the accept loop's context.
 Later ones run in a copy of that starting context (:class:`RequestContexts`), so nothing an
 earlier request set reaches them. HTTP/2 and HTTP/3 streams are new tasks spawned by a read loop
@@ -24,9 +25,6 @@ requests, which must then yield to the scheduler whenever the next request is al
 from __future__ import annotations
 
 import contextvars
-import types
-from collections.abc import Awaitable, Callable, Generator
-from typing import Any
 
 
 class RequestContexts:
@@ -50,37 +48,3 @@ class RequestContexts:
 def stream_context(reset: bool) -> contextvars.Context | None:
     """An HTTP/2 or HTTP/3 stream's context: its new task's own, or an empty one."""
     return contextvars.Context() if reset else None
-
-
-def call_app(
-    context: contextvars.Context | None,
-    app: Callable[..., Awaitable[None]],
-    *args: Any,
-) -> Awaitable[None]:
-    """``app(*args)``, to be awaited, running in ``context`` (None: the caller's)."""
-    if context is None:
-        return app(*args)
-    return run_in(context, context.run(app, *args))
-
-
-@types.coroutine
-def run_in(context: contextvars.Context, awaitable: Awaitable[Any]) -> Generator[Any, Any, Any]:
-    """Await ``awaitable`` with each of its steps run inside ``context``.
-
-    What trio's scheduler yields in and throws in (cancellation included) is passed through
-    unchanged; only the context the steps run in differs.
-    """
-    it: Any = awaitable if isinstance(awaitable, types.CoroutineType) else awaitable.__await__()
-    send, throw = it.send, it.throw
-    value: Any = None
-    error: BaseException | None = None
-    while True:
-        try:
-            yielded = context.run(send, value) if error is None else context.run(throw, error)
-        except StopIteration as stop:
-            return stop.value
-        error = None
-        try:
-            value = yield yielded
-        except BaseException as exc:  # passed on into the app, as trio threw it
-            error = exc

@@ -44,10 +44,10 @@ from ..sansio.http2 import (
     SendCredit,
 )
 from ..sansio.websocket import wants_websocket_h2
-from .context import run_in, stream_context
+from .context import stream_context
 from .h2stream import H2Stream, H2StreamIO
 from .peer import STREAM_ERRORS, PeerStream
-from .request import REFUSED, RequestRunner
+from .request import REFUSED, RequestRunner, drive_app
 from .state import ServerState
 from .transport import ConnectionInfo, linger_close
 from .websocket import serve_websocket
@@ -247,7 +247,7 @@ class HTTP2Connection:
                 peer, self.state, self.info, answer, request, self._nursery
             )
             context = stream_context(self.state.config.reset_contextvars)
-            await (websocket if context is None else run_in(context, websocket))
+            await (websocket if context is None else drive_app(websocket, context, None))
             return
         if request.protocol is None:
             await stream.refuse(405, "CONNECT is not supported")

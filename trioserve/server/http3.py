@@ -37,9 +37,9 @@ from ..sansio.events import (
 )
 from ..sansio.http3 import H3Refusal, H3StreamAnswer, response_fields, trailer_fields
 from ..sansio.websocket import wants_websocket_h2
-from .context import run_in, stream_context
+from .context import stream_context
 from .peer import PeerStream
-from .request import RequestRunner, refuse_stream
+from .request import RequestRunner, drive_app, refuse_stream
 from .websocket import serve_websocket
 
 if TYPE_CHECKING:
@@ -307,7 +307,7 @@ async def _serve_websocket(conn: QuicConnectionTask, stream: H3Stream, request: 
             PeerStream(io), conn.state, conn.info, answer, request, conn.nursery
         )
         context = stream_context(conn.state.config.reset_contextvars)
-        await (websocket if context is None else run_in(context, websocket))
+        await (websocket if context is None else drive_app(websocket, context, None))
     finally:
         await io.aclose()
 
