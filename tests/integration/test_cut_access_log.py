@@ -1,8 +1,9 @@
 """A request cut by a second Ctrl-C is logged with the status the client got.
 
-The real CLI in a subprocess, two real client connections over loopback, SIGINT twice (sent
-to the server's PID): the request that had no response yet is logged as 444 (no response,
-the connection closed), the one whose head had gone out with the status it was sent.
+The real CLI in a subprocess, three real client connections over loopback, SIGINT twice
+(sent to the server's PID): the request that had no response yet is logged as 444 (no
+response, the connection closed); those whose head had gone out (with a body, or alone
+while the app waited) with the status they were sent.
 """
 
 from __future__ import annotations
@@ -24,8 +25,9 @@ import trio
 async def app(scope, receive, send):
     if scope["type"] != "http":
         return
-    if scope["path"] == "/streaming":
+    if scope["path"] in ("/streaming", "/head-only"):
         await send({"type": "http.response.start", "status": 200, "headers": []})
+    if scope["path"] == "/streaming":
         await send({"type": "http.response.body", "body": b"first", "more_body": True})
     logging.getLogger("uvicorn.error").info("app is inside %s", scope["path"])
     await trio.sleep_forever()
@@ -63,17 +65,20 @@ def test_second_ctrl_c_logs_no_response_as_444(start: object, tmp_path: Path, ht
     port = int(url.rsplit(":", 1)[1])
     waiting = request(port, "/waiting")
     streaming = request(port, "/streaming")
-    server.read_until("app is inside /waiting")
-    server.read_until("app is inside /streaming")
+    head_only = request(port, "/head-only")  # the head goes out once the app waits
+    for path in ("/waiting", "/streaming", "/head-only"):
+        server.read_until(f"app is inside {path}")
     server.proc.send_signal(signal.SIGINT)
     server.read_until("Shutting down")
     server.proc.send_signal(signal.SIGINT)  # the second: cancel what is in flight
     assert server.stop(timeout=20) == 0
     assert read_all(waiting) == b""  # the client got no response at all
     assert read_all(streaming).startswith(b"HTTP/1.1 200 ")
+    assert read_all(head_only).startswith(b"HTTP/1.1 200 ")
     access = [line for line in server.text.splitlines() if '"GET /' in line]
-    assert len(access) == 2, server.text
+    assert len(access) == 3, server.text
     [cut] = [line for line in access if "/waiting" in line]
-    [sent] = [line for line in access if "/streaming" in line]
     assert '"GET /waiting HTTP/1.1" 444 ' in cut
-    assert '"GET /streaming HTTP/1.1" 200 ' in sent
+    for path in ("/streaming", "/head-only"):
+        [sent] = [line for line in access if path in line]
+        assert f'"GET {path} HTTP/1.1" 200 ' in sent
