@@ -26,7 +26,6 @@ from typing import Any
 
 import trio
 from aioquic.h3.connection import ErrorCode
-from trio.lowlevel import ParkingLot
 
 from ..logs import error_log
 from ..sansio.events import BadRequest, ConnectionClosed, Request
@@ -140,7 +139,7 @@ class QuicConnectionTask:
         self.streams: dict[int, Stream] = {}
         self._inbox_send, self._inbox = trio.open_memory_channel[Any](INBOX_SIZE)
         self._wake_pending = False
-        self._credit = ParkingLot()  # streams waiting for their unsent bytes to drain
+        self._blocked: dict[int, trio.Event] = {}  # streams waiting for their bytes to drain
         self.nursery: trio.Nursery | None = None
         self.info = ConnectionInfo(
             client=(str(addr[0]), int(addr[1])), server=owner.server, scheme="https"
@@ -171,8 +170,12 @@ class QuicConnectionTask:
         (:meth:`~trioserve.sansio.http3.H3Protocol.send_window`)."""
         await trio.lowlevel.checkpoint()
 
-    async def wait_credit(self) -> None:
-        await self._credit.park()
+    async def wait_credit(self, stream_id: int) -> None:
+        """Woken by the flush that drains this stream's backlog (or by its end)."""
+        event = self._blocked.get(stream_id)
+        if event is None:
+            event = self._blocked[stream_id] = trio.Event()
+        await event.wait()
 
     def begin_shutdown(self) -> None:
         """H3 GOAWAY naming the first stream not taken; close once the last stream ends."""
@@ -246,8 +249,11 @@ class QuicConnectionTask:
             except OSError:
                 pass
         await trio.lowlevel.checkpoint()
-        if self._credit:
-            self._credit.unpark_all()  # their backlog may have drained: they look again
+        if self._blocked:
+            framer = self.framer
+            for sid in list(self._blocked):
+                if framer.send_window(sid) > 0 or not framer.is_open(sid):
+                    self._blocked.pop(sid).set()
 
     def _forget(self) -> None:
         self.framer.terminated = True
@@ -261,7 +267,9 @@ class QuicConnectionTask:
     def _end_streams(self) -> None:
         for stream in list(self.streams.values()):
             stream.vanish()
-        self._credit.unpark_all()
+        for event in self._blocked.values():
+            event.set()
+        self._blocked.clear()
 
     # -- events ------------------------------------------------------------------------------
     def _dispatch(self, events: list[H3Event]) -> None:
@@ -276,7 +284,9 @@ class QuicConnectionTask:
                     stream.on_event(event)
                     if not stream.gone:
                         continue
-                    self._credit.unpark_all()  # its sender must see it's gone
+                    blocked = self._blocked.pop(stream_id, None)
+                    if blocked is not None:
+                        blocked.set()  # its sender must see it's gone
             else:
                 self._connection_event(event)
 
