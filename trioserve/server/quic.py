@@ -25,7 +25,6 @@ import socket
 from typing import Any
 
 import trio
-from aioquic.h3.connection import ErrorCode
 
 from ..logs import error_log
 from ..sansio.events import BadRequest, ConnectionClosed, Request
@@ -35,7 +34,6 @@ from ..sansio.http3 import (
     Established,
     H3Event,
     H3Protocol,
-    quic_tls_extension,
 )
 from ..sansio.quic import (
     Accept,
@@ -126,7 +124,6 @@ class QuicConnectionTask:
         self.owner = owner
         self.state = state = owner.state
         config = state.config
-        self.quic = quic
         self.framer = H3Protocol(
             quic,
             max_field_section_size=config.h3_max_field_section_size,
@@ -200,7 +197,6 @@ class QuicConnectionTask:
             self._forget()
 
     async def _drive(self) -> None:
-        quic = self.quic
         framer = self.framer
         inbox = self._inbox
         # A handshake that does not finish in time frees its half-open slot.
@@ -210,7 +206,7 @@ class QuicConnectionTask:
                 if not framer.established and trio.current_time() >= handshake_deadline:
                     error_log.debug("%s: QUIC handshake timed out", self.info.client_text)
                     return
-                timer = quic.get_timer()
+                timer = framer.timer()
                 deadline = math.inf if timer is None else timer
                 if not framer.established:
                     deadline = min(deadline, handshake_deadline)
@@ -228,15 +224,15 @@ class QuicConnectionTask:
         finally:
             if not framer.terminated:
                 # Cancelled (the graceful deadline passed): tell the client, without waiting.
-                quic.close(error_code=ErrorCode.H3_NO_ERROR, reason_phrase="server stopped")
-                for data, addr in quic.datagrams_to_send(trio.current_time()):
+                framer.stop()
+                for data, addr in framer.datagrams_to_send(trio.current_time()):
                     self.owner.send_now(data, addr)
 
     async def _flush(self) -> None:
         self._wake_pending = False
         owner = self.owner
         raw = owner.raw
-        for data, addr in self.quic.datagrams_to_send(trio.current_time()):
+        for data, addr in self.framer.datagrams_to_send(trio.current_time()):
             # Straight to the socket; through trio only when its buffer is full (a trio
             # sendto per datagram costs a scheduler round trip each).
             try:
@@ -295,7 +291,7 @@ class QuicConnectionTask:
         router = self.owner.router
         if cls is Established:
             router.established(self.addr)
-            self.info.tls = quic_tls_extension(self.quic, self.owner.server_cert)
+            self.info.tls = self.framer.tls_extension(self.owner.server_cert)
         elif cls is CidIssued:
             self.cids.add(event.cid)  # type: ignore[attr-defined]
             router.add_cid(event.cid, self)  # type: ignore[attr-defined]
