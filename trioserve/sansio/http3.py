@@ -14,6 +14,7 @@ shared with HTTP/2.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -130,7 +131,7 @@ class H3Protocol:
         max_field_section_size: int,
         max_streams: int,
         stream_buffer: int,
-        strip: Headers = (),  # type: ignore[assignment]
+        strip: Iterable[tuple[bytes, bytes]] = (),
     ) -> None:
         self.quic = quic
         self.h3: ServerH3Connection | None = None
