@@ -304,16 +304,14 @@ class QuicConnectionTask:
     def _start_stream(self, stream_id: int, request: Request | BadRequest) -> None:
         assert self.nursery is not None
         stream = self.streams[stream_id] = Stream(self, stream_id)
-        self.nursery.start_soon(self._serve_stream, stream, request, name="trioserve.quic.stream")
+        self.nursery.start_soon(
+            serve_stream, stream, request, self.nursery, name="trioserve.quic.stream"
+        )
 
-    async def _serve_stream(self, stream: Stream, request: Request | BadRequest) -> None:
-        assert self.nursery is not None
-        try:
-            await serve_stream(stream, request, self.nursery)
-        finally:
-            self.streams.pop(stream.stream_id, None)
-            self.framer.stream_finished(stream.stream_id)
-            self.kick()
+    def stream_done(self, stream: Stream) -> None:
+        self.streams.pop(stream.stream_id, None)
+        self.framer.stream_finished(stream.stream_id)
+        self.kick()
 
 
 def open_quic_socket(sock: socket.socket, state: ServerState) -> QuicSocket:

@@ -66,6 +66,9 @@ class StreamOwner(Protocol):
         """Wait until this stream's send window may have opened (or the stream or the
         connection ended)."""
 
+    def stream_done(self, stream: Stream) -> None:
+        """The stream's task is ending: free its slot (always called, once)."""
+
 
 class Stream:
     """One request stream as the request runner sees it (its ``RequestPort``)."""
@@ -169,7 +172,7 @@ class Stream:
     def send_events(self, events: list[OutboundEvent]) -> Awaitable[None]:
         """HEADERS are framed now (not flow-controlled; a bad head raises before anything
         is written); the awaitable sends the body as the windows allow."""
-        if self._gone or not self.framer.is_open(self.stream_id):
+        if self._gone:  # (a stream our side can no longer write is gone too)
             return _raise_gone()
         conn = self.conn
         head = events[0]
@@ -319,23 +322,25 @@ class StreamIO(trio.abc.Stream):
 async def serve_stream(
     stream: Stream, request: Request | BadRequest, nursery: trio.Nursery
 ) -> None:
-    """What a stream's task runs on either version: the refusal the sans-IO rules decided
-    (for this stream only), a WebSocket (extended CONNECT), or the request runner. Inside
-    the stream's cancel scope (the reset grace); no exception leaves it (a failure is
-    logged once and the stream reset, the connection carries on). ``nursery`` takes a
-    WebSocket's helper tasks."""
+    """A stream's task on either version: the refusal the sans-IO rules decided (for this
+    stream only), a WebSocket (extended CONNECT), or the request runner. Inside the
+    stream's cancel scope (the reset grace); no exception leaves it (a failure is logged
+    once and the stream reset, the connection carries on); the connection always hears
+    of its end (``stream_done``). ``nursery`` takes a WebSocket's helper tasks."""
     conn = stream.conn
     try:
         with stream.cancel_scope:
-            if type(request) is BadRequest:
+            if isinstance(request, BadRequest):
                 await _refuse(stream, request)
-            elif wants_websocket_h2(request):  # type: ignore[arg-type]
-                await _serve_websocket(stream, request, nursery)  # type: ignore[arg-type]
+            elif request.method == b"CONNECT" and wants_websocket_h2(request):
+                await _serve_websocket(stream, request, nursery)
             else:
-                await RequestRunner(stream, conn.state, request, conn.info).run()  # type: ignore[arg-type]
+                await RequestRunner(stream, conn.state, request, conn.info).run()
     except Exception:
         error_log.exception("%s: stream %d failed", conn.info.client_text, stream.stream_id)
         stream.abort()
+    finally:
+        conn.stream_done(stream)
 
 
 async def _refuse(stream: Stream, refusal: BadRequest) -> None:
