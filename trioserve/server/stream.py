@@ -39,8 +39,9 @@ from ..sansio.events import (
 )
 from ..sansio.streams import StreamAnswer, StreamFramer
 from ..sansio.websocket import wants_websocket_h2
+from .context import stream_context
 from .peer import PeerStream
-from .request import RequestRunner, refuse_stream
+from .request import RequestRunner, drive_app, refuse_stream
 from .state import ServerState
 from .transport import ConnectionInfo
 from .websocket import serve_websocket
@@ -335,7 +336,8 @@ async def serve_stream(
             elif request.method == b"CONNECT" and wants_websocket_h2(request):
                 await _serve_websocket(stream, request, nursery)
             else:
-                await RequestRunner(stream, conn.state, request, conn.info).run()
+                context = stream_context(conn.state.config.reset_contextvars)
+                await RequestRunner(stream, conn.state, request, conn.info, context).run()
     except Exception:
         error_log.exception("%s: stream %d failed", conn.info.client_text, stream.stream_id)
         stream.abort()
@@ -359,7 +361,10 @@ async def _serve_websocket(stream: Stream, request: Request, nursery: trio.Nurse
     answer = StreamAnswer(stream.framer, stream.stream_id, conn.kick)
     io = StreamIO(stream)
     try:
-        await serve_websocket(PeerStream(io), conn.state, conn.info, answer, request, nursery)
+        state = conn.state
+        websocket = serve_websocket(PeerStream(io), state, conn.info, answer, request, nursery)
+        context = stream_context(state.config.reset_contextvars)
+        await (websocket if context is None else drive_app(websocket, context, None))
     finally:
         await io.aclose()
 
