@@ -237,16 +237,19 @@ class WebSocketHandler(WebSocketReader):
             raise ClientDisconnected("WebSocket is closed") from None
         if data:
             await self.peer.send(data)
-            if opening:
-                await self._answered()
-            elif self._sends_since == self._calls:
-                # A second send with no receive() between: the app streams out, so read
-                # for it now (a pump), and the client's close reaches its next send()
-                # at once, not at the watchdog's next round. An app that alternates
-                # receive() and send() never gets here: the pull model stays as it is.
-                self._start_pump()
-            else:
-                self._sends_since = self._calls
+        if opening:
+            # Over HTTP/2 and HTTP/3 the stream frames the accept itself (no bytes here),
+            # so this does not depend on ``data``: pings, the watchdog and the shutdown
+            # close start for every HTTP version.
+            await self._answered()
+        elif data and self._sends_since == self._calls:
+            # A second send with no receive() between: the app streams out, so read for
+            # it now (a pump), and the client's close reaches its next send() at once,
+            # not at the watchdog's next round. An app that alternates receive() and
+            # send() never gets here: the pull model stays as it is.
+            self._start_pump()
+        elif data:
+            self._sends_since = self._calls
 
     # -- lifetime ---------------------------------------------------------------------------
     async def run(self) -> None:
