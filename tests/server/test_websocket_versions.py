@@ -1,6 +1,8 @@
 """One WebSocket contract on every HTTP version: keep-alive pings, the ping-timeout close
 (1011), the watchdog's pump for an app that does not read, the max-size close (1009) and
-the 1001 close when shutdown begins. HTTP/1.1 is an Upgrade over a raw socket, HTTP/2 an
+the 1001 close when shutdown begins; and the bookkeeping a WebSocket shares with HTTP
+requests (server/exchange.py): app_exception in the metrics, the access-log line, the
+gates. HTTP/1.1 is an Upgrade over a raw socket, HTTP/2 an
 extended CONNECT (RFC 8441) in raw frames, HTTP/3 one (RFC 9220) over aioquic; each
 carries wsproto's client frames, so the client answers pings only when a test says so.
 """
@@ -8,6 +10,7 @@ carries wsproto's client frames, so the client answers pings only when a test sa
 from __future__ import annotations
 
 import base64
+import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
@@ -22,6 +25,7 @@ from wsproto.connection import Connection, ConnectionType
 from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
 
 from tests.h2raw import RawH2, close_all
+from tests.metrics.helpers import admin_url, parse, value
 from tests.server.test_websocket_h2 import WSOverH2, connect
 from trioserve.config import Config, aioquic_usable
 from trioserve.server import wswatch
@@ -70,6 +74,12 @@ class App:
             await send({"type": "websocket.accept"})
             if scope["path"] == "/away":
                 await trio.sleep_forever()
+            if scope["path"] == "/boom":
+                raise RuntimeError("the app failed")
+            if scope["path"] == "/late":  # sends after the client's close: send() raises
+                while (await receive())["type"] != "websocket.disconnect":
+                    pass
+                await send({"type": "websocket.send", "text": "too late"})
             while True:
                 message = await receive()
                 if message["type"] == "websocket.disconnect":
@@ -139,6 +149,7 @@ async def websocket_server(
                 return await _open_h2(port, path)
             return await _open_h3(stack, udp, str(certs[0]), path)
 
+        open_ws.port = port  # type: ignore[attr-defined]
         try:
             yield trigger, open_ws
         finally:
@@ -204,12 +215,24 @@ async def _open_h3(stack: AsyncExitStack, udp: int, ca_file: str, path: str) -> 
     head = await client.wait(stream_id, until=lambda r: bool(r.headers))
     assert head.status == 200
     ws = WSOverH3(client, stream_id)
+    stream = client.streams[stream_id]
 
     async def send(event: Any) -> None:
         ws.send(event)
 
-    result = WS(send, ws.events)
-    stream = client.streams[stream_id]
+    async def events() -> list[Any]:
+        # (WSOverH3.events feeds the end before parsing what came with it: wsproto would
+        # then report 1006 ahead of a close frame that arrived with the FIN.)
+        await client.wait(stream_id, until=lambda r: len(r.body) > ws.seen or r.ended or r.reset)
+        ws.ws.receive_data(bytes(stream.body[ws.seen :]))
+        ws.seen = len(stream.body)
+        got = list(ws.ws.events())
+        if stream.ended and not got:
+            ws.ws.receive_data(None)
+            got = list(ws.ws.events())
+        return got
+
+    result = WS(send, events)
     result.ended = partial(_value, lambda: stream.ended or stream.reset)  # type: ignore[method-assign]
     return result
 
@@ -310,3 +333,90 @@ async def test_shutdown_closes_1001_at_once_on_every_version(
     assert app.disconnects == [
         {"type": "websocket.disconnect", "code": 1001, "reason": "server shutting down"}
     ]
+
+
+async def _scrape(caplog: pytest.LogCaptureFixture) -> dict[Any, float]:
+    stream = await trio.open_tcp_stream(
+        "127.0.0.1", int(admin_url(caplog.records).rsplit(":", 1)[1])
+    )
+    async with stream:
+        await stream.send_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        data = b""
+        with trio.fail_after(5):
+            while chunk := await stream.receive_some(65536):
+                data += chunk
+    return parse(data.split(b"\r\n\r\n", 1)[1].decode())
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+async def test_an_app_failing_in_a_websocket_counts_as_app_exception(
+    version: str, cert_files: tuple[Path, Path, Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="trioserve.error")
+    app = App()
+    options = {"metrics_bind": "127.0.0.1:0"}
+    async with websocket_server(version, app, cert_files, **options) as (_, open_ws):
+        ws = await open_ws("/boom")
+        close, _ = await ws.until(CloseConnection)
+        assert close.code == 1011
+        await ws.send(close.response())
+        # The client leaving, re-raised by the app from its send(): not the app's failure.
+        late = await open_ws("/late")
+        await late.send(CloseConnection(1000))
+        await late.until(CloseConnection)
+        with trio.fail_after(5):
+            while value(samples := await _scrape(caplog), "trioserve_websockets_total") < 2:
+                await trio.sleep(0.05)
+    assert value(samples, "trioserve_app_exceptions_total") == 1
+    failures = [r for r in caplog.records if r.getMessage().startswith("Exception in ASGI")]
+    assert [r.getMessage() for r in failures] == [
+        "Exception in ASGI application (WebSocket /boom)"
+    ]
+    assert any(r.getMessage() == "client went away during WebSocket /late" for r in caplog.records)
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+async def test_websocket_access_log_line_on_every_version(
+    version: str, cert_files: tuple[Path, Path, Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="trioserve.access")
+    app = App()
+    async with websocket_server(version, app, cert_files) as (_, open_ws):
+        ws = await open_ws("/echo")
+        await ws.send(TextMessage("hello"))
+        await ws.until(TextMessage)
+        await ws.send(CloseConnection(1000))
+        await ws.until(CloseConnection)
+        with trio.fail_after(5):
+            await app.done.wait()
+            while not [r for r in caplog.records if r.name == "trioserve.access"]:
+                await trio.sleep(0.02)
+    lines = [r.getMessage() for r in caplog.records if r.name == "trioserve.access"]
+    status = " 101 " if version == "1.1" else " 200 "
+    assert len(lines) == 1
+    assert "/echo" in lines[0] and status in lines[0] and f"WS/{version}" in lines[0], lines
+
+
+async def test_a_refused_upgrade_gets_an_access_log_line_and_a_refusal_count(
+    cert_files: tuple[Path, Path, Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The gates are the HTTP requests' (server_names here): the same 404, counted as a
+    refusal, and an access-log line as an HTTP request refused by them gets."""
+    caplog.set_level(logging.INFO)
+    options = {"server_names": ["good.example"], "metrics_bind": "127.0.0.1:0"}
+    async with websocket_server("1.1", App(), cert_files, **options) as (_, open_ws):
+        stream = await trio.open_tcp_stream("127.0.0.1", open_ws.port)
+        async with stream:
+            key = base64.b64encode(b"0123456789abcdef")
+            await stream.send_all(
+                b"GET /gated HTTP/1.1\r\nHost: bad.example\r\nUpgrade: websocket\r\n"
+                b"Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\n"
+                b"Sec-WebSocket-Version: 13\r\n\r\n" % key
+            )
+            with trio.fail_after(5):
+                head = await stream.receive_some(65536)
+        samples = await _scrape(caplog)
+    assert head.startswith(b"HTTP/1.1 404 ")
+    assert value(samples, "trioserve_refusals_total", reason="404") == 1
+    lines = [r.getMessage() for r in caplog.records if r.name == "trioserve.access"]
+    assert len(lines) == 1 and "/gated" in lines[0] and " 404 " in lines[0], lines

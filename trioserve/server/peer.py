@@ -34,8 +34,6 @@ READ_SIZE = 64 * 1024
 # framework pays its per-piece cost (a thread hop per multipart write) a few times per MiB.
 BODY_READ_SIZE = 256 * 1024
 STREAM_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError)
-# Bound on ending a stream of a multiplexed connection politely (see PeerStream.close).
-_STREAM_CLOSE_TIMEOUT = 1.0
 
 _POLLRDHUP = getattr(select, "POLLRDHUP", 0)
 _GONE_EVENTS = select.POLLHUP | select.POLLERR | _POLLRDHUP
@@ -216,19 +214,8 @@ class PeerStream:
 
     # -- closing -----------------------------------------------------------------------------
     async def close(self) -> None:
-        """Close now, without waiting on the peer.
-
-        A socket (plain or TLS) is closed at once. Any other stream is one stream of a
-        multiplexed connection (HTTP/2, HTTP/3) or in memory: its ``aclose()`` ends it
-        after what was written (a WebSocket's last close frame), where a forced close
-        would reset it and drop that frame; bounded by ``_STREAM_CLOSE_TIMEOUT``.
-        """
-        stream = self.stream
-        if type(stream) is SocketStream or isinstance(stream, trio.SSLStream):
-            await close_transport(stream)
-            return
-        with trio.move_on_after(_STREAM_CLOSE_TIMEOUT):
-            await stream.aclose()
+        """Close now, without waiting on the peer."""
+        await close_transport(self.stream)
 
     async def linger_close(self) -> None:
         """Close after an answer without resetting it away (see ``linger_close``)."""

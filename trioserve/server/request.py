@@ -4,7 +4,9 @@
 ``send()``, the failure policy (a 500 while nothing was written, an aborted exchange once
 something was, one log line), the refusals made before the app runs (413, 503,
 ``server_names``), the access log, and the in-flight and request counters. It talks to the
-connection only through :class:`RequestPort`.
+connection only through :class:`RequestPort`. The gates, the counts, the access-log line
+and what an app's exception means are shared with WebSockets, in
+:class:`~.exchange.Exchange`.
 
 HTTP/1.1 (:class:`~trioserve.server.http11.HTTP11Connection`) is the port itself, with the
 pull model: a body piece is read from the socket only when the app asks for it, and a
@@ -23,8 +25,6 @@ returns on RST_STREAM or the connection's end; ``abort()`` resets the stream;
 from __future__ import annotations
 
 import os
-import sys
-import time
 from collections.abc import Awaitable, MutableMapping
 from typing import Any, Protocol
 
@@ -32,7 +32,6 @@ import trio
 
 from ..errors import ClientDisconnected, SendTimeout
 from ..logs import access_log, error_log
-from ..sansio.accesslog import AccessLogAtoms, format_access_line
 from ..sansio.asgi import (
     DONE,
     HTTPResponseCycle,
@@ -60,14 +59,10 @@ from ..sansio.events import (
     Sentinel,
 )
 from ..sansio.headers import plain_error
-from ..sansio.proxy import host_allowed
-from .asyncio_bridge import report_needs_asyncio
+from .exchange import Exchange
 from .faults import belongs_to_server
 from .state import ServerState
 from .transport import ConnectionInfo
-
-if sys.version_info < (3, 11):  # pragma: no cover
-    from exceptiongroup import BaseExceptionGroup
 
 # What run() leaves the connection to do.
 DONE_NORMALLY = 0  # the exchange ended: the connection decides about reuse
@@ -120,7 +115,7 @@ class RequestPort(Protocol):
         ``reason`` is logged (None: the runner has logged already)."""
 
 
-class RequestRunner:
+class RequestRunner(Exchange):
     """Runs the app for one request on a :class:`RequestPort`; see the module docstring."""
 
     __slots__ = (
@@ -132,8 +127,6 @@ class RequestRunner:
         "port",
         "refused",
         "response_headers",
-        "scope",
-        "state",
         "target",
         "waiting",
         "written",
@@ -154,7 +147,7 @@ class RequestRunner:
         )
         # Refusals (server_names, limit_concurrency, an announced body over the limit) go
         # through the normal response path with a tiny app in place of the user's.
-        self.refused = refused = refusal_status(request, scope, state)
+        self.refused = refused = self._admit(request)
         if refused:
             port.close_after_response()
             state.metrics.refused(refused)
@@ -303,17 +296,14 @@ class RequestRunner:
     # -- one request -------------------------------------------------------------------------
     async def run(self) -> int:
         """Run the app; returns DONE_NORMALLY, LEAVE_BODY_UNREAD or REFUSED."""
-        state = self.state
-        app = state.app if not self.refused else refusal_app(self.refused)
-        start = time.perf_counter()
-        state.in_flight += 1
+        app = self.state.app if not self.refused else refusal_app(self.refused)
+        cancelled = False
         try:
             await app(self.scope, self.receive, self.send)
         except Exception as exc:
             await self._app_failed(exc)
         except trio.Cancelled:
-            # The shutdown deadline (or a second Ctrl-C) cut the request: still one line.
-            self._done(time.perf_counter() - start, 503, cut=True)
+            cancelled = True
             raise
         except BaseException as exc:
             # SystemExit, KeyboardInterrupt, ... from an app fail one request, not the server.
@@ -326,8 +316,10 @@ class RequestRunner:
         finally:
             self.finished = True
             self.body.finish()
-            state.in_flight -= 1
-            state.count_request()
+            duration = self._leave()
+            if cancelled:
+                # The shutdown deadline (or a second Ctrl-C) cut the request: still one line.
+                self._done(duration, 503, cut=True)
         cycle = self.cycle
         too_large = self.body.too_large
         if too_large and not cycle.started:
@@ -338,7 +330,7 @@ class RequestRunner:
         # 499 (nginx's "client closed request"): the client left before the response was
         # complete, whatever status the app had chosen (not when a deadline of ours cut it).
         left = cycle.state != DONE and self.port.gone and not self.aborted and not self.cut_by
-        self._done(time.perf_counter() - start, 499 if left else cycle.status, cut=left)
+        self._done(duration, 499 if left else cycle.status, cut=left)
         if timed_out:
             if not cycle.started:
                 await self.port.refuse(408, None)  # _deadline_hit logged it
@@ -358,7 +350,9 @@ class RequestRunner:
         port = self.port
         if self.body.too_large or self.body.timed_out:
             return  # the app saw the disconnect we made: answered with 413 or 408
-        self._log_app_error(exc)
+        scope = self.scope
+        what = f"{scope['method']} {scope['path']}"
+        self._report_app_error(exc, what, gone=port.gone)
         if isinstance(exc, UnexpectedMessage):
             # The app broke the message protocol: don't trust the connection's state.
             port.close_after_response()
@@ -432,74 +426,17 @@ class RequestRunner:
     def _done(self, duration: float, status: int, *, cut: bool) -> None:
         """The request is finalised: count it (no status if it was cut) and log it."""
         scope = self.scope
+        cycle = self.cycle
         self.state.metrics.request_done(
             scope["method"], 0 if cut else status, scope["http_version"], duration,
-            self.body.received, self.cycle.bytes_sent,
+            self.body.received, cycle.bytes_sent,
         )  # fmt: skip
         if access_log.isEnabledFor(20):
-            self._log_access(duration, status)
-
-    def _log_access(self, duration: float, status: int) -> None:
-        cycle = self.cycle
-        atoms = AccessLogAtoms(
-            self.scope,
-            status or None,
-            self.response_headers,
-            cycle.bytes_sent,
-            duration,
-            time.time(),
-            self.target,
-            complete=cycle.state == DONE and not self.cut_by and not self.port.gone,
-        )
-        access_log.info(format_access_line(self.state.config.access_log_format, atoms))
-
-    def _log_app_error(self, exc: BaseException) -> None:
-        scope = self.scope
-        if self.port.gone and _caused_by_disconnect(exc):
-            error_log.debug("client went away during %s %s", scope["method"], scope["path"])
-            return
-        self.state.metrics.app_exception()
-        ids = {"request_id": scope.get("request_id")}
-        if isinstance(exc, UnexpectedMessage):
-            # The traceback points at the app's offending send().
-            error_log.error(
-                "ASGI protocol error in %s %s: %s",
-                scope["method"],
-                scope["path"],
-                exc,
-                exc_info=exc,
-                extra=ids,
-            )
-            return
-        report_needs_asyncio(exc)
-        error_log.error(
-            "Exception in ASGI application (%s %s)",
-            scope["method"],
-            scope["path"],
-            exc_info=exc,
-            extra=ids,
-        )
-
-
-def _caused_by_disconnect(exc: BaseException) -> bool:
-    """Whether an app error is just the client leaving, re-raised in the app's words.
-
-    Frameworks catch our ``OSError`` from ``send()`` and raise their own exception
-    (Starlette's ``ClientDisconnect``), sometimes inside an exception group.
-    """
-    seen: set[int] = set()
-    stack: list[BaseException | None] = [exc]
-    while stack:
-        current = stack.pop()
-        if current is None or id(current) in seen:
-            continue
-        seen.add(id(current))
-        if isinstance(current, ClientDisconnected):
-            return True
-        if isinstance(current, BaseExceptionGroup):
-            stack.extend(current.exceptions)
-        stack.extend((current.__cause__, current.__context__))
-    return False
+            complete = cycle.state == DONE and not self.cut_by and not self.port.gone
+            self.log_access(
+                status or None, self.response_headers, cycle.bytes_sent, duration,
+                self.target, complete,
+            )  # fmt: skip
 
 
 _REFUSAL_BODIES = {
@@ -507,24 +444,6 @@ _REFUSAL_BODIES = {
     413: b"Payload Too Large\n",
     503: b"Service Unavailable\n",
 }
-
-
-def refusal_status(request: Request, scope: dict[str, Any], state: ServerState) -> int:
-    """The status to refuse a request with before the app sees it (0: serve it)."""
-    config = state.config
-    if config.server_names and not host_allowed(scope["headers"], config.server_names):
-        return 404  # Hypercorn's answer for a Host not in server_names
-    limit = config.limit_concurrency
-    if limit is not None and state.in_flight >= limit:
-        return 503
-    body_limit = config.max_request_body_size
-    if body_limit is not None:
-        for name, value in request.headers:
-            if name == b"content-length":
-                if value.isdigit() and int(value) > body_limit:
-                    return 413
-                break
-    return 0
 
 
 def refusal_app(status: int) -> Any:

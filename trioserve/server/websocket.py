@@ -36,7 +36,6 @@ shielded, so the shutdown deadline holds.
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Coroutine, MutableMapping
 from typing import Any
 
@@ -44,12 +43,10 @@ import trio
 
 from ..errors import ClientDisconnected
 from ..logs import access_log, error_log
-from ..sansio.accesslog import AccessLogAtoms, format_access_line
-from ..sansio.asgi import UnexpectedMessage
 from ..sansio.events import Headers, Request
 from ..sansio.http11_rules import error_response
-from ..sansio.proxy import host_allowed
 from ..sansio.websocket import (
+    CLOSED,
     OPEN,
     HandshakeAnswer,
     HandshakeError,
@@ -58,7 +55,7 @@ from ..sansio.websocket import (
     build_websocket_scope,
     check_handshake,
 )
-from .asyncio_bridge import report_needs_asyncio
+from .exchange import REFUSAL_REASONS, Exchange
 from .faults import belongs_to_server
 from .peer import READ_SIZE, STREAM_ERRORS, PeerStream
 from .state import ServerState
@@ -92,18 +89,17 @@ def serve_websocket(
     refusal), so no frame of its own stays on the stack of an idle WebSocket. The caller
     closes the stream afterwards; the connection is never reused for HTTP.
     """
-    config = state.config
     try:
         key = check_handshake(request)
     except HandshakeError as exc:
         return _refuse(peer, state, info, exc.status, str(exc), exc.headers, proto)
     handler = WebSocketHandler(peer, state, info, proto, request, key, nursery)
-    # The same gates as HTTP requests: server_names (404) and limit_concurrency (503).
-    if config.server_names and not host_allowed(handler.scope["headers"], config.server_names):
-        return _refuse(peer, state, info, 404, "Host not in server_names", None, proto)
-    limit = config.limit_concurrency
-    if limit is not None and state.in_flight >= limit:
-        return _refuse(peer, state, info, 503, "limit_concurrency reached", None, proto)
+    # The same gates as HTTP requests (server_names, limit_concurrency), the same code.
+    status = handler._admit(request)
+    if status:
+        handler._leave()
+        reason = REFUSAL_REASONS[status]
+        return _refuse(peer, state, info, status, reason, None, proto, handler)
     return handler.run()
 
 
@@ -115,9 +111,14 @@ async def _refuse(
     reason: str,
     headers: Headers | None,
     proto: HandshakeAnswer,
+    exchange: Exchange | None = None,
 ) -> None:
+    """Answer an upgrade request with a plain HTTP error; a refusal by the gates (with
+    its ``exchange``) gets its access-log line, as an HTTP request's refusal does."""
     error_log.info("%s %s: WebSocket upgrade refused: %s", info.client_text, status, reason)
     state.metrics.refused(status)
+    if exchange is not None and access_log.isEnabledFor(20):
+        exchange.log_access(status, None, 0, 0.0)
     extra = [*state.default_headers(), *(headers or [])]
     # An HTTP/2 or HTTP/3 stream's answer (H2StreamAnswer, H3StreamAnswer) frames its own
     # refusal; the HTTP/1.1 protocol gets the plain response bytes.
@@ -254,8 +255,6 @@ class WebSocketHandler(WebSocketReader):
     # -- lifetime ---------------------------------------------------------------------------
     async def run(self) -> None:
         state = self.state
-        start = time.perf_counter()
-        state.in_flight += 1
         state.websockets += 1
         try:
             # The app is called here rather than in a helper: one coroutine frame less
@@ -276,21 +275,12 @@ class WebSocketHandler(WebSocketReader):
                 watchdog_for(state).discard(self)
             if self._accepted is not None:
                 self._accepted.set()
-            state.in_flight -= 1
             state.websockets -= 1
-            state.count_request()
-        duration = time.perf_counter() - start
-        state.metrics.websocket_done(self.session.status or 0, duration, self.session.bytes_sent)
+            duration = self._leave()
+        session = self.session
+        state.metrics.websocket_done(session.status or 0, duration, session.bytes_sent)
         if access_log.isEnabledFor(20):
-            atoms = AccessLogAtoms(
-                self.scope,
-                self.session.status,
-                None,
-                self.session.bytes_sent,
-                duration,
-                time.time(),
-            )
-            access_log.info(format_access_line(state.config.access_log_format, atoms))
+            self.log_access(session.status, None, session.bytes_sent, duration)
         await self._stop_reading()
         if self.peer.broken:
             await self.peer.close()
@@ -325,7 +315,10 @@ class WebSocketHandler(WebSocketReader):
 
     async def _app_failed(self, exc: BaseException) -> None:
         session = self.session
-        self._log_app_error(exc)
+        # The client leaving, in the app's words, once the peer is gone or the session
+        # closed; anything else is the app's failure (counted as app_exception).
+        gone = self.peer.broken or session.disconnect is not None or session.state is CLOSED
+        self._report_app_error(exc, f"WebSocket {self.scope['path']}", gone=gone)
         if session.handshake_pending:
             await self.peer.send_quietly(session.refuse(500, self.state.default_headers()))
         elif session.denial_incomplete:
@@ -375,14 +368,3 @@ class WebSocketHandler(WebSocketReader):
                 await self.peer.send_quietly(data)
         except Exception:  # never take the server's connections nursery down
             error_log.exception("Unexpected error closing WebSocket %s", self.scope["path"])
-
-    def _log_app_error(self, exc: BaseException) -> None:
-        path = self.scope["path"]
-        if isinstance(exc, ClientDisconnected):
-            error_log.debug("client went away during WebSocket %s", path)
-            return
-        if isinstance(exc, UnexpectedMessage):
-            error_log.error("ASGI protocol error in WebSocket %s: %s", path, exc)
-            return
-        report_needs_asyncio(exc)
-        error_log.error("Exception in ASGI application (WebSocket %s)", path, exc_info=exc)

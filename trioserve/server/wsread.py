@@ -17,6 +17,7 @@ from trio.lowlevel import checkpoint_if_cancelled
 
 from ..logs import error_log
 from ..sansio.websocket import WebSocketSession
+from .exchange import Exchange
 from .peer import READ_SIZE, STREAM_ERRORS, PeerStream
 from .sockstream import SocketStream
 from .state import ServerState
@@ -30,7 +31,7 @@ _STOP_TIMEOUT = 1.0
 _PUMP_NAME = f"{__name__}.WebSocketReader._pump"
 
 
-class WebSocketReader:
+class WebSocketReader(Exchange):
     """Reads for one WebSocket: the app's own reads, keep-alive pings, and the pump."""
 
     # Up to thousands of these sit idle: no per-instance __dict__.
@@ -47,9 +48,7 @@ class WebSocketReader:
         "_seen_calls",
         "info",
         "peer",
-        "scope",
         "session",
-        "state",
     )
 
     def __init__(
