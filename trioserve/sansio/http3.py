@@ -1,37 +1,54 @@
-"""HTTP/3 heads without I/O: request fields in, response fields out, refusals decided.
+"""HTTP/3 without I/O: aioquic's events in trioserve's vocabulary, and a stream framer.
 
-aioquic's ``H3Connection`` frames and QPACK-decodes; it already rejects malformed fields
-(connection-specific names, upper case, bad pseudo-header order) as a connection error.
-What a server still has to decide is here: the request-head size limit, what ``CONNECT``
-and ``:protocol`` may be, the ``host`` header from ``:authority``, split cookies joined
-(RFC 9114 4.2.1), and the response fields a QUIC stream must not carry.
+aioquic's ``QuicConnection``/``H3Connection`` frame, QPACK-decode and keep the stream state
+machines; aioquic already rejects malformed fields (upper case, bad pseudo-header order)
+as a connection error. :class:`H3Protocol` wraps the pair for one connection as
+:class:`~.http2.H2Protocol` wraps h2: datagrams and the time go in; out come the same
+``(stream id, event)`` pairs (``Request`` or a ``BadRequest`` refusal, ``Data``,
+``EndData``, ``StreamReset``) that the shared stream class consumes, plus the connection's
+own events (handshake done, connection IDs, its end); and it is the
+:class:`~.streams.StreamFramer` the streams frame their responses with. The request rules
+(``:authority``, CONNECT, the head size limit) are :func:`~.streams.request_from_fields`,
+shared with HTTP/2.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from aioquic.buffer import encode_uint_var
-from aioquic.h3.connection import FrameType, H3Connection, Setting, encode_frame
+from aioquic.h3.connection import ErrorCode, FrameType, H3Connection, Setting, encode_frame
+from aioquic.h3.connection import ProtocolError as H3ProtocolError
+from aioquic.h3.events import DataReceived, HeadersReceived
+from aioquic.quic import events as quic_events
 from aioquic.quic.connection import QuicConnection
 
-from .events import Data, Headers, InformationalResponse, OutboundEvent, Request, Response
-from .headers import plain_error
+from .events import (
+    BadRequest,
+    ConnectionClosed,
+    Data,
+    EndData,
+    Headers,
+    ProtocolError,
+    Request,
+    StreamReset,
+)
+from .quic import BoundedQuicConnection
+from .streams import CONNECTION_FIELDS, request_from_fields
 
 __all__ = [
-    "H3Refusal",
-    "H3StreamAnswer",
+    "CidIssued",
+    "CidRetired",
+    "Established",
+    "H3Protocol",
     "ServerH3Connection",
-    "request_from_fields",
+    "quic_tls_extension",
     "response_fields",
     "trailer_fields",
 ]
 
-# RFC 9114 4.2: these never appear on HTTP/3; an app that sets one has them dropped.
-_CONNECTION_FIELDS = frozenset(
-    (b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade")
-)
+_INFINITE_WINDOW = 1 << 62
 
 
 class ServerH3Connection(H3Connection):
@@ -62,119 +79,277 @@ class ServerH3Connection(H3Connection):
 
 
 @dataclass(slots=True)
-class H3Refusal:
-    """Answer the request with this status instead of running the app."""
-
-    status: int
-    reason: str
+class Established:
+    """The handshake finished: the connection no longer counts as half-open."""
 
 
-def field_section_size(fields: Headers) -> int:
-    """RFC 9114 4.2.2: name + value + 32 per field."""
-    return sum(len(name) + len(value) + 32 for name, value in fields)
+@dataclass(slots=True)
+class CidIssued:
+    """A connection ID the router must send to this connection from now on."""
+
+    cid: bytes
 
 
-def request_from_fields(fields: Headers, *, max_size: int) -> Request | H3Refusal:
-    """Turn a decoded HEADERS frame into a Request, or say how to refuse it."""
-    if field_section_size(fields) > max_size:
-        return H3Refusal(431, "request head over h3_max_field_section_size")
-    pseudo: dict[bytes, bytes] = {}
-    headers: Headers = []
-    cookies: list[bytes] = []
-    for name, value in fields:
-        if name[:1] == b":":
-            pseudo[name] = value
-        elif name == b"cookie":
-            cookies.append(value)
-        elif name in _CONNECTION_FIELDS:
-            return H3Refusal(400, f"connection-specific field {name.decode()!r}")
-        else:
-            headers.append((name, value))
-    method = pseudo.get(b":method", b"")
-    path = pseudo.get(b":path")
-    authority = pseudo.get(b":authority")
-    protocol = pseudo.get(b":protocol")
-    if protocol is not None:
-        if method != b"CONNECT":
-            return H3Refusal(400, ":protocol without CONNECT")
-        if not path or not pseudo.get(b":scheme"):
-            return H3Refusal(400, "extended CONNECT without :path or :scheme")
-        if protocol != b"websocket":
-            return H3Refusal(501, f"unsupported :protocol {protocol.decode(errors='replace')!r}")
-    elif method == b"CONNECT":
-        return H3Refusal(405, "CONNECT (tunnels) is not served")
-    elif not method or not path or pseudo.get(b":scheme") not in (b"https", b"http"):
-        return H3Refusal(400, "request without :method, :scheme or :path")
-    if authority is not None:
-        # The host header a client may also send must not contradict :authority; the
-        # scope gets one host, from :authority (RFC 9114 4.3.1).
-        headers = [(b"host", authority), *[h for h in headers if h[0] != b"host"]]
-    if cookies:
-        headers.append((b"cookie", b"; ".join(cookies)))
-    expects_continue = any(
-        name == b"expect" and value.lower() == b"100-continue" for name, value in headers
-    )
-    return Request(
-        method=method,
-        target=path,
-        headers=headers,
-        http_version="3",
-        expects_continue=expects_continue,
-        protocol=protocol,
-    )
+@dataclass(slots=True)
+class CidRetired:
+    """A connection ID the router must forget."""
+
+    cid: bytes
 
 
-class H3StreamAnswer:
-    """A WebSocket's HTTP side on an HTTP/3 stream (RFC 9220), as the shared WebSocket code
-    uses the HTTP/1.1 protocol: a response head becomes a HEADERS frame here, body bytes are
-    returned for the caller to write as DATA, and the stream's close ends it.
+H3Event = tuple[
+    int,
+    Request
+    | BadRequest
+    | Data
+    | EndData
+    | StreamReset
+    | ConnectionClosed
+    | Established
+    | CidIssued
+    | CidRetired,
+]
+CONNECTION = -1  # the stream id of a connection-level event
 
-    ``can_send`` says whether the stream may still be written (not reset or stopped);
-    ``on_output`` wakes the connection's task to flush."""
 
-    __slots__ = ("can_send", "h3", "on_output", "stream_id")
+@dataclass(slots=True)
+class _Stream:
+    request_done: bool = False
+    reset: bool = False
+
+
+class H3Protocol:
+    """One HTTP/3 server connection; see the module docstring. ``stream_buffer`` bounds what
+    one stream may have framed and unsent (``h3_stream_buffer_size``); ``strip`` lists
+    default response fields not to send on HTTP/3 (the Alt-Svc that advertises it)."""
 
     def __init__(
         self,
-        h3: H3Connection,
-        stream_id: int,
-        can_send: Callable[[], bool],
-        on_output: Callable[[], None],
+        quic: BoundedQuicConnection,
+        *,
+        max_field_section_size: int,
+        max_streams: int,
+        stream_buffer: int,
+        strip: Headers = (),  # type: ignore[assignment]
     ) -> None:
-        self.h3 = h3
-        self.stream_id = stream_id
-        self.can_send = can_send
-        self.on_output = on_output
+        self.quic = quic
+        self.h3: ServerH3Connection | None = None
+        self.max_field_section_size = max_field_section_size
+        self.max_streams = max_streams
+        self.stream_buffer = stream_buffer
+        self.strip = frozenset(strip)
+        self.streams: dict[int, _Stream] = {}  # requests whose handler runs
+        self.established = False
+        self.terminated = False
+        self.closing = False  # GOAWAY sent: no new streams, close when idle
+        self.closed = False  # CONNECTION_CLOSE queued
+        self.highest_stream = -4  # the last request stream id taken (GOAWAY names the next)
 
-    def send(self, event: OutboundEvent) -> bytes:
-        if type(event) is Response or type(event) is InformationalResponse:
-            if self.can_send():
-                fields = response_fields(event.status, event.headers)
-                self.h3.send_headers(self.stream_id, fields, False)
-                self.on_output()
-            return b""
-        if type(event) is Data:
-            return event.data
-        return b""  # EndData: the stream's close ends it
+    # -- inbound -----------------------------------------------------------------------------
+    def receive_datagram(self, data: bytes, addr: Any, now: float) -> None:
+        self.quic.receive_datagram(data, addr, now)
 
-    def error_response(self, status: int, extra: Headers) -> bytes:
-        headers, body = plain_error(status, extra)
-        return self.send(Response(status, headers)) + body
+    def events(self, now: float) -> list[H3Event]:
+        """Run aioquic's timer if it is due, then translate every pending event."""
+        quic = self.quic
+        timer = quic.get_timer()
+        if timer is not None and timer <= now:
+            quic.handle_timer(now)
+        out: list[H3Event] = []
+        while (event := quic.next_event()) is not None:
+            self._quic_event(event, out)
+            if self.h3 is not None:
+                for h3_event in self.h3.handle_event(event):
+                    self._h3_event(h3_event, out)
+        if self.closing and not self.closed:
+            self.maybe_close()  # acknowledgements may have just arrived
+        return out
 
-    def take_trailing_data(self) -> bytes:
-        return b""
+    def _quic_event(self, event: quic_events.QuicEvent, out: list[H3Event]) -> None:
+        kind = type(event)
+        if kind is quic_events.ProtocolNegotiated:
+            self.h3 = ServerH3Connection(
+                self.quic, max_field_section_size=self.max_field_section_size
+            )
+        elif kind is quic_events.HandshakeCompleted:
+            self.established = True
+            out.append((CONNECTION, Established()))
+            if self.closing and self.h3 is not None:
+                self.h3.send_goaway(0)
+                self.maybe_close()
+        elif kind is quic_events.ConnectionIdIssued:
+            out.append((CONNECTION, CidIssued(event.connection_id)))  # type: ignore[attr-defined]
+        elif kind is quic_events.ConnectionIdRetired:
+            out.append((CONNECTION, CidRetired(event.connection_id)))  # type: ignore[attr-defined]
+        elif kind is quic_events.ConnectionTerminated:
+            self.terminated = True
+            out.append((CONNECTION, ConnectionClosed()))
+        elif kind is quic_events.StreamReset or kind is quic_events.StopSendingReceived:
+            self._peer_reset(event.stream_id, out)  # type: ignore[attr-defined]
 
-    def close_after_response(self) -> None:
-        """One stream ends; the connection carries on."""
+    def _peer_reset(self, stream_id: int, out: list[H3Event]) -> None:
+        """The client reset or stopped the stream: both directions end (nothing more goes
+        out whatever the app does, and the client stops a body nobody will read)."""
+        stream = self.streams.get(stream_id)
+        if stream is None or stream.reset:
+            return
+        stream.reset = True
+        self.quic.reset_stream(stream_id, ErrorCode.H3_REQUEST_CANCELLED)
+        if not stream.request_done:
+            self.quic.stop_receiving(stream_id, ErrorCode.H3_REQUEST_CANCELLED)
+        out.append((stream_id, StreamReset(ErrorCode.H3_REQUEST_CANCELLED)))
+
+    def _h3_event(self, event: Any, out: list[H3Event]) -> None:
+        kind = type(event)
+        if kind is not DataReceived and kind is not HeadersReceived:
+            return
+        stream_id = event.stream_id
+        stream = self.streams.get(stream_id)
+        if stream is None:
+            if kind is HeadersReceived:
+                self._new_request(event, out)
+            return
+        if stream.reset:
+            return  # nobody will read it; the client was asked to stop sending
+        if kind is DataReceived and event.data:
+            self.quic.received(stream_id, len(event.data))
+            out.append((stream_id, Data(event.data)))
+        # (Request trailers are not passed on: ASGI has none.)
+        if event.stream_ended:
+            stream.request_done = True
+            out.append((stream_id, EndData()))
+
+    def _new_request(self, event: HeadersReceived, out: list[H3Event]) -> None:
+        stream_id = event.stream_id
+        quic = self.quic
+        self.highest_stream = max(self.highest_stream, stream_id)
+        if self.closing or len(self.streams) >= self.max_streams:
+            # Over the limit only while reset streams' tasks finish their grace period.
+            quic.reset_stream(stream_id, ErrorCode.H3_REQUEST_REJECTED)
+            quic.stop_receiving(stream_id, ErrorCode.H3_REQUEST_REJECTED)
+            return
+        request = request_from_fields(event.headers, "3", max_size=self.max_field_section_size)
+        self.streams[stream_id] = _Stream(request_done=event.stream_ended)
+        quic.start(stream_id)
+        out.append((stream_id, request))
+        if event.stream_ended:
+            out.append((stream_id, EndData()))
+
+    # -- StreamFramer ------------------------------------------------------------------------
+    def send_headers(self, stream_id: int, status: int, headers: Headers, end: bool) -> None:
+        if self.strip:
+            headers = [h for h in headers if h[0] != b"alt-svc" or h not in self.strip]
+        self._frame(self._h3().send_headers, stream_id, response_fields(status, headers), end)
+
+    def send_data(self, stream_id: int, data: bytes, end: bool) -> None:
+        self._frame(self._h3().send_data, stream_id, data, end)
+
+    def send_trailers(self, stream_id: int, headers: Headers) -> None:
+        self._frame(self._h3().send_headers, stream_id, trailer_fields(headers), True)
+
+    def _h3(self) -> H3Connection:
+        h3 = self.h3
+        if h3 is None:  # pragma: no cover - streams exist only once HTTP/3 runs
+            raise ProtocolError("HTTP/3 is not negotiated")
+        return h3
+
+    @staticmethod
+    def _frame(send: Any, stream_id: int, payload: Any, end: bool) -> None:
+        try:
+            send(stream_id, payload, end)
+        except H3ProtocolError as exc:  # a wrong event order aioquic refuses to frame
+            raise ProtocolError(str(exc)) from None
+
+    def send_window(self, stream_id: int) -> int:
+        """No flow control to wait for here (aioquic buffers): a stream frames while less
+        than ``stream_buffer`` bytes of it wait unsent, so that much bounds its memory."""
+        if not self.is_open(stream_id):
+            return 0
+        if self.quic.send_backlog(stream_id) > self.stream_buffer:
+            return 0
+        return _INFINITE_WINDOW
+
+    def is_open(self, stream_id: int) -> bool:
+        stream = self.streams.get(stream_id)
+        if stream is None or stream.reset or self.terminated:
+            return False
+        return self.quic.can_send(stream_id)
+
+    def end_stream(self, stream_id: int) -> bool:
+        if not self.is_open(stream_id):
+            return False
+        self.send_data(stream_id, b"", True)
+        return True
+
+    def reset(self, stream_id: int, now: float) -> None:
+        """H3_INTERNAL_ERROR both ways: the response cannot be completed."""
+        stream = self.streams.get(stream_id)
+        if stream is None or stream.reset or self.terminated:
+            return
+        stream.reset = True
+        self.quic.reset_stream(stream_id, ErrorCode.H3_INTERNAL_ERROR)
+        if not stream.request_done:
+            self.quic.stop_receiving(stream_id, ErrorCode.H3_INTERNAL_ERROR)
+
+    def consumed(self, stream_id: int, size: int) -> bool:
+        self.quic.consumed(stream_id, size)
+        return True  # the window may have opened: the flush sends MAX_STREAM_DATA
+
+    # -- the connection ----------------------------------------------------------------------
+    def stream_finished(self, stream_id: int) -> None:
+        """A stream's handler ended: free its slot, and stop reading a body nobody wants."""
+        stream = self.streams.pop(stream_id, None)
+        self.quic.forget(stream_id)
+        done = stream is None or stream.request_done or stream.reset
+        if not done and not self.terminated:
+            # RFC 9114 4.1.1: after a complete response, ask the client to stop its body.
+            self.quic.stop_receiving(stream_id, ErrorCode.H3_NO_ERROR)
+        self.maybe_close()
+
+    def goaway(self) -> None:
+        """H3 GOAWAY naming the first stream not taken; close once the last stream ends."""
+        if self.closing:
+            return
+        self.closing = True
+        if self.h3 is not None and not self.terminated:
+            self.h3.send_goaway(self.highest_stream + 4)
+        self.maybe_close()
+
+    def maybe_close(self) -> None:
+        """Shutting down: close once no stream runs and every response was delivered."""
+        quic = self.quic
+        if (
+            self.closing
+            and not self.closed
+            and not self.streams
+            and not self.terminated
+            and quic.responses_delivered()
+        ):
+            self.closed = True
+            quic.close(error_code=ErrorCode.H3_NO_ERROR, reason_phrase="shutting down")
+
+
+def quic_tls_extension(quic: QuicConnection, server_cert: str | None) -> dict[str, Any]:
+    """The ASGI ``tls`` extension for a QUIC connection (always TLS 1.3)."""
+    schedule = getattr(quic.tls, "key_schedule", None)
+    suite = getattr(schedule, "cipher_suite", None)
+    return {
+        "server_cert": server_cert,
+        "client_cert_chain": [],
+        "client_cert_name": None,
+        "client_cert_error": None,
+        "tls_version": 0x0304,
+        "cipher_suite": int(suite) if suite is not None else None,
+    }
 
 
 def trailer_fields(headers: Headers) -> Headers:
     """Response trailers: the app's fields minus those HTTP/3 forbids."""
-    return [h for h in headers if h[0] not in _CONNECTION_FIELDS]
+    return [h for h in headers if h[0] not in CONNECTION_FIELDS]
 
 
 def response_fields(status: int, headers: Headers) -> Headers:
     """``:status`` first, then the app's fields minus those HTTP/3 forbids."""
     fields: Headers = [(b":status", b"%d" % status)]
-    fields.extend(h for h in headers if h[0] not in _CONNECTION_FIELDS)
+    fields.extend(h for h in headers if h[0] not in CONNECTION_FIELDS)
     return fields

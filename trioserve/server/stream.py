@@ -1,9 +1,18 @@
-"""One HTTP/2 stream as the shared code sees it.
+"""One request stream of a multiplexed connection (HTTP/2 or HTTP/3) as the shared code
+sees it.
 
-:class:`H2Stream` is the request runner's port for a stream (body pieces from the buffer
-the connection's read loop fills, each acknowledged to flow control as it is taken; sends
-that wait for window credit); :class:`H2StreamIO` shows the same stream's DATA as a trio
-stream, so the WebSocket code runs over HTTP/2 (RFC 8441) through its usual PeerStream.
+:class:`Stream` is the request runner's port for a stream, the same class for both
+versions: the connection's I/O loop feeds it the same events (``Data``, ``EndData``,
+``StreamReset``; :meth:`Stream.vanish` when the connection ends), it keeps the body buffer,
+the gone state, the waiters and the reset grace, and it frames the response through the
+version's sans-IO protocol (:class:`~trioserve.sansio.streams.StreamFramer`), waiting for
+window credit and for the connection's output to drain. :class:`StreamIO` shows the same
+stream's DATA as a trio stream, so the WebSocket code runs over it (RFC 8441, RFC 9220)
+through its usual :class:`~.peer.PeerStream`. :func:`serve_stream` is what a stream's task
+runs on either version: a refusal, a WebSocket, or the request runner.
+
+What stays per version is the connection's I/O loop (:mod:`.http2`, :mod:`.quic`), behind
+:class:`StreamOwner`.
 """
 
 from __future__ import annotations
@@ -19,40 +28,45 @@ from ..errors import ClientDisconnected
 from ..logs import error_log
 from ..sansio.body import NOT_YET, BodyPiece
 from ..sansio.events import (
+    BadRequest,
     Data,
     EndData,
     InformationalResponse,
     OutboundEvent,
+    Request,
     Response,
     Sentinel,
 )
-from ..sansio.http2 import ErrorCodes, H2Protocol
-from .request import refuse_stream
+from ..sansio.streams import StreamAnswer, StreamFramer
+from ..sansio.websocket import wants_websocket_h2
+from .peer import PeerStream
+from .request import RequestRunner, refuse_stream
 from .state import ServerState
 from .transport import ConnectionInfo
+from .websocket import serve_websocket
 
 
 class StreamOwner(Protocol):
-    """What a stream needs of its connection (:class:`~.http2.HTTP2Connection`)."""
+    """What a stream needs of its connection's I/O loop (HTTP/2 or HTTP/3)."""
 
-    proto: H2Protocol
     state: ServerState
     info: ConnectionInfo
 
+    @property
+    def framer(self) -> StreamFramer:
+        """The version's sans-IO protocol, as its streams frame with it."""
+
     def kick(self) -> None:
-        """Wake the writer: frames are waiting."""
+        """Frames are waiting: wake the sender."""
 
     async def wait_space(self) -> None:
-        """Wait while our output is above the mark (a checkpoint otherwise)."""
+        """Wait while the connection's output is above its mark (a checkpoint otherwise)."""
 
     async def wait_credit(self) -> None:
-        """Wait for the peer to open a send window."""
-
-    def consumed(self, stream_id: int, size: int) -> None:
-        """The app took ``size`` body bytes of this stream."""
+        """Wait until some stream's send window may have opened (or the connection ended)."""
 
 
-class H2Stream:
+class Stream:
     """One request stream as the request runner sees it (its ``RequestPort``)."""
 
     __slots__ = (
@@ -62,27 +76,30 @@ class H2Stream:
         "_waiter",
         "cancel_scope",
         "conn",
+        "framer",
         "headers_sent",
         "stream_id",
     )
 
     def __init__(self, conn: StreamOwner, stream_id: int) -> None:
         self.conn = conn
+        self.framer = conn.framer
         self.stream_id = stream_id
         self._body: deque[bytes] = deque()
-        self._end = False  # END_STREAM arrived (after what is in _body)
+        self._end = False  # the request body ended (after what is in _body)
         self._gone = False
         self._waiter: trio.Event | None = None
         self.headers_sent = False
         self.cancel_scope = trio.CancelScope()
 
-    # -- fed by the read loop --------------------------------------------------------------
+    # -- fed by the connection's I/O loop ---------------------------------------------------
     def on_event(self, event: object) -> None:
-        if type(event) is Data:
-            self._body.append(event.data)
-        elif type(event) is EndData:
+        cls = type(event)
+        if cls is Data:
+            self._body.append(event.data)  # type: ignore[attr-defined]
+        elif cls is EndData:
             self._end = True
-        else:  # StreamReset, or the connection's end
+        else:  # StreamReset
             self.vanish()
             return
         self._wake()
@@ -119,18 +136,24 @@ class H2Stream:
         return not self.headers_sent and not self._gone
 
     def body_piece(self) -> BodyPiece | Sentinel:
+        """Everything buffered, as one piece (as HTTP/1.1 gives what it has parsed), so an
+        app is not woken once per DATA frame; acknowledged to flow control as it is taken."""
         if self._gone:
             return None
         body = self._body
         if body:
-            data = body.popleft()
-            self.conn.consumed(self.stream_id, len(data))
-            return data, bool(body) or not self._end
+            data = body.popleft() if len(body) == 1 else b"".join(body)
+            body.clear()
+            if self.framer.consumed(self.stream_id, len(data)):
+                self.conn.kick()
+            return data, not self._end
         if self._end:
             return b"", False
         return NOT_YET
 
     async def receive_body(self, timeout: float | None) -> BodyPiece:
+        """The next piece; ``trio.TooSlowError`` if none came within ``timeout`` (the
+        runner then answers 408, or resets the stream once its response has started)."""
         deadline = math.inf if timeout is None else trio.current_time() + timeout
         while True:
             piece = self.body_piece()
@@ -140,15 +163,13 @@ class H2Stream:
             with trio.move_on_at(deadline):
                 await self._wait()
                 continue
-            error_log.info("%s: request body read timed out", self.conn.info.client_text)
-            self.abort()
-            return None
+            raise trio.TooSlowError
 
     def send_events(self, events: list[OutboundEvent]) -> Awaitable[None]:
         """HEADERS are framed now (not flow-controlled; a bad head raises before anything
         is written); the awaitable sends the body as the windows allow."""
-        if self._gone:
-            raise_gone()
+        if self._gone or not self.framer.is_open(self.stream_id):
+            return _raise_gone()
         conn = self.conn
         head = events[0]
         cls = type(head)
@@ -156,7 +177,7 @@ class H2Stream:
             events = events[1:]
             # A response with nothing after it but the end goes as one HEADERS frame.
             end = cls is Response and len(events) == 1 and _is_bare_end(events[0])
-            conn.proto.send_headers(self.stream_id, head.status, head.headers, end)  # type: ignore[union-attr]
+            self.framer.send_headers(self.stream_id, head.status, head.headers, end)  # type: ignore[union-attr]
             conn.kick()
             if cls is Response:
                 self.headers_sent = True
@@ -165,8 +186,7 @@ class H2Stream:
         return self._send(events)
 
     async def _send(self, events: list[OutboundEvent]) -> None:
-        conn = self.conn
-        proto = conn.proto
+        framer = self.framer
         sid = self.stream_id
         count = len(events)
         index = 0
@@ -183,32 +203,33 @@ class H2Stream:
                     index += 1
             elif type(event) is EndData:
                 if event.headers:
-                    proto.send_trailers(sid, event.headers)
+                    framer.send_trailers(sid, event.headers)
                 else:
-                    proto.send_data(sid, b"", True)
-                conn.kick()
-        await conn.wait_space()
+                    framer.send_data(sid, b"", True)
+                self.conn.kick()
+        await self.conn.wait_space()
 
     async def _send_data(self, data: bytes, end: bool) -> None:
         conn = self.conn
-        proto = conn.proto
+        framer = self.framer
         sid = self.stream_id
         if not data:
             if end:
-                proto.send_data(sid, b"", True)
+                framer.send_data(sid, b"", True)
                 conn.kick()
             return
-        view = memoryview(data)
-        while view:
-            window = proto.send_window(sid)
+        pos = 0
+        size = len(data)
+        while pos < size:
+            window = framer.send_window(sid)
             if window <= 0:
-                if self._gone:
+                if self._gone or not framer.is_open(sid):
                     raise_gone()
                 await conn.wait_credit()
                 continue
-            chunk = view[:window]
-            view = view[len(chunk) :]
-            proto.send_data(sid, bytes(chunk), end and not view)
+            chunk = data if pos == 0 and window >= size else data[pos : pos + window]
+            pos += len(chunk)
+            framer.send_data(sid, chunk, end and pos == size)
             conn.kick()
             await conn.wait_space()
             if self._gone:
@@ -226,8 +247,8 @@ class H2Stream:
         await self._send_data(data, False)
 
     def end(self) -> None:
-        """END_STREAM now (a WebSocket's close), unless the stream is already gone."""
-        if not self._gone and self.conn.proto.end_stream(self.stream_id):
+        """End our side now (a WebSocket's close), unless the stream is already gone."""
+        if not self._gone and self.framer.end_stream(self.stream_id):
             self.conn.kick()
 
     async def wait_disconnected(self) -> None:
@@ -241,8 +262,9 @@ class H2Stream:
         """Other streams keep the connection: this one just ends with its response."""
 
     def abort(self) -> None:
+        """Give up on the exchange: reset the stream (both ways) and count it gone."""
         if not self._gone:
-            self.conn.proto.reset(self.stream_id, ErrorCodes.INTERNAL_ERROR, trio.current_time())
+            self.framer.reset(self.stream_id, trio.current_time())
             self.conn.kick()
             self.vanish()
 
@@ -252,17 +274,17 @@ class H2Stream:
         await refuse_stream(self, conn.info, conn.state, status, reason, answered)
 
 
-class H2StreamIO(trio.abc.Stream):
-    """One HTTP/2 stream's DATA as a trio stream, so the WebSocket code (through its
-    :class:`~.peer.PeerStream`) runs over HTTP/2 unchanged. Reads acknowledge flow control
-    as they take data; writes wait for window credit; closing ends the stream."""
+class StreamIO(trio.abc.Stream):
+    """One stream's DATA as a trio stream, so the WebSocket code (through its
+    :class:`~.peer.PeerStream`) runs over HTTP/2 and HTTP/3 unchanged. Reads acknowledge
+    flow control as they take data; writes wait for window credit; closing ends the stream."""
 
-    def __init__(self, stream: H2Stream) -> None:
-        self.h2 = stream
+    def __init__(self, stream: Stream) -> None:
+        self.stream = stream
         self._closed = False
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
-        stream = self.h2
+        stream = self.stream
         while True:
             piece = stream.body_piece()
             if piece is NOT_YET:
@@ -279,7 +301,7 @@ class H2StreamIO(trio.abc.Stream):
         if self._closed:
             raise trio.ClosedResourceError("stream closed")
         try:
-            await self.h2.send_body(bytes(data))
+            await self.stream.send_body(bytes(data))
         except ClientDisconnected:
             raise trio.BrokenResourceError("stream reset") from None
 
@@ -289,8 +311,51 @@ class H2StreamIO(trio.abc.Stream):
     async def aclose(self) -> None:
         if not self._closed:
             self._closed = True
-            self.h2.end()
+            self.stream.end()
         await trio.lowlevel.checkpoint()
+
+
+async def serve_stream(
+    stream: Stream, request: Request | BadRequest, nursery: trio.Nursery
+) -> None:
+    """What a stream's task runs on either version: the refusal the sans-IO rules decided
+    (for this stream only), a WebSocket (extended CONNECT), or the request runner. Inside
+    the stream's cancel scope (the reset grace); no exception leaves it (a failure is
+    logged once and the stream reset, the connection carries on). ``nursery`` takes a
+    WebSocket's helper tasks."""
+    conn = stream.conn
+    try:
+        with stream.cancel_scope:
+            if type(request) is BadRequest:
+                await _refuse(stream, request)
+            elif wants_websocket_h2(request):  # type: ignore[arg-type]
+                await _serve_websocket(stream, request, nursery)  # type: ignore[arg-type]
+            else:
+                await RequestRunner(stream, conn.state, request, conn.info).run()  # type: ignore[arg-type]
+    except Exception:
+        error_log.exception("%s: stream %d failed", conn.info.client_text, stream.stream_id)
+        stream.abort()
+
+
+async def _refuse(stream: Stream, refusal: BadRequest) -> None:
+    conn = stream.conn
+    conn.state.metrics.refused(refusal.status)
+    if refusal.quiet:
+        error_log.debug("%s %s: %s", conn.info.client_text, refusal.status, refusal.reason)
+    await stream.refuse(refusal.status, None if refusal.quiet else refusal.reason)
+
+
+async def _serve_websocket(stream: Stream, request: Request, nursery: trio.Nursery) -> None:
+    """Extended CONNECT (RFC 8441, RFC 9220): the shared WebSocket code over the stream's
+    DATA, answering through its own HTTP side (:class:`~..sansio.streams.StreamAnswer`)."""
+    conn = stream.conn
+    stream.headers_sent = True
+    answer = StreamAnswer(stream.framer, stream.stream_id, conn.kick)
+    io = StreamIO(stream)
+    try:
+        await serve_websocket(PeerStream(io), conn.state, conn.info, answer, request, nursery)
+    finally:
+        await io.aclose()
 
 
 def _is_bare_end(event: OutboundEvent) -> bool:
@@ -299,3 +364,8 @@ def _is_bare_end(event: OutboundEvent) -> bool:
 
 def raise_gone() -> None:
     raise ClientDisconnected("client disconnected")
+
+
+async def _raise_gone() -> None:
+    await trio.lowlevel.checkpoint()
+    raise_gone()
