@@ -90,6 +90,9 @@ class FakePort:
     def abort(self) -> None:
         self.aborted = True
 
+    async def send_file(self, fd: int, size: int) -> bool:
+        return False
+
     async def refuse(self, status: int, reason: str | None) -> None:
         self.refusal = (status, reason)
 

@@ -43,6 +43,7 @@ from .http11_rules import (
     check_request,
     chunk_line_error,
     chunk_size,
+    refusal_bytes,
 )
 
 
@@ -263,6 +264,8 @@ class HTTP11Protocol:
     def close_after_response(self) -> None:
         """Make the next response carry ``Connection: close``."""
         self.must_close = True
+
+    error_response = staticmethod(refusal_bytes)
 
 
 class ChunkValidator:

@@ -118,6 +118,10 @@ class HandshakeAnswer(Protocol):
 
     def close_after_response(self) -> None: ...
 
+    def error_response(self, status: int, extra: Headers) -> bytes:
+        """A plain-text refusal of the upgrade: the bytes to write (an HTTP/2 or HTTP/3
+        stream frames the head itself and returns the body)."""
+
 
 def build_websocket_scope(
     request: Request,

@@ -114,6 +114,11 @@ class RequestPort(Protocol):
         """Answer with a minimal error response instead of the app's, then close.
         ``reason`` is logged (None: the runner has logged already)."""
 
+    async def send_file(self, fd: int, size: int) -> bool:
+        """http.response.pathsend's body, ``size`` bytes of the file ``fd``, by the kernel
+        (sendfile) where the port can; False (nothing written) where it cannot, and the
+        runner sends the file in pieces through ``send_events``."""
+
 
 class RequestRunner(Exchange):
     """Runs the app for one request on a :class:`RequestPort`; see the module docstring."""
@@ -279,10 +284,9 @@ class RequestRunner(Exchange):
         port = self.port
         if not cycle.no_body and path is not None:
             async with await trio.open_file(path, "rb") as file:
-                send_file = getattr(port, "send_file", None)
                 size = os.fstat(file.fileno()).st_size
                 try:
-                    sent = send_file is not None and await send_file(file.fileno(), size)
+                    sent = await port.send_file(file.fileno(), size)
                 except ProtocolError as exc:
                     raise UnexpectedMessage(str(exc)) from None
                 if sent:

@@ -268,6 +268,12 @@ class Stream:
             self.conn.kick()
             self.vanish()
 
+    async def send_file(self, fd: int, size: int) -> bool:
+        """No sendfile on a multiplexed stream: its DATA is framed (and, for HTTP/3,
+        encrypted) by us, so the runner sends the file in pieces."""
+        await trio.lowlevel.checkpoint()
+        return False
+
     async def refuse(self, status: int, reason: str | None) -> None:
         conn = self.conn
         answered = self._gone or self.headers_sent

@@ -44,7 +44,6 @@ import trio
 from ..errors import ClientDisconnected
 from ..logs import access_log, error_log
 from ..sansio.events import Headers, Request
-from ..sansio.http11_rules import error_response
 from ..sansio.websocket import (
     CLOSED,
     OPEN,
@@ -120,13 +119,7 @@ async def _refuse(
     if exchange is not None and access_log.isEnabledFor(20):
         exchange.log_access(status, None, 0, 0.0)
     extra = [*state.default_headers(), *(headers or [])]
-    # An HTTP/2 or HTTP/3 stream's answer (H2StreamAnswer, H3StreamAnswer) frames its own
-    # refusal; the HTTP/1.1 protocol gets the plain response bytes.
-    stream_refusal = getattr(proto, "error_response", None)
-    if stream_refusal is not None:
-        data = stream_refusal(status, extra)
-    else:
-        data = error_response(status, extra=extra)
+    data = proto.error_response(status, extra)
     try:
         await peer.send(data)
     except ClientDisconnected:
@@ -322,7 +315,7 @@ class WebSocketHandler(WebSocketReader):
         if session.handshake_pending:
             await self.peer.send_quietly(session.refuse(500, self.state.default_headers()))
         elif session.denial_incomplete:
-            self.peer.broken = True
+            self.peer.give_up()
         elif not self.peer.broken:
             data = session.close(1011, "internal error")
             if data:
@@ -341,7 +334,7 @@ class WebSocketHandler(WebSocketReader):
                 "ASGI app returned without finishing the denial response (%s)",
                 self.scope["path"],
             )
-            self.peer.broken = True
+            self.peer.give_up()
         elif not self.peer.broken:
             data = session.close(1000)
             if data:

@@ -120,7 +120,7 @@ class WebSocketReader(Exchange):
             return session.app_messages()
         except Exception:
             error_log.exception("Unexpected error reading WebSocket %s", self.scope["path"])
-            self.peer.broken = True
+            self.peer.give_up()
             lost = session.connection_lost()
             return [lost] if lost is not None else []
 
@@ -154,7 +154,7 @@ class WebSocketReader(Exchange):
         if data and not self.peer.broken:
             with trio.move_on_after(_ABORT_WRITE_TIMEOUT):
                 await self.peer.send_quietly(data)
-        self.peer.broken = True
+        self.peer.give_up()
         lost = self.session.connection_lost()
         return [lost] if lost is not None else []
 
@@ -218,7 +218,7 @@ class WebSocketReader(Exchange):
                     peer.end_read_turn()
         except Exception:  # never take the server's connections nursery down
             error_log.exception("Unexpected error reading WebSocket %s", self.scope["path"])
-            self.peer.broken = True
+            self.peer.give_up()
         finally:
             if self._pump_scope is scope:
                 self._pump_scope = None
