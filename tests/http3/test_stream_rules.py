@@ -140,3 +140,32 @@ async def test_metrics_count_http3_and_quic_connections(
     assert value(samples, requests, method="GET", status_class="2xx", http_version="3") == 3
     assert total(samples, requests, http_version="1.1") == 0
     assert value(samples, "trioserve_connections_open") == 1  # the QUIC connection
+
+
+async def started_then_reads(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """Starts its response, then waits for a body that never ends."""
+    if scope["type"] != "http":
+        return
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    if scope["path"] != "/up":
+        await send({"type": "http.response.body", "body": b"done"})
+        return
+    await send({"type": "http.response.body", "body": b"partial", "more_body": True})
+    while (await receive())["type"] == "http.request":
+        pass
+
+
+async def test_stalled_body_after_the_response_started_resets_the_stream(
+    certs: Certs, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, "trioserve")
+    options = {"request_body_timeout": 0.5}
+    async with h3_session(started_then_reads, certs, **options) as (_, client):
+        stalled = client.open(b"/up", method=b"POST", body=b"x", end=False)
+        response = await client.wait(stalled, timeout=10)
+        after = await client.request(b"/after")
+    assert dict(response.headers)[b":status"] == b"200"
+    assert response.reset == 0x102  # H3_INTERNAL_ERROR: the response cannot be completed
+    assert dict(after.headers)[b":status"] == b"200"
+    assert any("request body timed out" in r.getMessage() for r in caplog.records)
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]

@@ -138,3 +138,33 @@ async def test_expect_100_continue_over_http2() -> None:
         await client.send(client.data(1, b"body", end_stream=True))
         response = await client.response(1)
     assert response["headers"][b":status"] == b"200" and response["body"] == b"ok body"
+
+
+async def started_then_reads(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """Starts its response, then waits for a body that never ends."""
+    if scope["type"] != "http":
+        return
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    if scope["path"] != "/up":
+        await send({"type": "http.response.body", "body": b"done"})
+        return
+    await send({"type": "http.response.body", "body": b"partial", "more_body": True})
+    while (await receive())["type"] == "http.request":
+        pass
+
+
+async def test_stalled_body_after_the_response_started_resets_the_stream(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, "trioserve")
+    async with open_server(started_then_reads, request_body_timeout=0.5) as server:
+        client = await RawH2.open(server.port)
+        await client.send(client.headers(1, post("/up"), end_stream=False), client.data(1, b"x"))
+        response = await client.response(1, timeout=10)
+        await client.send(client.headers(3, get("/after")))
+        after = await client.response(3)
+    assert response["headers"][b":status"] == b"200" and response["body"] == b"partial"
+    assert response["reset"] == 2  # INTERNAL_ERROR: the response cannot be completed
+    assert after["headers"][b":status"] == b"200"
+    assert any("request body timed out" in r.getMessage() for r in caplog.records)
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]

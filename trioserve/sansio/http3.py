@@ -14,6 +14,7 @@ shared with HTTP/2.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -130,7 +131,7 @@ class H3Protocol:
         max_field_section_size: int,
         max_streams: int,
         stream_buffer: int,
-        strip: Headers = (),  # type: ignore[assignment]
+        strip: Iterable[tuple[bytes, bytes]] = (),
     ) -> None:
         self.quic = quic
         self.h3: ServerH3Connection | None = None
@@ -148,6 +149,23 @@ class H3Protocol:
     # -- inbound -----------------------------------------------------------------------------
     def receive_datagram(self, data: bytes, addr: Any, now: float) -> None:
         self.quic.receive_datagram(data, addr, now)
+
+    def timer(self) -> float | None:
+        """When :meth:`events` must run next even if no datagram comes (loss detection,
+        pacing, the idle timeout)."""
+        return self.quic.get_timer()
+
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Any]]:
+        """Datagrams to send now, with their addresses."""
+        return self.quic.datagrams_to_send(now)
+
+    def stop(self) -> None:
+        """The server stops without waiting: CONNECTION_CLOSE now (send what follows)."""
+        if not self.terminated:
+            self.quic.close(error_code=ErrorCode.H3_NO_ERROR, reason_phrase="server stopped")
+
+    def tls_extension(self, server_cert: str | None) -> dict[str, Any]:
+        return quic_tls_extension(self.quic, server_cert)
 
     def events(self, now: float) -> list[H3Event]:
         """Run aioquic's timer if it is due, then translate every pending event."""

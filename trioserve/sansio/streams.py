@@ -87,11 +87,9 @@ def request_from_fields(
 
     The rules, the same for HTTP/2 and HTTP/3:
 
-    - ``:authority`` wins over ``Host`` (RFC 9113 8.3.1, RFC 9114 4.3.1): the scope gets one
-      ``host``, from ``:authority``; a ``Host`` that disagrees with it makes the request
-      malformed (400). Without ``:authority``, ``Host`` is kept.
-    - connection-specific fields are malformed (400);
-    - ``Expect: 100-continue`` sets ``expects_continue``;
+    - ``:authority`` wins (RFC 9113 8.3.1, RFC 9114 4.3.1): the scope gets one ``host``, from
+      it; a ``Host`` that disagrees is malformed (400). Without ``:authority``, ``Host`` stays.
+    - connection-specific fields are malformed (400); ``Expect: 100-continue`` is honoured;
     - CONNECT is refused (405) unless it is the extended CONNECT of a WebSocket (RFC 8441,
       RFC 9220); any other ``:protocol`` gets 501;
     - ``:method`` and ``:path`` follow :func:`~.http11_rules.check_request`, as HTTP/1.1's

@@ -110,7 +110,8 @@ def wants_websocket_h2(request: Request) -> bool:
 
 class HandshakeAnswer(Protocol):
     """What a session needs of the HTTP side that carried the upgrade request: the
-    HTTP/1.1 protocol object, or an HTTP/2 stream's (``sansio.http2.H2StreamAnswer``)."""
+    HTTP/1.1 protocol object, or an HTTP/2 or HTTP/3 stream's
+    (``sansio.streams.StreamAnswer``)."""
 
     def send(self, event: OutboundEvent) -> bytes: ...
 

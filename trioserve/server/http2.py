@@ -109,7 +109,8 @@ class HTTP2Connection:
         else:
             await trio.lowlevel.checkpoint()
 
-    async def wait_credit(self) -> None:
+    async def wait_credit(self, stream_id: int) -> None:
+        """Any WINDOW_UPDATE or SETTINGS may open it: every waiting stream looks again."""
         await self._credit.park()
 
     # -- the connection --------------------------------------------------------------------

@@ -25,8 +25,6 @@ import socket
 from typing import Any
 
 import trio
-from aioquic.h3.connection import ErrorCode
-from trio.lowlevel import ParkingLot
 
 from ..logs import error_log
 from ..sansio.events import BadRequest, ConnectionClosed, Request
@@ -36,7 +34,6 @@ from ..sansio.http3 import (
     Established,
     H3Event,
     H3Protocol,
-    quic_tls_extension,
 )
 from ..sansio.quic import (
     Accept,
@@ -127,7 +124,6 @@ class QuicConnectionTask:
         self.owner = owner
         self.state = state = owner.state
         config = state.config
-        self.quic = quic
         self.framer = H3Protocol(
             quic,
             max_field_section_size=config.h3_max_field_section_size,
@@ -140,7 +136,7 @@ class QuicConnectionTask:
         self.streams: dict[int, Stream] = {}
         self._inbox_send, self._inbox = trio.open_memory_channel[Any](INBOX_SIZE)
         self._wake_pending = False
-        self._credit = ParkingLot()  # streams waiting for their unsent bytes to drain
+        self._blocked: dict[int, trio.Event] = {}  # streams waiting for their bytes to drain
         self.nursery: trio.Nursery | None = None
         self.info = ConnectionInfo(
             client=(str(addr[0]), int(addr[1])), server=owner.server, scheme="https"
@@ -171,8 +167,12 @@ class QuicConnectionTask:
         (:meth:`~trioserve.sansio.http3.H3Protocol.send_window`)."""
         await trio.lowlevel.checkpoint()
 
-    async def wait_credit(self) -> None:
-        await self._credit.park()
+    async def wait_credit(self, stream_id: int) -> None:
+        """Woken by the flush that drains this stream's backlog (or by its end)."""
+        event = self._blocked.get(stream_id)
+        if event is None:
+            event = self._blocked[stream_id] = trio.Event()
+        await event.wait()
 
     def begin_shutdown(self) -> None:
         """H3 GOAWAY naming the first stream not taken; close once the last stream ends."""
@@ -197,7 +197,6 @@ class QuicConnectionTask:
             self._forget()
 
     async def _drive(self) -> None:
-        quic = self.quic
         framer = self.framer
         inbox = self._inbox
         # A handshake that does not finish in time frees its half-open slot.
@@ -207,7 +206,7 @@ class QuicConnectionTask:
                 if not framer.established and trio.current_time() >= handshake_deadline:
                     error_log.debug("%s: QUIC handshake timed out", self.info.client_text)
                     return
-                timer = quic.get_timer()
+                timer = framer.timer()
                 deadline = math.inf if timer is None else timer
                 if not framer.established:
                     deadline = min(deadline, handshake_deadline)
@@ -225,15 +224,15 @@ class QuicConnectionTask:
         finally:
             if not framer.terminated:
                 # Cancelled (the graceful deadline passed): tell the client, without waiting.
-                quic.close(error_code=ErrorCode.H3_NO_ERROR, reason_phrase="server stopped")
-                for data, addr in quic.datagrams_to_send(trio.current_time()):
+                framer.stop()
+                for data, addr in framer.datagrams_to_send(trio.current_time()):
                     self.owner.send_now(data, addr)
 
     async def _flush(self) -> None:
         self._wake_pending = False
         owner = self.owner
         raw = owner.raw
-        for data, addr in self.quic.datagrams_to_send(trio.current_time()):
+        for data, addr in self.framer.datagrams_to_send(trio.current_time()):
             # Straight to the socket; through trio only when its buffer is full (a trio
             # sendto per datagram costs a scheduler round trip each).
             try:
@@ -246,8 +245,11 @@ class QuicConnectionTask:
             except OSError:
                 pass
         await trio.lowlevel.checkpoint()
-        if self._credit:
-            self._credit.unpark_all()  # their backlog may have drained: they look again
+        if self._blocked:
+            framer = self.framer
+            for sid in list(self._blocked):
+                if framer.send_window(sid) > 0 or not framer.is_open(sid):
+                    self._blocked.pop(sid).set()
 
     def _forget(self) -> None:
         self.framer.terminated = True
@@ -261,7 +263,9 @@ class QuicConnectionTask:
     def _end_streams(self) -> None:
         for stream in list(self.streams.values()):
             stream.vanish()
-        self._credit.unpark_all()
+        for event in self._blocked.values():
+            event.set()
+        self._blocked.clear()
 
     # -- events ------------------------------------------------------------------------------
     def _dispatch(self, events: list[H3Event]) -> None:
@@ -276,7 +280,9 @@ class QuicConnectionTask:
                     stream.on_event(event)
                     if not stream.gone:
                         continue
-                    self._credit.unpark_all()  # its sender must see it's gone
+                    blocked = self._blocked.pop(stream_id, None)
+                    if blocked is not None:
+                        blocked.set()  # its sender must see it's gone
             else:
                 self._connection_event(event)
 
@@ -285,7 +291,7 @@ class QuicConnectionTask:
         router = self.owner.router
         if cls is Established:
             router.established(self.addr)
-            self.info.tls = quic_tls_extension(self.quic, self.owner.server_cert)
+            self.info.tls = self.framer.tls_extension(self.owner.server_cert)
         elif cls is CidIssued:
             self.cids.add(event.cid)  # type: ignore[attr-defined]
             router.add_cid(event.cid, self)  # type: ignore[attr-defined]

@@ -62,8 +62,9 @@ class StreamOwner(Protocol):
     async def wait_space(self) -> None:
         """Wait while the connection's output is above its mark (a checkpoint otherwise)."""
 
-    async def wait_credit(self) -> None:
-        """Wait until some stream's send window may have opened (or the connection ended)."""
+    async def wait_credit(self, stream_id: int) -> None:
+        """Wait until this stream's send window may have opened (or the stream or the
+        connection ended)."""
 
 
 class Stream:
@@ -225,7 +226,7 @@ class Stream:
             if window <= 0:
                 if self._gone or not framer.is_open(sid):
                     raise_gone()
-                await conn.wait_credit()
+                await conn.wait_credit(sid)
                 continue
             chunk = data if pos == 0 and window >= size else data[pos : pos + window]
             pos += len(chunk)
