@@ -1,4 +1,6 @@
-"""One WebSocket, from the upgrade request the HTTP/1.1 connection hands over to the end.
+"""One WebSocket, from the upgrade request its connection hands over to the end: an
+HTTP/1.1 connection, or one stream of an HTTP/2 (RFC 8441) or HTTP/3 (RFC 9220)
+connection, served by the same code with the same pings, watchdog and shutdown close.
 
 The app runs in the connection's task, as for HTTP, and nothing else runs per WebSocket
 in the common case:
@@ -30,7 +32,9 @@ idle WebSocket carries no nursery of its own.
 Reads and writes go through the connection's :class:`~trioserve.server.peer.PeerStream`
 (one reader and one writer at a time, trio's errors translated there). The app's
 ``send()`` writes straight to the socket (a slow client slows the app). No send is ever
-shielded, so the shutdown deadline holds.
+shielded, so the shutdown deadline holds. The reading side (pings, the pump) is
+:class:`~.wsread.WebSocketReader`; the gates, counts, access log and the meaning of an
+app's exception are :class:`~.exchange.Exchange`'s, shared with HTTP requests.
 """
 
 from __future__ import annotations
@@ -81,8 +85,9 @@ def serve_websocket(
     """Serve one upgrade request: ``await`` it; it returns when the WebSocket (or the
     refusal) is over. Helper tasks start in ``nursery``.
 
-    The same code serves WebSockets over HTTP/2 (RFC 8441): ``peer`` then reads and writes
-    one stream's DATA and ``proto`` is the stream's :class:`~..sansio.http2.H2StreamAnswer`.
+    The same code serves WebSockets over HTTP/2 (RFC 8441) and HTTP/3 (RFC 9220): ``peer``
+    then reads and writes one stream's DATA and ``proto`` is the stream's answer
+    (:class:`~trioserve.sansio.streams.StreamAnswer`).
 
     A plain function returning the coroutine to await (the WebSocket's ``run()`` or a
     refusal), so no frame of its own stays on the stack of an idle WebSocket. The caller
