@@ -18,3 +18,10 @@ async def test_calls_per_request_measures(http: str) -> None:
     # Server and client together; a keep-alive GET is a few hundred calls. The ceiling
     # only catches a measure that broke (or a hot path that went very wrong).
     assert 100 < calls < 2000
+
+
+async def test_calls_per_request_counts_the_asyncio_loop_thread() -> None:
+    """--loop asyncio: the app's thread is counted too, so the bridge shows up."""
+    trio_calls = await calls_per_request.measure("httptools", 50)
+    asyncio_calls = await calls_per_request.measure("httptools", 50, "asyncio")
+    assert trio_calls < asyncio_calls < 2000

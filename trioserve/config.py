@@ -151,19 +151,18 @@ def aioquic_usable() -> bool:
 
 
 def _event_loop(value: str) -> str:
-    """Uvicorn's ``--loop``: ``auto`` means trio here; ``asyncio`` needs trio-asyncio."""
+    """Uvicorn's ``--loop``: ``auto`` means trio here; ``asyncio`` runs the app on an asyncio
+    loop (uvloop's when installed) beside the trio server."""
     value = value.strip().lower()
     if value == "auto":
         return "trio"
     if value == "uvloop":
         raise ValueError(
-            "trioserve runs on trio, so uvloop (an asyncio loop) cannot drive it; "
-            "use --loop asyncio to run asyncio code on a trio-asyncio loop"
+            "trioserve's server runs on trio, so uvloop cannot drive it; use --loop asyncio "
+            "to run the app on an asyncio loop (uvloop's when uvloop is installed)"
         )
     if value not in ("trio", "asyncio"):
         raise ValueError("expected auto, trio or asyncio")
-    if value == "asyncio" and importlib.util.find_spec("trio_asyncio") is None:
-        raise ValueError("trio-asyncio is not installed (pip install 'trioserve[asyncio]')")
     return value
 
 
@@ -332,6 +331,16 @@ class Config:
         cli=("--factory",),
         help="Treat the app string as a zero-argument callable that returns the app.",
     )
+    reset_contextvars: bool = _opt(
+        False,
+        cli=("--reset-contextvars",),
+        help=(
+            "Run each request and WebSocket in an empty contextvars.Context, as Uvicorn's "
+            "flag does (hides what the lifespan or the server's caller set). Without it each "
+            "starts from a copy of its connection's starting context, never from what an "
+            "earlier request on the connection set."
+        ),
+    )
     root_path: str = _opt(
         "",
         cli=("--root-path",),
@@ -402,8 +411,9 @@ class Config:
         normalize=_event_loop,  # no `choices`: "auto" and "uvloop" get their own answer
         metavar="{auto,trio,asyncio}",
         help="What the app runs on: trio (auto is the same), or asyncio - each worker runs one "
-        "trio-asyncio loop and the app's calls run as asyncio tasks on it, for apps that use "
-        "asyncio-only libraries (the 'asyncio' extra; see docs/asyncio.md).",
+        "asyncio loop (uvloop's when installed: the 'asyncio' extra) in a thread of its own and "
+        "the app's calls run as asyncio tasks on it, for apps that use asyncio-only libraries "
+        "(see docs/asyncio.md).",
     )
     h11_max_incomplete_size: int = _opt(
         16 * 1024,
@@ -532,6 +542,12 @@ class Config:
     )
     quic_max_half_open: int = _opt(
         8, help="QUIC handshakes in progress per client IP address; further Initials dropped."
+    )
+    quic_max_connections_per_ip: int = _opt(
+        64,
+        cli=("--quic-max-connections-per-ip",),
+        help="QUIC connections (established and half-open) per client IP address; further "
+        "Initials are dropped and the client falls back to TCP or retries later.",
     )
     quic_retry: str = _opt(
         "load",

@@ -275,9 +275,17 @@ def _reset() -> None:
 
 
 def configure_logging(config: Config) -> None:
-    """Attach handlers for a CLI/``run()`` process (library use leaves logging alone).
+    """Set up logging as the ``trioserve`` command and :func:`trioserve.run` do.
 
-    Raises :class:`~trioserve.config.ConfigError` for a bad log config file.
+    :func:`trioserve.serve` leaves logging alone, so a program that embeds it (a test
+    fixture) keeps its own setup: ``trioserve.error`` and ``trioserve.access`` records
+    propagate to the root logger. Call this first to get what the command (and Uvicorn's
+    ``Config``) does instead: the config's log config file or dict, or one handler per
+    logger (errors to stderr, the access log to stdout, or ``errorlog``/``accesslog``),
+    at ``log_level``, not propagated to the root logger. Calling it again replaces
+    what an earlier call set up.
+
+    :raises ~trioserve.config.ConfigError: a log config file that cannot be used.
     """
     level = LEVELS.get(config.loglevel.lower(), logging.INFO)
     if config.debug:

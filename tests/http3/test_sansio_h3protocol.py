@@ -16,7 +16,7 @@ from aioquic.quic.connection import QuicConnection
 from aioquic.quic.events import StreamReset as QuicStreamReset
 
 from trioserve.sansio.events import BadRequest, Data, EndData, Request, StreamReset
-from trioserve.sansio.http3 import Established, H3Protocol
+from trioserve.sansio.h3protocol import Established, H3Protocol
 from trioserve.sansio.quic import Accept, QuicRouter
 from trioserve.sansio.quic import quic_configuration as make_config
 

@@ -85,27 +85,32 @@ def request_from_fields(
     """A request head's pseudo-headers and fields to a Request, or the refusal to answer
     with on this stream alone (never a connection error).
 
-    The rules, the same for HTTP/2 and HTTP/3:
-
-    - ``:authority`` wins (RFC 9113 8.3.1, RFC 9114 4.3.1): the scope gets one ``host``, from
-      it; a ``Host`` that disagrees is malformed (400). Without ``:authority``, ``Host`` stays.
-    - connection-specific fields are malformed (400); ``Expect: 100-continue`` is honoured;
-    - CONNECT is refused (405) unless it is the extended CONNECT of a WebSocket (RFC 8441,
-      RFC 9220); any other ``:protocol`` gets 501;
-    - ``:method`` and ``:path`` follow :func:`~.http11_rules.check_request`, as HTTP/1.1's
-      request line does;
-    - split cookies are joined (RFC 9113 8.2.3, RFC 9114 4.2.1).
+    The rules, the same for HTTP/2 and HTTP/3 (docs/architecture.md has them beside
+    HTTP/1.1's): ``:authority`` wins and a ``Host`` that disagrees is malformed (RFC 9113
+    8.3.1, RFC 9114 4.3.1); connection-specific fields are malformed; 100-continue is
+    honoured; CONNECT is 405 unless it is a WebSocket's (RFC 8441, RFC 9220; another
+    ``:protocol`` is 501); ``:method`` and ``:path`` follow
+    :func:`~.http11_rules.check_request`; split cookies are joined.
     """
     if max_size is not None and field_section_size(fields) > max_size:
         return BadRequest(431, "request head over the field section limit")
-    pseudo: dict[bytes, bytes] = {}
+    method = path = b""
+    authority = protocol = scheme = host = None
     headers: Headers = []
     cookies: list[bytes] = []
-    host: bytes | None = None
     expects_continue = False
     for name, value in fields:
         if name[:1] == b":":
-            pseudo[name] = value
+            if name == b":method":
+                method = value
+            elif name == b":path":
+                path = value
+            elif name == b":authority":
+                authority = value
+            elif name == b":scheme":
+                scheme = value
+            elif name == b":protocol":
+                protocol = value
         elif name == b"cookie":
             cookies.append(value)
         elif name in CONNECTION_FIELDS:
@@ -116,11 +121,7 @@ def request_from_fields(
             elif name == b"expect" and value.lower() == b"100-continue":
                 expects_continue = True
             headers.append((name, value))
-    method = pseudo.get(b":method", b"")
-    path = pseudo.get(b":path", b"")
-    authority = pseudo.get(b":authority")
-    protocol = pseudo.get(b":protocol")
-    refusal = _pseudo_refusal(method, path, protocol, pseudo.get(b":scheme"), http_version)
+    refusal = _pseudo_refusal(method, path, protocol, scheme, http_version)
     if refusal is not None:
         return refusal
     if authority is not None:

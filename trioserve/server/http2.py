@@ -48,7 +48,7 @@ READ_SIZE = 64 * 1024
 # Our output waiting for the socket: streams pause above this, the reader far above it.
 _SEND_MARK = 64 * 1024
 _READ_MARK = 1024 * 1024
-_STREAM_TASK = f"{__name__}.HTTP2Connection._serve_stream"
+_STREAM_TASK = f"{__name__}.HTTP2Connection.stream"
 _WRITER_TASK = f"{__name__}.HTTP2Connection._write_loop"
 # How long the last frames (GOAWAY) may take to leave once the connection is over.
 _FINAL_FLUSH = 2.0
@@ -209,18 +209,15 @@ class HTTP2Connection:
         if self.requests >= limit:
             self._goaway()
         # A fixed name: trio would otherwise format one per task.
-        self._nursery.start_soon(self._serve_stream, stream, request, name=_STREAM_TASK)
+        nursery = self._nursery
+        nursery.start_soon(serve_stream, stream, request, nursery, name=_STREAM_TASK)
 
-    async def _serve_stream(self, stream: Stream, request: Request | BadRequest) -> None:
-        assert self._nursery is not None
-        try:
-            await serve_stream(stream, request, self._nursery)
-        finally:
-            del self.streams[stream.stream_id]
-            self.proto.stream_finished(stream.stream_id, trio.current_time())
-            self.kick()
-            if self._drained():
-                self._read_scope.cancel()
+    def stream_done(self, stream: Stream) -> None:
+        del self.streams[stream.stream_id]
+        self.proto.stream_finished(stream.stream_id, trio.current_time())
+        self.kick()
+        if self._drained():
+            self._read_scope.cancel()
 
     def _end_streams(self) -> None:
         for stream in list(self.streams.values()):

@@ -29,6 +29,7 @@ from ..config import Config
 from ..errors import LifespanFailure
 from ..importer import as_asgi3
 from ..logs import error_log
+from ..sansio.events import Headers
 from .asgitrace import trace_asgi
 from .asyncio_bridge import app_runner
 from .lifespan import Lifespan
@@ -52,7 +53,11 @@ async def running(
     from the body leaves after the nurseries, so trio does not wrap it in a group.
     """
     # loop = "asyncio": the app runs as asyncio tasks on one loop, open while we serve.
-    asgi_app, app_loop = app_runner(as_asgi3(app, config.interface), config.loop)
+    asgi_app, app_loop = app_runner(
+        as_asgi3(app, config.interface),
+        config.loop,
+        reset_contextvars=config.reset_contextvars,
+    )
     if config.loglevel == "trace":  # only then: the wrapper costs an await per message
         asgi_app = trace_asgi(asgi_app)  # outside the bridge: it sees trio's receive/send
     lifespan = Lifespan(
@@ -71,19 +76,15 @@ async def running(
             except LifespanFailure as exc:
                 failure = exc
             if failure is None:
-                state = ServerState(
+                state = observer.state = ServerState(
                     config=config,
                     app=asgi_app,
                     lifespan_state=lifespan.state if lifespan.supported else None,
                     request_limit=_request_limit(config),
                     on_request_limit=on_max_requests or functools.partial(_limit_reached, trigger),
-                    alt_svc=[
-                        (b"alt-svc", v.encode("latin-1"))
-                        for v in alt_svc_values(config, list(quic_bound))
-                    ],
+                    alt_svc=_alt_svc(config, quic_bound),
                     metrics=observer.metrics,
                 )
-                observer.state = state
                 try:
                     yield state
                 except BaseException as exc:
@@ -99,6 +100,11 @@ async def running(
             system.cancel_scope.cancel()
     if failure is not None:
         raise failure
+
+
+def _alt_svc(config: Config, quic_bound: Sequence[tuple[Bind, socket.socket]]) -> Headers:
+    """Alt-Svc fields advertising HTTP/3 on HTTP/1.1 and HTTP/2 responses."""
+    return [(b"alt-svc", v.encode("latin-1")) for v in alt_svc_values(config, list(quic_bound))]
 
 
 def _request_limit(config: Config) -> int | None:

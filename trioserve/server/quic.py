@@ -28,7 +28,7 @@ import trio
 
 from ..logs import error_log
 from ..sansio.events import BadRequest, ConnectionClosed, Request
-from ..sansio.http3 import (
+from ..sansio.h3protocol import (
     CidIssued,
     CidRetired,
     Established,
@@ -138,6 +138,7 @@ class QuicConnectionTask:
         self._wake_pending = False
         self._blocked: dict[int, trio.Event] = {}  # streams waiting for their bytes to drain
         self.nursery: trio.Nursery | None = None
+        self.last_active = 0.0  # the handshake's end or the last stream's: idleness starts
         self.info = ConnectionInfo(
             client=(str(addr[0]), int(addr[1])), server=owner.server, scheme="https"
         )
@@ -210,6 +211,7 @@ class QuicConnectionTask:
                 deadline = math.inf if timer is None else timer
                 if not framer.established:
                     deadline = min(deadline, handshake_deadline)
+                deadline = min(deadline, self._idle_deadline())
                 with trio.move_on_at(deadline):
                     item = await inbox.receive()
                     while True:
@@ -220,6 +222,8 @@ class QuicConnectionTask:
                         except trio.WouldBlock:
                             break
                 self._dispatch(framer.events(trio.current_time()))
+                if trio.current_time() >= self._idle_deadline():
+                    self.begin_shutdown()  # GOAWAY, then CONNECTION_CLOSE
                 await self._flush()
         finally:
             if not framer.terminated:
@@ -227,6 +231,19 @@ class QuicConnectionTask:
                 framer.stop()
                 for data, addr in framer.datagrams_to_send(trio.current_time()):
                     self.owner.send_now(data, addr)
+
+    def _idle_deadline(self) -> float:
+        """``keep_alive_timeout`` after the handshake or the last request stream's end,
+        while no stream is open. Only requests count as activity: a client's PINGs keep
+        QUIC's own idle timer going, not this one."""
+        framer = self.framer
+        if not framer.established or self.streams or framer.closing:
+            return math.inf
+        config = self.state.config
+        timeout = config.keep_alive_timeout
+        if timeout <= 0 and framer.highest_stream < 0:
+            timeout = config.request_head_timeout  # keep-alive off: time for one request
+        return self.last_active + timeout
 
     async def _flush(self) -> None:
         self._wake_pending = False
@@ -255,8 +272,7 @@ class QuicConnectionTask:
         self.framer.terminated = True
         router = self.owner.router
         router.remove(self.cids)
-        if not self.framer.established:
-            router.established(self.addr)
+        router.closed(self.addr, self.framer.established)
         self.owner.live.discard(self)
         self._end_streams()
 
@@ -290,6 +306,7 @@ class QuicConnectionTask:
         cls = type(event)
         router = self.owner.router
         if cls is Established:
+            self.last_active = trio.current_time()
             router.established(self.addr)
             self.info.tls = self.framer.tls_extension(self.owner.server_cert)
         elif cls is CidIssued:
@@ -304,16 +321,15 @@ class QuicConnectionTask:
     def _start_stream(self, stream_id: int, request: Request | BadRequest) -> None:
         assert self.nursery is not None
         stream = self.streams[stream_id] = Stream(self, stream_id)
-        self.nursery.start_soon(self._serve_stream, stream, request, name="trioserve.quic.stream")
+        self.nursery.start_soon(
+            serve_stream, stream, request, self.nursery, name="trioserve.quic.stream"
+        )
 
-    async def _serve_stream(self, stream: Stream, request: Request | BadRequest) -> None:
-        assert self.nursery is not None
-        try:
-            await serve_stream(stream, request, self.nursery)
-        finally:
-            self.streams.pop(stream.stream_id, None)
-            self.framer.stream_finished(stream.stream_id)
-            self.kick()
+    def stream_done(self, stream: Stream) -> None:
+        self.streams.pop(stream.stream_id, None)
+        self.last_active = trio.current_time()
+        self.framer.stream_finished(stream.stream_id)
+        self.kick()
 
 
 def open_quic_socket(sock: socket.socket, state: ServerState) -> QuicSocket:
@@ -334,6 +350,7 @@ def open_quic_socket(sock: socket.socket, state: ServerState) -> QuicSocket:
         configuration,
         max_streams=config.h3_max_concurrent_streams,
         max_half_open=config.quic_max_half_open,
+        max_per_ip=config.quic_max_connections_per_ip,
         retry=config.quic_retry,
         retry_threshold=config.quic_retry_threshold,
     )

@@ -24,6 +24,7 @@ returns on RST_STREAM or the connection's end; ``abort()`` resets the stream;
 
 from __future__ import annotations
 
+import contextvars
 import os
 from collections.abc import Awaitable, MutableMapping
 from typing import Any, Protocol
@@ -44,6 +45,8 @@ from ..sansio.body import (
     NOT_YET,
     READ,
     SEND_CONTINUE,
+    TIMED_OUT,
+    TOO_LARGE,
     WAIT_FOR_DISCONNECT,
     BodyPiece,
     RequestBody,
@@ -58,9 +61,11 @@ from ..sansio.events import (
     Response,
     Sentinel,
 )
-from ..sansio.headers import plain_error
+from .appcall import drive_app as drive_app  # (imported from here by the connections)
 from .exchange import Exchange
 from .faults import belongs_to_server
+from .refusals import refusal_app
+from .refusals import refuse_stream as refuse_stream  # (imported from here by stream.py)
 from .state import ServerState
 from .transport import ConnectionInfo
 
@@ -70,6 +75,8 @@ LEAVE_BODY_UNREAD = 1  # answered without reading the body: close it politely (H
 REFUSED = 2  # the port's refuse() answered and closed: nothing left to do
 
 _INTERNAL_ERROR_BODY = b"Internal Server Error\n"
+# The body states in which the app was told the client is gone (413 or 408 follows).
+_CUT_SHORT = (TOO_LARGE, TIMED_OUT)
 # http.response.pathsend reads the file in pieces of this size.
 _FILE_PIECE = 256 * 1024
 
@@ -114,6 +121,12 @@ class RequestPort(Protocol):
         """Answer with a minimal error response instead of the app's, then close.
         ``reason`` is logged (None: the runner has logged already)."""
 
+    def send_soon(self, events: list[OutboundEvent]) -> None:
+        """Frame ``events`` (a held response head) now and have them written without the
+        calling task waiting: the app waits on something else. Raises
+        :class:`ProtocolError` before framing anything if they cannot be framed; a later
+        write goes after them."""
+
     async def send_file(self, fd: int, size: int) -> bool:
         """http.response.pathsend's body, ``size`` bytes of the file ``fd``, by the kernel
         (sendfile) where the port can; False (nothing written) where it cannot, and the
@@ -126,6 +139,7 @@ class RequestRunner(Exchange):
     __slots__ = (
         "aborted",
         "body",
+        "context",
         "cut_by",
         "cycle",
         "finished",
@@ -138,9 +152,15 @@ class RequestRunner(Exchange):
     )
 
     def __init__(
-        self, port: RequestPort, state: ServerState, request: Request, info: ConnectionInfo
+        self,
+        port: RequestPort,
+        state: ServerState,
+        request: Request,
+        info: ConnectionInfo,
+        context: contextvars.Context | None = None,
     ) -> None:
         self.port = port
+        self.context = context  # where the app runs (server/context.py); None: this task
         self.state = state
         self.scope = scope = state.scope_for(build_http_scope, request, info)
         extensions = response_extensions(request)
@@ -249,7 +269,8 @@ class RequestRunner(Exchange):
 
     async def send(self, message: MutableMapping[str, Any]) -> None:
         port = self.port
-        if self.finished or port.gone or self.body.too_large or self.body.timed_out:
+        # (body.state, not its too_large/timed_out properties: two calls fewer per send)
+        if self.finished or port.gone or self.body.state in _CUT_SHORT:
             raise ClientDisconnected("client disconnected")
         if self.waiting is not None:
             self._drain_started()  # a response that starts during a drain
@@ -297,13 +318,40 @@ class RequestRunner(Exchange):
                         await port.send_events([Data(chunk)])
         await port.send_events([EndData()])
 
+    def release_head(self) -> None:
+        """The app waits (on anything: a timer, a queue, the request body) while its
+        response head is held: send the head now, as Uvicorn and Hypercorn would, so an
+        SSE client sees its headers (``EventSource.onopen``, a proxy's first-byte timer)
+        before the first event. From here an app error aborts instead of becoming a 500.
+
+        The head is framed now and written without this task waiting for it
+        (``RequestPort.send_soon``): HTTP/1.1's helper task writes it, and the next write
+        goes after it; a multiplexed stream frames at once and its connection's writer
+        sends.
+        """
+        port = self.port
+        head = self.cycle.held_head
+        if head is None or port.gone:
+            return
+        try:
+            port.send_soon([head])
+        except ProtocolError:
+            return  # still held: the app's next send() meets the error and answers 500
+        self.cycle.release_head()
+        self.written = True
+
     # -- one request -------------------------------------------------------------------------
     async def run(self) -> int:
         """Run the app; returns DONE_NORMALLY, LEAVE_BODY_UNREAD or REFUSED."""
         app = self.state.app if not self.refused else refusal_app(self.refused)
         cancelled = False
         try:
-            await app(self.scope, self.receive, self.send)
+            context = self.context
+            if context is None:
+                call = app(self.scope, self.receive, self.send)
+            else:
+                call = context.run(app, self.scope, self.receive, self.send)
+            await drive_app(call, context, self)
         except Exception as exc:
             await self._app_failed(exc)
         except trio.Cancelled:
@@ -443,49 +491,6 @@ class RequestRunner(Exchange):
             )  # fmt: skip
 
 
-_REFUSAL_BODIES = {
-    404: b"Not Found\n",
-    413: b"Payload Too Large\n",
-    503: b"Service Unavailable\n",
-}
-
-
-def refusal_app(status: int) -> Any:
-    """A tiny ASGI app that answers ``status``: refusals take the normal response path."""
-    body = _REFUSAL_BODIES[status]
-
-    async def refuse(scope: Any, receive: Any, send: Any) -> None:
-        headers = [
-            (b"content-type", b"text/plain; charset=utf-8"),
-            (b"content-length", b"%d" % len(body)),
-        ]
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
-
-    return refuse
-
-
 def _client_text(scope: dict[str, Any]) -> str:
     client = scope.get("client")
     return f"{client[0]}:{client[1]}" if client else "-"
-
-
-async def refuse_stream(
-    port: RequestPort,
-    info: ConnectionInfo,
-    state: ServerState,
-    status: int,
-    reason: str | None,
-    answered: bool,
-) -> None:
-    """``RequestPort.refuse`` for one stream of a multiplexed connection (HTTP/2, HTTP/3):
-    one log line, then a short plain-text answer unless the stream is gone or answered."""
-    if reason is not None:
-        error_log.info("%s %s: %s", info.client_text, status, reason)
-    if answered:
-        return
-    headers, body = plain_error(status, state.default_headers())
-    try:
-        await port.send_events([Response(status, headers), Data(body), EndData()])
-    except ClientDisconnected:
-        pass

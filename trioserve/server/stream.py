@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Coroutine
 from typing import Protocol
 
 import trio
@@ -39,8 +39,9 @@ from ..sansio.events import (
 )
 from ..sansio.streams import StreamAnswer, StreamFramer
 from ..sansio.websocket import wants_websocket_h2
+from .context import stream_context
 from .peer import PeerStream
-from .request import RequestRunner, refuse_stream
+from .request import RequestRunner, drive_app, refuse_stream
 from .state import ServerState
 from .transport import ConnectionInfo
 from .websocket import serve_websocket
@@ -65,6 +66,9 @@ class StreamOwner(Protocol):
     async def wait_credit(self, stream_id: int) -> None:
         """Wait until this stream's send window may have opened (or the stream or the
         connection ended)."""
+
+    def stream_done(self, stream: Stream) -> None:
+        """The stream's task is ending: free its slot (always called, once)."""
 
 
 class Stream:
@@ -169,7 +173,7 @@ class Stream:
     def send_events(self, events: list[OutboundEvent]) -> Awaitable[None]:
         """HEADERS are framed now (not flow-controlled; a bad head raises before anything
         is written); the awaitable sends the body as the windows allow."""
-        if self._gone or not self.framer.is_open(self.stream_id):
+        if self._gone:  # (a stream our side can no longer write is gone too)
             return _raise_gone()
         conn = self.conn
         head = events[0]
@@ -269,6 +273,14 @@ class Stream:
             self.conn.kick()
             self.vanish()
 
+    def send_soon(self, events: list[OutboundEvent]) -> None:
+        """A held response head, released while the app waits: ``send_events`` frames
+        HEADERS at once and the connection's writer sends them, so what it returns (a
+        wait for buffer space) is dropped unstarted."""
+        write = self.send_events(events)
+        if isinstance(write, Coroutine):
+            write.close()  # (a coroutine never started: nothing to wait for)
+
     async def send_file(self, fd: int, size: int) -> bool:
         """No sendfile on a multiplexed stream: its DATA is framed (and, for HTTP/3,
         encrypted) by us, so the runner sends the file in pieces."""
@@ -325,23 +337,26 @@ class StreamIO(trio.abc.Stream):
 async def serve_stream(
     stream: Stream, request: Request | BadRequest, nursery: trio.Nursery
 ) -> None:
-    """What a stream's task runs on either version: the refusal the sans-IO rules decided
-    (for this stream only), a WebSocket (extended CONNECT), or the request runner. Inside
-    the stream's cancel scope (the reset grace); no exception leaves it (a failure is
-    logged once and the stream reset, the connection carries on). ``nursery`` takes a
-    WebSocket's helper tasks."""
+    """A stream's task on either version: the refusal the sans-IO rules decided (for this
+    stream only), a WebSocket (extended CONNECT), or the request runner. Inside the
+    stream's cancel scope (the reset grace); no exception leaves it (a failure is logged
+    once and the stream reset, the connection carries on); the connection always hears
+    of its end (``stream_done``). ``nursery`` takes a WebSocket's helper tasks."""
     conn = stream.conn
     try:
         with stream.cancel_scope:
-            if type(request) is BadRequest:
+            if isinstance(request, BadRequest):
                 await _refuse(stream, request)
-            elif wants_websocket_h2(request):  # type: ignore[arg-type]
-                await _serve_websocket(stream, request, nursery)  # type: ignore[arg-type]
+            elif request.method == b"CONNECT" and wants_websocket_h2(request):
+                await _serve_websocket(stream, request, nursery)
             else:
-                await RequestRunner(stream, conn.state, request, conn.info).run()  # type: ignore[arg-type]
+                context = stream_context(conn.state.config.reset_contextvars)
+                await RequestRunner(stream, conn.state, request, conn.info, context).run()
     except Exception:
         error_log.exception("%s: stream %d failed", conn.info.client_text, stream.stream_id)
         stream.abort()
+    finally:
+        conn.stream_done(stream)
 
 
 async def _refuse(stream: Stream, refusal: BadRequest) -> None:
@@ -360,7 +375,10 @@ async def _serve_websocket(stream: Stream, request: Request, nursery: trio.Nurse
     answer = StreamAnswer(stream.framer, stream.stream_id, conn.kick)
     io = StreamIO(stream)
     try:
-        await serve_websocket(PeerStream(io), conn.state, conn.info, answer, request, nursery)
+        state = conn.state
+        websocket = serve_websocket(PeerStream(io), state, conn.info, answer, request, nursery)
+        context = stream_context(state.config.reset_contextvars)
+        await (websocket if context is None else drive_app(websocket, context, None))
     finally:
         await io.aclose()
 
