@@ -75,6 +75,7 @@ LEAVE_BODY_UNREAD = 1  # answered without reading the body: close it politely (H
 REFUSED = 2  # the port's refuse() answered and closed: nothing left to do
 
 _INTERNAL_ERROR_BODY = b"Internal Server Error\n"
+NO_RESPONSE = 444  # the access-log status of a request cut before any response was sent
 # The body states in which the app was told the client is gone (413 or 408 follows).
 _CUT_SHORT = (TOO_LARGE, TIMED_OUT)
 # http.response.pathsend reads the file in pieces of this size.
@@ -370,8 +371,11 @@ class RequestRunner(Exchange):
             self.body.finish()
             duration = self._leave()
             if cancelled:
-                # The shutdown deadline (or a second Ctrl-C) cut the request: still one line.
-                self._done(duration, 503, cut=True)
+                # The shutdown deadline (or a second Ctrl-C) cut the request: one line, with
+                # the status the client got: the app's if its head went out, else 444 (nginx's
+                # "connection closed without a response"), as 499 for a client that left.
+                status = self.cycle.status if self.written else NO_RESPONSE
+                self._done(duration, status, cut=True)
         cycle = self.cycle
         too_large = self.body.too_large
         if too_large and not cycle.started:
