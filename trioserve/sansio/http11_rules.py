@@ -93,6 +93,10 @@ class HTTP11Interface(Protocol):
     def close_after_response(self) -> None:
         """Make the next response carry ``Connection: close``."""
 
+    def error_response(self, status: int, extra: Headers) -> bytes:
+        """A complete minimal error response (a refused WebSocket upgrade), as
+        :func:`error_response` writes it, outside the protocol's own state."""
+
 
 def check_request(
     method: bytes, target: bytes, version: str, head_size: int = 0, max_head: int = 0
@@ -168,6 +172,12 @@ def chunk_size(line: bytes) -> int | str:
     if b"\x00" in ext:
         return "invalid chunk extension"
     return int(size_part, 16)
+
+
+def refusal_bytes(status: int, extra: Headers) -> bytes:
+    """:func:`error_response` as the protocol classes' ``error_response`` method (a
+    refused WebSocket upgrade); they bind it as a staticmethod."""
+    return error_response(status, extra=extra)
 
 
 def error_response(status: int, *, extra: Headers = ()) -> bytes:  # type: ignore[assignment]

@@ -70,6 +70,8 @@ def h2_limits(state: ServerState) -> H2Limits:
 class HTTP2Connection:
     """Serves the streams of one HTTP/2 connection; see the module docstring."""
 
+    switch: H2Switch | None = None  # (a Connection member: HTTP/2 hands nothing over)
+
     def __init__(
         self,
         stream: trio.abc.Stream,

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Coroutine
 from typing import Protocol
 
 import trio
@@ -272,6 +272,20 @@ class Stream:
             self.framer.reset(self.stream_id, trio.current_time())
             self.conn.kick()
             self.vanish()
+
+    def send_soon(self, events: list[OutboundEvent]) -> None:
+        """A held response head, released while the app waits: ``send_events`` frames
+        HEADERS at once and the connection's writer sends them, so what it returns (a
+        wait for buffer space) is dropped unstarted."""
+        write = self.send_events(events)
+        if isinstance(write, Coroutine):
+            write.close()  # (a coroutine never started: nothing to wait for)
+
+    async def send_file(self, fd: int, size: int) -> bool:
+        """No sendfile on a multiplexed stream: its DATA is framed (and, for HTTP/3,
+        encrypted) by us, so the runner sends the file in pieces."""
+        await trio.lowlevel.checkpoint()
+        return False
 
     async def refuse(self, status: int, reason: str | None) -> None:
         conn = self.conn
