@@ -361,8 +361,11 @@ class RequestRunner:
         except Exception as exc:
             await self._app_failed(exc)
         except trio.Cancelled:
-            # The shutdown deadline (or a second Ctrl-C) cut the request: still one line.
-            self._done(time.perf_counter() - start, 503, cut=True)
+            # The shutdown deadline (or a second Ctrl-C) cut the request: still one line,
+            # with the status the client got: the app's if its head went out, else 444
+            # (nginx's "connection closed without a response"), as 499 for a client that left.
+            status = self.cycle.status if self.written else NO_RESPONSE
+            self._done(time.perf_counter() - start, status, cut=True)
             raise
         except BaseException as exc:
             # SystemExit, KeyboardInterrupt, ... from an app fail one request, not the server.
@@ -599,6 +602,8 @@ def _caused_by_disconnect(exc: BaseException) -> bool:
         stack.extend((current.__cause__, current.__context__))
     return False
 
+
+NO_RESPONSE = 444  # the access-log status of a request cut before any response was sent
 
 _REFUSAL_BODIES = {
     404: b"Not Found\n",
