@@ -12,6 +12,10 @@ accepted or refused the same way whichever class reads it; the plain case never 
 
 Both implement :class:`~.http11_rules.HTTP11Interface`, with the rules they share from
 :mod:`.http11_rules`. No ``h11.Connection`` is built for the connection itself.
+
+Why over 500 lines: the class is the whole hot path of an HTTP/1.1 connection (heads, both
+body framings, the response writer), and its methods call each other per event; split across
+modules, each event would cost attribute look-ups through a second object.
 """
 
 from __future__ import annotations
