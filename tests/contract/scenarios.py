@@ -203,7 +203,7 @@ def websocket(then: str, path: bytes = b"/ws") -> Script:
         if then == "pings":
             pings, code = await _ws_until_close(ws, 1.5, answer_pings=True)
             await ws.send(CloseConnection(1000))
-            await _ws_until_close(ws, 1.0, answer_pings=False)
+            await _ws_until_close(ws, 3.0, answer_pings=False)  # returns at the close
             return f"{status} pinged: {pings >= 2}, closed: {code}"
         if then == "big":
             await ws.send(BytesMessage(b"x" * 4096))

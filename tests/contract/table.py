@@ -71,26 +71,7 @@ def _bugs(
 
 # (scenario, version) -> the bug and its issue. Remove an entry when its fix lands (the
 # strict xfail then fails, saying so).
-KNOWN_BUGS: dict[tuple[str, str], str] = {
-    **_bugs(
-        MULTIPLEXED,
-        ("stalled_body",),
-        "23: a stalled body is answered 408, but the 408 is not counted as a refusal on "
-        "HTTP/2 and HTTP/3 (HTTP/1.1's port counts its own refusals, a stream does not)",
-    ),
-    **_bugs(
-        MULTIPLEXED,
-        ("streamed_body_over_limit",),
-        "23: a body found over max_request_body_size while reading is answered 413 but not "
-        "counted as a refusal on HTTP/2 and HTTP/3",
-    ),
-    **_bugs(
-        H1,
-        ("leave_mid_request",),
-        "23: a client leaving mid-body is also counted as a 400 refusal on HTTP/1.1 (the "
-        "port's refuse() counts although nothing can be written)",
-    ),
-}
+KNOWN_BUGS: dict[tuple[str, str], str] = {}
 
 
 def expected(scenario: str, version: Version) -> Outcome:

@@ -278,8 +278,9 @@ class HTTP11Connection:
                 return None
             return NOT_YET
         # BadRequest (e.g. a malformed chunk) or ConnectionClosed mid-body: the app sees
-        # a disconnect; a refusal is answered once the app is done.
-        if cls is BadRequest:
+        # a disconnect; a refusal is answered once the app is done. A body cut short by
+        # the client's FIN is the client leaving (499), not bad bytes to answer and count.
+        if cls is BadRequest and not self.peer.eof:
             self.refusal = event  # type: ignore[assignment]
         self.peer.give_up()
         return None

@@ -57,6 +57,7 @@ async def refuse_stream(
         error_log.info("%s %s: %s", info.client_text, status, reason)
     if answered:
         return
+    state.metrics.refused(status)  # counted where answered, as HTTP/1.1's refusals are
     headers, body = plain_error(status, state.default_headers())
     try:
         await port.send_events([Response(status, headers), Data(body), EndData()])

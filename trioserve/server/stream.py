@@ -360,8 +360,7 @@ async def serve_stream(
 
 
 async def _refuse(stream: Stream, refusal: BadRequest) -> None:
-    conn = stream.conn
-    conn.state.metrics.refused(refusal.status)
+    conn = stream.conn  # (stream.refuse counts the refusal once it answers it)
     if refusal.quiet:
         error_log.debug("%s %s: %s", conn.info.client_text, refusal.status, refusal.reason)
     await stream.refuse(refusal.status, None if refusal.quiet else refusal.reason)
