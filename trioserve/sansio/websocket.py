@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import sys
 from typing import Any, Protocol
 
 from wsproto.connection import Connection, ConnectionState, ConnectionType
@@ -37,12 +38,12 @@ from wsproto.events import (
     Pong,
     TextMessage,
 )
-from wsproto.extensions import PerMessageDeflate
 from wsproto.utilities import LocalProtocolError, generate_accept_token
 
 from .asgi import HTTPResponseCycle, UnexpectedMessage, build_http_scope
 from .events import Data, EndData, Headers, OutboundEvent, Request, Response
 from .headers import InvalidHeader, validate_response_headers
+from .wsdeflate import negotiate_deflate
 from .wsframes import lighten, server_frame, simple_frames, wsproto_idle
 
 # Session states.
@@ -199,24 +200,16 @@ def build_websocket_scope(
     return scope
 
 
-def negotiate_deflate(headers: Headers) -> tuple[PerMessageDeflate, bytes] | None:
-    """Accept the first acceptable permessage-deflate offer: (extension, response value)."""
-    for key, value in headers:
-        if key != b"sec-websocket-extensions":
-            continue
-        for offer in value.decode("latin-1").split(","):
-            name = offer.split(";", 1)[0].strip().lower()
-            if name != PerMessageDeflate.name:
-                continue
-            ext = PerMessageDeflate()
-            accepted = ext.accept(offer.strip())
-            if accepted is None or accepted is False:
-                continue
-            response = PerMessageDeflate.name
-            if isinstance(accepted, str) and accepted:
-                response += "; " + accepted
-            return ext, response.encode("latin-1")
-    return None
+# No limit on what app_messages() parses.
+_UNLIMITED = sys.maxsize
+
+
+def message_bytes(message: dict[str, Any]) -> int:
+    """What a ``websocket.receive`` message holds, roughly (text counts characters)."""
+    payload = message.get("bytes")
+    if payload is None:
+        payload = message.get("text") or ""
+    return len(payload)
 
 
 def _close_code(message: Any) -> tuple[int, str]:
@@ -250,6 +243,7 @@ class WebSocketSession:
         "_size",
         "_text",
         "awaiting_pong",
+        "backlog",
         "bytes_sent",
         "close_sent",
         "conn",
@@ -285,6 +279,9 @@ class WebSocketSession:
         self.close_sent = False
         self.disconnect: dict[str, Any] | None = None  # set once: the final app message
         self.awaiting_pong: bytes | None = None
+        # app_messages() stopped at its limit: frames may wait unparsed in wsproto's buffer
+        # (parse them before reading more; see app_messages).
+        self.backlog = False
         self._out = bytearray()
         # No extension negotiated: data frames are plain and may skip wsproto (see
         # simple_frames / server_frame).
@@ -379,7 +376,7 @@ class WebSocketSession:
         ]
         extensions: list[Any] = []
         if self.deflate:
-            negotiated = negotiate_deflate(self.request.headers)
+            negotiated = negotiate_deflate(self.request.headers, self._max_size)
             if negotiated is not None:
                 extensions.append(negotiated[0])
                 headers.append((b"sec-websocket-extensions", negotiated[1]))
@@ -484,8 +481,12 @@ class WebSocketSession:
         return self.disconnect
 
     # -- peer -> app ------------------------------------------------------------------------
-    def receive_data(self, data: bytes | bytearray | None) -> None:
-        """Feed bytes from the peer; ``None`` means the connection ended."""
+    def receive_data(self, data: bytes | bytearray | None, limit: int = _UNLIMITED) -> None:
+        """Feed bytes from the peer; ``None`` means the connection ended.
+
+        At most ``limit`` plain messages are parsed here; the rest waits in wsproto's
+        buffer for :meth:`app_messages`, which applies the same limit.
+        """
         conn = self.conn
         if conn is None or self.disconnect is not None:
             return
@@ -495,7 +496,7 @@ class WebSocketSession:
             ready = self._ready
             if ready is None:
                 ready = self._ready = []
-            used = simple_frames(data, self._max_size, ready)
+            used = simple_frames(data, self._max_size, ready, limit)
             if used == len(data):
                 return
             if used:
@@ -510,9 +511,19 @@ class WebSocketSession:
         self._out.clear()
         return out
 
-    def app_messages(self) -> list[dict[str, Any]]:
-        """Turn what was received into ASGI messages; the last one may be the disconnect."""
+    def app_messages(
+        self, limit: int = _UNLIMITED, byte_limit: int = _UNLIMITED
+    ) -> list[dict[str, Any]]:
+        """Turn what was received into ASGI messages; the last one may be the disconnect.
+
+        Parsing stops once ``limit`` messages or ``byte_limit`` bytes of payload (inflated:
+        what the app will hold) are out; the frames not parsed yet stay compressed in
+        wsproto's buffer and :attr:`backlog` is set, so the caller parses them (calling
+        this again) before it reads more. That is what bounds a read-ahead: one read may
+        carry many deflated messages, each up to ``websocket_max_message_size`` inflated.
+        """
         conn = self.conn
+        self.backlog = False
         if conn is None or self.disconnect is not None:
             return []
         messages = self._ready
@@ -520,6 +531,10 @@ class WebSocketSession:
             self._ready = None
         else:
             messages = []
+        size = 0
+        if len(messages) >= limit or byte_limit <= 0:  # no room: all of it waits
+            self.backlog = True
+            return messages
         for event in conn.events():
             cls = type(event)
             if cls is TextMessage or cls is BytesMessage:
@@ -527,6 +542,10 @@ class WebSocketSession:
                 if message is not None:
                     messages.append(message)
                     if self.disconnect is not None:
+                        break
+                    size += message_bytes(message)
+                    if len(messages) >= limit or size >= byte_limit:
+                        self.backlog = True
                         break
             elif cls is Ping:
                 if conn.state is ConnectionState.OPEN:

@@ -58,6 +58,7 @@ from ..sansio.websocket import (
     WebSocketSession,
     build_websocket_scope,
     check_handshake,
+    message_bytes,
 )
 from .asyncio_bridge import report_needs_asyncio
 from .faults import belongs_to_server
@@ -65,6 +66,7 @@ from .peer import READ_SIZE, STREAM_ERRORS, PeerStream
 from .sockstream import SocketStream
 from .state import ServerState
 from .transport import ConnectionInfo
+from .wsreadahead import budget_for
 from .wswatch import watchdog_for
 
 # How long we wait for the peer's close frame after we sent ours, before dropping it.
@@ -146,8 +148,10 @@ class WebSocketHandler:
     __slots__ = (
         "__weakref__",
         "_accepted",
+        "_budget",
         "_calls",
         "_connected",
+        "_held",
         "_next_ping",
         "_nursery",
         "_pending",
@@ -194,6 +198,9 @@ class WebSocketHandler:
         # Messages parsed but not yet given to the app, in reverse order (pop() is next).
         self._pending: list[dict[str, Any]] = []
         self._queue_limit = max(1, config.max_app_queue_size)
+        # Inflated bytes in _pending, and the server-wide budget they count against.
+        self._held = 0
+        self._budget = budget_for(state)
         # receive() calls so far, and as the watchdog last saw them.
         self._calls = 0
         self._seen_calls = -1
@@ -212,7 +219,7 @@ class WebSocketHandler:
         self._calls += 1
         pending = self._pending
         if pending:
-            return pending.pop()
+            return self._pop()
         if not self._connected:
             self._connected = True
             return dict(_CONNECT)
@@ -229,12 +236,12 @@ class WebSocketHandler:
         try:
             while True:
                 if pending:  # the pump, or the reader before us, got some
-                    return pending.pop()
+                    return self._pop()
                 if session.disconnect is not None:
                     return session.disconnect
                 if peer.broken:
                     return session.connection_lost() or dict(_GONE)
-                if self._next_ping == math.inf:
+                if self._next_ping == math.inf and not session.backlog:
                     # _fill() and PeerStream.receive_in_turn() inlined for the usual case
                     # (no pings): no coroutine frame of theirs per idle WebSocket (~0.5 KiB
                     # each) or per message. STREAM_ERRORS is still PeerStream's definition.
@@ -251,8 +258,7 @@ class WebSocketHandler:
                 if messages:
                     if len(messages) == 1:
                         return messages[0]
-                    messages.reverse()
-                    pending[:0] = messages
+                    self._hold(messages)
         finally:
             peer.end_read_turn()
 
@@ -262,14 +268,17 @@ class WebSocketHandler:
             self._accepted = trio.Event()
         await self._accepted.wait()
 
-    async def _fill(self) -> list[dict[str, Any]]:
+    async def _fill(self, ahead: bool = False) -> list[dict[str, Any]]:
         """Read once (or until a keep-alive deadline) and parse: messages for the app.
 
-        The caller holds the read turn. Replies the protocol owes the peer are written
-        here, in one write per read.
+        The caller holds the read turn; ``ahead``: it is a pump (see ``_feed``). Frames
+        a parse left for later (``session.backlog``) are parsed before anything is read.
+        Replies the protocol owes the peer are written here, in one write per read.
         """
         session = self.session
         peer = self.peer
+        if session.backlog:
+            return await self._parse_backlog(ahead)
         # PeerStream.receive_in_turn() inlined: no frame of its own per idle WebSocket.
         data: bytes | bytearray = b""
         try:
@@ -290,18 +299,37 @@ class WebSocketHandler:
                     return await self._on_timer()
         except STREAM_ERRORS:
             data = b""
-        messages = self._feed(data if data else None)
+        messages = self._feed(data if data else None, ahead)
         out = session.data_to_send()
         if out and not peer.broken:
             await peer.send_quietly(out)
         return messages
 
-    def _feed(self, data: bytes | bytearray | None) -> list[dict[str, Any]]:
-        """Give wsproto what was read (None: the peer is gone); the messages for the app."""
+    async def _parse_backlog(self, ahead: bool) -> list[dict[str, Any]]:
+        """Parse frames already read (a parse stopped at its limit) instead of reading."""
+        await trio.lowlevel.checkpoint()
+        messages = self._feed(b"", ahead)
+        out = self.session.data_to_send()
+        if out and not self.peer.broken:
+            await self.peer.send_quietly(out)
+        return messages
+
+    def _feed(self, data: bytes | bytearray | None, ahead: bool = False) -> list[dict[str, Any]]:
+        """Give wsproto what was read (None: the peer is gone); the messages for the app.
+
+        A parse produces at most what the queue and the server-wide read-ahead budget
+        have room for, counted inflated (a pump, ``ahead``, may get nothing); an app
+        waiting in ``receive()`` always gets at least one message.
+        """
         session = self.session
+        limit = self._queue_limit - len(self._pending)
+        byte_limit = self._budget.room()
+        if not ahead:
+            limit = max(limit, 1)
+            byte_limit = max(byte_limit, 1)
         try:
-            session.receive_data(data)
-            return session.app_messages()
+            session.receive_data(data, limit)
+            return session.app_messages(limit, byte_limit)
         except Exception:
             error_log.exception("Unexpected error reading WebSocket %s", self.scope["path"])
             self.peer.broken = True
@@ -389,6 +417,7 @@ class WebSocketHandler:
             await self._await_close()
         finally:
             state.shutdown_hooks.discard(self._shutdown_started)
+            self._release_all(final=True)
             if self._watched:
                 watchdog_for(state).discard(self)
             if self._accepted is not None:
@@ -427,8 +456,7 @@ class WebSocketHandler:
         if out and not self.peer.broken:
             await self.peer.send_quietly(out)
         if messages:
-            messages.reverse()
-            self._pending[:0] = messages
+            self._hold(messages)
         state = self.state
         config = state.config
         if config.websocket_ping_interval:
@@ -476,7 +504,7 @@ class WebSocketHandler:
         session = self.session
         if session.conn is None or self.peer.broken or session.disconnect is not None:
             return
-        self._pending.clear()
+        self._release_all()
         with trio.move_on_after(CLOSE_TIMEOUT):
             await self._take_read_turn()
             while session.disconnect is None and not self.peer.broken:
@@ -522,6 +550,7 @@ class WebSocketHandler:
             or self.peer.broken
             or self.session.disconnect is not None
             or len(self._pending) >= self._queue_limit
+            or self._budget.used >= self._budget.limit
         ):
             return
         self._pump_scope = trio.CancelScope()
@@ -544,11 +573,11 @@ class WebSocketHandler:
                         and session.disconnect is None
                         and not self.peer.broken
                         and len(pending) < self._queue_limit
+                        and self._budget.used < self._budget.limit
                     ):
-                        messages = await self._fill()
+                        messages = await self._fill(ahead=True)
                         if messages:
-                            messages.reverse()
-                            pending[:0] = messages
+                            self._hold(messages)
                 finally:
                     peer.end_read_turn()
         except Exception:  # never take the server's connections nursery down
@@ -557,6 +586,31 @@ class WebSocketHandler:
         finally:
             if self._pump_scope is scope:
                 self._pump_scope = None
+
+    # -- the read-ahead queue and its budget ------------------------------------------------
+    def _hold(self, messages: list[dict[str, Any]]) -> None:
+        """Queue parsed messages for the app (next first), counted against the budget."""
+        if self._held < 0:  # the app has returned: a pump still winding down read these
+            return
+        self._held += self._budget.hold(messages)
+        messages.reverse()
+        self._pending[:0] = messages
+
+    def _pop(self) -> dict[str, Any]:
+        message = self._pending.pop()
+        if self._held > 0:
+            size = message_bytes(message)
+            self._held -= size
+            self._budget.used -= size
+        return message
+
+    def _release_all(self, final: bool = False) -> None:
+        """The app will take no more messages: drop the queue and give its bytes back
+        (``final``: the app has returned, nothing is queued from now on)."""
+        self._pending.clear()
+        if self._held > 0:
+            self._budget.used -= self._held
+        self._held = -1 if final else 0
 
     def _log_app_error(self, exc: BaseException) -> None:
         path = self.scope["path"]
