@@ -76,7 +76,8 @@ def simple_frames(
     """
     pos = 0
     end = len(data)
-    while end - pos >= 6 and len(out) < limit:
+    room = limit - len(out)
+    while end - pos >= 6 and room > 0:
         first = data[pos]
         if first != 0x81 and first != 0x82:  # FIN + text / binary, no RSV bits
             break
@@ -113,6 +114,7 @@ def simple_frames(
         else:
             out.append({"type": "websocket.receive", "bytes": payload})
         pos = stop
+        room -= 1
     return pos
 
 

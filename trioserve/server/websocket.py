@@ -322,11 +322,14 @@ class WebSocketHandler:
         waiting in ``receive()`` always gets at least one message.
         """
         session = self.session
+        budget = self._budget
         limit = self._queue_limit - len(self._pending)
-        byte_limit = self._budget.room()
+        byte_limit = budget.limit - budget.used
         if not ahead:
-            limit = max(limit, 1)
-            byte_limit = max(byte_limit, 1)
+            if limit < 1:
+                limit = 1
+            if byte_limit < 1:
+                byte_limit = 1
         try:
             session.receive_data(data, limit)
             return session.app_messages(limit, byte_limit)
