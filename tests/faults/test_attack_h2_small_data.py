@@ -9,10 +9,13 @@ after a few thousand frames, costing well under half a CPU second, while an uplo
 
 from __future__ import annotations
 
+import shutil
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import hpack
 import httpx
@@ -131,3 +134,37 @@ def test_uploads_in_full_frames_are_never_counted(server: Server) -> None:
     seconds, status = _upload(server.port, 8 << 20)
     assert status == 200, status
     assert seconds < 10
+
+
+@pytest.mark.skipif(not shutil.which("curl"), reason="needs curl")
+def test_curl_upload_is_not_counted(server: Server) -> None:
+    body = b"c" * (3 << 20)
+    url = f"http://127.0.0.1:{server.port}/upload"
+    options = ["-s", "--http2-prior-knowledge", "--data-binary", "@-", "-o", "/dev/null"]
+    result = subprocess.run(
+        ["curl", *options, "-w", "%{http_code} %{http_version}", url],
+        input=body,
+        capture_output=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.stdout == b"200 2", result
+
+
+@pytest.mark.skipif(not shutil.which("h2load"), reason="needs h2load")
+def test_h2load_uploads_are_not_counted(server: Server, tmp_path: Path) -> None:
+    # Many small bodies (each one short DATA frame ending its stream) and some large ones;
+    # under keep_alive_max_requests (1000), after which h2load would not reconnect.
+    for size, requests in ((100, 900), (200_000, 50)):
+        data = tmp_path / f"body-{size}"
+        data.write_bytes(b"h" * size)
+        url = f"http://127.0.0.1:{server.port}/upload"
+        result = subprocess.run(
+            ["h2load", "-n", str(requests), "-c", "1", "-m", "10", "-d", str(data), url],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert f"{requests} succeeded, 0 failed" in result.stdout, result.stdout[-1500:]
+        assert f"status codes: {requests} 2xx" in result.stdout
