@@ -18,7 +18,7 @@ from mkdocs.structure.files import File, Files, InclusionLevel
 
 REPO = Path(__file__).resolve().parent.parent
 LINKED_DIRS = ["benchmarks/results"]  # repository folders whose files the pages link to
-SUFFIXES = {".md", ".png", ".svg", ".json"}
+SUFFIXES = {".md", ".png", ".svg", ".json", ".txt", ".csv"}  # what pages link to
 _OUTSIDE_LINK = re.compile(r"\]\(\.\./([^)#\s]+)")
 log = logging.getLogger("mkdocs.plugins.trioserve")
 
