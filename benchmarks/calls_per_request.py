@@ -4,12 +4,22 @@ path on a machine too busy for timings. The client side is the same for every ch
 so a difference between two checkouts is the server's.
 
     PYTHONPATH=/path/to/checkout python benchmarks/calls_per_request.py [--http h11] [-n N]
+
+``--http h2`` sends the GETs one after another as streams of one h2c connection (prior
+knowledge; the server's HTTP/1.1 parser is httptools): the client is h2 too, the same for
+every checkout. ``--check`` compares with the budget committed in calls_budget.json (CI).
+
+``--loop asyncio`` counts both threads (the server's and the app's asyncio loop): the
+Python cost of the bridge. uvloop's own loop is C, so its internals are not counted.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+import threading
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -37,35 +47,97 @@ async def client(port: int, count: int) -> None:
                 buf += await stream.receive_some(65536)
 
 
-async def measure(http: str, count: int) -> float:
+async def h2_client(port: int, count: int) -> None:
+    import h2.config
+    import h2.connection
+    import h2.events
+
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    conn.initiate_connection()
+    headers = [(":method", "GET"), (":path", "/"), (":scheme", "http"), (":authority", "x")]
+    async with stream:
+        for _ in range(count):
+            conn.send_headers(conn.get_next_available_stream_id(), headers, end_stream=True)
+            await stream.send_all(conn.data_to_send())
+            done = False
+            while not done:
+                for event in conn.receive_data(await stream.receive_some(65536)):
+                    done = done or isinstance(event, h2.events.StreamEnded)
+                if pending := conn.data_to_send():
+                    await stream.send_all(pending)
+
+
+async def measure(http: str, count: int, loop: str = "trio") -> float:
+    run_client = h2_client if http == "h2" else client
+    if http == "h2":
+        http = "httptools"
     options = {"http": http, "access_log": False, "keep_alive_max_requests": count + 1000}
-    async with open_server(app, **options) as server:
-        await client(server.port, 200)  # warm up
-        calls = 0
+    calls = 0
+    counting = False
 
-        def count_calls(frame: FrameType, event: str, arg: Any) -> None:
-            nonlocal calls
-            if event == "call" or event == "c_call":
-                calls += 1
+    def count_calls(frame: FrameType, event: str, arg: Any) -> None:
+        nonlocal calls
+        if counting and (event == "call" or event == "c_call"):
+            calls += 1
 
-        # (sys.setprofile, not cProfile: benchmarks/profile.py shadows the stdlib's
-        # profile module that cProfile imports when this runs from benchmarks/.)
-        sys.setprofile(count_calls)
-        try:
-            await client(server.port, count)
-        finally:
-            sys.setprofile(None)
+    if loop != "trio":  # the asyncio loop's thread starts with the server: count it too
+        options["loop"] = loop
+        threading.setprofile(count_calls)
+    try:
+        async with open_server(app, **options) as server:
+            await run_client(server.port, 200)  # warm up
+            # (sys.setprofile, not cProfile: benchmarks/profile.py shadows the stdlib's
+            # profile module that cProfile imports when this runs from benchmarks/.)
+            counting = True
+            sys.setprofile(count_calls)
+            try:
+                await run_client(server.port, count)
+            finally:
+                sys.setprofile(None)
+                counting = False
+    finally:
+        threading.setprofile(None)  # type: ignore[arg-type]
     return calls / count
+
+
+BUDGET = Path(__file__).resolve().parent / "calls_budget.json"
+
+
+def check(count: int) -> int:
+    """Measure every budgeted mode; 1 if one grew more than the allowed margin.
+
+    The budget is raised in the same commit as the change that needs it, with the reason in
+    the file, so a slower hot path is a decision that shows in review, never drift.
+    """
+    budget = json.loads(BUDGET.read_text())
+    margin = budget["margin"]
+    failed = 0
+    for mode, entry in budget["calls"].items():
+        calls = trio.run(measure, mode, count)
+        limit = entry["calls"] * (1 + margin)
+        verdict = "ok" if calls <= limit else "OVER BUDGET"
+        print(
+            f"{mode}: {calls:.1f} calls per request (budget {entry['calls']}, limit {limit:.1f})"
+            f" {verdict}"
+        )
+        failed |= calls > limit
+    return int(failed)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--http", default="httptools", choices=["h11", "httptools"])
+    parser.add_argument("--http", default="httptools", choices=["h11", "httptools", "h2"])
     parser.add_argument("-n", type=int, default=3000, help="requests measured")
+    parser.add_argument("--loop", default="trio", choices=["trio", "asyncio"])
+    parser.add_argument("--check", action="store_true", help="compare with calls_budget.json")
     args = parser.parse_args()
-    calls = trio.run(measure, args.http, args.n)
+    if args.check:
+        sys.exit(check(args.n))
+    calls = trio.run(measure, args.http, args.n, args.loop)
     where = trioserve.__file__.rsplit("/trioserve/", 1)[0]
-    print(f"{where} {args.http}: {calls:.1f} calls per request")
+    mode = "" if args.loop == "trio" else f" --loop {args.loop}"
+    print(f"{where} {args.http}{mode}: {calls:.1f} calls per request")
 
 
 if __name__ == "__main__":

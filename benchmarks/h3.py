@@ -47,7 +47,7 @@ APP = "h3_app:app"
 SERVERS = {
     "trioserve": "{bin}/trioserve " + APP + " --bind 127.0.0.1:{tcp} --quic-bind 127.0.0.1:{udp}"
     " --certfile {cert} --keyfile {key} --no-access-log --log-level warning"
-    " --timeout-keep-alive 600",
+    " --timeout-keep-alive 600 --quic-max-connections-per-ip 1000",  # idle: 200 from one IP
     "hypercorn-trio": "{bin}/hypercorn --worker-class trio --workers 1 --bind 127.0.0.1:{tcp}"
     " --quic-bind 127.0.0.1:{udp} --certfile {cert} --keyfile {key} --log-level warning " + APP,
 }

@@ -99,6 +99,8 @@ MAY_ACCEPT = {
     "rfc9110_trailer_forbidden_cl_01": _TRAILER,
     "rfc9110_trailer_forbidden_host_01": _TRAILER,
     "rfc9110_trailer_forbidden_te_01": _TRAILER,
+    "rfc9112_bare_lf_01": "a bare LF may be recognised as a line terminator (RFC 9112 2.2); "
+    "h11 does, for both parsers",
     "rfc9112_smuggle_cl_list_form_01": "a list of one repeated Content-Length may be read as "
     "that value (RFC 9110 8.6)",
     "rfc9112_target_asterisk_non_options_01": "asterisk-form outside OPTIONS: no MUST reject",

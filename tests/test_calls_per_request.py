@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -18,3 +19,28 @@ async def test_calls_per_request_measures(http: str) -> None:
     # Server and client together; a keep-alive GET is a few hundred calls. The ceiling
     # only catches a measure that broke (or a hot path that went very wrong).
     assert 100 < calls < 2000
+
+
+async def test_calls_per_request_counts_the_asyncio_loop_thread() -> None:
+    """--loop asyncio: the app's thread is counted too, so the bridge shows up."""
+    trio_calls = await calls_per_request.measure("httptools", 50)
+    asyncio_calls = await calls_per_request.measure("httptools", 50, "asyncio")
+    assert trio_calls < asyncio_calls < 2000
+
+
+def test_budget_check_fails_over_budget(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CI guard can fail: a budget below what a request costs is reported and exits 1."""
+    budget = tmp_path / "budget.json"
+    entry = {"calls": 100.0, "reason": "test"}
+    budget.write_text(json.dumps({"margin": 0.03, "calls": {"h2": entry, "h11": entry}}))
+    monkeypatch.setattr(calls_per_request, "BUDGET", budget)
+    assert calls_per_request.check(50) == 1
+    generous = {"calls": 5000.0, "reason": "test"}
+    budget.write_text(json.dumps({"margin": 0.03, "calls": {"h2": generous}}))
+    assert calls_per_request.check(50) == 0
+
+
+def test_committed_budget_names_every_mode_with_a_reason() -> None:
+    budget = json.loads(calls_per_request.BUDGET.read_text())
+    assert set(budget["calls"]) == {"httptools", "h11", "h2"}
+    assert all(len(entry["reason"]) > 10 for entry in budget["calls"].values())

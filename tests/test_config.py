@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import ssl
 import sys
 import textwrap
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,6 @@ from trioserve.config import (
     OPTIONS,
     Config,
     ConfigError,
-    ConfigWarning,
     build_config,
     canonical_key,
     load_config_file,
@@ -26,6 +25,12 @@ from trioserve.config_docs import config_reference, render_configuration_doc
 from trioserve.run import make_config
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def config_notices(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """The configuration's log lines: one record each, on trioserve's error log."""
+    return [r.getMessage() for r in caplog.records if r.name == "trioserve.error"]
+
 
 # Every key of Hypercorn's Config, with a non-default value of the type Hypercorn expects.
 HYPERCORN_TOML = """
@@ -116,7 +121,9 @@ def test_sample_covers_every_hypercorn_key(tmp_path: Path) -> None:
     assert not missing, f"sample lacks Hypercorn keys: {sorted(missing)}"
 
 
-def test_every_hypercorn_key_loads_with_hypercorns_value(tmp_path: Path) -> None:
+def test_every_hypercorn_key_loads_with_hypercorns_value(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     from hypercorn.config import Config as HypercornConfig
 
     path = tmp_path / "h.toml"
@@ -125,33 +132,34 @@ def test_every_hypercorn_key_loads_with_hypercorns_value(tmp_path: Path) -> None
     from trioserve import config as config_module
 
     config_module._warned.clear()
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+    with caplog.at_level(logging.INFO, logger="trioserve.error"):
         ours = build_config(config_file=str(path), environ={})
     for key in sorted(hypercorn_keys() - {"cert_reqs"}):
         expected = getattr(theirs, key)
         expected = NORMALISED.get(key, lambda v: v)(expected)
         assert getattr(ours, key) == expected, key
     # The unimplemented keys each warned once, by name.
-    warned = " ".join(str(w.message) for w in caught if issubclass(w.category, ConfigWarning))
+    warned = " ".join(config_notices(caplog))
     for key in ("wsgi_max_body_size",):
         assert repr(key) in warned
 
 
-def test_unimplemented_key_warns_once_and_only_when_set(tmp_path: Path) -> None:
+def test_unimplemented_key_warns_once_and_only_when_set(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     from trioserve import config as config_module
 
     config_module._warned.clear()
     # (alt_svc_headers was the example here until HTTP/3 implemented it.)
-    with pytest.warns(ConfigWarning, match="wsgi_max_body_size"):
+    with caplog.at_level(logging.INFO, logger="trioserve.error"):
         Config.from_mapping({"wsgi_max_body_size": 1024})
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
         Config.from_mapping({"wsgi_max_body_size": 2048})  # already warned
         Config.from_mapping({"h2_max_inbound_frame_size": 2**14})  # default: no warning
+    [notice] = config_notices(caplog)
+    assert "'wsgi_max_body_size'" in notice and "no effect" in notice
 
 
-def test_typo_names_the_closest_key(tmp_path: Path) -> None:
+def test_typo_names_the_closest_key(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     path = tmp_path / "typo.toml"
     path.write_text('keep_alive_timout = 5\nbind = "127.0.0.1:1"\n')
     with pytest.raises(ConfigError) as info:
@@ -161,8 +169,10 @@ def test_typo_names_the_closest_key(tmp_path: Path) -> None:
     assert "did you mean 'keep_alive_timeout'" in message
     assert str(path) in message
     # In the environment (shared with others) an unknown name is a warning, not an error.
-    with pytest.warns(ConfigWarning, match="did you mean TRIOSERVE_GRACEFUL_TIMEOUT"):
+    with caplog.at_level(logging.INFO, logger="trioserve.error"):
         config = build_config(environ={"TRIOSERVE_GRACEFULL_TIMEOUT": "3"})
+    [notice] = config_notices(caplog)
+    assert "TRIOSERVE_GRACEFULL_TIMEOUT (did you mean TRIOSERVE_GRACEFUL_TIMEOUT?)" in notice
     assert config.graceful_timeout == Config().graceful_timeout
 
 
@@ -385,19 +395,21 @@ KUBERNETES_SERVICE_ENV = {
 }
 
 
-def test_kubernetes_service_variables_warn_and_do_not_stop_start_up() -> None:
-    with pytest.warns(ConfigWarning) as caught:
+def test_kubernetes_service_variables_warn_and_do_not_stop_start_up(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level(logging.INFO, logger="trioserve.error"):
         config = make_config("m:app", environ={**KUBERNETES_SERVICE_ENV, "TRIOSERVE_BACKLOG": "7"})
     assert config.backlog == 7  # real settings still apply
     assert config.bind == ["127.0.0.1:8000"]  # TRIOSERVE_PORT=tcp://... changed nothing
-    messages = [str(w.message) for w in caught]
-    # One for TRIOSERVE_PORT (a real setting with a value that is no port), one for the rest.
-    assert len(messages) == 2, messages
-    assert "TRIOSERVE_PORT='tcp://10.96.0.12:8000' (not a number)" in messages[0]
-    assert "Kubernetes service variable?" in messages[0]
+    # One line naming them all: TRIOSERVE_PORT (a real setting with a value that is no
+    # port) and the rest, each as a service variable, none with a "did you mean".
+    [message] = config_notices(caplog)
+    assert "TRIOSERVE_PORT='tcp://10.96.0.12:8000' (not a number)" in message
     for name in KUBERNETES_SERVICE_ENV:
-        assert name in " ".join(messages)
-    assert "TRIOSERVE_SERVICE_HOST (a Kubernetes service variable?)" in messages[1]
+        assert name in message
+    assert "TRIOSERVE_SERVICE_HOST (a Kubernetes service variable?)" in message
+    assert "did you mean" not in message
     # A typo in a file or a flag stays an error.
     with pytest.raises(ConfigError, match="unknown config key 'service_host'"):
         make_config("m:app", environ={}, service_host="x")

@@ -11,11 +11,20 @@ if TYPE_CHECKING:
     from ._runner import run
     from .config import Config
     from .errors import ClientDisconnected, LifespanFailure
+    from .logs import configure_logging
     from .server.serve import serve
 
 __version__ = "0.1.0"
 
-__all__ = ["ClientDisconnected", "Config", "LifespanFailure", "__version__", "run", "serve"]
+__all__ = [
+    "ClientDisconnected",
+    "Config",
+    "LifespanFailure",
+    "__version__",
+    "configure_logging",
+    "run",
+    "serve",
+]
 
 # Imported on first use (PEP 562): `import trioserve.testing.pytest_plugin`, which pytest does
 # in every project that has trioserve installed, should not load trio and the whole server.
@@ -23,6 +32,7 @@ _LAZY = {
     "Config": "config",
     "ClientDisconnected": "errors",
     "LifespanFailure": "errors",
+    "configure_logging": "logs",
     "run": "_runner",
     "serve": "server.serve",
 }

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import os
 import socket
 import sys
@@ -20,11 +21,12 @@ from typing import Any, Protocol
 import trio
 
 from .binds import Bind
-from .config import ENV_PREFIX, Config, ConfigError, build_config, env_bind_options
+from .config import Config, ConfigError, build_config
+from .config_env import fold_binds
 from .envfile import load_env_file
 from .errors import AppLoadError, LifespanFailure
 from .importer import load_app
-from .logs import configure_logging, error_log
+from .logs import configure_logging, error_log, hold, replay
 from .server.serve import serve
 
 if sys.version_info < (3, 11):  # pragma: no cover - exceptiongroup ships with trio there
@@ -38,26 +40,7 @@ from .exit_codes import EXIT_ERROR, EXIT_OK, EXIT_STARTUP_FAILED, EXIT_USAGE
 _loading_app = False
 
 
-def options_to_overrides(options: Mapping[str, Any]) -> dict[str, Any]:
-    """Fold Uvicorn-style ``host``/``port``/``uds``/``fd`` into Hypercorn's ``bind`` list."""
-    out = dict(options)
-    host = out.pop("host", None)
-    port = out.pop("port", None)
-    uds = out.pop("uds", None)
-    fd = out.pop("fd", None)
-    binds: list[str] = list(out.pop("bind", None) or [])
-    if host is not None or port is not None:
-        host = host or "127.0.0.1"
-        if ":" in host and not host.startswith("["):
-            host = f"[{host}]"
-        binds.insert(0, f"{host}:{8000 if port is None else int(port)}")
-    if uds is not None:
-        binds.append(f"unix:{uds}")
-    if fd is not None:
-        binds.append(f"fd://{int(fd)}")
-    if binds:
-        out["bind"] = binds
-    return out
+options_to_overrides = fold_binds  # its old name here (trioserve.run exports it)
 
 
 def make_config(
@@ -67,26 +50,16 @@ def make_config(
     environ: Mapping[str, str] | None = None,
     **options: Any,
 ) -> Config:
+    """The config the CLI and ``run()`` serve: file < environment < ``options``.
+
+    The environment is ``TRIOSERVE_*``, Uvicorn's ``UVICORN_*`` and ``WEB_CONCURRENCY``
+    (:mod:`trioserve.config_env`); an address in ``options`` replaces one from there.
+    """
     env = os.environ if environ is None else environ
-    # TRIOSERVE_HOST/PORT/UDS/FD (Uvicorn's UVICORN_PORT...) when no flag names an address;
-    # TRIOSERVE_BIND is kept beside them, as --bind beside --port. (Read, and a bad value
-    # warned about, either way.)
-    from_env = env_bind_options(env)
-    named = any(options.get(key) is not None for key in ("host", "port", "uds", "fd", "bind"))
-    if from_env and not named:
-        bind_text = env.get(ENV_PREFIX + "BIND", "")
-        options = {
-            **options,
-            **from_env,
-            "bind": [b.strip() for b in bind_text.split(",") if b.strip()],
-        }
-    overrides = options_to_overrides(options)
+    overrides = fold_binds(options)
     if isinstance(app, str):
         overrides["application_path"] = app
-    config = build_config(config_file=config_file, environ=env, overrides=overrides)
-    if "workers" not in overrides and "WEB_CONCURRENCY" in env:
-        config = config.replace(workers=int(env["WEB_CONCURRENCY"]))
-    return config
+    return build_config(config_file=config_file, environ=env, overrides=overrides)
 
 
 def run(
@@ -108,27 +81,42 @@ def run(
     """
     if _loading_app:
         return
-    try:
-        cfg = (
-            config if config is not None else make_config(app, config_file=config_file, **options)
-        )
-    except ConfigError as exc:
-        print(f"Error: {exc}", file=sys.stderr)
+    with hold() as notices:
+        try:
+            cfg = (
+                config
+                if config is not None
+                else make_config(app, config_file=config_file, **options)
+            )
+        except ConfigError as exc:
+            cfg = None
+            error = exc
+    if cfg is None:
+        replay(notices)
+        print(f"Error: {error}", file=sys.stderr)
         raise SystemExit(EXIT_USAGE) from None
-    code = serve_config(cfg, app=None if isinstance(app, str) else app)
+    code = serve_config(cfg, app=None if isinstance(app, str) else app, notices=notices)
     if code != EXIT_OK:
         raise SystemExit(code)
 
 
-def serve_config(config: Config, *, app: Any = None) -> int:
-    """Run with a finished config; returns the process exit code."""
+def serve_config(
+    config: Config, *, app: Any = None, notices: Sequence[logging.LogRecord] = ()
+) -> int:
+    """Run with a finished config; returns the process exit code.
+
+    ``notices`` are what reading the configuration logged (:func:`trioserve.logs.hold`):
+    they are logged once logging is set up.
+    """
     try:
         if config.env_file:  # before the app (and any worker) is started: they inherit it
             load_env_file(config.env_file)
         configure_logging(config)
     except ConfigError as exc:
+        replay(notices)
         print(f"trioserve: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    replay(notices)
     if config.quic_bind and (config.workers > 1 or config.use_reloader):
         error_log.warning(
             "HTTP/3 with %d worker(s) under the supervisor: each worker binds the UDP port "

@@ -16,6 +16,7 @@ from typing import Any
 from ._runner import make_config, serve_config
 from .config import OPTIONS, ConfigError, option_type
 from .exit_codes import EXIT_USAGE
+from .logs import hold, replay
 
 # List options given as one comma-separated value rather than a repeated flag.
 _COMMA_LISTS = {"forwarded_allow_ips", "forwarded_headers"}
@@ -124,13 +125,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = vars(parser.parse_args(expand_bool_values(sys.argv[1:] if argv is None else argv)))
     app = args.pop("app", None)
     config_file = args.pop("config_file", None)
-    try:
-        config = make_config(app, config_file=config_file, **args)
-    except ConfigError as exc:
-        print(f"trioserve: error: {exc}", file=sys.stderr)
+    with hold() as notices:  # logged once logging is set up (by serve_config)
+        try:
+            config = make_config(app, config_file=config_file, **args)
+        except ConfigError as exc:
+            error: ConfigError | None = exc
+        else:
+            error = None
+    if error is not None:
+        replay(notices)
+        print(f"trioserve: error: {error}", file=sys.stderr)
         return EXIT_USAGE
     if not config.application_path:
+        replay(notices)
         parser.print_usage(sys.stderr)
         print("trioserve: error: no app given (MODULE:ATTRIBUTE)", file=sys.stderr)
         return EXIT_USAGE
-    return serve_config(config)
+    return serve_config(config, notices=notices)

@@ -17,21 +17,24 @@ import dataclasses
 import difflib
 import importlib
 import importlib.util
+import logging
 import os
 import sys
 import types
 import typing
-import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .config_env import ENV_PREFIX, OptionKeys, env_bind_list, read_environ
 from .sansio.proxy import DEFAULT_FORWARDED_HEADERS, FORWARDED_HEADERS
 
-__all__ = ["OPTIONS", "Config", "ConfigError", "load_config_file"]
+__all__ = ["ENV_PREFIX", "OPTIONS", "Config", "ConfigError", "load_config_file"]
 
-ENV_PREFIX = "TRIOSERVE_"
+# Configuration notices (an ignored variable, a key with no effect) are one log line each, on
+# the error log: the CLI holds them until logging is set up (trioserve.logs.hold).
+_log = logging.getLogger("trioserve.error")
 
 
 class ConfigError(ValueError):
@@ -151,20 +154,31 @@ def aioquic_usable() -> bool:
 
 
 def _event_loop(value: str) -> str:
-    """Uvicorn's ``--loop``: ``auto`` means trio here; ``asyncio`` needs trio-asyncio."""
+    """Uvicorn's ``--loop``: ``auto`` means trio here; ``asyncio`` runs the app on an asyncio
+    loop (uvloop's when installed) beside the trio server."""
     value = value.strip().lower()
     if value == "auto":
         return "trio"
     if value == "uvloop":
         raise ValueError(
-            "trioserve runs on trio, so uvloop (an asyncio loop) cannot drive it; "
-            "use --loop asyncio to run asyncio code on a trio-asyncio loop"
+            "trioserve's server runs on trio, so uvloop cannot drive it; use --loop asyncio "
+            "to run the app on an asyncio loop (uvloop's when uvloop is installed)"
         )
     if value not in ("trio", "asyncio"):
         raise ValueError("expected auto, trio or asyncio")
-    if value == "asyncio" and importlib.util.find_spec("trio_asyncio") is None:
-        raise ValueError("trio-asyncio is not installed (pip install 'trioserve[asyncio]')")
     return value
+
+
+def _worker_class(value: str) -> str:
+    """Hypercorn's ``worker_class``: ``asyncio`` and ``uvloop`` run asyncio apps there, so
+    here they mean ``loop = "asyncio"`` (see ``coerce_all``); ``trio`` is the default."""
+    value = value.strip().lower()
+    if value not in _WORKER_CLASSES:
+        raise ValueError("expected trio, or asyncio or uvloop (which mean loop = 'asyncio')")
+    return value
+
+
+_WORKER_CLASSES = ("trio", "asyncio", "uvloop")
 
 
 def _frame_size(value: int) -> int:
@@ -332,6 +346,16 @@ class Config:
         cli=("--factory",),
         help="Treat the app string as a zero-argument callable that returns the app.",
     )
+    reset_contextvars: bool = _opt(
+        False,
+        cli=("--reset-contextvars",),
+        help=(
+            "Run each request and WebSocket in an empty contextvars.Context, as Uvicorn's "
+            "flag does (hides what the lifespan or the server's caller set). Without it each "
+            "starts from a copy of its connection's starting context, never from what an "
+            "earlier request on the connection set."
+        ),
+    )
     root_path: str = _opt(
         "",
         cli=("--root-path",),
@@ -402,8 +426,9 @@ class Config:
         normalize=_event_loop,  # no `choices`: "auto" and "uvloop" get their own answer
         metavar="{auto,trio,asyncio}",
         help="What the app runs on: trio (auto is the same), or asyncio - each worker runs one "
-        "trio-asyncio loop and the app's calls run as asyncio tasks on it, for apps that use "
-        "asyncio-only libraries (the 'asyncio' extra; see docs/asyncio.md).",
+        "asyncio loop (uvloop's when installed: the 'asyncio' extra) in a thread of its own and "
+        "the app's calls run as asyncio tasks on it, for apps that use asyncio-only libraries "
+        "(see docs/asyncio.md).",
     )
     h11_max_incomplete_size: int = _opt(
         16 * 1024,
@@ -532,6 +557,12 @@ class Config:
     )
     quic_max_half_open: int = _opt(
         8, help="QUIC handshakes in progress per client IP address; further Initials dropped."
+    )
+    quic_max_connections_per_ip: int = _opt(
+        64,
+        cli=("--quic-max-connections-per-ip",),
+        help="QUIC connections (established and half-open) per client IP address; further "
+        "Initials are dropped and the client falls back to TCP or retries later.",
     )
     quic_retry: str = _opt(
         "load",
@@ -667,8 +698,11 @@ class Config:
     workers: int = _opt(1, cli=("-w", "--workers"), help="Worker processes.")
     worker_class: str = _opt(
         "trio",
-        implemented=False,
-        help="Accepted for Hypercorn compatibility; trioserve always runs trio.",
+        normalize=_worker_class,
+        help=(
+            "Hypercorn's worker class: trio, or asyncio/uvloop (Hypercorn's choices for "
+            'asyncio apps), which mean loop = "asyncio" unless the same source sets loop.'
+        ),
     )
     max_requests: int | None = _opt(
         None,
@@ -724,7 +758,12 @@ class Config:
         help="Access log line, with Hypercorn/gunicorn %(atom)s atoms.",
     )
     logconfig: str | None = _opt(
-        None, cli=("--log-config",), help="Logging config file (ini, json, toml)."
+        None,
+        cli=("--log-config",),
+        help=(
+            "Logging config file: .ini/.conf (fileConfig), .json, .yaml/.yml (with PyYAML) "
+            "or .toml; Uvicorn's formatters in it work without Uvicorn installed."
+        ),
     )
     logconfig_dict: dict[str, Any] | None = _opt(None, help="Logging dictConfig mapping.")
     use_colors: bool | None = _opt(
@@ -971,6 +1010,14 @@ def coerce_all(values: Mapping[str, Any], *, source: str) -> dict[str, Any]:
         out[name] = coerce(name, value, source=source)
         if not OPTIONS[name].metadata["implemented"] and out[name] != _default(name):
             _warn_unimplemented(name, source)
+    if out.get("worker_class", "trio") != "trio" and "loop" not in values:
+        out["loop"] = coerce("loop", "asyncio", source=f"worker_class in {source}")
+        _log.info(
+            'worker_class = "%s" (from %s) runs asyncio apps in Hypercorn: serving with '
+            'loop = "asyncio"',
+            out["worker_class"],
+            source,
+        )
     return out
 
 
@@ -985,16 +1032,19 @@ def _warn_unimplemented(name: str, source: str) -> None:
     if name in _warned:
         return
     _warned.add(name)
-    warnings.warn(
-        f"config key {name!r} (from {source}) is accepted for Hypercorn compatibility "
-        "but is not implemented by trioserve yet; it has no effect",
-        ConfigWarning,
-        stacklevel=3,
+    _log.warning(
+        "config key %r (from %s) is accepted for Hypercorn compatibility but is not "
+        "implemented by trioserve yet; it has no effect",
+        name,
+        source,
     )
 
 
 class ConfigWarning(UserWarning):
-    """An accepted option that has no effect yet."""
+    """No longer raised: configuration notices are log lines on ``trioserve.error``.
+
+    Kept so that code filtering it still imports.
+    """
 
 
 def load_config_file(spec: str) -> dict[str, Any]:
@@ -1057,78 +1107,6 @@ def _python_namespace(namespace: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def env_values(environ: Mapping[str, str]) -> dict[str, str]:
-    """Options from ``TRIOSERVE_<FIELD>`` variables; unknown ones are ignored with a warning.
-
-    Not an error, unlike a typo in a file or a flag: the environment is shared with others.
-    Kubernetes puts ``TRIOSERVE_SERVICE_HOST``, ``TRIOSERVE_PORT=tcp://...`` and
-    ``TRIOSERVE_PORT_8000_TCP_*`` into every pod when a Service is named ``trioserve``.
-    """
-    out = {}
-    unknown = []
-    for key, value in environ.items():
-        if not key.startswith(ENV_PREFIX) or key == ENV_PREFIX + "CONFIG":
-            continue
-        name = key[len(ENV_PREFIX) :].lower()
-        if name in ENV_BIND_NAMES:
-            continue  # see env_bind_options
-        try:
-            canonical_key(name, source="environment")
-        except ConfigError:
-            unknown.append(_unknown_env_text(key, value))
-            continue
-        out[name] = value
-    if unknown:
-        warnings.warn(
-            "ignoring environment variables that are not trioserve settings: "
-            + "; ".join(unknown),
-            ConfigWarning,
-            stacklevel=2,
-        )
-    return out
-
-
-# Uvicorn's --host/--port/--uds/--fd as TRIOSERVE_HOST... (UVICORN_PORT -> TRIOSERVE_PORT).
-ENV_BIND_NAMES = ("host", "port", "uds", "fd")
-
-
-def env_bind_options(environ: Mapping[str, str]) -> dict[str, str | int]:
-    """``TRIOSERVE_HOST``/``PORT``/``UDS``/``FD``, as the runner folds them into ``bind``.
-
-    A port or fd that is not a number is ignored with a warning: Kubernetes sets
-    ``TRIOSERVE_PORT=tcp://10.0.0.1:8000`` in every pod when a Service is named trioserve.
-    """
-    out: dict[str, str | int] = {}
-    ignored = []
-    for name in ENV_BIND_NAMES:
-        value = environ.get(ENV_PREFIX + name.upper())
-        if value is None:
-            continue
-        if name in ("port", "fd"):
-            if not value.strip().isdigit():
-                ignored.append(f"{ENV_PREFIX}{name.upper()}={value!r} (not a number)")
-                continue
-            out[name] = int(value)
-        elif value.strip():
-            out[name] = value.strip()
-    if ignored:
-        hint = " (a Kubernetes service variable?)" if any("://" in i for i in ignored) else ""
-        warnings.warn(
-            "ignoring environment variables: " + "; ".join(ignored) + hint,
-            ConfigWarning,
-            stacklevel=2,
-        )
-    return out
-
-
-def _unknown_env_text(key: str, value: str) -> str:
-    name = key[len(ENV_PREFIX) :].lower()
-    if value.startswith(("tcp://", "udp://")) or name.startswith(("service_", "port_")):
-        return f"{key} (a Kubernetes service variable?)"
-    close = difflib.get_close_matches(name, list(OPTIONS) + list(ALIASES), n=1, cutoff=0.6)
-    return f"{key} (did you mean {ENV_PREFIX}{close[0].upper()}?)" if close else key
-
-
 def build_config(
     *,
     config_file: str | None = None,
@@ -1147,10 +1125,31 @@ def build_config(
     if config_file:
         values.update(coerce_all(load_config_file(config_file), source=config_file))
     if environ is not None:
-        values.update(coerce_all(env_values(environ), source="environment"))
+        env = read_environ(environ, _OPTION_KEYS)
+        warning = env.warning()
+        if warning:
+            _log.warning("%s", warning)
+        values.update(coerce_all(env.values, source="environment"))
+        binds = env_bind_list(env)
+        if binds is not None:  # TRIOSERVE_PORT..., which a bind on the command line replaces
+            values["bind"] = coerce("bind", binds, source="environment")
     if overrides:
         values.update(coerce_all(overrides, source="options"))
     return Config(**values)
+
+
+def _env_key(name: str) -> str | None:
+    try:
+        return canonical_key(name, source="environment")
+    except ConfigError:
+        return None
+
+
+_OPTION_KEYS = OptionKeys(
+    resolve=_env_key,
+    is_bool=lambda name: option_type(name)[0] is bool,
+    keys=[*OPTIONS, *ALIASES],
+)
 
 
 def default_environ() -> Mapping[str, str]:

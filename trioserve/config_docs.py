@@ -31,9 +31,13 @@ From strongest to weakest:
    `trioserve.run()`;
 2. environment variables `TRIOSERVE_<KEY>` (`TRIOSERVE_KEEP_ALIVE_TIMEOUT=10`; lists are
    comma-separated: `TRIOSERVE_BIND=127.0.0.1:8000,unix:/run/app.sock`), and
-   `TRIOSERVE_HOST`/`_PORT`/`_UDS`/`_FD` as Uvicorn's `UVICORN_PORT`... (used when no flag
-   names an address; a port that is not a number, such as Kubernetes'
-   `TRIOSERVE_PORT=tcp://...`, is ignored with a warning);
+   `TRIOSERVE_HOST`/`_PORT`/`_UDS`/`_FD` (used when no flag names an address; a port that
+   is not a number, such as Kubernetes' `TRIOSERVE_PORT=tcp://...`, is ignored with a
+   warning); then Uvicorn's `UVICORN_<NAME>` for every option trioserve shares with Uvicorn,
+   read as Uvicorn's click reads them (`UVICORN_PORT`, `UVICORN_HOST`, `UVICORN_WORKERS`,
+   `UVICORN_LOG_LEVEL`, `UVICORN_PROXY_HEADERS=true`, repeatable flags separated by spaces:
+   `UVICORN_HEADERS="X-A:1 X-B:2"`), and `WEB_CONCURRENCY` for `workers`: a `TRIOSERVE_*`
+   variable wins over a `UVICORN_*` one for the same option;
 3. the config file given by `-c/--config` (or `TRIOSERVE_CONFIG`):
    - `server.toml` - a TOML file with Hypercorn's keys (a Hypercorn file works unchanged),
    - `python:module` or `python:module.object` - module-level names / attributes,
@@ -49,18 +53,22 @@ Every long command-line flag is also a key, so Uvicorn's `run()` keywords work a
 `log_config={...}` dicts and numeric `log_level=20` are accepted too. An **unknown key is an
 error** that names the closest valid key (`unknown config key 'keep_alive_timout' in
 server.toml; did you mean 'keep_alive_timeout'?`), and a value of the wrong type names the
-key and the file - except in the environment, which is shared with other programs: an
-unknown `TRIOSERVE_*` variable (Kubernetes' `TRIOSERVE_SERVICE_HOST`,
-`TRIOSERVE_PORT=tcp://...`) is ignored with one `ConfigWarning` naming it and the closest
-key. `trioserve.Config(...)` built directly checks its values the same way
-(`Config(lifespan="bogus")` raises `ConfigError`). A key marked *accepted* below is a
-Hypercorn key that trioserve does not implement yet: it loads, and setting it to a
-non-default value logs one `ConfigWarning` saying it has no effect.
+key and the file - except in the environment, which is shared with other programs: unknown
+`TRIOSERVE_*` and `UVICORN_*` variables are ignored with one warning line that names each
+with the closest key (Kubernetes' service variables, `TRIOSERVE_SERVICE_HOST`,
+`TRIOSERVE_PORT=tcp://...`, are named as such). `trioserve.Config(...)` built directly
+checks its values the same way (`Config(lifespan="bogus")` raises `ConfigError`). A key
+marked *accepted* below is a Hypercorn key that trioserve does not implement yet: it loads,
+and setting it to a non-default value logs one warning saying it has no effect. Such
+notices are log lines on `trioserve.error` (in the log format you chose), written once
+logging is set up.
 
 Differences from Hypercorn worth knowing: the access log is on by default (like Uvicorn;
 `access_log = false` or `--no-access-log` turns it off); `loglevel` is stored lower-case;
 `verify_mode`/`verify_flags` are stored as their `ssl` enum names; `server_names` also lets
-`example.com` match `example.com:8443`; `worker_class` is always trio.
+`example.com` match `example.com:8443`; `worker_class = "asyncio"` or `"uvloop"`
+(Hypercorn's worker classes for asyncio apps) means `loop = "asyncio"` (unless the same file
+sets `loop`), with one info line saying so; `"trio"` is the default.
 
 Coming from Uvicorn: see [uvicorn.md](uvicorn.md) for every deliberate difference. Proxy
 headers and the PROXY protocol are described in [deployment.md](deployment.md). The

@@ -4,7 +4,8 @@
 
 * ``logconfig_dict`` or ``--log-config FILE`` (``.ini``/``.conf`` via ``fileConfig``,
   ``.json``, ``.toml``, ``.yaml`` if PyYAML is installed, or Hypercorn's ``json:``/``toml:``
-  prefixes) hand logging over to the user's configuration;
+  prefixes) hand logging over to the user's configuration (Uvicorn's formatters named in it
+  work without Uvicorn: :mod:`trioserve.uvicorn_logging`);
 * otherwise one handler per logger, to ``errorlog``/``accesslog`` (``-`` = stderr for
   errors and stdout for the access log, as Uvicorn and Hypercorn; ``stderr``, ``stdout``,
   or a file), formatted as text (level names coloured when the stream is a terminal, or as
@@ -19,15 +20,19 @@ client address, method, path, HTTP version and status from the record's argument
 
 from __future__ import annotations
 
+import configparser
+import contextlib
 import json
 import logging
 import logging.config
 import os
 import sys
 import time
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
+from . import uvicorn_logging
 from .sansio.accesslog import AccessLine, json_fields
 
 if TYPE_CHECKING:
@@ -167,37 +172,80 @@ def load_log_config(spec: str) -> None:
         if kind == "ini":
             if not os.path.exists(path):
                 raise FileNotFoundError(path)
-            logging.config.fileConfig(path, disable_existing_loggers=False)
+            parser = configparser.ConfigParser()
+            parser.read(path)
+            uvicorn_logging.substitute_ini(parser)
+            logging.config.fileConfig(parser, disable_existing_loggers=False)
             return
-        raw = Path(path).read_bytes()
-        data: Any
-        if kind == "json":
-            data = json.loads(raw)
-        elif kind == "toml":
-            if sys.version_info >= (3, 11):
-                import tomllib
-            else:  # pragma: no cover
-                import tomli as tomllib  # type: ignore[import-not-found,unused-ignore]
-            data = tomllib.loads(raw.decode())
-        else:
-            try:
-                import yaml  # type: ignore[import-untyped,unused-ignore]
-            except ImportError:
-                raise ConfigError(
-                    f"log config {path}: YAML needs PyYAML (pip install pyyaml)"
-                ) from None
-            data = yaml.safe_load(raw)
-        if not isinstance(data, dict):
-            raise ConfigError(f"log config {path}: expected a dictConfig mapping")
-        data.setdefault("version", 1)
-        data.setdefault("disable_existing_loggers", False)
-        logging.config.dictConfig(data)
-    except ConfigError:
-        raise
+        data = _read_mapping(Path(path).read_bytes(), kind, path)
     except FileNotFoundError:
         raise ConfigError(f"log config file not found: {path}") from None
-    except (OSError, ValueError, TypeError, KeyError, AttributeError, ImportError) as exc:
-        raise ConfigError(f"log config {path} is invalid: {exc}") from None
+    except (
+        OSError,
+        ValueError,
+        TypeError,
+        KeyError,
+        AttributeError,
+        ImportError,
+        RuntimeError,
+        configparser.Error,
+    ) as exc:
+        if isinstance(exc, ConfigError):
+            raise
+        raise ConfigError(f"log config {path} is invalid: {_causes(exc)}") from None
+    apply_dict_config(data, path)
+
+
+def _read_mapping(raw: bytes, kind: str, path: str) -> dict[str, Any]:
+    from .config import ConfigError
+
+    data: Any
+    if kind == "json":
+        data = json.loads(raw)
+    elif kind == "toml":
+        if sys.version_info >= (3, 11):
+            import tomllib
+        else:  # pragma: no cover
+            import tomli as tomllib  # type: ignore[import-not-found,unused-ignore]
+        data = tomllib.loads(raw.decode())
+    else:
+        try:
+            import yaml  # type: ignore[import-untyped,unused-ignore]
+        except ImportError:
+            raise ConfigError(
+                f"log config {path}: YAML needs PyYAML (pip install pyyaml)"
+            ) from None
+        data = yaml.safe_load(raw)
+    if not isinstance(data, dict):
+        raise ConfigError(f"log config {path}: expected a dictConfig mapping")
+    return data
+
+
+def apply_dict_config(data: dict[str, Any], where: str) -> None:
+    """``logging.config.dictConfig``, with Uvicorn's formatters when Uvicorn is missing and
+    an error that names the real cause (logging's own says only which formatter failed)."""
+    from .config import ConfigError
+
+    data = uvicorn_logging.substitute(dict(data))
+    data.setdefault("version", 1)
+    data.setdefault("disable_existing_loggers", False)
+    try:
+        logging.config.dictConfig(data)
+    except (ValueError, TypeError, KeyError, AttributeError, ImportError) as exc:
+        raise ConfigError(f"log config {where} is invalid: {_causes(exc)}") from None
+
+
+def _causes(exc: BaseException) -> str:
+    """The error and what caused it: "Unable to configure formatter 'default': Cannot
+    resolve 'uvicorn.logging.DefaultFormatter': No module named 'uvicorn'"."""
+    words: list[str] = []
+    seen: BaseException | None = exc
+    while seen is not None and len(words) < 5:
+        text = " ".join(str(seen).split())  # one line
+        if text and not any(text in earlier for earlier in words):
+            words.append(text)
+        seen = seen.__cause__ or seen.__context__
+    return ": ".join(words) or type(exc).__name__
 
 
 # Uvicorn's loggers: its own messages go to "uvicorn.error" (which propagates to "uvicorn"),
@@ -275,9 +323,17 @@ def _reset() -> None:
 
 
 def configure_logging(config: Config) -> None:
-    """Attach handlers for a CLI/``run()`` process (library use leaves logging alone).
+    """Set up logging as the ``trioserve`` command and :func:`trioserve.run` do.
 
-    Raises :class:`~trioserve.config.ConfigError` for a bad log config file.
+    :func:`trioserve.serve` leaves logging alone, so a program that embeds it (a test
+    fixture) keeps its own setup: ``trioserve.error`` and ``trioserve.access`` records
+    propagate to the root logger. Call this first to get what the command (and Uvicorn's
+    ``Config``) does instead: the config's log config file or dict, or one handler per
+    logger (errors to stderr, the access log to stdout, or ``errorlog``/``accesslog``),
+    at ``log_level``, not propagated to the root logger. Calling it again replaces
+    what an earlier call set up.
+
+    :raises ~trioserve.config.ConfigError: a log config file that cannot be used.
     """
     level = LEVELS.get(config.loglevel.lower(), logging.INFO)
     if config.debug:
@@ -285,10 +341,7 @@ def configure_logging(config: Config) -> None:
     _reset()
     if config.logconfig_dict or config.logconfig:
         if config.logconfig_dict:
-            data = dict(config.logconfig_dict)
-            data.setdefault("version", 1)
-            data.setdefault("disable_existing_loggers", False)
-            logging.config.dictConfig(data)
+            apply_dict_config(config.logconfig_dict, "logconfig_dict")
         if config.logconfig:
             load_log_config(config.logconfig)
         _forward_to_uvicorn(config.access_log)
@@ -316,3 +369,41 @@ def configure_logging(config: Config) -> None:
                 handler = _handler(config, target, fmt, dash)
                 handler._trioserve = True  # type: ignore[attr-defined]
                 each.addHandler(handler)
+
+
+class _Keep(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(level=1)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@contextlib.contextmanager
+def hold(logger: logging.Logger = error_log) -> Iterator[list[logging.LogRecord]]:
+    """Keep what ``logger`` logs meanwhile (at any level) for :func:`replay`.
+
+    The configuration is read before the logging it describes is set up, so its notices
+    (an ignored variable, ``worker_class`` meaning asyncio) wait, and then come out once, in
+    the chosen format, instead of through Python's last-resort handler or not at all.
+    """
+    keep = _Keep()
+    level, propagate = logger.level, logger.propagate
+    logger.addHandler(keep)
+    logger.setLevel(1)
+    logger.propagate = False
+    try:
+        yield keep.records
+    finally:
+        logger.removeHandler(keep)
+        logger.setLevel(level)
+        logger.propagate = propagate
+
+
+def replay(records: Iterable[logging.LogRecord]) -> None:
+    """Log held records through their loggers as they are configured now."""
+    for record in records:
+        logger = logging.getLogger(record.name)
+        if logger.isEnabledFor(record.levelno):
+            logger.handle(record)

@@ -1,5 +1,5 @@
 """``loop = "asyncio"`` without external services: the option, asyncio/trio/anyio code in one
-app, the testing helpers, and the hints (trio mode: --loop asyncio; asyncio mode: trio_as_aio)."""
+app, the testing helpers, and the hints (trio mode: --loop asyncio; asyncio mode: no trio code)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,6 @@ import httpx
 import pytest
 import sniffio
 import trio
-import trio_asyncio
 from fastapi import FastAPI, Request, WebSocket
 
 from trioserve.config import ConfigError
@@ -75,8 +74,8 @@ def test_trio_mode_serves_the_app_itself() -> None:
     assert isinstance(context, contextlib.nullcontext)
 
 
-def test_trio_mode_never_imports_trio_asyncio() -> None:
-    """trio_asyncio patches asyncio when imported: a default server must leave it alone."""
+def test_trio_mode_never_starts_an_asyncio_loop() -> None:
+    """A default server makes no asyncio loop or thread: the bridge is not even imported."""
     import subprocess
 
     script = """
@@ -91,14 +90,14 @@ async def app(scope, receive, send):
 async def main():
     async with open_server(app) as server, httpx.AsyncClient() as client:
         assert (await client.get(server.url)).status_code == 204
-    print("trio_asyncio imported:", "trio_asyncio" in sys.modules)
+    print("bridge imported:", "trioserve.server.asyncio_loop" in sys.modules)
 
 trio.run(main)
 """
     done = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, cwd=ROOT
     )
-    assert done.stdout.strip() == "trio_asyncio imported: False", done.stderr
+    assert done.stdout.strip() == "bridge imported: False", done.stderr
 
 
 # -- asyncio, trio and anyio code in one app --------------------------------------------------
@@ -127,15 +126,6 @@ def make_mixed_app(events: list[str]) -> FastAPI:
         results = await asyncio.gather(task, threaded)
         return {"results": results, "same_loop": asyncio.get_running_loop() is app.state.loop}
 
-    @app.get("/trio")
-    async def use_trio() -> dict[str, Any]:
-        async def trio_part() -> str:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(trio.sleep, 0.001)
-            return sniffio.current_async_library()
-
-        return {"library": await trio_asyncio.trio_as_aio(trio_part)()}
-
     @app.get("/anyio")
     async def use_anyio() -> dict[str, Any]:
         async with anyio.create_task_group() as group:
@@ -156,10 +146,6 @@ def make_mixed_app(events: list[str]) -> FastAPI:
 
 
 async def test_asyncio_trio_and_anyio_code_in_asyncio_mode() -> None:
-    from anyio._backends import _asyncio as anyio_asyncio
-
-    # As in a real worker: anyio bound asyncio's function before trio_asyncio patched it.
-    assert anyio_asyncio.get_running_loop is not asyncio.get_running_loop
     events: list[str] = []
     app = make_mixed_app(events)
     async with open_server(app, loop="asyncio") as server:
@@ -168,7 +154,6 @@ async def test_asyncio_trio_and_anyio_code_in_asyncio_mode() -> None:
             for _ in range(2):  # the loop made at startup serves every request
                 response = await client.get("/asyncio")
                 assert response.json() == {"results": ["created", 3], "same_loop": True}
-            assert (await client.get("/trio")).json() == {"library": "trio"}
             assert (await client.get("/anyio")).json() == {"library": "asyncio"}
         async with ws_connect(server, "/ws") as ws:
             await ws.send_text("hi")
@@ -211,7 +196,7 @@ async def test_asyncio_lifespan_in_trio_mode_gets_the_hint(
 
 
 def test_django_in_trio_mode_gets_the_hint(tmp_path: Path) -> None:
-    """In a fresh process, as a user would meet it (trio_asyncio never imported)."""
+    """In a fresh process, as a user would meet it."""
     args = ["tests.asyncio_mode.django_asgi:application", "--port", "0", "--no-access-log"]
     server = Server(ROOT, args)
     try:
@@ -327,7 +312,7 @@ async def test_bare_trio_call_in_asyncio_mode_gets_the_reverse_hint(
 ) -> None:
     async def app(scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "http":
-            await trio.sleep(0)  # needs trio_as_aio in asyncio mode
+            await trio.sleep(0)  # trio code cannot run on the asyncio loop
 
     async with (
         open_server(app, loop="asyncio", raise_app_exceptions=False) as server,
@@ -335,7 +320,7 @@ async def test_bare_trio_call_in_asyncio_mode_gets_the_reverse_hint(
     ):
         for _ in range(2):
             assert (await client.get("/")).status_code == 500
-    [hint] = [r for r in caplog.records if "trio_as_aio" in r.getMessage()]
+    [hint] = [r for r in caplog.records if "use anyio or asyncio" in r.getMessage()]
     assert "Task got bad yield" in hint.getMessage()
     assert hint_records(caplog) == [hint]  # and no advice to use --loop asyncio
 

@@ -153,7 +153,9 @@ def test_asyncpg_app_without_the_flag_says_what_to_do(svc_env: dict[str, str]) -
         server.stop()
 
 
-async def test_benchmark_app_answers_in_both_modes(postgres: Postgres) -> None:
+async def test_benchmark_app_answers_in_both_modes(
+    postgres: Postgres, redis_server: Redis
+) -> None:
     """benchmarks/asyncio_mode.py would otherwise silently measure errors."""
     bench_dir = str(ROOT / "benchmarks")
     if bench_dir not in sys.path:
@@ -161,15 +163,18 @@ async def test_benchmark_app_answers_in_both_modes(postgres: Postgres) -> None:
     import asyncio_app  # type: ignore[import-not-found]
 
     os.environ["BENCH_PG_DSN"] = postgres.dsn
+    os.environ["BENCH_REDIS_URL"] = redis_server.url
     try:
         async with open_server(asyncio_app.app) as server, httpx.AsyncClient() as client:
             assert (await client.get(server.url + "/json")).json()["ok"] is True
             assert (await client.get(server.url + "/db")).status_code == 503
+            assert (await client.get(server.url + "/redis")).status_code == 503
         async with (
             open_server(asyncio_app.app, loop="asyncio") as server,
             httpx.AsyncClient() as client,
         ):
             assert (await client.get(server.url + "/json")).json()["ok"] is True
             assert (await client.get(server.url + "/db")).json() == {"value": 42}
+            assert (await client.get(server.url + "/redis")).json() == {"value": "hello"}
     finally:
-        del os.environ["BENCH_PG_DSN"]
+        del os.environ["BENCH_PG_DSN"], os.environ["BENCH_REDIS_URL"]

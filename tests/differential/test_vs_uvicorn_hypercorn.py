@@ -58,6 +58,8 @@ def test_peers_are_the_pinned_versions() -> None:
     if REPORT_DRIFT:
         pytest.skip(f"drift report against {peer_versions()}")
     assert peer_versions() == PINNED
+
+
 ROOT = HERE.parent.parent
 
 

@@ -28,8 +28,11 @@ async def hello(scope: dict[str, Any], receive: Any, send: Any) -> None:
 
 
 async def echo(scope: dict[str, Any], receive: Any, send: Any) -> None:
-    """HTTP: the body's length back; WebSocket: every message echoed."""
+    """HTTP: the body's length back (/noread: never reads it, answers after 30 s);
+    WebSocket: every message echoed."""
     if scope["type"] == "http":
+        if scope["path"] == "/noread":
+            await trio.sleep(30)
         return await hello(scope, receive, send)
     if scope["type"] != "websocket":
         return None

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import time
+from pathlib import Path
 
 from ..conftest import ROOT
 from ..supervisor.procs import Server
@@ -16,6 +18,40 @@ def start_fuzz_server(parser: str) -> Server:
     match = server.wait_for(r"Running on http://127\.0\.0\.1:(\d+)")[0]
     server.port = int(match.group(1))
     return server
+
+
+def start_h3_server(cert_dir: Path, *args: str, env: dict[str, str] | None = None) -> Server:
+    """The echo app over HTTP/3 (and HTTPS) with ``cert_dir``'s cert.pem and key.pem; the
+    UDP port is ``server.port``. One process, so its /proc entries are the server's."""
+    port = free_udp_port()
+    argv = ["tests.faults.apps:echo", "--bind", "127.0.0.1:0", "--quic-bind", f"127.0.0.1:{port}"]
+    argv += ["--certfile", str(cert_dir / "cert.pem"), "--keyfile", str(cert_dir / "key.pem")]
+    server = Server(ROOT, [*argv, "--no-access-log", *args], env=env)
+    server.wait_for(r"Running on https://127\.0\.0\.1:\d+ \(HTTP/3")
+    server.port = port
+    return server
+
+
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def proc_status_kb(pid: int, field: str) -> int:
+    """A ``/proc/PID/status`` size in KiB: VmRSS (now) or VmHWM (the peak so far)."""
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise LookupError(field)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time the process has used (/proc/PID/stat)."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def exchange(port: int, data: bytes, timeout: float = 10.0) -> tuple[bytes, str]:

@@ -14,6 +14,7 @@ import textwrap
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -517,3 +518,37 @@ def test_trioserve_run_in_a_subprocess(app_dir: Path) -> None:
         assert server.stop(signal.SIGINT) == 0
     finally:
         server.stop(signal.SIGKILL)
+
+
+CONTEXT_APP = """
+import contextvars, json
+
+region = contextvars.ContextVar("region", default="unset")
+region.set("eu")  # at import: part of the context every connection starts from
+user = contextvars.ContextVar("user", default="anonymous")
+
+
+async def app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    seen = {"region": region.get(), "user": user.get()}
+    user.set("alice")  # leaked on purpose
+    body = json.dumps(seen).encode()
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": body})
+"""
+
+
+@pytest.mark.parametrize("flag", [None, "--reset-contextvars"])
+def test_reset_contextvars_flag(tmp_path: Path, start: Any, flag: str | None) -> None:
+    """Each request on one connection starts fresh; with Uvicorn's --reset-contextvars it
+    starts empty, so not even what the app module set at import is there."""
+    (tmp_path / "ctxapp.py").write_text(CONTEXT_APP)
+    args = ["ctxapp:app", "--port", "0", "--app-dir", str(tmp_path)]
+    server = start(*args, *([flag] if flag else []))
+    [url] = server.wait_ready()
+    with httpx.Client() as client:  # one keep-alive connection
+        seen = [client.get(url).json() for _ in range(3)]
+    server.stop()
+    region = "unset" if flag else "eu"
+    assert seen == [{"region": region, "user": "anonymous"}] * 3

@@ -11,6 +11,7 @@ skip (and fail in CI, see tests/programs.py).
 
 from __future__ import annotations
 
+import contextvars
 import json
 import os
 import socket
@@ -125,7 +126,7 @@ http {{
     fastcgi_temp_path {tmp}/fastcgi;
     uwsgi_temp_path {tmp}/uwsgi;
     scgi_temp_path {tmp}/scgi;
-    map $http_upgrade $connection_upgrade {{ default upgrade; '' close; }}
+    map $http_upgrade $connection_upgrade {{ default upgrade; '' {plain_connection}; }}
     upstream trioserve {{ server 127.0.0.1:{backend}; keepalive 4; keepalive_timeout 4s; }}
     server {{
         listen 127.0.0.1:{port} ssl;
@@ -148,7 +149,10 @@ http {{
 
 @asynccontextmanager
 async def nginx(
-    backend: int, certs: tuple[Path, Path, Path], extra: str = ""
+    backend: int,
+    certs: tuple[Path, Path, Path],
+    extra: str = "",
+    plain_connection: str = "close",  # "''" keeps upstream connections (examples/nginx.conf)
 ) -> AsyncIterator[int]:
     _, pem, tmp = certs
     port = free_port()
@@ -160,6 +164,7 @@ async def nginx(
             backend=backend,
             pem=pem,
             extra=extra,
+            plain_connection=plain_connection,
             user="user root;" if os.geteuid() == 0 else "",
         )
     )
@@ -319,3 +324,44 @@ async def test_haproxy_proxy_protocol_v1_and_v2(tmp_path: Path) -> None:
         assert data["client"][0] == CLIENT_IP
         assert data["client"][1] > 0
         assert data["scheme"] == "http"
+
+
+current_user: contextvars.ContextVar[str] = contextvars.ContextVar("user", default="anonymous")
+
+
+async def login_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """/login sets the user (as an auth middleware would) and never resets it."""
+    if scope["type"] != "http":
+        return
+    seen = {"user": current_user.get(), "upstream": scope["client"]}
+    if scope["path"] == "/login":
+        current_user.set("alice")
+    body = json.dumps(seen).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+@NGINX
+async def test_users_behind_nginx_keepalive_never_share_contextvars(
+    certs: tuple[Path, Path, Path],
+) -> None:
+    """nginx's upstream keepalive (examples/nginx.conf) carries several users' requests on
+    one connection to trioserve: one user's ContextVar must not reach the others."""
+    ca = certs[0]
+    # No proxy headers, so scope["client"] names nginx's upstream connection.
+    async with (
+        open_server(login_app, proxy_headers=False) as server,
+        nginx(server.port, certs, plain_connection="''") as port,
+    ):
+        url = f"https://localhost:{port}"
+        async with httpx.AsyncClient(verify=client_ssl(ca)) as alice:
+            login = (await alice.get(f"{url}/login")).json()
+        pages = []
+        for _ in range(3):  # three other clients, each on its own connection to nginx
+            async with httpx.AsyncClient(verify=client_ssl(ca)) as other:
+                pages.append((await other.get(f"{url}/page")).json())
+    assert login["user"] == "anonymous"
+    assert [page["user"] for page in pages] == ["anonymous"] * 3
+    # The test means something only if nginx did reuse alice's upstream connection.
+    assert login["upstream"] in [page["upstream"] for page in pages]

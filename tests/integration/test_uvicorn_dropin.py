@@ -531,8 +531,7 @@ def test_nginx_as_another_user_reaches_the_socket(
 # Uvicorn options trioserve does not take, each with the reason. Anything else Uvicorn has
 # must be accepted (a new Uvicorn release adding a flag makes this test name it).
 NOT_TAKEN = {
-    "http2": "HTTP/2 is not served yet (its own issue)",
-    "reset_contextvars": "not implemented: requests on one connection share its task",
+    "http2": "no switch needed: HTTP/2 is always served (ALPN, h2c prior knowledge, Upgrade)",
     "timeout_notify": "gunicorn's UvicornWorker protocol; workers report by heartbeat here",
     "callback_notify": "as timeout_notify",
     "ssl_context_factory": "a Python callable: not a setting a file or flag can carry",

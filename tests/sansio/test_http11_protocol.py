@@ -147,6 +147,60 @@ def test_pipelined_request_waits_for_the_response(cls: type[HTTP11Protocol]) -> 
 
 
 @PROTOCOLS
+@pytest.mark.parametrize("empty", [b"\r\n", b"\n"], ids=["crlf", "lf"])
+def test_one_empty_line_before_each_request_line_is_ignored(
+    cls: type[HTTP11Protocol], empty: bytes
+) -> None:
+    """RFC 9112 2.2: a server SHOULD ignore at least one empty line before a request line
+    (an old client's CRLF after a POST body precedes its next request); the allowance is
+    per request, so it holds again after a keep-alive cycle."""
+    proto = cls()
+    proto.receive_data(
+        empty
+        + b"POST /1 HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nab"
+        + empty
+        + b"GET /2 HTTP/1.1\r\nHost: x\r\n\r\n"
+    )
+    first, body, end = drain(proto)
+    assert (first.target, body.data, type(end)) == (b"/1", b"ab", EndData)
+    proto.send(Response(200, [(b"content-length", b"0")]))
+    proto.send(EndData())
+    proto.start_next_cycle()
+    second, _ = drain(proto)
+    assert isinstance(second, Request) and second.target == b"/2"
+
+
+@PROTOCOLS
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"\n\nGET / HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"\r\n\nGET / HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"\rGET / HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"\r\n GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+    ],
+    ids=["two-crlf", "two-lf", "crlf-lf", "bare-cr", "crlf-space"],
+)
+def test_more_than_one_empty_line_is_an_empty_request_line(
+    cls: type[HTTP11Protocol], raw: bytes
+) -> None:
+    [refused] = feed_in_pieces(cls, raw, [])
+    assert isinstance(refused, BadRequest) and refused.status == 400
+    # (h11's words depend on how much it saw; the verdict does not)
+    assert verdict(feed_in_pieces(cls, raw, list(range(len(raw))))) == [("refused", 400)]
+
+
+@PROTOCOLS
+def test_a_cr_alone_waits_for_what_follows(cls: type[HTTP11Protocol]) -> None:
+    proto = cls()
+    proto.receive_data(b"\r")
+    assert proto.next_event() is NEED_DATA  # may still be an empty line
+    proto.receive_data(b"\nGET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert isinstance(proto.next_event(), Request)
+
+
+@PROTOCOLS
 def test_push_back_returns_the_peeked_event_first(cls: type[HTTP11Protocol]) -> None:
     proto = cls()
     proto.receive_data(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nab")
@@ -234,6 +288,8 @@ REQUESTS = [
     b"3\r\nabc\r\n4;e=1\r\ndefg\r\n0\r\nT: 1\r\n\r\n",
     b"POST /d HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n2 \r\nab\r\n0\r\n\r\n",
     b"GET / HTTP/1.1\r\nHost: x\r\nX: " + b"y" * 300 + b"\r\n\r\n",
+    b"\r\nGET /lead HTTP/1.1\r\nHost: x\r\n\r\n",  # one empty line first: ignored
+    b"\nPOST /lead HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nab",
 ]
 
 
@@ -309,6 +365,13 @@ ODD_REQUESTS = [
     b"GET / HTTP/1.0\r\n\r\n",
     b"GET / HTTP/1.0\r\nHost: a\r\nHost: b\r\n\r\n",
     b"\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"\nGET / HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"\rGET / HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"\r\nFOO / HTTP/1.1\r\nHost: x\r\n\r\n",  # h11 judges the head after the line
+    b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\na\r\n"
+    b"GET /next HTTP/1.1\r\nHost: x\r\n\r\n",
     b" GET / HTTP/1.1\r\nHost: x\r\n\r\n",
     "GET /café HTTP/1.1\r\nHost: x\r\n\r\n".encode(),
     b"GET / HTTP/1.1\r\nHost: x\r\nX: a\x01b\r\n\r\n",

@@ -17,7 +17,7 @@ import trio
 from trioserve.sansio import http11_fast
 from trioserve.testing import open_server
 
-from ..rawhttp import read_until_close
+from ..rawhttp import read_response, read_until_close
 
 Scope = MutableMapping[str, Any]
 
@@ -80,6 +80,11 @@ EXCHANGES = {
     # CONNECT with an origin-form target: h11 alone took it (and then failed on the
     # response), llhttp answered 200. One refusal for every form.
     "connect-origin-form": b"CONNECT /path HTTP/1.1\r\nHost: a\r\n\r\n",
+    # RFC 9112 2.2: one empty line before a request line is ignored (an old client's CRLF
+    # after a POST body); a second one is an empty request line.
+    "leading-empty-lines": b"\r\nPOST /i HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nok"
+    b"\r\nGET /j HTTP/1.1\r\nHost: x\r\n\r\n\nGET /k HTTP/1.1\r\nHost: x\r\n\r\n"
+    b"\r\n\r\nGET /never HTTP/1.1\r\nHost: x\r\n\r\n",
 }
 
 
@@ -134,3 +139,23 @@ async def test_connect_is_refused_quietly(
     ]
     assert not noisy
     assert any("CONNECT is not supported" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize("kind", ["h11", "httptools"])
+async def test_an_empty_line_before_a_request_line_is_ignored(kind: str) -> None:
+    """Pipelined, then each piece in its own read (the CRLF after a POST body arriving on
+    its own, a CR apart from its LF): both parsers serve the request after one empty line,
+    and answer 400 to two."""
+    answer = await exchange(kind, EXCHANGES["leading-empty-lines"])
+    replies = re.findall(rb"\r\n\r\n([A-Z]+ /[a-z]+ 1.1 \d+)", answer)
+    assert replies == [b"POST /i 1.1 2", b"GET /j 1.1 0", b"GET /k 1.1 0"]
+    assert answer.count(b"HTTP/1.1 400 ") == 1 and b"/never" not in answer
+    async with open_server(app, http=kind) as server:
+        stream = await trio.open_tcp_stream(server.host, server.port)
+        async with stream:
+            await stream.send_all(b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nok")
+            assert b"POST /a 1.1 2" in await read_response(stream)
+            for piece in (b"\r", b"\n", b"GET /b HTTP/1.1\r\nHost: x\r\n\r\n"):
+                await stream.send_all(piece)
+                await trio.sleep(0.05)
+            assert b"GET /b 1.1 0" in await read_response(stream)

@@ -47,6 +47,7 @@ class FakePort:
         self.script = list(script or [(b"", False)])
         self.frame_error = frame_error
         self.sent: list[OutboundEvent] = []
+        self.framed: list[list[str]] = []  # each send_events() call's event types, as framed
         self.gone = False
         self.waits = 0  # receive_body() calls
         self.closing = False
@@ -69,6 +70,7 @@ class FakePort:
     def send_events(self, events: list[OutboundEvent]) -> Awaitable[None]:
         if self.frame_error:
             raise ProtocolError("cannot frame that")
+        self.framed.append([type(event).__name__ for event in events])
         return self._write(events)
 
     async def _write(self, events: list[OutboundEvent]) -> None:
@@ -394,3 +396,63 @@ async def test_an_idle_keep_alive_connection_holds_no_request_state() -> None:
             await trio.sleep(0.05)  # the server is back in its idle read
             gc.collect()
             assert refs and refs[0]() is None
+
+
+# -- the held response head (issue 21, item 10) ---------------------------------------------
+def _start(status: int = 200) -> dict[str, Any]:
+    return {"type": "http.response.start", "status": status, "headers": []}
+
+
+async def test_start_and_body_back_to_back_are_framed_together() -> None:
+    """The hot path: the head waits for the body and leaves with it (one write)."""
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send(_start())
+        await send({"type": "http.response.body", "body": b"hi"})
+
+    port = FakePort()
+    await _run(port, app)
+    assert port.framed == [["Response", "Data", "EndData"]]
+
+
+async def test_the_head_goes_out_once_the_app_waits() -> None:
+    """An app that waits after http.response.start (SSE) gets its head sent at once."""
+    framed_while_waiting: list[list[str]] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send(_start())
+        await trio.sleep(0.01)
+        framed_while_waiting.extend(port.framed)
+        await send({"type": "http.response.body", "body": b"event"})
+
+    port = FakePort()
+    await _run(port, app)
+    assert framed_while_waiting == [["Response"]]
+    assert port.framed == [["Response"], ["Data", "EndData"]]
+
+
+async def test_an_error_after_the_head_went_out_aborts(caplog: pytest.LogCaptureFixture) -> None:
+    """Once the head was sent because the app waited, a 500 cannot replace it."""
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send(_start())
+        await trio.lowlevel.checkpoint()
+        raise RuntimeError("boom")
+
+    port = FakePort()
+    with caplog.at_level(logging.ERROR, logger="trioserve.error"):
+        await _run(port, app)
+    assert port.framed == [["Response"]]
+    assert port.aborted
+    assert "Exception in ASGI application" in caplog.text
+
+
+async def test_an_error_before_any_wait_still_gets_500() -> None:
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send(_start(201))
+        raise RuntimeError("boom")
+
+    port = FakePort()
+    await _run(port, app)
+    assert port.framed == [["Response", "Data", "EndData"]]
+    assert [e.status for e in port.sent if type(e) is Response] == [500]  # type: ignore[attr-defined]

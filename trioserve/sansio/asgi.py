@@ -113,17 +113,19 @@ class HTTPResponseCycle:
     """Checks the app's ``http.response.*`` messages and turns them into outbound events.
 
     The response head is held back until the first body message so that a small response
-    leaves in one write (and a 500 can still replace it if the app fails in between).
+    leaves in one write (and a 500 can still replace it if the app fails in between). The
+    runner releases it earlier, with :meth:`release_head`, once the app waits on anything
+    else: a streaming response (SSE) must not keep the client waiting for its head.
     """
 
     __slots__ = (
         "_extensions",
-        "_head",
         "_no_body",
         "_trailers",
         "bytes_sent",
         "default_headers",
         "file_path",
+        "held_head",
         "is_head",
         "state",
         "status",
@@ -141,7 +143,9 @@ class HTTPResponseCycle:
         self._no_body = is_head  # HEAD, 204 and 304: body bytes are dropped
         self.default_headers = default_headers
         self.status = 0
-        self._head: Response | None = None
+        # The response head, held until the first body message (or until the runner
+        # releases it because the app waits: see ``release_head``).
+        self.held_head: Response | None = None
         self.bytes_sent = 0
         self._extensions = extensions
         self._trailers: Headers | None = None  # the app announced trailers: collected here
@@ -158,6 +162,11 @@ class HTTPResponseCycle:
         """True once a response head exists (sent, or held back until the first body)."""
         return self.state != START
 
+    def release_head(self) -> None:
+        """The held head went out on its own: the first body is no longer checked against
+        its Content-Length here (the protocol layer still refuses a wrong length)."""
+        self.held_head = None
+
     def on_message(self, message: Any) -> list[OutboundEvent]:
         """Return the events to send for one app message; raise on a wrong message."""
         try:
@@ -170,13 +179,13 @@ class HTTPResponseCycle:
             events: list[OutboundEvent] = []
             if body and not self._no_body and not isinstance(body, (bytes, bytearray, memoryview)):
                 raise UnexpectedMessage(f"body must be bytes, got {type(body).__name__}")
-            if self._head is not None:
+            if self.held_head is not None:
                 # Checked before the head is released: while it is held, a 500 can still
                 # replace it (the protocol layer would reject these once it is out).
                 if not self._no_body:
-                    self._check_length(self._head, len(body), more)
-                events.append(self._head)
-                self._head = None
+                    self._check_length(self.held_head, len(body), more)
+                events.append(self.held_head)
+                self.held_head = None
             if body and not self._no_body:
                 self.bytes_sent += len(body)
                 events.append(Data(bytes(body)))
@@ -206,7 +215,7 @@ class HTTPResponseCycle:
             self.status = status
             if status == 204 or status == 304:  # no body, whatever the app sends (RFC 9110)
                 self._no_body = True
-            self._head = Response(status, headers)
+            self.held_head = Response(status, headers)
             self.state = BODY
             if message.get("trailers", False):
                 self._trailers = []
@@ -274,9 +283,9 @@ class HTTPResponseCycle:
         if not isinstance(path, str):
             raise UnexpectedMessage(f"pathsend path must be a str, got {path!r}")
         events: list[OutboundEvent] = []
-        if self._head is not None:
-            events.append(self._head)
-            self._head = None
+        if self.held_head is not None:
+            events.append(self.held_head)
+            self.held_head = None
         self.file_path = path
         self.state = DONE
         return events

@@ -10,7 +10,8 @@ module adds, before an event reaches the ASGI layer:
 - strict chunk-size lines (hex digits, then ``;extension`` or CRLF: no ``0 \\r\\n``, no bare CR);
 - a request with both Content-Length and Transfer-Encoding is answered, then the
   connection is closed (RFC 9112 6.1: the message may have been meant for a different parser);
-- a head larger than the limit gets 431 whether it came in one read or one byte at a time.
+- a head larger than the limit gets 431 whether it came in one read or one byte at a time;
+- one empty line before a request line is ignored (RFC 9112 2.2), where h11 answers 400.
 """
 
 from __future__ import annotations
@@ -39,10 +40,12 @@ from .http11_rules import (
     CHUNK_LINE_TOO_LONG,
     HEAD_TOO_LARGE,
     MAX_CHUNK_LINE,
+    MAX_LEADING_EMPTY_LINES,
     REASONS,
     check_request,
     chunk_line_error,
     chunk_size,
+    empty_line_length,
 )
 
 
@@ -52,6 +55,7 @@ class HTTP11Protocol:
     __slots__ = (
         "_chunked",
         "_chunks",
+        "_empty_lines",
         "_h11",
         "_max_head",
         "_pending_error",
@@ -67,6 +71,7 @@ class HTTP11Protocol:
         self._chunked = False  # the response being sent is chunked (h11's choice, restated)
         self._pending_error: BadRequest | None = None
         self._pushed: InboundEvent | None = None
+        self._empty_lines = 0  # ignored before this request's line
         self.must_close = False
         self.requests_seen = 0
 
@@ -97,8 +102,11 @@ class HTTP11Protocol:
         if self._pending_error is not None:
             return self._pending_error
         # Bytes waiting before a head is parsed, to measure the head exactly as it came.
-        idle = self._h11.their_state is h11.IDLE
-        buffered = len(self._h11.trailing_data[0]) if idle else 0
+        buffered = 0
+        if self._h11.their_state is h11.IDLE:
+            buffered = self._bytes_before_head()
+            if buffered < 0:
+                return NEED_DATA
         try:
             event: Any = self._h11.next_event()
         except h11.RemoteProtocolError as exc:
@@ -120,6 +128,29 @@ class HTTP11Protocol:
         if cls is h11.ConnectionClosed:
             return ConnectionClosed()
         raise AssertionError(f"unexpected h11 event {event!r}")  # pragma: no cover
+
+    def _bytes_before_head(self) -> int:
+        """The bytes waiting for the next head, after dropping one empty line before it
+        (which h11 would refuse); -1 while a CR there may still begin one.
+
+        h11 keeps its buffer to itself, so a fresh ``h11.Connection`` gets the bytes after
+        the empty line: between two requests (both sides IDLE) a connection holds no other
+        state. Rare, so the rebuild costs nothing on the usual path.
+        """
+        waiting, closed = self._h11.trailing_data
+        if waiting and waiting[0] in b"\r\n" and self._empty_lines < MAX_LEADING_EMPTY_LINES:
+            length = empty_line_length(waiting)
+            if length < 0 and not closed:
+                return -1  # h11 would refuse the CR before its LF arrives
+            if length > 0:
+                self._empty_lines += 1
+                waiting = waiting[length:]
+                self._h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=self._max_head)
+                if waiting:
+                    self._h11.receive_data(waiting)
+                if closed:
+                    self._h11.receive_data(b"")
+        return len(waiting)
 
     def _request(self, event: h11.Request, head_size: int) -> InboundEvent:
         self.requests_seen += 1
@@ -251,6 +282,7 @@ class HTTP11Protocol:
 
     def start_next_cycle(self) -> None:
         self._h11.start_next_cycle()
+        self._empty_lines = 0
 
     def take_trailing_data(self) -> bytes:
         """The bytes received after the current request that h11 has not parsed.

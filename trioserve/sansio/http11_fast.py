@@ -41,10 +41,12 @@ from .http11_rules import (
     CHUNK_LINE_TOO_LONG,
     HEAD_TOO_LARGE,
     MAX_CHUNK_LINE,
+    MAX_LEADING_EMPTY_LINES,
     HTTP11Interface,
     check_request,
     chunk_line_error,
     chunk_size,
+    empty_line_length,
 )
 from .http11_writer import ResponseHead, scan_response_headers, status_line
 
@@ -95,6 +97,7 @@ class FastHTTP11Protocol:
     __slots__ = (
         "_buf",
         "_chunk_state",
+        "_empty_lines",
         "_eof",
         "_is_head",
         "_keep",
@@ -141,6 +144,7 @@ class FastHTTP11Protocol:
         self._upgrade = False
         self._writer = _LENGTH
         self._left = 0
+        self._empty_lines = 0  # ignored before this request's line
 
     # -- input ---------------------------------------------------------------------------
     def receive_data(self, data: bytes) -> None:
@@ -186,8 +190,15 @@ class FastHTTP11Protocol:
         size = len(buf)
         if pos == size:
             return ConnectionClosed() if self._eof else NEED_DATA
-        if buf[pos] < 0x21:  # h11 takes no empty line or whitespace before the request line
-            return self._fail(400, "illegal request line")
+        if buf[pos] < 0x21:  # whitespace: one empty line may precede the request line
+            length = empty_line_length(buf, pos)
+            if length < 0 and not self._eof:
+                return NEED_DATA  # a CR: is it an empty line?
+            if length <= 0 or self._empty_lines >= MAX_LEADING_EMPTY_LINES:
+                return self._fail(400, "illegal request line")
+            self._empty_lines += 1
+            self._take(pos + length)
+            return self._head_event()
         found = _END_OF_HEAD(buf, max(pos, self._scan_from))
         if found is None:
             if size - pos > self._max_head:

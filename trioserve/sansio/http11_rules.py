@@ -2,8 +2,9 @@
 
 Two classes implement :class:`HTTP11Interface`: :class:`~.http11.HTTP11Protocol` (h11) and
 :class:`~.http11_fast.FastHTTP11Protocol` (httptools). The checks both make beyond what
-their parsers do (request-target forms, versions, CONNECT, head size, chunk lines) live
-here once, with their messages, so the two cannot drift apart.
+their parsers do (request-target forms, versions, CONNECT, head size, chunk lines, the empty
+line a client may send before a request line) live here once, with their messages, so the
+two cannot drift apart.
 """
 
 from __future__ import annotations
@@ -24,6 +25,14 @@ MAX_CHUNK_LINE = 4096
 CHUNK_LINE_TOO_LONG = "chunk line too long"
 CHUNK_DATA_NOT_CRLF = "chunk data not followed by CRLF"
 _HEX = frozenset(b"0123456789abcdefABCDEF")
+
+MAX_LEADING_EMPTY_LINES = 1
+"""Empty lines (CRLF, or a bare LF) ignored before a request line.
+
+RFC 9112 2.2: a server SHOULD ignore at least one, since some clients end a POST body with an
+extra CRLF, which then precedes their next request. A second one is an empty request line
+and gets 400, as gunicorn answers it: a stream of empty lines is no request.
+"""
 
 
 class HTTP11Interface(Protocol):
@@ -103,6 +112,21 @@ def check_request(
         elif not _ABSOLUTE_FORM(target):
             return BadRequest(400, "invalid request target")
     return None
+
+
+def empty_line_length(data: bytes, pos: int = 0) -> int:
+    """The length of the empty line starting at ``data[pos]``: 2 for CRLF, 1 for a bare LF,
+    0 when there is none, -1 when it cannot be told yet (a CR is the last byte)."""
+    first = data[pos : pos + 1]
+    if first == b"\n":
+        return 1
+    if first == b"\r":
+        second = data[pos + 1 : pos + 2]
+        if second == b"\n":
+            return 2
+        if not second:
+            return -1
+    return 0
 
 
 def chunk_line_error(line: bytes) -> str | None:

@@ -51,6 +51,14 @@ __all__ = [
 Address = Any  # (host, port) or (host, port, flowinfo, scope_id), as the socket reports it
 
 
+# A client's unidirectional streams: HTTP/3 needs three (control, QPACK encoder and
+# decoder); the rest are ones we ignore (grease). Each carries little, so each gets a small
+# window: what a client can make the server buffer on them (past a hole it leaves) stays
+# a fraction of what its request streams may.
+UNI_STREAMS = 16
+UNI_WINDOW = 64 * 1024
+
+
 def quic_configuration(
     *,
     certfile: str,
@@ -81,6 +89,11 @@ def is_request_stream(stream_id: int) -> bool:
     return stream_id % 4 == 0
 
 
+def is_client_uni(stream_id: int) -> bool:
+    """A client-initiated unidirectional stream: control, QPACK, or one we ignore."""
+    return stream_id % 4 == 2
+
+
 class BoundedQuicConnection(QuicConnection):
     """A server ``QuicConnection`` whose request streams buffer a bounded amount each way."""
 
@@ -101,6 +114,9 @@ class BoundedQuicConnection(QuicConnection):
         limit = self._local_max_streams_bidi
         limit.value = limit.sent = max_streams
         self._window = configuration.max_stream_data
+        uni = self._local_max_streams_uni
+        uni.value = uni.sent = UNI_STREAMS
+        self._uni_window = self._local_max_stream_data_uni = min(self._window, UNI_WINDOW)
         self._unread: dict[int, int] = {}  # request body bytes received, not read by the app
         # Streams whose request runs (head arrived, task not ended). Until its head arrives
         # a stream keeps its first window: frame bytes aioquic buffers (a huge HEADERS
@@ -159,15 +175,25 @@ class BoundedQuicConnection(QuicConnection):
         window ends ``stream_window`` bytes past what the app has read (frame headers count
         as read), so a client can never have more than that waiting unread per stream.
         An update goes out once a quarter of a window has been read, not on every read.
+        The client's unidirectional streams (control, QPACK) follow the same rule with
+        :data:`UNI_WINDOW`, everything delivered counting as read (the H3 layer consumes
+        it at once).
         """
         stream_id = stream.stream_id
-        if stream_id is None or not is_request_stream(stream_id):
+        if stream_id is None or not (is_request_stream(stream_id) or is_client_uni(stream_id)):
             super()._write_stream_limits(builder, space, stream)
             return
-        if stream.receiver.is_finished or stream_id not in self._started:
+        if stream.receiver.is_finished or (
+            is_request_stream(stream_id) and stream_id not in self._started
+        ):
             return
-        credit = stream.receiver.highest_offset - self._unread.get(stream_id, 0) + self._window
-        if credit - stream.max_stream_data_local < self._window // 4:
+        # Bytes delivered in order, not the highest offset seen: data past a gap waits in
+        # aioquic's buffer and must not earn credit (a client leaving a hole could
+        # otherwise grow the window, and that buffer, without bound).
+        window = self._window if is_request_stream(stream_id) else self._uni_window
+        delivered = stream.receiver.starting_offset()
+        credit = delivered - self._unread.get(stream_id, 0) + window
+        if credit - stream.max_stream_data_local < window // 4:
             return
         stream.max_stream_data_local = credit
         buf = builder.start_frame(
@@ -250,6 +276,9 @@ class QuicRouter(Generic[H]):
 
     ``half_open`` counts handshakes in progress per client IP: an address at the cap gets
     its new Initials dropped (the client retries; established connections are unaffected).
+    ``open`` counts its established connections: an address whose half-open and
+    established connections together reach ``max_per_ip`` gets its Initials dropped too,
+    so idle connections from one address (each ~100 KB) cannot pile up.
     ``retry`` is ``on``, ``off`` or ``load`` (Retry only while more than ``retry_threshold``
     handshakes are in progress), so a flood of spoofed Initials costs a stateless Retry each
     instead of a connection each.
@@ -261,6 +290,7 @@ class QuicRouter(Generic[H]):
         *,
         max_streams: int,
         max_half_open: int,
+        max_per_ip: int = 64,
         retry: str = "load",
         retry_threshold: int = 64,
         accepting: bool = True,
@@ -268,11 +298,13 @@ class QuicRouter(Generic[H]):
         self.configuration = configuration
         self.max_streams = max_streams
         self.max_half_open = max_half_open
+        self.max_per_ip = max_per_ip
         self.retry = retry
         self.retry_threshold = retry_threshold
         self.accepting = accepting
         self.connections: dict[bytes, H] = {}
         self.half_open: Counter[str] = Counter()
+        self.open: Counter[str] = Counter()
         self._tokens = QuicRetryTokenHandler()
 
     @property
@@ -306,6 +338,7 @@ class QuicRouter(Generic[H]):
             or len(data) < SMALLEST_MAX_DATAGRAM_SIZE
             or not self.accepting
             or self.half_open[addr[0]] >= self.max_half_open
+            or self.half_open[addr[0]] + self.open[addr[0]] >= self.max_per_ip
         ):
             return None
         return self._initial(header, addr, now)
@@ -361,12 +394,13 @@ class QuicRouter(Generic[H]):
         self.half_open[addr[0]] += 1
 
     def established(self, addr: Address) -> None:
-        """A handshake finished (or failed): it no longer counts as half-open."""
-        host = addr[0]
-        if self.half_open[host] <= 1:
-            del self.half_open[host]
-        else:
-            self.half_open[host] -= 1
+        """A handshake finished: the connection counts as open, no longer half-open."""
+        _decrement(self.half_open, addr[0])
+        self.open[addr[0]] += 1
+
+    def closed(self, addr: Address, established: bool) -> None:
+        """A connection ended (a failed handshake, if not ``established``)."""
+        _decrement(self.open if established else self.half_open, addr[0])
 
     def add_cid(self, cid: bytes, handle: H) -> None:
         self.connections[cid] = handle
@@ -377,3 +411,10 @@ class QuicRouter(Generic[H]):
     def remove(self, cids: set[bytes]) -> None:
         for cid in cids:
             self.connections.pop(cid, None)
+
+
+def _decrement(counter: Counter[str], host: str) -> None:
+    if counter[host] <= 1:
+        counter.pop(host, None)
+    else:
+        counter[host] -= 1

@@ -31,8 +31,9 @@ from ..sansio.h2c import H2C_SWITCHING, H2Switch, h2c_settings, is_h2_preface, u
 from ..sansio.http11_fast import make_http11_protocol
 from ..sansio.http11_rules import HTTP11Interface, error_response
 from ..sansio.websocket import wants_websocket
+from .context import RequestContexts
 from .peer import BODY_READ_SIZE, PeerStream
-from .request import DONE_NORMALLY, LEAVE_BODY_UNREAD, RequestRunner
+from .request import DONE_NORMALLY, LEAVE_BODY_UNREAD, RequestRunner, drive_app
 from .state import FIRST_REQUEST_GRACE, ServerState
 from .transport import ConnectionInfo
 from .websocket import serve_websocket
@@ -49,7 +50,7 @@ class HTTP11Connection:
     """Serves requests on one stream until the client leaves, a limit is hit, or shutdown."""
 
     # Thousands of these sit idle in a keep-alive server: no per-instance __dict__.
-    __slots__ = ("info", "nursery", "peer", "proto", "refusal", "state", "switch")
+    __slots__ = ("info", "nursery", "peer", "proto", "refusal", "state", "switch", "unsent")
 
     def __init__(
         self,
@@ -70,6 +71,8 @@ class HTTP11Connection:
         # Set when the connection turns out to be HTTP/2 (the prior-knowledge preface, or an
         # accepted "Upgrade: h2c"): run() returns and the caller serves HTTP/2 instead.
         self.switch: H2Switch | None = None
+        # A response head framed by send_soon() that no write has taken yet.
+        self.unsent = b""
 
     async def _next_request(self) -> Request | None:
         """Wait for the next request head; None means close the connection (quietly)."""
@@ -151,21 +154,24 @@ class HTTP11Connection:
         max_requests = state.config.keep_alive_max_requests
         if state.config.keep_alive_timeout <= 0:  # keep-alive off: one request per connection
             max_requests = 1
+        contexts = RequestContexts(state.config.reset_contextvars)
         while True:
             request = await self._next_request()
             if request is None:
                 return
+            context = contexts.next()  # nothing an earlier request set reaches this one
             if state.shutting_down or self.proto.requests_seen >= max_requests:
                 self.proto.close_after_response()
             if self.proto.requests_seen == 1 and self._upgrade_to_h2c(request):
                 await self.peer.send(H2C_SWITCHING)
                 return
             if wants_websocket(request):  # the connection becomes a WebSocket (or is refused)
-                await serve_websocket(
+                websocket = serve_websocket(
                     self.peer, state, self.info, self._hand_over_proto(), request, self.nursery
                 )
+                await (websocket if context is None else drive_app(websocket, context, None))
                 return
-            runner = RequestRunner(self, state, request, self.info)
+            runner = RequestRunner(self, state, request, self.info, context)
             outcome = await runner.run()
             started = runner.cycle.started
             # While the connection waits for its next request it holds no request state
@@ -293,10 +299,33 @@ class HTTP11Connection:
     def send_events(self, events: list[OutboundEvent]) -> Awaitable[None]:
         proto = self.proto
         chunks = [proto.send(event) for event in events]
+        if self.unsent:  # a head send_soon() framed goes first
+            chunks.insert(0, self.unsent)
+            self.unsent = b""
         if len(chunks) == 1 or sum(map(len, chunks)) < _JOIN_LIMIT:
             return self.peer.send(b"".join(chunks))
         # A large body goes out as it is: joining it to the head would copy it.
         return self._send_each(chunks)
+
+    def send_soon(self, events: list[OutboundEvent]) -> None:
+        """Frame ``events`` (a held response head) now and have a helper task write them:
+        the app's task is waiting elsewhere. Whichever write comes first takes them, the
+        helper's or the next ``send_events``/``send_file``'s, so the order holds."""
+        proto = self.proto
+        self.unsent += b"".join([proto.send(event) for event in events])
+        self.nursery.start_soon(self._write_unsent)
+
+    async def _write_unsent(self) -> None:
+        data, self.unsent = self.unsent, b""
+        peer = self.peer
+        if data and not peer.broken:
+            try:
+                await peer.send(data)
+            except OSError:  # (ClientDisconnected, SendTimeout): the app's next send() says so
+                pass
+            except Exception:  # a task of the connections nursery: never take it down
+                error_log.exception("Unexpected error writing a response head")
+                peer.broken = True
 
     async def _send_each(self, chunks: list[bytes]) -> None:
         for chunk in chunks:
@@ -327,6 +356,8 @@ class HTTP11Connection:
         (nothing written) over TLS, where the runner reads the file in pieces instead."""
         if not self.peer.can_sendfile:
             return False
+        if self.unsent:
+            await self._write_unsent()
         head, tail = self.proto.frame_file(size)
         return await self.peer.send_file(head, fd, size, tail)
 

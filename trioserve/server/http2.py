@@ -44,9 +44,10 @@ from ..sansio.http2 import (
     SendCredit,
 )
 from ..sansio.websocket import wants_websocket_h2
+from .context import stream_context
 from .h2stream import H2Stream, H2StreamIO
 from .peer import STREAM_ERRORS, PeerStream
-from .request import REFUSED, RequestRunner
+from .request import REFUSED, RequestRunner, drive_app
 from .state import ServerState
 from .transport import ConnectionInfo, linger_close
 from .websocket import serve_websocket
@@ -223,7 +224,8 @@ class HTTP2Connection:
                 if request.method == b"CONNECT":
                     await self._serve_connect(stream, request)
                     return
-                runner = RequestRunner(stream, self.state, request, self.info)
+                context = stream_context(self.state.config.reset_contextvars)
+                runner = RequestRunner(stream, self.state, request, self.info, context)
                 if await runner.run() == REFUSED:
                     return
         finally:
@@ -241,7 +243,11 @@ class HTTP2Connection:
             stream.headers_sent = True  # the WebSocket answers through its own HTTP side
             answer = H2StreamAnswer(self.proto, stream.stream_id, self.kick)
             peer = PeerStream(H2StreamIO(stream))
-            await serve_websocket(peer, self.state, self.info, answer, request, self._nursery)
+            websocket = serve_websocket(
+                peer, self.state, self.info, answer, request, self._nursery
+            )
+            context = stream_context(self.state.config.reset_contextvars)
+            await (websocket if context is None else drive_app(websocket, context, None))
             return
         if request.protocol is None:
             await stream.refuse(405, "CONNECT is not supported")

@@ -37,8 +37,9 @@ from ..sansio.events import (
 )
 from ..sansio.http3 import H3Refusal, H3StreamAnswer, response_fields, trailer_fields
 from ..sansio.websocket import wants_websocket_h2
+from .context import stream_context
 from .peer import PeerStream
-from .request import RequestRunner, refuse_stream
+from .request import RequestRunner, drive_app, refuse_stream
 from .websocket import serve_websocket
 
 if TYPE_CHECKING:
@@ -279,7 +280,8 @@ async def serve_stream(conn: QuicConnectionTask, stream: H3Stream) -> None:
             elif wants_websocket_h2(request):
                 await _serve_websocket(conn, stream, request)
             else:
-                await RequestRunner(stream, conn.state, request, conn.info).run()
+                context = stream_context(conn.state.config.reset_contextvars)
+                await RequestRunner(stream, conn.state, request, conn.info, context).run()
     except Exception:
         error_log.exception("HTTP/3 stream %d failed", stream.stream_id)
         stream.abort()
@@ -301,7 +303,11 @@ async def _serve_websocket(conn: QuicConnectionTask, stream: H3Stream, request: 
     answer = H3StreamAnswer(h3, stream_id, can_send, conn.wake)
     io = H3StreamIO(stream)
     try:
-        await serve_websocket(PeerStream(io), conn.state, conn.info, answer, request, conn.nursery)
+        websocket = serve_websocket(
+            PeerStream(io), conn.state, conn.info, answer, request, conn.nursery
+        )
+        context = stream_context(conn.state.config.reset_contextvars)
+        await (websocket if context is None else drive_app(websocket, context, None))
     finally:
         await io.aclose()
 

@@ -36,7 +36,9 @@ from aioquic.quic.events import (
 )
 
 from ..logs import error_log
-from ..sansio.http3 import ServerH3Connection, request_from_fields
+from ..sansio.events import Request
+from ..sansio.h3limits import HeadersRefused, LimitedH3Connection
+from ..sansio.http3 import H3Refusal, ServerH3Connection, request_from_fields
 from ..sansio.quic import (
     Accept,
     BoundedQuicConnection,
@@ -134,6 +136,7 @@ class QuicConnectionTask:
         self.closed = False  # CONNECTION_CLOSE queued
         self.terminated = False
         self.highest_stream = -4  # the last request stream id taken (GOAWAY names the next)
+        self.last_active = 0.0  # the handshake's end or the last stream's: idleness starts
         self._inbox_send, self._inbox = trio.open_memory_channel[Any](INBOX_SIZE)
         self._wake_pending = False
         self._blocked: set[H3Stream] = set()
@@ -216,6 +219,7 @@ class QuicConnectionTask:
                 deadline = math.inf if timer is None else timer
                 if not self.established:
                     deadline = min(deadline, handshake_deadline)
+                deadline = min(deadline, self._idle_deadline())
                 with trio.move_on_at(deadline):
                     item = await inbox.receive()
                     while True:
@@ -230,6 +234,8 @@ class QuicConnectionTask:
                 if timer is not None and timer <= now:
                     quic.handle_timer(now)
                 self._process_events()
+                if trio.current_time() >= self._idle_deadline():
+                    self.begin_shutdown()  # GOAWAY, then CONNECTION_CLOSE
                 if self.closing and not self.closed:
                     self._maybe_close()  # acknowledgements may have just arrived
                 await self._flush()
@@ -239,6 +245,18 @@ class QuicConnectionTask:
                 quic.close(error_code=ErrorCode.H3_NO_ERROR, reason_phrase="server stopped")
                 for data, addr in quic.datagrams_to_send(trio.current_time()):
                     self.owner.send_now(data, addr)
+
+    def _idle_deadline(self) -> float:
+        """``keep_alive_timeout`` after the handshake or the last request stream's end,
+        while no stream is open. Only requests count as activity: a client's PINGs keep
+        QUIC's own idle timer going, not this one."""
+        if not self.established or self.streams or self.closing:
+            return math.inf
+        config = self.state.config
+        timeout = config.keep_alive_timeout
+        if timeout <= 0 and self.highest_stream < 0:
+            timeout = config.request_head_timeout  # keep-alive off: time for one request
+        return self.last_active + timeout
 
     async def _flush(self) -> None:
         self._wake_pending = False
@@ -267,8 +285,7 @@ class QuicConnectionTask:
         self.terminated = True
         router = self.owner.router
         router.remove(self.cids)
-        if not self.established:
-            router.established(self.addr)
+        router.closed(self.addr, self.established)
         self.owner.live.discard(self)
         for stream in list(self.streams.values()):
             stream.peer_gone()
@@ -285,11 +302,12 @@ class QuicConnectionTask:
     def _quic_event(self, event: QuicEvent) -> None:
         kind = type(event)
         if kind is ProtocolNegotiated:
-            self.h3 = ServerH3Connection(
+            self.h3 = LimitedH3Connection(
                 self.quic, max_field_section_size=self.state.config.h3_max_field_section_size
             )
         elif kind is HandshakeCompleted:
             self.established = True
+            self.last_active = trio.current_time()
             self.owner.router.established(self.addr)
             self.info.tls = quic_tls_extension(self.quic, self.owner.server_cert)
             if self.closing and self.h3 is not None:
@@ -320,8 +338,16 @@ class QuicConnectionTask:
                     stream.feed(b"", True)
                 return
             self._new_request(event)
+        elif type(event) is HeadersRefused:
+            # A section over h3_max_field_section_size, refused undecoded: a head is
+            # answered 431, trailers end the request (the app sees http.disconnect).
+            stream = self.streams.get(event.stream_id)
+            if stream is not None:
+                stream.peer_gone()
+            elif not event.trailers:
+                self._new_request(event)
 
-    def _new_request(self, event: HeadersReceived) -> None:
+    def _new_request(self, event: HeadersReceived | HeadersRefused) -> None:
         stream_id = event.stream_id
         quic = self.quic
         self.highest_stream = max(self.highest_stream, stream_id)
@@ -331,10 +357,15 @@ class QuicConnectionTask:
             quic.reset_stream(stream_id, ErrorCode.H3_REQUEST_REJECTED)
             quic.stop_receiving(stream_id, ErrorCode.H3_REQUEST_REJECTED)
             return
-        request = request_from_fields(
-            event.headers, max_size=self.state.config.h3_max_field_section_size
-        )
-        stream = H3Stream(self, stream_id, request, ended=event.stream_ended)
+        ended = False
+        if type(event) is HeadersReceived:
+            ended = event.stream_ended
+            request: Request | H3Refusal = request_from_fields(
+                event.headers, max_size=self.state.config.h3_max_field_section_size
+            )
+        else:
+            request = H3Refusal(431, "request head over h3_max_field_section_size")
+        stream = H3Stream(self, stream_id, request, ended=ended)
         self.streams[stream_id] = stream
         quic.start(stream_id)
         self.nursery.start_soon(serve_stream, self, stream, name="trioserve.quic.stream")
@@ -343,6 +374,7 @@ class QuicConnectionTask:
         """A stream's task ended: free its slot, and stop reading a body nobody wants."""
         self.streams.pop(stream.stream_id, None)
         self._blocked.discard(stream)
+        self.last_active = trio.current_time()
         quic = self.quic
         quic.forget(stream.stream_id)
         if not stream.ended and not stream.gone and not self.terminated:
@@ -369,6 +401,7 @@ def open_quic_socket(sock: socket.socket, state: ServerState) -> QuicSocket:
         configuration,
         max_streams=config.h3_max_concurrent_streams,
         max_half_open=config.quic_max_half_open,
+        max_per_ip=config.quic_max_connections_per_ip,
         retry=config.quic_retry,
         retry_threshold=config.quic_retry_threshold,
     )

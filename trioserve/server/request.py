@@ -22,10 +22,12 @@ returns on RST_STREAM or the connection's end; ``abort()`` resets the stream;
 
 from __future__ import annotations
 
+import contextvars
 import os
 import sys
 import time
-from collections.abc import Awaitable, MutableMapping
+import types
+from collections.abc import Awaitable, Generator, MutableMapping
 from typing import Any, Protocol
 
 import trio
@@ -45,6 +47,8 @@ from ..sansio.body import (
     NOT_YET,
     READ,
     SEND_CONTINUE,
+    TIMED_OUT,
+    TOO_LARGE,
     WAIT_FOR_DISCONNECT,
     BodyPiece,
     RequestBody,
@@ -75,6 +79,8 @@ LEAVE_BODY_UNREAD = 1  # answered without reading the body: close it politely (H
 REFUSED = 2  # the port's refuse() answered and closed: nothing left to do
 
 _INTERNAL_ERROR_BODY = b"Internal Server Error\n"
+# The body states in which the app was told the client is gone (413 or 408 follows).
+_CUT_SHORT = (TOO_LARGE, TIMED_OUT)
 # http.response.pathsend reads the file in pieces of this size.
 _FILE_PIECE = 256 * 1024
 
@@ -126,6 +132,7 @@ class RequestRunner:
     __slots__ = (
         "aborted",
         "body",
+        "context",
         "cut_by",
         "cycle",
         "finished",
@@ -140,9 +147,15 @@ class RequestRunner:
     )
 
     def __init__(
-        self, port: RequestPort, state: ServerState, request: Request, info: ConnectionInfo
+        self,
+        port: RequestPort,
+        state: ServerState,
+        request: Request,
+        info: ConnectionInfo,
+        context: contextvars.Context | None = None,
     ) -> None:
         self.port = port
+        self.context = context  # where the app runs (server/context.py); None: this task
         self.state = state
         self.scope = scope = state.scope_for(build_http_scope, request, info)
         extensions = response_extensions(request)
@@ -251,7 +264,8 @@ class RequestRunner:
 
     async def send(self, message: MutableMapping[str, Any]) -> None:
         port = self.port
-        if self.finished or port.gone or self.body.too_large or self.body.timed_out:
+        # (body.state, not its too_large/timed_out properties: two calls fewer per send)
+        if self.finished or port.gone or self.body.state in _CUT_SHORT:
             raise ClientDisconnected("client disconnected")
         if self.waiting is not None:
             self._drain_started()  # a response that starts during a drain
@@ -300,6 +314,36 @@ class RequestRunner:
                         await port.send_events([Data(chunk)])
         await port.send_events([EndData()])
 
+    def release_head(self) -> None:
+        """The app waits (on anything: a timer, a queue, the request body) while its
+        response head is held: send the head now, as Uvicorn and Hypercorn would, so an
+        SSE client sees its headers (``EventSource.onopen``, a proxy's first-byte timer)
+        before the first event. From here an app error aborts instead of becoming a 500.
+
+        The head is framed now and written without this task waiting for it: HTTP/1.1's
+        port has ``send_soon`` (a helper task writes it, and the next write goes after
+        it); a multiplexed stream frames at once and its connection's writer sends, so
+        the awaitable ``send_events`` returns only waits for buffer space, which the
+        app's next ``send()`` waits for anyway.
+        """
+        port = self.port
+        head = self.cycle.held_head
+        if head is None or port.gone:
+            return
+        try:
+            send_soon = getattr(port, "send_soon", None)
+            if send_soon is not None:
+                send_soon([head])
+            else:
+                write = port.send_events([head])
+                close = getattr(write, "close", None)
+                if close is not None:
+                    close()  # (a coroutine never started: nothing to wait for)
+        except ProtocolError:
+            return  # still held: the app's next send() meets the error and answers 500
+        self.cycle.release_head()
+        self.written = True
+
     # -- one request -------------------------------------------------------------------------
     async def run(self) -> int:
         """Run the app; returns DONE_NORMALLY, LEAVE_BODY_UNREAD or REFUSED."""
@@ -308,12 +352,20 @@ class RequestRunner:
         start = time.perf_counter()
         state.in_flight += 1
         try:
-            await app(self.scope, self.receive, self.send)
+            context = self.context
+            if context is None:
+                call = app(self.scope, self.receive, self.send)
+            else:
+                call = context.run(app, self.scope, self.receive, self.send)
+            await drive_app(call, context, self)
         except Exception as exc:
             await self._app_failed(exc)
         except trio.Cancelled:
-            # The shutdown deadline (or a second Ctrl-C) cut the request: still one line.
-            self._done(time.perf_counter() - start, 503, cut=True)
+            # The shutdown deadline (or a second Ctrl-C) cut the request: still one line,
+            # with the status the client got: the app's if its head went out, else 444
+            # (nginx's "connection closed without a response"), as 499 for a client that left.
+            status = self.cycle.status if self.written else NO_RESPONSE
+            self._done(time.perf_counter() - start, status, cut=True)
             raise
         except BaseException as exc:
             # SystemExit, KeyboardInterrupt, ... from an app fail one request, not the server.
@@ -481,6 +533,55 @@ class RequestRunner:
         )
 
 
+@types.coroutine
+def drive_app(
+    call: Awaitable[None],
+    context: contextvars.Context | None,
+    runner: RequestRunner | None,
+) -> Generator[Any, Any, None]:
+    """Await the app's ``call``: each step in ``context`` (None: this task's own), and,
+    for a ``runner``, releasing its held response head when the app waits.
+
+    trio runs other tasks only when a task yields to the scheduler, and every wait of the
+    app (a sleep, a lock, a read) yields through here. So a yield while the head is still
+    held means the app waits on something other than its own next ``send()``, and
+    :meth:`RequestRunner.release_head` sends the head. A hello response (start, then body,
+    back to back) never yields in between: its head still leaves with the body, in one
+    write, and an error before the first body still becomes a clean 500. The context is how
+    requests that share a connection's task keep their contextvars apart (server/context.py).
+    The cost is this frame: one resumption and one ``send()`` per yield of the app (and one
+    ``Context.run``), no task switch. A WebSocket (no held head) passes no runner.
+    """
+    coro: Any = call
+    try:
+        send = coro.send  # a coroutine (an app's async def): driven as it is
+    except AttributeError:  # any other awaitable
+        coro = call.__await__()
+        send = coro.send
+    throw = coro.throw
+    value: Any = None
+    error: BaseException | None = None
+    while True:
+        try:
+            if error is None:
+                trap = send(value) if context is None else context.run(send, value)
+            else:
+                thrown, error = error, None
+                trap = throw(thrown) if context is None else context.run(throw, thrown)
+        except StopIteration:
+            return
+        if runner is not None and runner.cycle.held_head is not None:
+            runner.release_head()
+        try:
+            value = yield trap
+        except GeneratorExit:
+            coro.close()
+            raise
+        except BaseException as exc:  # trio's Cancelled, KeyboardInterrupt: the app's to see
+            value = None
+            error = exc
+
+
 def _caused_by_disconnect(exc: BaseException) -> bool:
     """Whether an app error is just the client leaving, re-raised in the app's words.
 
@@ -501,6 +602,8 @@ def _caused_by_disconnect(exc: BaseException) -> bool:
         stack.extend((current.__cause__, current.__context__))
     return False
 
+
+NO_RESPONSE = 444  # the access-log status of a request cut before any response was sent
 
 _REFUSAL_BODIES = {
     404: b"Not Found\n",

@@ -299,7 +299,11 @@ async def serve(
     """
     config = config or Config()
     # loop = "asyncio": the app runs as asyncio tasks on one loop, open while we serve.
-    asgi_app, app_loop = app_runner(as_asgi3(app, config.interface), config.loop)
+    asgi_app, app_loop = app_runner(
+        as_asgi3(app, config.interface),
+        config.loop,
+        reset_contextvars=config.reset_contextvars,
+    )
     if config.loglevel == "trace":  # only then: the wrapper costs an await per message
         asgi_app = trace_asgi(asgi_app)  # outside the bridge: it sees trio's receive/send
     trigger = shutdown_trigger if shutdown_trigger is not None else trio.Event()

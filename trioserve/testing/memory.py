@@ -201,7 +201,9 @@ class InMemoryTransport(httpx.AsyncBaseTransport):
     @asynccontextmanager
     async def _run(self) -> AsyncIterator[None]:
         config = self.config
-        app, app_loop = app_runner(self.app, config.loop)  # loop="asyncio", as serve() does
+        # loop="asyncio", as serve() does
+        reset = config.reset_contextvars
+        app, app_loop = app_runner(self.app, config.loop, reset_contextvars=reset)
         lifespan = Lifespan(
             app,
             mode=config.lifespan,

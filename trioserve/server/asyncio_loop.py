@@ -1,0 +1,206 @@
+"""The worker's asyncio event loop, on a thread of its own (``loop = "asyncio"``).
+
+One loop per ``serve()``: uvloop's when uvloop is installed, else asyncio's own. It runs in a
+plain thread for as long as the server serves (lifespan included), so asyncio libraries
+(asyncpg, redis.asyncio, aiohttp) wait on their sockets in that loop's own selector, at
+native speed, while trio keeps the HTTP side. Only public asyncio APIs are used: a new loop,
+``run_until_complete``, ``call_soon_threadsafe``, ``shutdown_asyncgens`` and
+``shutdown_default_executor``; on trio's side, ``TrioToken.run_sync_soon`` and an instrument.
+
+Every app call gets its own asyncio task, created in a fresh copy of the context the loop
+started with (a copy of ``serve()``'s own, as under ``asyncio.run()``), or in an empty
+context under ``reset_contextvars``: a ContextVar one request sets is never seen by the
+next one, even on the same keep-alive connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import threading
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Any
+
+import trio
+
+from ..logs import error_log
+
+__all__ = ["AsyncioLoop"]
+
+
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    """uvloop's loop when it is installed (the ``asyncio`` extra pulls it in where it
+    builds), else asyncio's default one."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
+    return loop
+
+
+class AsyncioLoop(trio.abc.Instrument):
+    """An asyncio loop running in its own thread while :meth:`open` is entered (and an
+    instrument of trio's run meanwhile: see :meth:`before_io_wait`)."""
+
+    def __init__(self, *, reset_contextvars: bool = False) -> None:
+        self.reset_contextvars = reset_contextvars
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.token: trio.lowlevel.TrioToken | None = None
+        self._base = contextvars.Context()  # replaced by the loop thread's own at start
+        self._stop: asyncio.Event | None = None
+        # asyncio -> trio: app calls whose trio task has something to do.
+        self._to_wake: deque[Any] = deque()
+        self._flush_scheduled = False  # loop thread: _flush_wakes is on the loop's queue
+        self._wake_pending = False  # _wake_all is on trio's queue
+        # trio -> asyncio: callbacks for the loop's thread, sent when trio goes idle.
+        self._to_asyncio: deque[tuple[Callable[..., Any], tuple[Any, ...]]] = deque()
+        self._drain_pending = False  # _drain is on the loop's queue
+
+    # Each side tells the other about its work once per stretch of its own work, when that
+    # stretch ends (trio: before it waits for I/O; asyncio: after the tasks that were
+    # ready), not once per message: under load each wake-up carries many requests, and the
+    # thread woken finds the GIL free. Every hand-off appends before it reads the flag and
+    # the receiving side clears the flag before it drains, so nothing is left behind.
+
+    def wake_trio(self, call: Any) -> None:
+        """Have trio call ``call._wake()`` soon (called in the loop's thread)."""
+        self._to_wake.append(call)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            assert self.loop is not None
+            self.loop.call_soon(self._flush_wakes)
+
+    def _flush_wakes(self) -> None:
+        self._flush_scheduled = False
+        if self._to_wake and not self._wake_pending:
+            self._wake_pending = True
+            assert self.token is not None
+            try:
+                self.token.run_sync_soon(self._wake_all)
+            except trio.RunFinishedError:  # pragma: no cover - the server is gone
+                pass
+
+    def _wake_all(self) -> None:
+        self._wake_pending = False
+        to_wake = self._to_wake
+        while to_wake:
+            to_wake.popleft()._wake()
+
+    def post_to_asyncio(self, callback: Callable[..., Any], *args: Any) -> None:
+        """Run ``callback(*args)`` in the loop's thread (called in trio's), in order."""
+        self._to_asyncio.append((callback, args))
+
+    def before_io_wait(self, timeout: float) -> None:
+        """trio's instrument hook: trio is about to wait, so the loop gets its work now."""
+        if self._to_asyncio and not self._drain_pending:
+            self._drain_pending = True
+            assert self.loop is not None
+            try:
+                self.loop.call_soon_threadsafe(self._drain)
+            except RuntimeError:  # pragma: no cover - the loop closed
+                pass
+
+    def _drain(self) -> None:
+        self._drain_pending = False
+        work = self._to_asyncio
+        while work:
+            callback, args = work.popleft()
+            try:
+                callback(*args)
+            except Exception as exc:  # pragma: no cover - a bug of ours; the rest still runs
+                error_log.error("asyncio bridge callback failed", exc_info=exc)
+
+    def start_task(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        """A task for one app call (called in the loop's thread), in its own context."""
+        assert self.loop is not None
+        context = contextvars.Context() if self.reset_contextvars else self._base.copy()
+        # Context.run rather than create_task(context=...): the latter is Python 3.11+.
+        return context.run(self.loop.create_task, coro)
+
+    @contextlib.asynccontextmanager
+    async def open(self) -> AsyncIterator[None]:
+        """Start the loop's thread, serve, then stop the loop and wait for the thread."""
+        self.token = trio.lowlevel.current_trio_token()
+        ready, ended = trio.Event(), trio.Event()
+        failure: list[BaseException] = []
+        # The loop starts in a copy of the context serve() was called in, as asyncio.run()
+        # would (what a request sees of it is a copy again: see start_task).
+        thread = threading.Thread(
+            target=contextvars.copy_context().run,
+            args=(self._thread_main, ready, ended, failure),
+            name="trioserve-asyncio",
+            daemon=True,  # a task that ignores cancellation must not keep the process alive
+        )
+        thread.start()
+        with trio.CancelScope(shield=True):
+            await ready.wait()
+        if failure:
+            raise failure[0]
+        trio.lowlevel.add_instrument(self)
+        try:
+            yield
+        finally:
+            trio.lowlevel.remove_instrument(self)
+            self.before_io_wait(0)  # what trio still had for the loop
+            loop, stop = self.loop, self._stop
+            if loop is not None and stop is not None:
+                with contextlib.suppress(RuntimeError):  # the loop already closed
+                    loop.call_soon_threadsafe(stop.set)
+            # Leaked tasks unwind now; one that ignores cancellation keeps us waiting, as it
+            # would keep asyncio.run() waiting.
+            with trio.CancelScope(shield=True):
+                await ended.wait()
+            self.loop = None
+
+    def _thread_main(
+        self, ready: trio.Event, ended: trio.Event, failure: list[BaseException]
+    ) -> None:
+        token = self.token
+        assert token is not None
+        try:
+            loop = new_event_loop()
+        except BaseException as exc:  # pragma: no cover - a broken uvloop install
+            failure.append(exc)
+            token.run_sync_soon(ready.set)
+            token.run_sync_soon(ended.set)
+            return
+        self._base = contextvars.copy_context()
+        try:
+            loop.run_until_complete(self._main(loop, lambda: token.run_sync_soon(ready.set)))
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.run_until_complete(loop.shutdown_default_executor())
+        except BaseException as exc:  # pragma: no cover - the loop itself failed
+            error_log.error("the asyncio loop failed", exc_info=exc)
+        finally:
+            loop.close()
+            with contextlib.suppress(trio.RunFinishedError):
+                token.run_sync_soon(ended.set)
+
+    async def _main(self, loop: asyncio.AbstractEventLoop, started: Callable[[], None]) -> None:
+        """Runs while the server serves; at the end, names and cancels leaked tasks."""
+        self._stop = asyncio.Event()
+        self.loop = loop
+        started()
+        await self._stop.wait()
+        await cancel_leaked_tasks()
+
+
+async def cancel_leaked_tasks() -> None:
+    """Name every asyncio task the app left running, cancel them all, and wait for them."""
+    current = asyncio.current_task()
+    leaked = [task for task in asyncio.all_tasks() if task is not current and not task.done()]
+    for task in leaked:
+        coro = task.get_coro()
+        where = getattr(coro, "__qualname__", None) or repr(coro)
+        error_log.warning(
+            "asyncio task %r (%s) was still running at shutdown: the app started it and "
+            "never awaited or cancelled it; cancelling it",
+            task.get_name(),
+            where,
+        )
+        task.cancel()
+    if leaked:
+        await asyncio.gather(*leaked, return_exceptions=True)
