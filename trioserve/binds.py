@@ -121,17 +121,7 @@ def create_socket(
 ) -> socket.socket:
     """Open, bind and listen. OSError (e.g. address in use) propagates to the caller."""
     if bind.kind == "fd":
-        try:
-            sock = socket.socket(fileno=bind.fd)
-        except OSError as exc:
-            reason = exc.strerror
-            raise ConfigError(f"bind fd://{bind.fd}: not an open socket ({reason})") from None
-        if sock.type != socket.SOCK_STREAM:
-            sock.detach()
-            raise ConfigError(f"bind fd://{bind.fd}: not a stream (TCP or unix) socket")
-        sock.setblocking(False)
-        sock.listen(backlog)
-        return sock
+        return _adopt_fd(bind, backlog)
     if bind.kind == "unix":
         try:
             if stat.S_ISSOCK(os.stat(bind.path).st_mode):
@@ -177,6 +167,21 @@ def create_socket(
     except BaseException:
         sock.close()
         raise
+    return sock
+
+
+def _adopt_fd(bind: Bind, backlog: int) -> socket.socket:
+    """``fd://N``: a listening socket we were handed (systemd, a supervisor)."""
+    try:
+        sock = socket.socket(fileno=bind.fd)
+    except OSError as exc:
+        reason = exc.strerror
+        raise ConfigError(f"bind fd://{bind.fd}: not an open socket ({reason})") from None
+    if sock.type != socket.SOCK_STREAM:
+        sock.detach()
+        raise ConfigError(f"bind fd://{bind.fd}: not a stream (TCP or unix) socket")
+    sock.setblocking(False)
+    sock.listen(backlog)
     return sock
 
 

@@ -24,7 +24,14 @@ from hyperframe.frame import (
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from trioserve.sansio.events import ConnectionClosed, Data, EndData, Request, StreamReset
+from trioserve.sansio.events import (
+    BadRequest,
+    ConnectionClosed,
+    Data,
+    EndData,
+    Request,
+    StreamReset,
+)
 from trioserve.sansio.h2limits import FrameScanner, TokenBucket
 from trioserve.sansio.http2 import PREFACE, H2Limits, H2Protocol, SendCredit
 
@@ -260,7 +267,7 @@ def test_reset_by_server_frees_the_body_credit() -> None:
     for _ in range(3):
         client.send_data(1, b"x" * 15000)
     exchange(client, server)
-    server.reset(1, ErrorCodes.CANCEL, 0.0)
+    server.reset(1, 0.0, ErrorCodes.CANCEL)
     sent = frames(server.data_to_send())
     assert any(isinstance(f, WindowUpdateFrame) and f.stream_id == 0 for f in sent)
     assert any(isinstance(f, RstStreamFrame) and f.error_code == ErrorCodes.CANCEL for f in sent)
@@ -365,13 +372,12 @@ def test_bad_preface_is_a_protocol_error() -> None:
     assert server.error is not None
 
 
-def test_connect_without_protocol_is_a_request_not_a_crash() -> None:
+def test_connect_without_protocol_is_a_refusal_not_a_crash() -> None:
     server = raw_server()
     fields = [(b":method", b"CONNECT"), (b":authority", b"example.com:443")]
     events = server.receive_data(headers_frame(1, fields, end_stream=False), 0.0)
-    request = events[0][1]
-    assert isinstance(request, Request) and request.method == b"CONNECT"
-    assert request.protocol is None and request.target == b""
+    refusal = events[0][1]
+    assert isinstance(refusal, BadRequest) and refusal.status == 405
 
 
 def test_extended_connect_carries_the_protocol() -> None:

@@ -92,6 +92,13 @@ class FakePort:
     def abort(self) -> None:
         self.aborted = True
 
+    def send_soon(self, events: list[OutboundEvent]) -> None:
+        # As a stream does: framed now, the write left to the connection (not modelled).
+        self.send_events(events).close()  # type: ignore[attr-defined]
+
+    async def send_file(self, fd: int, size: int) -> bool:
+        return False
+
     async def refuse(self, status: int, reason: str | None) -> None:
         self.refusal = (status, reason)
 

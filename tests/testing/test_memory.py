@@ -230,3 +230,68 @@ async def test_server_limits_apply_in_memory() -> None:
             streamed = await client.post("/upload", content=chunks())
             small = await client.post("/upload", content=b"x" * 100)
     assert (sized.status_code, streamed.status_code, small.status_code) == (413, 413, 200)
+
+
+async def test_metrics_alt_svc_and_max_requests_are_the_real_servers() -> None:
+    """The in-memory server starts and stops through the real one's sequence
+    (server/lifecycle.py): metrics count its requests, configured Alt-Svc fields go out,
+    and max_requests drains it (a new connection is refused, as a closed listener would)."""
+    from tests.metrics.helpers import parse, value
+    from trioserve.metrics.exposition import HostNumbers, render
+
+    app = Probe()
+    transport = InMemoryTransport(
+        app,
+        metrics_bind="127.0.0.1:0",
+        alt_svc_headers=['h3=":8443"; ma=60'],
+        max_requests=3,
+        max_requests_jitter=0,
+        limit_concurrency=5,
+    )
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        responses = [await client.get("/state") for _ in range(3)]
+        state = transport.state
+        assert state is not None
+        samples = parse(render(HostNumbers(live=[state.metrics.snapshot()])).decode())  # type: ignore[attr-defined]
+        with trio.fail_after(5):
+            while not state.shutting_down:
+                await trio.sleep(0.01)
+        with pytest.raises(httpx.ConnectError):
+            await transport.open_stream()  # a new connection
+    assert [r.status_code for r in responses] == [200, 200, 200]
+    assert responses[0].headers["alt-svc"] == 'h3=":8443"; ma=60'
+    requests = "trioserve_requests_total"
+    assert value(samples, requests, method="GET", status_class="2xx", http_version="1.1") == 3
+
+
+async def test_limit_concurrency_and_keep_alive_max_requests_apply_in_memory() -> None:
+    release = trio.Event()
+    started = trio.Event()
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        if scope["path"] == "/hold":
+            started.set()
+            await release.wait()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    options = {"limit_concurrency": 1, "keep_alive_max_requests": 2}
+    async with open_memory_client(app, **options) as client, trio.open_nursery() as nursery:
+        held: list[httpx.Response] = []
+
+        async def hold() -> None:
+            held.append(await client.get("/hold"))
+
+        nursery.start_soon(hold)
+        await started.wait()
+        refused = await client.get("/")
+        release.set()
+    async with open_memory_client(app, **options) as client:
+        first = await client.get("/")
+        second = await client.get("/")
+    assert refused.status_code == 503
+    assert held[0].status_code == 200
+    assert "connection" not in first.headers
+    assert second.headers["connection"] == "close"

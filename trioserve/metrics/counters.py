@@ -21,7 +21,7 @@ from typing import Any
 METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "other")
 # Index 0: the request ended without a response status (the client left first).
 STATUS_CLASSES = ("none", "1xx", "2xx", "3xx", "4xx", "5xx")
-HTTP_VERSIONS = ("1.0", "1.1", "2")
+HTTP_VERSIONS = ("1.0", "1.1", "2", "3")
 # Upper bounds in seconds; the last bucket is +Inf.
 DURATION_BUCKETS = (
     0.001,

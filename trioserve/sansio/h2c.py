@@ -10,7 +10,8 @@ import binascii
 from dataclasses import dataclass, replace
 
 from .events import Headers, Request
-from .http2 import CONNECTION_FIELDS, PREFACE
+from .http2 import PREFACE
+from .streams import CONNECTION_FIELDS
 
 __all__ = ["H2C_SWITCHING", "H2Switch", "h2c_settings", "is_h2_preface", "upgraded_request"]
 

@@ -46,6 +46,7 @@ from .http11_rules import (
     chunk_line_error,
     chunk_size,
     empty_line_length,
+    refusal_bytes,
 )
 
 
@@ -295,6 +296,8 @@ class HTTP11Protocol:
     def close_after_response(self) -> None:
         """Make the next response carry ``Connection: close``."""
         self.must_close = True
+
+    error_response = staticmethod(refusal_bytes)
 
 
 class ChunkValidator:

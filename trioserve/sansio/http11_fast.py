@@ -10,9 +10,12 @@ Where llhttp and h11 disagree (unknown methods, obs-fold, bare LF, ``Content-Len
 Content-Length with Transfer-Encoding, ...) the head goes to h11 to decide, so a request is
 accepted or refused the same way whichever class reads it; the plain case never needs h11.
 
-Both implement :class:`~.http11_rules.HTTP11Interface`; the rules they share (request-target
-forms, versions, CONNECT, head size, chunk lines) come from :mod:`.http11_rules`. No
-``h11.Connection`` is built for the connection itself.
+Both implement :class:`~.http11_rules.HTTP11Interface`, with the rules they share from
+:mod:`.http11_rules`. No ``h11.Connection`` is built for the connection itself.
+
+Why over 500 lines: the class is the whole hot path of an HTTP/1.1 connection (heads, both
+body framings, the response writer), and its methods call each other per event; split across
+modules, each event would cost attribute look-ups through a second object.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ from .http11_rules import (
     chunk_line_error,
     chunk_size,
     empty_line_length,
+    refusal_bytes,  # (the error_response method)
 )
 from .http11_writer import ResponseHead, scan_response_headers, status_line
 
@@ -94,6 +98,7 @@ _LENGTH, _CHUNKED, _RAW = 0, 1, 2
 class FastHTTP11Protocol:
     """:class:`~.http11_rules.HTTP11Interface` with llhttp; see the module docstring."""
 
+    error_response = staticmethod(refusal_bytes)
     __slots__ = (
         "_buf",
         "_chunk_state",

@@ -15,7 +15,14 @@ from typing import Protocol
 
 from .events import BadRequest, Headers, InboundEvent, OutboundEvent
 
+# RFC 9110 5.6.2: a method is a token (visible ASCII, no delimiters).
+_TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
+_METHOD = re.compile(_TOKEN).fullmatch
 _ORIGIN_FORM = re.compile(rb"/[^\x00-\x20\x7f]*").fullmatch
+# The common case in one match: a token method, a space, an origin-form target.
+_PLAIN_LINE = re.compile(_TOKEN + rb" /[^\x00-\x20\x7f]*").fullmatch
+# What HTTP/1.x may carry besides; HTTP/2 and HTTP/3 carry the same rules for the rest.
+_VERSIONS = frozenset(("1.1", "1.0", "2", "3"))
 _ABSOLUTE_FORM = re.compile(
     rb"[hH][tT][tT][pP][sS]?://[^/?#\x00-\x20\x7f@]+([/?][^\x00-\x20\x7f]*)?"
 ).fullmatch
@@ -86,11 +93,21 @@ class HTTP11Interface(Protocol):
     def close_after_response(self) -> None:
         """Make the next response carry ``Connection: close``."""
 
+    def error_response(self, status: int, extra: Headers) -> bytes:
+        """A complete minimal error response (a refused WebSocket upgrade), as
+        :func:`error_response` writes it, outside the protocol's own state."""
+
 
 def check_request(
-    method: bytes, target: bytes, version: str, head_size: int, max_head: int
+    method: bytes, target: bytes, version: str, head_size: int = 0, max_head: int = 0
 ) -> BadRequest | None:
-    """Our verdict on a parsed request head (None: serve it).
+    """Our verdict on a request's method and target, for every HTTP version (None: serve it).
+
+    HTTP/1.1 calls it on a parsed head; HTTP/2 and HTTP/3 on the ``:method`` and ``:path``
+    pseudo-headers (``head_size`` 0: their framing bounds the head), so the same request
+    gets the same answer on every version. A method is a token (ASCII, no spaces or
+    controls); a target is origin-form, ``*`` for OPTIONS only, or (HTTP/1.x only, RFC
+    9113 8.3.1 / RFC 9114 4.3.1 forbid it in ``:path``) absolute-form.
 
     ``head_size`` is the raw size, whitespace and all: h11 refuses a partial head once its
     buffer passes the limit, so a head of ``head_size`` bytes is refused byte by byte iff
@@ -99,18 +116,29 @@ def check_request(
     """
     if head_size - 1 > max_head:
         return BadRequest(431, HEAD_TOO_LARGE)
-    if version != "1.1" and version != "1.0":
+    if version not in _VERSIONS:
         return BadRequest(505, f"HTTP version {version} not supported")
     if method == b"CONNECT":
         # An ASGI server does not tunnel: one answer whatever the target's form. Quiet,
         # since any client could otherwise fill the log.
         return BadRequest(405, "CONNECT is not supported", quiet=True)
-    if not _ORIGIN_FORM(target):
-        if target == b"*":
-            if method != b"OPTIONS":
-                return BadRequest(400, "'*' target is only allowed for OPTIONS")
-        elif not _ABSOLUTE_FORM(target):
-            return BadRequest(400, "invalid request target")
+    if _PLAIN_LINE(method + b" " + target):
+        return None
+    return _line_error(method, target, version)
+
+
+def _line_error(method: bytes, target: bytes, version: str) -> BadRequest | None:
+    """The slow path of :func:`check_request`: which rule the method or target breaks."""
+    if not _METHOD(method):
+        return BadRequest(400, "invalid request method")
+    if _ORIGIN_FORM(target):
+        return None
+    if target == b"*":
+        if method != b"OPTIONS":
+            return BadRequest(400, "'*' target is only allowed for OPTIONS")
+        return None
+    if version[0] != "1" or not _ABSOLUTE_FORM(target):
+        return BadRequest(400, "invalid request target")
     return None
 
 
@@ -144,6 +172,12 @@ def chunk_size(line: bytes) -> int | str:
     if b"\x00" in ext:
         return "invalid chunk extension"
     return int(size_part, 16)
+
+
+def refusal_bytes(status: int, extra: Headers) -> bytes:
+    """:func:`error_response` as the protocol classes' ``error_response`` method (a
+    refused WebSocket upgrade); they bind it as a staticmethod."""
+    return error_response(status, extra=extra)
 
 
 def error_response(status: int, *, extra: Headers = ()) -> bytes:  # type: ignore[assignment]

@@ -22,7 +22,6 @@ Nothing here does I/O or reads a clock: ``now`` is passed in.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import h2.config
@@ -35,26 +34,24 @@ from h2.errors import ErrorCodes
 from hyperframe.frame import GoAwayFrame
 
 from .events import (
+    BadRequest,
     ConnectionClosed,
     Data,
     EndData,
     Headers,
-    InformationalResponse,
-    OutboundEvent,
     ProtocolError,
     Request,
-    Response,
     StreamReset,
 )
 from .h2limits import GOAWAY, RST_STREAM, FrameScanner, TokenBucket, count_frames
-from .headers import plain_error
+from .streams import CONNECTION_FIELDS, request_from_fields
 
 __all__ = [
+    "CONNECTION_FIELDS",
     "ErrorCodes",
     "H2Event",
     "H2Limits",
     "H2Protocol",
-    "H2StreamAnswer",
     "SendCredit",
 ]
 
@@ -62,10 +59,6 @@ PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 _DEFAULT_WINDOW = 65535
 # What h2 is told about concurrency: a limit it never reaches (we enforce ours per handler).
 _H2_STREAM_LIMIT = 2**31 - 1
-# RFC 9113 8.2.2: fields that mean something only to one HTTP/1.1 hop.
-CONNECTION_FIELDS = frozenset(
-    (b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade")
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +88,9 @@ class SendCredit:
     """The peer opened a send window (stream 0: the connection, or all via SETTINGS)."""
 
 
-H2Event = tuple[int, Request | Data | EndData | StreamReset | ConnectionClosed | SendCredit]
+H2Event = tuple[
+    int, Request | BadRequest | Data | EndData | StreamReset | ConnectionClosed | SendCredit
+]
 
 
 @dataclass(slots=True)
@@ -253,7 +248,7 @@ class H2Protocol:
         # (END_STREAM on the HEADERS frame comes as a StreamEnded event of its own.)
         self._streams[stream_id] = _Stream()
         self.running += 1
-        events.append((stream_id, request_from_headers(event.headers or [])))
+        events.append((stream_id, request_from_fields(event.headers or [], "2")))
 
     def _on_data(self, event: h2.events.DataReceived, events: list[H2Event]) -> None:
         stream_id = event.stream_id
@@ -289,16 +284,18 @@ class H2Protocol:
         return [(0, ConnectionClosed())]
 
     # -- the app's side ----------------------------------------------------------------------
-    def consumed(self, stream_id: int, size: int) -> None:
-        """The app took ``size`` bytes of this stream's body: let the peer send more."""
+    def consumed(self, stream_id: int, size: int) -> bool:
+        """The app took ``size`` bytes of this stream's body: let the peer send more.
+        True if frames (WINDOW_UPDATE) wait to be sent."""
         stream = self._streams.get(stream_id)
         if stream is None or self.closed or size <= 0:
-            return
+            return False
         size = min(size, stream.unacked)
         stream.unacked -= size
         if size:
             self._conn.acknowledge_received_data(size, stream_id)
             self._out += self._conn.data_to_send()
+        return bool(self._out)
 
     def _forget_body(self, stream_id: int, stream: _Stream) -> None:
         if stream.unacked and not self.closed:
@@ -358,7 +355,9 @@ class H2Protocol:
         if end:
             self._streams[stream_id].response_done = True
 
-    def reset(self, stream_id: int, code: ErrorCodes, now: float) -> None:
+    def reset(
+        self, stream_id: int, now: float, code: ErrorCodes = ErrorCodes.INTERNAL_ERROR
+    ) -> None:
         """Reset a stream from our side; counts toward the reset budget (MadeYouReset)."""
         stream = self._streams.get(stream_id)
         if stream is None or stream.reset or self.closed:
@@ -417,79 +416,3 @@ def _is_decoding_error(exc: BaseException) -> bool:
     return isinstance(cause, hpack.exceptions.HPACKError) and not isinstance(
         cause, hpack.exceptions.OversizedHeaderListError
     )
-
-
-def request_from_headers(fields: list[tuple[bytes, bytes]]) -> Request:
-    """Pseudo-headers to a Request; ``:authority`` becomes ``host``, cookies are joined.
-
-    h2 has validated the block already (RFC 9113 8.3: required pseudo-headers, lowercase
-    names, no connection-specific fields).
-    """
-    method = path = authority = protocol = b""
-    headers: Headers = []
-    cookies: list[bytes] = []
-    has_host = False
-    for name, value in fields:
-        if name[:1] == b":":
-            if name == b":method":
-                method = value
-            elif name == b":path":
-                path = value
-            elif name == b":authority":
-                authority = value
-            elif name == b":protocol":
-                protocol = value
-        elif name == b"cookie":
-            cookies.append(value)  # RFC 9113 8.2.3: split crumbs are joined for the app
-        else:
-            has_host = has_host or name == b"host"
-            headers.append((name, value))
-    if authority and not has_host:
-        headers.insert(0, (b"host", authority))
-    if cookies:
-        headers.append((b"cookie", b"; ".join(cookies)))
-    return Request(
-        method=method,
-        target=path,
-        headers=headers,
-        http_version="2",
-        authority=authority or None,
-        protocol=protocol or None,
-    )
-
-
-class H2StreamAnswer:
-    """A WebSocket's HTTP side on an HTTP/2 stream (RFC 8441), as the shared WebSocket
-    session uses the HTTP/1.1 protocol: response heads become HEADERS frames here, body
-    bytes are returned for the caller to write as DATA, the end is left to the stream's
-    close. ``on_output`` wakes the connection's writer."""
-
-    __slots__ = ("on_output", "proto", "stream_id")
-
-    def __init__(self, proto: H2Protocol, stream_id: int, on_output: Callable[[], None]) -> None:
-        self.proto = proto
-        self.stream_id = stream_id
-        self.on_output = on_output
-
-    def send(self, event: OutboundEvent) -> bytes:
-        cls = type(event)
-        if cls is Response or cls is InformationalResponse:
-            if not self.proto.is_open(self.stream_id):
-                return b""
-            self.proto.send_headers(self.stream_id, event.status, event.headers, False)  # type: ignore[union-attr]
-            self.on_output()
-            return b""
-        if cls is Data:
-            return event.data  # type: ignore[union-attr]
-        return b""  # EndData: the stream's close ends it
-
-    def error_response(self, status: int, extra: Headers) -> bytes:
-        """A plain-text refusal: HEADERS now, the body returned (as ``send`` does)."""
-        headers, body = plain_error(status, extra)
-        return self.send(Response(status, headers)) + body
-
-    def take_trailing_data(self) -> bytes:
-        return b""
-
-    def close_after_response(self) -> None:
-        """One stream ends; the connection carries on."""

@@ -15,19 +15,16 @@ Replies the protocol owes the peer (pongs, the close echo, a close for a protoco
 an oversized message) collect in an outbound buffer the I/O layer flushes, so several of
 them leave in one write.
 
-The same session serves a WebSocket over an HTTP/2 stream (RFC 8441): the handshake is an
-extended CONNECT checked here, and the HTTP side is the stream's (``HandshakeAnswer``).
-
-Over 500 lines: the session is one state machine (handshake, open, closing) whose states
-share its buffers; split, each part would reach into the others' state.
+The same session serves a WebSocket over an HTTP/2 stream (RFC 8441) or an HTTP/3 stream
+(RFC 9220): the handshake is an extended CONNECT, and the HTTP side is the stream's
+(``HandshakeAnswer``). The handshake checks and the scope live in :mod:`.wshandshake`
+(re-exported here).
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import sys
-from typing import Any, Protocol
+from typing import Any
 
 from wsproto.connection import Connection, ConnectionState, ConnectionType
 from wsproto.events import (
@@ -40,11 +37,37 @@ from wsproto.events import (
 )
 from wsproto.utilities import LocalProtocolError, generate_accept_token
 
-from .asgi import HTTPResponseCycle, UnexpectedMessage, build_http_scope
-from .events import Data, EndData, Headers, OutboundEvent, Request, Response
+from .asgi import HTTPResponseCycle, UnexpectedMessage
+from .events import Data, EndData, Headers, Request, Response
 from .headers import InvalidHeader, validate_response_headers
 from .wsdeflate import negotiate_deflate
-from .wsframes import lighten, server_frame, simple_frames, wsproto_idle
+from .wsframes import lighten, message_bytes, server_frame, simple_frames, wsproto_idle
+from .wshandshake import (
+    EXTENDED_CONNECT_VERSIONS,
+    HandshakeAnswer,
+    HandshakeError,
+    build_websocket_scope,
+    check_handshake,
+    wants_websocket,
+    wants_websocket_h2,
+)
+
+__all__ = [
+    "CLOSED",
+    "DENYING",
+    "HANDSHAKE",
+    "OPEN",
+    "HandshakeAnswer",
+    "HandshakeError",
+    "SessionClosed",
+    "WebSocketSession",
+    "build_websocket_scope",
+    "check_handshake",
+    "message_bytes",
+    "negotiate_deflate",
+    "wants_websocket",
+    "wants_websocket_h2",
+]
 
 # Session states.
 HANDSHAKE, DENYING, OPEN, CLOSED = "handshake", "denying", "open", "closed"
@@ -67,149 +90,8 @@ class SessionClosed(Exception):
     """The WebSocket is closed (by either side); the I/O layer raises ClientDisconnected."""
 
 
-class HandshakeError(ValueError):
-    """An upgrade request we refuse; ``status`` (400 or 426) and ``headers`` to answer with."""
-
-    def __init__(self, status: int, reason: str, headers: Headers | None = None) -> None:
-        super().__init__(reason)
-        self.status = status
-        self.headers = headers or []
-
-
-def _tokens(headers: Headers, name: bytes, *, lower: bool = True) -> list[bytes]:
-    """Comma-separated tokens of every ``name`` header (lowercased unless told not to)."""
-    out: list[bytes] = []
-    for key, value in headers:
-        if key == name:
-            value = value.lower() if lower else value
-            out.extend(t.strip() for t in value.split(b","))
-    return out
-
-
-def wants_websocket(request: Request) -> bool:
-    """Whether a request asks to become a WebSocket (``Upgrade: websocket``).
-
-    Runs for every HTTP request, so it only looks for the one header.
-    """
-    for name, value in request.headers:
-        if name == b"upgrade" and b"websocket" in value.lower():
-            return b"websocket" in _tokens(request.headers, b"upgrade")
-    return False
-
-
-# HTTP versions whose WebSockets are an extended CONNECT on a stream: HTTP/2 (RFC 8441)
-# and HTTP/3 (RFC 9220).
-_EXTENDED_CONNECT_VERSIONS = ("2", "3")
-
-
-def check_handshake(request: Request) -> bytes:
-    """Validate an upgrade request (RFC 6455 4.2.1); return its Sec-WebSocket-Key.
-
-    Raises :class:`HandshakeError` with the status to answer: 426 (and the version we
-    speak) for a version other than 13, 400 for anything else.
-    """
-    headers = request.headers
-    if request.http_version in _EXTENDED_CONNECT_VERSIONS:
-        return _check_extended_connect(request)
-    if request.method != b"GET":
-        raise HandshakeError(400, "WebSocket upgrade must use GET")
-    if request.http_version != "1.1":
-        raise HandshakeError(400, "WebSocket upgrade needs HTTP/1.1")
-    if b"upgrade" not in _tokens(headers, b"connection"):
-        raise HandshakeError(400, "WebSocket upgrade without 'Connection: upgrade'")
-    for name, value in headers:
-        if name == b"transfer-encoding" or (name == b"content-length" and value != b"0"):
-            raise HandshakeError(400, "WebSocket upgrade request with a body")
-    versions = [v for k, v in headers if k == b"sec-websocket-version"]
-    if versions != [b"13"]:
-        raise HandshakeError(
-            426,
-            "unsupported Sec-WebSocket-Version",
-            [(b"sec-websocket-version", b"13"), (b"upgrade", b"websocket")],
-        )
-    keys = [v for k, v in headers if k == b"sec-websocket-key"]
-    if len(keys) != 1:
-        raise HandshakeError(400, "WebSocket upgrade needs exactly one Sec-WebSocket-Key")
-    try:
-        decoded = base64.b64decode(keys[0], validate=True)
-    except (binascii.Error, ValueError):
-        decoded = b""
-    if len(decoded) != 16:
-        raise HandshakeError(400, "invalid Sec-WebSocket-Key")
-    return keys[0]
-
-
-def _check_extended_connect(request: Request) -> bytes:
-    """RFC 8441 4/5: CONNECT with ``:protocol websocket``, version 13, and no key (the
-    stream is the handshake). Returns b"" for the key."""
-    if request.method != b"CONNECT" or request.protocol != b"websocket":
-        raise HandshakeError(400, "WebSocket over HTTP/2 needs CONNECT with :protocol websocket")
-    versions = [v for k, v in request.headers if k == b"sec-websocket-version"]
-    if versions != [b"13"]:
-        raise HandshakeError(
-            400, "unsupported Sec-WebSocket-Version", [(b"sec-websocket-version", b"13")]
-        )
-    return b""
-
-
-def wants_websocket_h2(request: Request) -> bool:
-    """Whether an HTTP/2 request is an extended CONNECT for a WebSocket (RFC 8441)."""
-    return request.method == b"CONNECT" and request.protocol == b"websocket"
-
-
-class HandshakeAnswer(Protocol):
-    """What a session needs of the HTTP side that carried the upgrade request: the
-    HTTP/1.1 protocol object, or an HTTP/2 stream's (``sansio.http2.H2StreamAnswer``)."""
-
-    def send(self, event: OutboundEvent) -> bytes: ...
-
-    def take_trailing_data(self) -> bytes: ...
-
-    def close_after_response(self) -> None: ...
-
-
-def build_websocket_scope(
-    request: Request,
-    *,
-    scheme: str,
-    client: tuple[str, int] | None,
-    server: tuple[str, int | None] | None,
-    root_path: str,
-    state: dict[str, Any] | None,
-    raw_header_case: bool = False,
-) -> dict[str, Any]:
-    """The ASGI ``websocket`` scope (spec 2.4): http's fields minus ``method``, plus
-    ``subprotocols`` and the ``websocket.http.response`` extension (denial responses)."""
-    scope = build_http_scope(
-        request,
-        scheme="wss" if scheme in ("https", "wss") else "ws",
-        client=client,
-        server=server,
-        root_path=root_path,
-        state=state,
-        raw_header_case=raw_header_case,
-        extensions={"websocket.http.response": {}},
-    )
-    scope["type"] = "websocket"
-    del scope["method"]
-    scope["subprotocols"] = [
-        t.decode("latin-1")
-        for t in _tokens(request.headers, b"sec-websocket-protocol", lower=False)
-        if t
-    ]
-    return scope
-
-
 # No limit on what app_messages() parses.
 _UNLIMITED = sys.maxsize
-
-
-def message_bytes(message: dict[str, Any]) -> int:
-    """What a ``websocket.receive`` message holds, roughly (text counts characters)."""
-    payload = message.get("bytes")
-    if payload is None:
-        payload = message.get("text") or ""
-    return len(payload)
 
 
 def _close_code(message: Any) -> tuple[int, str]:
@@ -388,7 +270,7 @@ class WebSocketSession:
                 headers.append((name, value))
                 present.add(name)
         headers.extend(h for h in default_headers if h[0] not in present)
-        if self.request.http_version in _EXTENDED_CONNECT_VERSIONS:
+        if self.request.http_version in EXTENDED_CONNECT_VERSIONS:
             # RFC 8441 5 / RFC 9220 3: a 200 on the stream, without the HTTP/1.1 handshake
             # fields.
             out = self._http().send(Response(200, headers[3:]))

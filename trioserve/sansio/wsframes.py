@@ -127,3 +127,11 @@ def server_frame(opcode_byte: int, payload: bytes) -> bytes:
     if size < 65536:
         return bytes((opcode_byte, 126)) + size.to_bytes(2, "big") + payload
     return bytes((opcode_byte, 127)) + size.to_bytes(8, "big") + payload
+
+
+def message_bytes(message: dict[str, Any]) -> int:
+    """What a ``websocket.receive`` message holds, roughly (text counts characters)."""
+    payload = message.get("bytes")
+    if payload is None:
+        payload = message.get("text") or ""
+    return len(payload)

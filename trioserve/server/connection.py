@@ -13,6 +13,7 @@ from typing import Protocol
 import trio
 
 from ..logs import error_log
+from ..sansio.h2c import H2Switch
 from .faults import belongs_to_server
 from .http2 import HTTP2Connection
 from .http11 import HTTP11Connection
@@ -23,6 +24,10 @@ from .transport import ConnectionInfo, close_transport
 
 class Connection(Protocol):
     """What serves one connection: built from the stream, run until it ends."""
+
+    # Set by an HTTP/1.1 connection that found HTTP/2 on its stream (the prior-knowledge
+    # preface, or ``Upgrade: h2c``): what the HTTP/2 connection takes over. None otherwise.
+    switch: H2Switch | None
 
     async def run(self) -> None: ...
 
@@ -65,7 +70,7 @@ async def handle_stream(
         connection = connection_class(stream, state, info, nursery)
         await connection.run()
         # HTTP/1.1 found HTTP/2 (the preface, or Upgrade: h2c): it hands the stream over.
-        switch = getattr(connection, "switch", None)
+        switch = connection.switch
         if switch is not None:
             del connection
             await HTTP2Connection(stream, state, info, nursery, switch=switch).run()

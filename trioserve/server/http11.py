@@ -220,7 +220,7 @@ class HTTP11Connection:
             if not response_started:
                 # The app was told "disconnect" (broken), but the client is still there and
                 # gets the answer to the bad bytes it sent; a failed write is still caught.
-                peer.broken = False
+                peer.answer_after_all()
                 await self._refuse(self.refusal.status, self.refusal.reason)
             return
         if peer.broken or not self.proto.response_complete:
@@ -274,14 +274,14 @@ class HTTP11Connection:
             return b"", False
         if event is NEED_DATA:
             if self.peer.eof or self.peer.broken:
-                self.peer.broken = True  # a body cut short never completes
+                self.peer.lost()  # a body cut short never completes
                 return None
             return NOT_YET
         # BadRequest (e.g. a malformed chunk) or ConnectionClosed mid-body: the app sees
         # a disconnect; a refusal is answered once the app is done.
         if cls is BadRequest:
             self.refusal = event  # type: ignore[assignment]
-        self.peer.broken = True
+        self.peer.give_up()
         return None
 
     async def receive_body(self, timeout: float | None) -> BodyPiece:
@@ -325,7 +325,7 @@ class HTTP11Connection:
                 pass
             except Exception:  # a task of the connections nursery: never take it down
                 error_log.exception("Unexpected error writing a response head")
-                peer.broken = True
+                peer.give_up()
 
     async def _send_each(self, chunks: list[bytes]) -> None:
         for chunk in chunks:
@@ -349,7 +349,7 @@ class HTTP11Connection:
             data = await peer.receive()
             self.proto.receive_data(data)
             buffered += len(data)
-        peer.broken = True  # the app is told the client is gone: send() now raises
+        peer.lost()  # the app is told the client is gone: send() now raises
 
     async def send_file(self, fd: int, size: int) -> bool:
         """http.response.pathsend's body by sendfile (zero-copy) on a plain socket; False
@@ -364,7 +364,7 @@ class HTTP11Connection:
     def poll_disconnected(self) -> bool:
         peer = self.peer
         if peer.poll_gone():
-            peer.broken = True  # as after wait_disconnected(): send() now raises
+            peer.lost()  # as after wait_disconnected(): send() now raises
             return True
         return False
 
@@ -372,7 +372,7 @@ class HTTP11Connection:
         self.proto.close_after_response()
 
     def abort(self) -> None:
-        self.peer.broken = True
+        self.peer.give_up()
 
     async def refuse(self, status: int, reason: str | None) -> None:
         await self._refuse(status, reason)

@@ -11,7 +11,8 @@
   credit and for the buffer to drain below a mark, so a stream with no credit blocks only
   itself, and streams with data take turns frame by frame.
 - Each **stream** runs the version-independent request runner
-  (:class:`~trioserve.server.request.RequestRunner`) over :class:`H2Stream`, its port; a
+  (:class:`~trioserve.server.request.RequestRunner`) over
+  :class:`~trioserve.server.stream.Stream`, its port (the same class serves HTTP/3); a
   WebSocket stream (RFC 8441) runs the shared WebSocket code over the stream's DATA.
 
 Lifetime: the connection ends at the peer's EOF or GOAWAY, a protocol error (our GOAWAY
@@ -30,33 +31,24 @@ from trio.lowlevel import ParkingLot
 
 from ..logs import error_log
 from ..sansio.events import (
+    BadRequest,
     ConnectionClosed,
     EndData,
     Request,
     StreamReset,
 )
 from ..sansio.h2c import H2Switch
-from ..sansio.http2 import (
-    H2Event,
-    H2Limits,
-    H2Protocol,
-    H2StreamAnswer,
-    SendCredit,
-)
-from ..sansio.websocket import wants_websocket_h2
-from .context import stream_context
-from .h2stream import H2Stream, H2StreamIO
-from .peer import STREAM_ERRORS, PeerStream
-from .request import REFUSED, RequestRunner, drive_app
+from ..sansio.http2 import H2Event, H2Limits, H2Protocol, SendCredit
+from .peer import STREAM_ERRORS
 from .state import ServerState
+from .stream import Stream, serve_stream
 from .transport import ConnectionInfo, linger_close
-from .websocket import serve_websocket
 
 READ_SIZE = 64 * 1024
 # Our output waiting for the socket: streams pause above this, the reader far above it.
 _SEND_MARK = 64 * 1024
 _READ_MARK = 1024 * 1024
-_STREAM_TASK = f"{__name__}.HTTP2Connection._serve_stream"
+_STREAM_TASK = f"{__name__}.HTTP2Connection.stream"
 _WRITER_TASK = f"{__name__}.HTTP2Connection._write_loop"
 # How long the last frames (GOAWAY) may take to leave once the connection is over.
 _FINAL_FLUSH = 2.0
@@ -78,6 +70,8 @@ def h2_limits(state: ServerState) -> H2Limits:
 class HTTP2Connection:
     """Serves the streams of one HTTP/2 connection; see the module docstring."""
 
+    switch: H2Switch | None = None  # (a Connection member: HTTP/2 hands nothing over)
+
     def __init__(
         self,
         stream: trio.abc.Stream,
@@ -95,7 +89,8 @@ class HTTP2Connection:
         self._received = switch.received  # bytes read before we knew it was HTTP/2
         self._upgrade = switch.upgrade  # h2c: the HTTP/1.1 request, served as stream 1
         self.proto = H2Protocol(h2_limits(state), upgrade_settings=switch.settings)
-        self.streams: dict[int, H2Stream] = {}
+        self.framer = self.proto  # what the streams frame with (StreamOwner)
+        self.streams: dict[int, Stream] = {}
         self.requests = 0
         self._writer_wake = trio.Event()
         self._space = ParkingLot()
@@ -114,13 +109,9 @@ class HTTP2Connection:
         else:
             await trio.lowlevel.checkpoint()
 
-    async def wait_credit(self) -> None:
+    async def wait_credit(self, stream_id: int) -> None:
+        """Any WINDOW_UPDATE or SETTINGS may open it: every waiting stream looks again."""
         await self._credit.park()
-
-    def consumed(self, stream_id: int, size: int) -> None:
-        self.proto.consumed(stream_id, size)
-        if self.proto.pending_output:
-            self.kick()
 
     # -- the connection --------------------------------------------------------------------
     async def run(self) -> None:
@@ -191,7 +182,7 @@ class HTTP2Connection:
         streams = self.streams
         for stream_id, event in events:
             cls = type(event)
-            if cls is Request:
+            if cls is Request or cls is BadRequest:
                 self._start_stream(stream_id, event)  # type: ignore[arg-type]
             elif cls is SendCredit:
                 self._credit.unpark_all()
@@ -204,9 +195,11 @@ class HTTP2Connection:
                     if cls is StreamReset:
                         self._credit.unpark_all()  # its sender must see it's gone
 
-    def _start_stream(self, stream_id: int, request: Request, upgraded: bool = False) -> None:
+    def _start_stream(
+        self, stream_id: int, request: Request | BadRequest, upgraded: bool = False
+    ) -> None:
         assert self._nursery is not None
-        stream = self.streams[stream_id] = H2Stream(self, stream_id)
+        stream = self.streams[stream_id] = Stream(self, stream_id)
         if upgraded:
             stream.on_event(EndData())
         self.requests += 1
@@ -216,43 +209,15 @@ class HTTP2Connection:
         if self.requests >= limit:
             self._goaway()
         # A fixed name: trio would otherwise format one per task.
-        self._nursery.start_soon(self._serve_stream, stream, request, name=_STREAM_TASK)
+        nursery = self._nursery
+        nursery.start_soon(serve_stream, stream, request, nursery, name=_STREAM_TASK)
 
-    async def _serve_stream(self, stream: H2Stream, request: Request) -> None:
-        try:
-            with stream.cancel_scope:
-                if request.method == b"CONNECT":
-                    await self._serve_connect(stream, request)
-                    return
-                context = stream_context(self.state.config.reset_contextvars)
-                runner = RequestRunner(stream, self.state, request, self.info, context)
-                if await runner.run() == REFUSED:
-                    return
-        finally:
-            del self.streams[stream.stream_id]
-            self.proto.stream_finished(stream.stream_id, trio.current_time())
-            self.kick()
-            if self._drained():
-                self._read_scope.cancel()
-
-    async def _serve_connect(self, stream: H2Stream, request: Request) -> None:
-        """Extended CONNECT for a WebSocket (RFC 8441) runs the shared WebSocket code over
-        the stream; any other CONNECT gets an error response (we do not tunnel)."""
-        if wants_websocket_h2(request):
-            assert self._nursery is not None
-            stream.headers_sent = True  # the WebSocket answers through its own HTTP side
-            answer = H2StreamAnswer(self.proto, stream.stream_id, self.kick)
-            peer = PeerStream(H2StreamIO(stream))
-            websocket = serve_websocket(
-                peer, self.state, self.info, answer, request, self._nursery
-            )
-            context = stream_context(self.state.config.reset_contextvars)
-            await (websocket if context is None else drive_app(websocket, context, None))
-            return
-        if request.protocol is None:
-            await stream.refuse(405, "CONNECT is not supported")
-        else:
-            await stream.refuse(501, "unknown :protocol")
+    def stream_done(self, stream: Stream) -> None:
+        del self.streams[stream.stream_id]
+        self.proto.stream_finished(stream.stream_id, trio.current_time())
+        self.kick()
+        if self._drained():
+            self._read_scope.cancel()
 
     def _end_streams(self) -> None:
         for stream in list(self.streams.values()):

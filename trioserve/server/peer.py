@@ -6,6 +6,10 @@ One object per connection, shared by the HTTP/1.1 code and the WebSocket that ma
   connection broke, and remember it (``eof``);
 - writes raise :class:`~trioserve.errors.ClientDisconnected` (an ``OSError``, as ASGI asks)
   once the peer is gone, and remember it (``broken``);
+- only this class sets ``eof`` and ``broken``; the protocol code says *why* writing ends
+  through named transitions: :meth:`PeerStream.lost` (the peer is known to be gone),
+  :meth:`PeerStream.give_up` (we stop: an abort, a protocol error, an unanswered ping)
+  and :meth:`PeerStream.answer_after_all` (the one way back: a bad request's refusal);
 - one reader and one writer at a time, as a trio stream allows: a flag each, and a
   ``ParkingLot`` only once a second task waits (a held ``trio.Lock`` would cost a lot and a
   breaker entry per idle connection); the task that finishes hands the turn over;
@@ -204,6 +208,23 @@ class PeerStream:
             else:
                 self._writing = False
         return True
+
+    # -- why writing ends (``broken``) ------------------------------------------------------
+    def lost(self) -> None:
+        """The peer is known to be gone (EOF mid-request, a hang-up seen by ``poll()``, the
+        end a disconnect wait returned on): nothing more is written."""
+        self.broken = True
+
+    def give_up(self) -> None:
+        """We stop talking to the peer (an aborted exchange, a frame we could not parse, a
+        WebSocket whose peer stopped answering pings): nothing more is written."""
+        self.broken = True
+
+    def answer_after_all(self) -> None:
+        """The exchange was given up because the request was bad, but the peer is still
+        there to read the refusal: writes are allowed again (a failed one still marks the
+        stream broken)."""
+        self.broken = False
 
     async def send_quietly(self, data: bytes) -> None:
         """Write, ignoring a gone peer (``broken`` says so afterwards)."""

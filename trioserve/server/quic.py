@@ -9,7 +9,10 @@
   deadline is aioquic's timer (loss detection, idle timeout, pacing); the time is passed
   into the sans-IO core. Request streams write into aioquic from their own tasks and wake
   this task to flush.
-- Each request stream runs in its own task (:mod:`.http3`).
+- Each request stream runs in its own task: the shared
+  :class:`~trioserve.server.stream.Stream` (the same class as HTTP/2's) over
+  :class:`~trioserve.sansio.http3.H3Protocol`, which translates aioquic's events and frames
+  the responses; this module is only the I/O loop around it.
 
 No exception leaves a connection's task: a failure is logged once and the connection
 closed, and the socket and process keep serving.
@@ -22,23 +25,16 @@ import socket
 from typing import Any
 
 import trio
-from aioquic.h3.connection import ErrorCode
-from aioquic.h3.events import DataReceived, H3Event, HeadersReceived
-from aioquic.quic.events import (
-    ConnectionIdIssued,
-    ConnectionIdRetired,
-    ConnectionTerminated,
-    HandshakeCompleted,
-    ProtocolNegotiated,
-    QuicEvent,
-    StopSendingReceived,
-    StreamReset,
-)
 
 from ..logs import error_log
-from ..sansio.events import Request
-from ..sansio.h3limits import HeadersRefused, LimitedH3Connection
-from ..sansio.http3 import H3Refusal, ServerH3Connection, request_from_fields
+from ..sansio.events import BadRequest, ConnectionClosed, Request
+from ..sansio.h3protocol import (
+    CidIssued,
+    CidRetired,
+    Established,
+    H3Event,
+    H3Protocol,
+)
 from ..sansio.quic import (
     Accept,
     BoundedQuicConnection,
@@ -47,8 +43,8 @@ from ..sansio.quic import (
     Reply,
     quic_configuration,
 )
-from .http3 import H3Stream, quic_tls_extension, serve_stream
 from .state import ServerState
+from .stream import Stream, serve_stream
 from .transport import ConnectionInfo, read_server_cert
 
 # Datagrams queued for one connection before more are dropped (its task is behind).
@@ -121,29 +117,35 @@ class QuicSocket:
 
 
 class QuicConnectionTask:
-    """Drives one QUIC connection: datagrams in, events out, streams started, sends flushed."""
+    """Drives one QUIC connection: datagrams in, events out, streams started, sends flushed.
+    It is the :class:`~.stream.StreamOwner` of its streams."""
 
     def __init__(self, owner: QuicSocket, quic: BoundedQuicConnection, addr: Any) -> None:
         self.owner = owner
-        self.state = owner.state
-        self.quic = quic
+        self.state = state = owner.state
+        config = state.config
+        self.framer = H3Protocol(
+            quic,
+            max_field_section_size=config.h3_max_field_section_size,
+            max_streams=config.h3_max_concurrent_streams,
+            stream_buffer=config.h3_stream_buffer_size,
+            strip=state.alt_svc,
+        )
         self.addr = addr
-        self.h3: ServerH3Connection | None = None
         self.cids: set[bytes] = set()
-        self.streams: dict[int, H3Stream] = {}
-        self.established = False
-        self.closing = False  # GOAWAY sent: no new streams, close when idle
-        self.closed = False  # CONNECTION_CLOSE queued
-        self.terminated = False
-        self.highest_stream = -4  # the last request stream id taken (GOAWAY names the next)
-        self.last_active = 0.0  # the handshake's end or the last stream's: idleness starts
+        self.streams: dict[int, Stream] = {}
         self._inbox_send, self._inbox = trio.open_memory_channel[Any](INBOX_SIZE)
         self._wake_pending = False
-        self._blocked: set[H3Stream] = set()
+        self._blocked: dict[int, trio.Event] = {}  # streams waiting for their bytes to drain
         self.nursery: trio.Nursery | None = None
+        self.last_active = 0.0  # the handshake's end or the last stream's: idleness starts
         self.info = ConnectionInfo(
             client=(str(addr[0]), int(addr[1])), server=owner.server, scheme="https"
         )
+
+    @property
+    def terminated(self) -> bool:
+        return self.framer.terminated
 
     # -- called from other tasks ------------------------------------------------------------
     def deliver(self, data: bytes, addr: Any) -> None:
@@ -152,7 +154,7 @@ class QuicConnectionTask:
         except trio.WouldBlock:
             pass  # behind: drop it, QUIC recovers from loss
 
-    def wake(self) -> None:
+    def kick(self) -> None:
         """A stream wrote or read: flush (and send window updates) on the next turn."""
         if not self._wake_pending:
             self._wake_pending = True
@@ -161,38 +163,27 @@ class QuicConnectionTask:
             except trio.WouldBlock:
                 pass  # the inbox is full, so this task has plenty to wake up for
 
-    def wait_writable(self, stream: H3Stream) -> None:
-        self._blocked.add(stream)
+    async def wait_space(self) -> None:
+        """aioquic buffers what a stream frames; a stream's own bound is its send window
+        (:meth:`~trioserve.sansio.http3.H3Protocol.send_window`)."""
+        await trio.lowlevel.checkpoint()
+
+    async def wait_credit(self, stream_id: int) -> None:
+        """Woken by the flush that drains this stream's backlog (or by its end)."""
+        event = self._blocked.get(stream_id)
+        if event is None:
+            event = self._blocked[stream_id] = trio.Event()
+        await event.wait()
 
     def begin_shutdown(self) -> None:
         """H3 GOAWAY naming the first stream not taken; close once the last stream ends."""
-        if self.closing:
-            return
-        self.closing = True
-        if self.h3 is not None and not self.terminated:
-            self.h3.send_goaway(self.highest_stream + 4)
-        self.close_if_idle()
-
-    def close_if_idle(self) -> None:
-        """Called from a stream's or the server's task: close if it is time, and flush."""
-        self._maybe_close()
-        self.wake()
-
-    def _maybe_close(self) -> None:
-        """Shutting down: close once no stream runs and every response was delivered."""
-        quic = self.quic
-        if (
-            self.closing
-            and not self.closed
-            and not self.streams
-            and not self.terminated
-            and quic.responses_delivered()
-        ):
-            self.closed = True
-            quic.close(error_code=ErrorCode.H3_NO_ERROR, reason_phrase="shutting down")
+        self.framer.goaway()
+        self.kick()
 
     # -- the connection's task --------------------------------------------------------------
     async def run(self) -> None:
+        state = self.state
+        state.connections += 1
         try:
             async with trio.open_nursery() as nursery:
                 self.nursery = nursery
@@ -203,58 +194,54 @@ class QuicConnectionTask:
         except Exception:
             error_log.exception("HTTP/3 connection from %s failed", self.info.client_text)
         finally:
+            state.connections -= 1
             self._forget()
 
     async def _drive(self) -> None:
-        quic = self.quic
+        framer = self.framer
         inbox = self._inbox
         # A handshake that does not finish in time frees its half-open slot.
         handshake_deadline = trio.current_time() + self.state.config.ssl_handshake_timeout
         try:
-            while not self.terminated:
-                if not self.established and trio.current_time() >= handshake_deadline:
+            while not framer.terminated:
+                if not framer.established and trio.current_time() >= handshake_deadline:
                     error_log.debug("%s: QUIC handshake timed out", self.info.client_text)
                     return
-                timer = quic.get_timer()
+                timer = framer.timer()
                 deadline = math.inf if timer is None else timer
-                if not self.established:
+                if not framer.established:
                     deadline = min(deadline, handshake_deadline)
                 deadline = min(deadline, self._idle_deadline())
                 with trio.move_on_at(deadline):
                     item = await inbox.receive()
                     while True:
                         if item is not None:
-                            quic.receive_datagram(item[0], item[1], trio.current_time())
+                            framer.receive_datagram(item[0], item[1], trio.current_time())
                         try:
                             item = inbox.receive_nowait()
                         except trio.WouldBlock:
                             break
-                now = trio.current_time()
-                timer = quic.get_timer()
-                if timer is not None and timer <= now:
-                    quic.handle_timer(now)
-                self._process_events()
+                self._dispatch(framer.events(trio.current_time()))
                 if trio.current_time() >= self._idle_deadline():
                     self.begin_shutdown()  # GOAWAY, then CONNECTION_CLOSE
-                if self.closing and not self.closed:
-                    self._maybe_close()  # acknowledgements may have just arrived
                 await self._flush()
         finally:
-            if not self.terminated:
+            if not framer.terminated:
                 # Cancelled (the graceful deadline passed): tell the client, without waiting.
-                quic.close(error_code=ErrorCode.H3_NO_ERROR, reason_phrase="server stopped")
-                for data, addr in quic.datagrams_to_send(trio.current_time()):
+                framer.stop()
+                for data, addr in framer.datagrams_to_send(trio.current_time()):
                     self.owner.send_now(data, addr)
 
     def _idle_deadline(self) -> float:
         """``keep_alive_timeout`` after the handshake or the last request stream's end,
         while no stream is open. Only requests count as activity: a client's PINGs keep
         QUIC's own idle timer going, not this one."""
-        if not self.established or self.streams or self.closing:
+        framer = self.framer
+        if not framer.established or self.streams or framer.closing:
             return math.inf
         config = self.state.config
         timeout = config.keep_alive_timeout
-        if timeout <= 0 and self.highest_stream < 0:
+        if timeout <= 0 and framer.highest_stream < 0:
             timeout = config.request_head_timeout  # keep-alive off: time for one request
         return self.last_active + timeout
 
@@ -262,7 +249,7 @@ class QuicConnectionTask:
         self._wake_pending = False
         owner = self.owner
         raw = owner.raw
-        for data, addr in self.quic.datagrams_to_send(trio.current_time()):
+        for data, addr in self.framer.datagrams_to_send(trio.current_time()):
             # Straight to the socket; through trio only when its buffer is full (a trio
             # sendto per datagram costs a scheduler round trip each).
             try:
@@ -276,111 +263,73 @@ class QuicConnectionTask:
                 pass
         await trio.lowlevel.checkpoint()
         if self._blocked:
-            quic = self.quic
-            for stream in list(self._blocked):
-                if stream.writable(quic):
-                    self._blocked.discard(stream)
+            framer = self.framer
+            for sid in list(self._blocked):
+                if framer.send_window(sid) > 0 or not framer.is_open(sid):
+                    self._blocked.pop(sid).set()
 
     def _forget(self) -> None:
-        self.terminated = True
+        self.framer.terminated = True
         router = self.owner.router
         router.remove(self.cids)
-        router.closed(self.addr, self.established)
+        router.closed(self.addr, self.framer.established)
         self.owner.live.discard(self)
+        self._end_streams()
+
+    def _end_streams(self) -> None:
         for stream in list(self.streams.values()):
-            stream.peer_gone()
+            stream.vanish()
+        for event in self._blocked.values():
+            event.set()
+        self._blocked.clear()
 
     # -- events ------------------------------------------------------------------------------
-    def _process_events(self) -> None:
-        quic = self.quic
-        while (event := quic.next_event()) is not None:
-            self._quic_event(event)
-            if self.h3 is not None:
-                for h3_event in self.h3.handle_event(event):
-                    self._h3_event(h3_event)
+    def _dispatch(self, events: list[H3Event]) -> None:
+        streams = self.streams
+        for stream_id, event in events:
+            cls = type(event)
+            if cls is Request or cls is BadRequest:
+                self._start_stream(stream_id, event)  # type: ignore[arg-type]
+            elif stream_id >= 0:
+                stream = streams.get(stream_id)
+                if stream is not None:
+                    stream.on_event(event)
+                    if not stream.gone:
+                        continue
+                    blocked = self._blocked.pop(stream_id, None)
+                    if blocked is not None:
+                        blocked.set()  # its sender must see it's gone
+            else:
+                self._connection_event(event)
 
-    def _quic_event(self, event: QuicEvent) -> None:
-        kind = type(event)
-        if kind is ProtocolNegotiated:
-            self.h3 = LimitedH3Connection(
-                self.quic, max_field_section_size=self.state.config.h3_max_field_section_size
-            )
-        elif kind is HandshakeCompleted:
-            self.established = True
+    def _connection_event(self, event: object) -> None:
+        cls = type(event)
+        router = self.owner.router
+        if cls is Established:
             self.last_active = trio.current_time()
-            self.owner.router.established(self.addr)
-            self.info.tls = quic_tls_extension(self.quic, self.owner.server_cert)
-            if self.closing and self.h3 is not None:
-                self.h3.send_goaway(0)
-                self.close_if_idle()
-        elif kind is ConnectionIdIssued:
-            self.cids.add(event.connection_id)  # type: ignore[attr-defined]
-            self.owner.router.add_cid(event.connection_id, self)  # type: ignore[attr-defined]
-        elif kind is ConnectionIdRetired:
-            self.cids.discard(event.connection_id)  # type: ignore[attr-defined]
-            self.owner.router.remove_cid(event.connection_id)  # type: ignore[attr-defined]
-        elif kind is ConnectionTerminated:
-            self.terminated = True
-        elif kind is StreamReset or kind is StopSendingReceived:
-            stream = self.streams.get(event.stream_id)  # type: ignore[attr-defined]
-            if stream is not None:
-                stream.peer_gone()
+            router.established(self.addr)
+            self.info.tls = self.framer.tls_extension(self.owner.server_cert)
+        elif cls is CidIssued:
+            self.cids.add(event.cid)  # type: ignore[attr-defined]
+            router.add_cid(event.cid, self)  # type: ignore[attr-defined]
+        elif cls is CidRetired:
+            self.cids.discard(event.cid)  # type: ignore[attr-defined]
+            router.remove_cid(event.cid)  # type: ignore[attr-defined]
+        elif cls is ConnectionClosed:
+            self._end_streams()
 
-    def _h3_event(self, event: H3Event) -> None:
-        if type(event) is DataReceived:
-            stream = self.streams.get(event.stream_id)
-            if stream is not None:
-                stream.feed(event.data, event.stream_ended)
-        elif type(event) is HeadersReceived:
-            stream = self.streams.get(event.stream_id)
-            if stream is not None:  # trailers: not passed on (ASGI has no request trailers)
-                if event.stream_ended:
-                    stream.feed(b"", True)
-                return
-            self._new_request(event)
-        elif type(event) is HeadersRefused:
-            # A section over h3_max_field_section_size, refused undecoded: a head is
-            # answered 431, trailers end the request (the app sees http.disconnect).
-            stream = self.streams.get(event.stream_id)
-            if stream is not None:
-                stream.peer_gone()
-            elif not event.trailers:
-                self._new_request(event)
+    def _start_stream(self, stream_id: int, request: Request | BadRequest) -> None:
+        assert self.nursery is not None
+        stream = self.streams[stream_id] = Stream(self, stream_id)
+        self.nursery.start_soon(
+            serve_stream, stream, request, self.nursery, name="trioserve.quic.stream"
+        )
 
-    def _new_request(self, event: HeadersReceived | HeadersRefused) -> None:
-        stream_id = event.stream_id
-        quic = self.quic
-        self.highest_stream = max(self.highest_stream, stream_id)
-        limit = self.state.config.h3_max_concurrent_streams
-        if self.closing or len(self.streams) >= limit or self.nursery is None:
-            # Over the limit only while reset streams' tasks finish their grace period.
-            quic.reset_stream(stream_id, ErrorCode.H3_REQUEST_REJECTED)
-            quic.stop_receiving(stream_id, ErrorCode.H3_REQUEST_REJECTED)
-            return
-        ended = False
-        if type(event) is HeadersReceived:
-            ended = event.stream_ended
-            request: Request | H3Refusal = request_from_fields(
-                event.headers, max_size=self.state.config.h3_max_field_section_size
-            )
-        else:
-            request = H3Refusal(431, "request head over h3_max_field_section_size")
-        stream = H3Stream(self, stream_id, request, ended=ended)
-        self.streams[stream_id] = stream
-        quic.start(stream_id)
-        self.nursery.start_soon(serve_stream, self, stream, name="trioserve.quic.stream")
-
-    def stream_done(self, stream: H3Stream) -> None:
-        """A stream's task ended: free its slot, and stop reading a body nobody wants."""
+    def stream_done(self, stream: Stream) -> None:
         self.streams.pop(stream.stream_id, None)
-        self._blocked.discard(stream)
         self.last_active = trio.current_time()
-        quic = self.quic
-        quic.forget(stream.stream_id)
-        if not stream.ended and not stream.gone and not self.terminated:
-            # RFC 9114 4.1.1: after a complete response, ask the client to stop its body.
-            quic.stop_receiving(stream.stream_id, ErrorCode.H3_NO_ERROR)
-        self.close_if_idle()
+        self.framer.stream_finished(stream.stream_id)
+        self.kick()
 
 
 def open_quic_socket(sock: socket.socket, state: ServerState) -> QuicSocket:

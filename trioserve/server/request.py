@@ -4,7 +4,9 @@
 ``send()``, the failure policy (a 500 while nothing was written, an aborted exchange once
 something was, one log line), the refusals made before the app runs (413, 503,
 ``server_names``), the access log, and the in-flight and request counters. It talks to the
-connection only through :class:`RequestPort`.
+connection only through :class:`RequestPort`. The gates, the counts, the access-log line
+and what an app's exception means are shared with WebSockets, in
+:class:`~.exchange.Exchange`.
 
 HTTP/1.1 (:class:`~trioserve.server.http11.HTTP11Connection`) is the port itself, with the
 pull model: a body piece is read from the socket only when the app asks for it, and a
@@ -24,17 +26,13 @@ from __future__ import annotations
 
 import contextvars
 import os
-import sys
-import time
-import types
-from collections.abc import Awaitable, Generator, MutableMapping
+from collections.abc import Awaitable, MutableMapping
 from typing import Any, Protocol
 
 import trio
 
 from ..errors import ClientDisconnected, SendTimeout
 from ..logs import access_log, error_log
-from ..sansio.accesslog import AccessLogAtoms, format_access_line
 from ..sansio.asgi import (
     DONE,
     HTTPResponseCycle,
@@ -63,15 +61,13 @@ from ..sansio.events import (
     Response,
     Sentinel,
 )
-from ..sansio.headers import plain_error
-from ..sansio.proxy import host_allowed
-from .asyncio_bridge import report_needs_asyncio
+from .appcall import drive_app as drive_app  # (imported from here by the connections)
+from .exchange import Exchange
 from .faults import belongs_to_server
+from .refusals import refusal_app
+from .refusals import refuse_stream as refuse_stream  # (imported from here by stream.py)
 from .state import ServerState
 from .transport import ConnectionInfo
-
-if sys.version_info < (3, 11):  # pragma: no cover
-    from exceptiongroup import BaseExceptionGroup
 
 # What run() leaves the connection to do.
 DONE_NORMALLY = 0  # the exchange ended: the connection decides about reuse
@@ -79,6 +75,7 @@ LEAVE_BODY_UNREAD = 1  # answered without reading the body: close it politely (H
 REFUSED = 2  # the port's refuse() answered and closed: nothing left to do
 
 _INTERNAL_ERROR_BODY = b"Internal Server Error\n"
+NO_RESPONSE = 444  # the access-log status of a request cut before any response was sent
 # The body states in which the app was told the client is gone (413 or 408 follows).
 _CUT_SHORT = (TOO_LARGE, TIMED_OUT)
 # http.response.pathsend reads the file in pieces of this size.
@@ -125,8 +122,19 @@ class RequestPort(Protocol):
         """Answer with a minimal error response instead of the app's, then close.
         ``reason`` is logged (None: the runner has logged already)."""
 
+    def send_soon(self, events: list[OutboundEvent]) -> None:
+        """Frame ``events`` (a held response head) now and have them written without the
+        calling task waiting: the app waits on something else. Raises
+        :class:`ProtocolError` before framing anything if they cannot be framed; a later
+        write goes after them."""
 
-class RequestRunner:
+    async def send_file(self, fd: int, size: int) -> bool:
+        """http.response.pathsend's body, ``size`` bytes of the file ``fd``, by the kernel
+        (sendfile) where the port can; False (nothing written) where it cannot, and the
+        runner sends the file in pieces through ``send_events``."""
+
+
+class RequestRunner(Exchange):
     """Runs the app for one request on a :class:`RequestPort`; see the module docstring."""
 
     __slots__ = (
@@ -139,8 +147,6 @@ class RequestRunner:
         "port",
         "refused",
         "response_headers",
-        "scope",
-        "state",
         "target",
         "waiting",
         "written",
@@ -167,7 +173,7 @@ class RequestRunner:
         )
         # Refusals (server_names, limit_concurrency, an announced body over the limit) go
         # through the normal response path with a tiny app in place of the user's.
-        self.refused = refused = refusal_status(request, scope, state)
+        self.refused = refused = self._admit(request)
         if refused:
             port.close_after_response()
             state.metrics.refused(refused)
@@ -300,10 +306,9 @@ class RequestRunner:
         port = self.port
         if not cycle.no_body and path is not None:
             async with await trio.open_file(path, "rb") as file:
-                send_file = getattr(port, "send_file", None)
                 size = os.fstat(file.fileno()).st_size
                 try:
-                    sent = send_file is not None and await send_file(file.fileno(), size)
+                    sent = await port.send_file(file.fileno(), size)
                 except ProtocolError as exc:
                     raise UnexpectedMessage(str(exc)) from None
                 if sent:
@@ -320,25 +325,17 @@ class RequestRunner:
         SSE client sees its headers (``EventSource.onopen``, a proxy's first-byte timer)
         before the first event. From here an app error aborts instead of becoming a 500.
 
-        The head is framed now and written without this task waiting for it: HTTP/1.1's
-        port has ``send_soon`` (a helper task writes it, and the next write goes after
-        it); a multiplexed stream frames at once and its connection's writer sends, so
-        the awaitable ``send_events`` returns only waits for buffer space, which the
-        app's next ``send()`` waits for anyway.
+        The head is framed now and written without this task waiting for it
+        (``RequestPort.send_soon``): HTTP/1.1's helper task writes it, and the next write
+        goes after it; a multiplexed stream frames at once and its connection's writer
+        sends.
         """
         port = self.port
         head = self.cycle.held_head
         if head is None or port.gone:
             return
         try:
-            send_soon = getattr(port, "send_soon", None)
-            if send_soon is not None:
-                send_soon([head])
-            else:
-                write = port.send_events([head])
-                close = getattr(write, "close", None)
-                if close is not None:
-                    close()  # (a coroutine never started: nothing to wait for)
+            port.send_soon([head])
         except ProtocolError:
             return  # still held: the app's next send() meets the error and answers 500
         self.cycle.release_head()
@@ -347,10 +344,8 @@ class RequestRunner:
     # -- one request -------------------------------------------------------------------------
     async def run(self) -> int:
         """Run the app; returns DONE_NORMALLY, LEAVE_BODY_UNREAD or REFUSED."""
-        state = self.state
-        app = state.app if not self.refused else refusal_app(self.refused)
-        start = time.perf_counter()
-        state.in_flight += 1
+        app = self.state.app if not self.refused else refusal_app(self.refused)
+        cancelled = False
         try:
             context = self.context
             if context is None:
@@ -361,11 +356,7 @@ class RequestRunner:
         except Exception as exc:
             await self._app_failed(exc)
         except trio.Cancelled:
-            # The shutdown deadline (or a second Ctrl-C) cut the request: still one line,
-            # with the status the client got: the app's if its head went out, else 444
-            # (nginx's "connection closed without a response"), as 499 for a client that left.
-            status = self.cycle.status if self.written else NO_RESPONSE
-            self._done(time.perf_counter() - start, status, cut=True)
+            cancelled = True
             raise
         except BaseException as exc:
             # SystemExit, KeyboardInterrupt, ... from an app fail one request, not the server.
@@ -378,8 +369,13 @@ class RequestRunner:
         finally:
             self.finished = True
             self.body.finish()
-            state.in_flight -= 1
-            state.count_request()
+            duration = self._leave()
+            if cancelled:
+                # The shutdown deadline (or a second Ctrl-C) cut the request: one line, with
+                # the status the client got: the app's if its head went out, else 444 (nginx's
+                # "connection closed without a response"), as 499 for a client that left.
+                status = self.cycle.status if self.written else NO_RESPONSE
+                self._done(duration, status, cut=True)
         cycle = self.cycle
         too_large = self.body.too_large
         if too_large and not cycle.started:
@@ -390,7 +386,7 @@ class RequestRunner:
         # 499 (nginx's "client closed request"): the client left before the response was
         # complete, whatever status the app had chosen (not when a deadline of ours cut it).
         left = cycle.state != DONE and self.port.gone and not self.aborted and not self.cut_by
-        self._done(time.perf_counter() - start, 499 if left else cycle.status, cut=left)
+        self._done(duration, 499 if left else cycle.status, cut=left)
         if timed_out:
             if not cycle.started:
                 await self.port.refuse(408, None)  # _deadline_hit logged it
@@ -410,7 +406,9 @@ class RequestRunner:
         port = self.port
         if self.body.too_large or self.body.timed_out:
             return  # the app saw the disconnect we made: answered with 413 or 408
-        self._log_app_error(exc)
+        scope = self.scope
+        what = f"{scope['method']} {scope['path']}"
+        self._report_app_error(exc, what, gone=port.gone)
         if isinstance(exc, UnexpectedMessage):
             # The app broke the message protocol: don't trust the connection's state.
             port.close_after_response()
@@ -484,188 +482,19 @@ class RequestRunner:
     def _done(self, duration: float, status: int, *, cut: bool) -> None:
         """The request is finalised: count it (no status if it was cut) and log it."""
         scope = self.scope
+        cycle = self.cycle
         self.state.metrics.request_done(
             scope["method"], 0 if cut else status, scope["http_version"], duration,
-            self.body.received, self.cycle.bytes_sent,
+            self.body.received, cycle.bytes_sent,
         )  # fmt: skip
         if access_log.isEnabledFor(20):
-            self._log_access(duration, status)
-
-    def _log_access(self, duration: float, status: int) -> None:
-        cycle = self.cycle
-        atoms = AccessLogAtoms(
-            self.scope,
-            status or None,
-            self.response_headers,
-            cycle.bytes_sent,
-            duration,
-            time.time(),
-            self.target,
-            complete=cycle.state == DONE and not self.cut_by and not self.port.gone,
-        )
-        access_log.info(format_access_line(self.state.config.access_log_format, atoms))
-
-    def _log_app_error(self, exc: BaseException) -> None:
-        scope = self.scope
-        if self.port.gone and _caused_by_disconnect(exc):
-            error_log.debug("client went away during %s %s", scope["method"], scope["path"])
-            return
-        self.state.metrics.app_exception()
-        ids = {"request_id": scope.get("request_id")}
-        if isinstance(exc, UnexpectedMessage):
-            # The traceback points at the app's offending send().
-            error_log.error(
-                "ASGI protocol error in %s %s: %s",
-                scope["method"],
-                scope["path"],
-                exc,
-                exc_info=exc,
-                extra=ids,
-            )
-            return
-        report_needs_asyncio(exc)
-        error_log.error(
-            "Exception in ASGI application (%s %s)",
-            scope["method"],
-            scope["path"],
-            exc_info=exc,
-            extra=ids,
-        )
-
-
-@types.coroutine
-def drive_app(
-    call: Awaitable[None],
-    context: contextvars.Context | None,
-    runner: RequestRunner | None,
-) -> Generator[Any, Any, None]:
-    """Await the app's ``call``: each step in ``context`` (None: this task's own), and,
-    for a ``runner``, releasing its held response head when the app waits.
-
-    trio runs other tasks only when a task yields to the scheduler, and every wait of the
-    app (a sleep, a lock, a read) yields through here. So a yield while the head is still
-    held means the app waits on something other than its own next ``send()``, and
-    :meth:`RequestRunner.release_head` sends the head. A hello response (start, then body,
-    back to back) never yields in between: its head still leaves with the body, in one
-    write, and an error before the first body still becomes a clean 500. The context is how
-    requests that share a connection's task keep their contextvars apart (server/context.py).
-    The cost is this frame: one resumption and one ``send()`` per yield of the app (and one
-    ``Context.run``), no task switch. A WebSocket (no held head) passes no runner.
-    """
-    coro: Any = call
-    try:
-        send = coro.send  # a coroutine (an app's async def): driven as it is
-    except AttributeError:  # any other awaitable
-        coro = call.__await__()
-        send = coro.send
-    throw = coro.throw
-    value: Any = None
-    error: BaseException | None = None
-    while True:
-        try:
-            if error is None:
-                trap = send(value) if context is None else context.run(send, value)
-            else:
-                thrown, error = error, None
-                trap = throw(thrown) if context is None else context.run(throw, thrown)
-        except StopIteration:
-            return
-        if runner is not None and runner.cycle.held_head is not None:
-            runner.release_head()
-        try:
-            value = yield trap
-        except GeneratorExit:
-            coro.close()
-            raise
-        except BaseException as exc:  # trio's Cancelled, KeyboardInterrupt: the app's to see
-            value = None
-            error = exc
-
-
-def _caused_by_disconnect(exc: BaseException) -> bool:
-    """Whether an app error is just the client leaving, re-raised in the app's words.
-
-    Frameworks catch our ``OSError`` from ``send()`` and raise their own exception
-    (Starlette's ``ClientDisconnect``), sometimes inside an exception group.
-    """
-    seen: set[int] = set()
-    stack: list[BaseException | None] = [exc]
-    while stack:
-        current = stack.pop()
-        if current is None or id(current) in seen:
-            continue
-        seen.add(id(current))
-        if isinstance(current, ClientDisconnected):
-            return True
-        if isinstance(current, BaseExceptionGroup):
-            stack.extend(current.exceptions)
-        stack.extend((current.__cause__, current.__context__))
-    return False
-
-
-NO_RESPONSE = 444  # the access-log status of a request cut before any response was sent
-
-_REFUSAL_BODIES = {
-    404: b"Not Found\n",
-    413: b"Payload Too Large\n",
-    503: b"Service Unavailable\n",
-}
-
-
-def refusal_status(request: Request, scope: dict[str, Any], state: ServerState) -> int:
-    """The status to refuse a request with before the app sees it (0: serve it)."""
-    config = state.config
-    if config.server_names and not host_allowed(scope["headers"], config.server_names):
-        return 404  # Hypercorn's answer for a Host not in server_names
-    limit = config.limit_concurrency
-    if limit is not None and state.in_flight >= limit:
-        return 503
-    body_limit = config.max_request_body_size
-    if body_limit is not None:
-        for name, value in request.headers:
-            if name == b"content-length":
-                if value.isdigit() and int(value) > body_limit:
-                    return 413
-                break
-    return 0
-
-
-def refusal_app(status: int) -> Any:
-    """A tiny ASGI app that answers ``status``: refusals take the normal response path."""
-    body = _REFUSAL_BODIES[status]
-
-    async def refuse(scope: Any, receive: Any, send: Any) -> None:
-        headers = [
-            (b"content-type", b"text/plain; charset=utf-8"),
-            (b"content-length", b"%d" % len(body)),
-        ]
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
-
-    return refuse
+            complete = cycle.state == DONE and not self.cut_by and not self.port.gone
+            self.log_access(
+                status or None, self.response_headers, cycle.bytes_sent, duration,
+                self.target, complete,
+            )  # fmt: skip
 
 
 def _client_text(scope: dict[str, Any]) -> str:
     client = scope.get("client")
     return f"{client[0]}:{client[1]}" if client else "-"
-
-
-async def refuse_stream(
-    port: RequestPort,
-    info: ConnectionInfo,
-    state: ServerState,
-    status: int,
-    reason: str | None,
-    answered: bool,
-) -> None:
-    """``RequestPort.refuse`` for one stream of a multiplexed connection (HTTP/2, HTTP/3):
-    one log line, then a short plain-text answer unless the stream is gone or answered."""
-    if reason is not None:
-        error_log.info("%s %s: %s", info.client_text, status, reason)
-    if answered:
-        return
-    headers, body = plain_error(status, state.default_headers())
-    try:
-        await port.send_events([Response(status, headers), Data(body), EndData()])
-    except ClientDisconnected:
-        pass

@@ -9,9 +9,7 @@ runs lifespan shutdown.
 from __future__ import annotations
 
 import errno
-import functools
 import os
-import random
 import signal
 import socket
 import ssl
@@ -22,23 +20,17 @@ import trio
 
 from ..binds import (
     Bind,
-    alt_svc_values,
     close_sockets,
     create_quic_sockets,
     create_sockets,
     socket_url,
 )
 from ..config import Config, ConfigError, verify_flags_value
-from ..errors import LifespanFailure
-from ..importer import as_asgi3
 from ..logs import error_log
 from ..sansio.http11_fast import parser_name
 from ..sansio.proxy import ProxyProtocolError, trusted_peers
-from .asgitrace import trace_asgi
-from .asyncio_bridge import app_runner
 from .connection import handle_stream
-from .lifespan import Lifespan
-from .observe import Observer
+from .lifecycle import running
 from .sockstream import SocketStream, StreamListener
 from .state import ServerState
 from .transport import (
@@ -298,21 +290,7 @@ async def serve(
     ``OSError`` if an address cannot be bound.
     """
     config = config or Config()
-    # loop = "asyncio": the app runs as asyncio tasks on one loop, open while we serve.
-    asgi_app, app_loop = app_runner(
-        as_asgi3(app, config.interface),
-        config.loop,
-        reset_contextvars=config.reset_contextvars,
-    )
-    if config.loglevel == "trace":  # only then: the wrapper costs an await per message
-        asgi_app = trace_asgi(asgi_app)  # outside the bridge: it sees trio's receive/send
     trigger = shutdown_trigger if shutdown_trigger is not None else trio.Event()
-    lifespan = Lifespan(
-        asgi_app,
-        mode=config.lifespan,
-        startup_timeout=config.startup_timeout,
-        shutdown_timeout=config.shutdown_timeout,
-    )
     owned = sockets is None
     bound = list(sockets) if sockets is not None else create_sockets(config)
     quic_bound: list[tuple[Bind, socket.socket]] = []
@@ -325,47 +303,19 @@ async def serve(
             quic_bound = create_quic_sockets(config, reuse_port=supervised)
         ssl_context = create_ssl_context(config) if config.ssl_enabled else None
         listeners = [_Listener(bind, sock, ssl_context, config.certfile) for bind, sock in bound]
-        failure: LifespanFailure | None = None
-        observer = Observer(config, metrics_path)
-        async with app_loop, trio.open_nursery() as system:
-            system.start_soon(observer.run)
-            try:
-                # Raised after the nursery: inside, trio would wrap it in an ExceptionGroup.
-                try:
-                    await lifespan.startup(system)
-                except LifespanFailure as exc:
-                    failure = exc
-                if failure is None:
-                    state = ServerState(
-                        config=config,
-                        app=asgi_app,
-                        lifespan_state=lifespan.state if lifespan.supported else None,
-                        request_limit=_request_limit(config),
-                        on_request_limit=on_max_requests
-                        or functools.partial(_limit_reached, trigger),
-                        alt_svc=[
-                            (b"alt-svc", v.encode("latin-1"))
-                            for v in alt_svc_values(config, quic_bound)
-                        ],
-                        metrics=observer.metrics,
-                    )
-                    observer.state = state
-                    await _serve_then_shut_down(
-                        lifespan,
-                        listeners,
-                        state,
-                        trigger,
-                        handle_signals,
-                        task_status,
-                        _quic_sockets(quic_bound, state),
-                    )
-                    await observer.linger()
-            finally:
-                lifespan.close()
-                observer.close()
-                system.cancel_scope.cancel()
-        if failure is not None:
-            raise failure
+        lifecycle = running(
+            app,
+            config,
+            trigger=trigger,
+            on_max_requests=on_max_requests,
+            metrics_path=metrics_path,
+            quic_bound=quic_bound,
+        )
+        async with lifecycle as state:
+            quic_sockets = _quic_sockets(quic_bound, state)
+            await _serve_connections(
+                listeners, state, trigger, handle_signals, task_status, quic_sockets
+            )
     finally:
         for _, sock in quic_bound:
             sock.close()
@@ -380,37 +330,6 @@ def _quic_sockets(bound: list[tuple[Bind, socket.socket]], state: ServerState) -
     from .quic import open_quic_socket
 
     return [open_quic_socket(sock, state) for _, sock in bound]
-
-
-async def _serve_then_shut_down(
-    lifespan: Lifespan,
-    listeners: list[_Listener],
-    state: ServerState,
-    trigger: trio.Event,
-    handle_signals: bool,
-    task_status: trio.TaskStatus[list[str]],
-    quic_sockets: list[QuicSocket],
-) -> None:
-    """Serve until the trigger; lifespan shutdown runs whatever happens."""
-    try:
-        await _serve_connections(
-            listeners, state, trigger, handle_signals, task_status, quic_sockets
-        )
-    finally:
-        with trio.CancelScope(shield=True):
-            await lifespan.shutdown()
-
-
-def _request_limit(config: Config) -> int | None:
-    """max_requests plus a random jitter, so workers started together don't retire together."""
-    if not config.max_requests:
-        return None
-    return config.max_requests + random.randint(0, max(0, config.max_requests_jitter))
-
-
-def _limit_reached(trigger: trio.Event) -> None:
-    error_log.info("Maximum request limit reached, shutting down")
-    trigger.set()
 
 
 async def _serve_connections(

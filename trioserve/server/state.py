@@ -124,9 +124,11 @@ class ServerState:
         rid = (self._echo_id, scope["request_id"].encode("ascii"))
         return [*self.default_headers(), rid]
 
-    def count_request(self) -> None:
-        """One more request done; at ``request_limit`` (max_requests) fire the hook once."""
-        self.requests_served += 1
+    def count_request(self, *, served: bool = False) -> None:
+        """One more request done (``served``: already added to ``requests_served``); at
+        ``request_limit`` (max_requests) fire the hook once."""
+        if not served:
+            self.requests_served += 1
         limit = self.request_limit
         if limit is not None and self.requests_served >= limit:
             self.request_limit = None  # once; >= since other paths may count too

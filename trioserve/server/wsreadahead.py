@@ -14,7 +14,7 @@ from __future__ import annotations
 import weakref
 from typing import Any
 
-from ..sansio.websocket import message_bytes
+from ..sansio.wsframes import message_bytes
 from .state import ServerState
 
 

@@ -8,6 +8,9 @@ a stop, a back-off). Nothing is polled on a fixed tick.
 Every worker owns a *slot*. A worker that must be replaced (SIGHUP, reload, max_requests)
 gets a *successor*; the successor takes over the slot once it reports READY, and only then
 is the old worker asked to drain. If the successor dies first, the old one keeps serving.
+
+Why just over 500 lines: the slots, the event loop and the restart policy share one state
+(the slots and their deadlines); split, every handler would pass that state across modules.
 """
 
 from __future__ import annotations

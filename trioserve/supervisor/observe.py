@@ -15,7 +15,8 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
+from typing import Protocol
 
 from ..binds import create_socket, parse_bind
 from ..config import Config
@@ -23,8 +24,30 @@ from ..logs import error_log
 from ..metrics.admin import AdminServer
 from ..metrics.counters import SLOTS, Layout, lifespan_name, read_snapshot
 
-if TYPE_CHECKING:
-    from .manager import Supervisor, Worker
+
+class Worker(Protocol):
+    """What the observer reads of a worker (``manager.Worker``; typed here rather than
+    imported, since the manager imports this module)."""
+
+    @property
+    def pid(self) -> int: ...
+    @property
+    def ready(self) -> bool: ...
+    @property
+    def stopping(self) -> bool: ...
+    @property
+    def killed(self) -> bool: ...
+    @property
+    def wants_restart(self) -> bool: ...
+
+
+class Supervisor(Protocol):
+    """What the observer reads of the supervisor (``manager.Supervisor``)."""
+
+    @property
+    def stopping(self) -> bool: ...
+    @property
+    def workers(self) -> Sequence[Worker]: ...
 
 
 def exit_cause(worker: Worker, code: int) -> str:

@@ -24,10 +24,8 @@ import trio
 import trio.testing
 
 from ..config import Config
-from ..errors import LifespanFailure
-from ..server.asyncio_bridge import app_runner
 from ..server.connection import handle_stream
-from ..server.lifespan import Lifespan
+from ..server.lifecycle import running
 from ..server.state import ServerState
 from ..server.transport import ConnectionInfo
 from .failures import AppErrors, connection_errors
@@ -200,46 +198,31 @@ class InMemoryTransport(httpx.AsyncBaseTransport):
 
     @asynccontextmanager
     async def _run(self) -> AsyncIterator[None]:
-        config = self.config
-        # loop="asyncio", as serve() does
-        reset = config.reset_contextvars
-        app, app_loop = app_runner(self.app, config.loop, reset_contextvars=reset)
-        lifespan = Lifespan(
-            app,
-            mode=config.lifespan,
-            startup_timeout=config.startup_timeout,
-            shutdown_timeout=config.shutdown_timeout,
-        )
-        # Exceptions leave after the nurseries, so trio does not wrap them in a group.
+        # The real server's start-up and shutdown (lifespan, metrics, Alt-Svc, request
+        # limits), with in-memory connections in place of listeners.
         failure: BaseException | None = None
-        async with app_loop, trio.open_nursery() as system:
-            try:
-                await lifespan.startup(system)
-            except LifespanFailure as exc:
-                failure = exc
-                system.cancel_scope.cancel()
-            else:
-                state = ServerState(
-                    config=config,
-                    app=app,
-                    lifespan_state=lifespan.state if lifespan.supported else None,
-                )
+        trigger = trio.Event()  # set at max_requests: the server drains, as serve() does
+        async with running(self.app, self.config, trigger=trigger) as state:
+            # Exceptions leave after the nursery, so trio does not wrap them in a group.
+            async with trio.open_nursery() as connections:
+                self._state, self._nursery = state, connections
+                state.metrics.set_lifespan("serving")
+                connections.start_soon(_drain_on, trigger, state)
                 try:
-                    async with trio.open_nursery() as connections:
-                        self._state, self._nursery = state, connections
-                        try:
-                            yield
-                        except BaseException as exc:
-                            failure = exc
-                            connections.cancel_scope.cancel()
-                        finally:
-                            await self._hang_up(state, connections)
+                    yield
+                except BaseException as exc:
+                    failure = exc
+                    connections.cancel_scope.cancel()
                 finally:
-                    with trio.CancelScope(shield=True):
-                        await lifespan.shutdown()
-                    system.cancel_scope.cancel()
-        if failure is not None:
-            raise failure
+                    trigger.set()  # (ends _drain_on)
+                    await self._hang_up(state, connections)
+            if failure is not None:
+                raise failure  # (lifespan shutdown still runs, as in serve())
+
+    @property
+    def state(self) -> ServerState | None:
+        """The server's state (its ``metrics``, counts, ...); None before it started."""
+        return self._state
 
     async def _hang_up(self, state: ServerState, connections: trio.Nursery) -> None:
         """The client is done: close what it still holds, as a real server's shutdown would."""
@@ -266,6 +249,8 @@ class InMemoryTransport(httpx.AsyncBaseTransport):
                 "httpx.AsyncClient(transport=InMemoryTransport(app)) as client:` so the "
                 "app's lifespan runs around the client"
             )
+        if state.shutting_down:  # (max_requests reached): a real server stops accepting
+            raise httpx.ConnectError("the server is shutting down")
         client_end, server_end = trio.testing.memory_stream_pair()
         conn = _Connection(client_end, key)
         scheme, host, port = key
@@ -426,3 +411,10 @@ async def open_memory_client(
     transport = InMemoryTransport(app, **options)
     async with httpx.AsyncClient(transport=transport, base_url=base_url) as client:
         yield client
+
+
+async def _drain_on(trigger: trio.Event, state: ServerState) -> None:
+    """What serve() does when ``max_requests`` sets its trigger: stop taking connections
+    and drain (the transport's own end at exit does the rest)."""
+    await trigger.wait()
+    state.begin_shutdown()

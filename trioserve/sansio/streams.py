@@ -1,0 +1,197 @@
+"""What HTTP/2 and HTTP/3 share below the trio layer: one request stream's framer interface,
+the rules that turn pseudo-headers into a request, and a WebSocket's HTTP side on a stream.
+
+Both multiplexed versions carry a request on a stream with the same shape: a head of
+pseudo-headers and fields, DATA, an end (maybe with trailers), and resets either way. The
+trio layer's one stream class (:class:`trioserve.server.stream.Stream`) talks to
+:class:`StreamFramer`, which :class:`~.http2.H2Protocol` and :class:`~.http3.H3Protocol`
+implement, and both protocols turn a request head into the same :class:`~.events.Request`
+with :func:`request_from_fields`, so a request gets the same answer on either version
+(and, through :func:`~.http11_rules.check_request`, on HTTP/1.1).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+from .events import (
+    BadRequest,
+    Data,
+    Headers,
+    InformationalResponse,
+    OutboundEvent,
+    Request,
+    Response,
+)
+from .headers import plain_error
+from .http11_rules import check_request
+
+__all__ = [
+    "CONNECTION_FIELDS",
+    "StreamAnswer",
+    "StreamFramer",
+    "field_section_size",
+    "request_from_fields",
+]
+
+# RFC 9113 8.2.2 / RFC 9114 4.2: fields that mean something only to one HTTP/1.1 hop. A
+# request carrying one is malformed; an app's response has them dropped.
+CONNECTION_FIELDS = frozenset(
+    (b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade")
+)
+
+
+class StreamFramer(Protocol):
+    """One multiplexed connection's protocol, as its streams use it (no I/O, no clock but
+    ``now``). Every method takes the stream's id; none raises for a stream that is gone
+    (they do nothing), except the ``send_*`` ones, which raise
+    :class:`~.events.ProtocolError` for what cannot be framed."""
+
+    def send_headers(self, stream_id: int, status: int, headers: Headers, end: bool) -> None:
+        """A response (or 1xx) head; ``end`` ends the stream with it."""
+
+    def send_data(self, stream_id: int, data: bytes, end: bool) -> None:
+        """At most ``send_window()`` bytes of body; ``end`` ends the stream with them."""
+
+    def send_trailers(self, stream_id: int, headers: Headers) -> None:
+        """Trailers, which end the stream."""
+
+    def send_window(self, stream_id: int) -> int:
+        """Bytes that may be framed now (0: wait for the connection's credit signal)."""
+
+    def is_open(self, stream_id: int) -> bool:
+        """Whether our side of the stream may still be written."""
+
+    def end_stream(self, stream_id: int) -> bool:
+        """End our side with no data if it is still open; whether anything was framed."""
+
+    def reset(self, stream_id: int, now: float) -> None:
+        """Give up on the stream from our side (an internal error): both directions end."""
+
+    def consumed(self, stream_id: int, size: int) -> bool:
+        """The app took ``size`` body bytes: the peer may send as much again. True if
+        frames are waiting to be sent (a window update)."""
+
+
+def field_section_size(fields: Headers) -> int:
+    """RFC 9114 4.2.2 / RFC 9113 6.5.2: name + value + 32 per field."""
+    return sum(len(name) + len(value) + 32 for name, value in fields)
+
+
+def request_from_fields(
+    fields: Headers, http_version: str, *, max_size: int | None = None
+) -> Request | BadRequest:
+    """A request head's pseudo-headers and fields to a Request, or the refusal to answer
+    with on this stream alone (never a connection error).
+
+    The rules, the same for HTTP/2 and HTTP/3 (docs/architecture.md has them beside
+    HTTP/1.1's): ``:authority`` wins and a ``Host`` that disagrees is malformed (RFC 9113
+    8.3.1, RFC 9114 4.3.1); connection-specific fields are malformed; 100-continue is
+    honoured; CONNECT is 405 unless it is a WebSocket's (RFC 8441, RFC 9220; another
+    ``:protocol`` is 501); ``:method`` and ``:path`` follow
+    :func:`~.http11_rules.check_request`; split cookies are joined.
+    """
+    if max_size is not None and field_section_size(fields) > max_size:
+        return BadRequest(431, "request head over the field section limit")
+    method = path = b""
+    authority = protocol = scheme = host = None
+    headers: Headers = []
+    cookies: list[bytes] = []
+    expects_continue = False
+    for name, value in fields:
+        if name[:1] == b":":
+            if name == b":method":
+                method = value
+            elif name == b":path":
+                path = value
+            elif name == b":authority":
+                authority = value
+            elif name == b":scheme":
+                scheme = value
+            elif name == b":protocol":
+                protocol = value
+        elif name == b"cookie":
+            cookies.append(value)
+        elif name in CONNECTION_FIELDS:
+            return BadRequest(400, f"connection-specific field {name.decode('latin-1')!r}")
+        else:
+            if name == b"host":
+                host = value
+            elif name == b"expect" and value.lower() == b"100-continue":
+                expects_continue = True
+            headers.append((name, value))
+    refusal = _pseudo_refusal(method, path, protocol, scheme, http_version)
+    if refusal is not None:
+        return refusal
+    if authority is not None:
+        if host is not None and host != authority:
+            return BadRequest(400, "Host disagrees with :authority")
+        headers = [(b"host", authority), *[h for h in headers if h[0] != b"host"]]
+    if cookies:
+        headers.append((b"cookie", b"; ".join(cookies)))
+    return Request(
+        method=method,
+        target=path,
+        headers=headers,
+        http_version=http_version,
+        expects_continue=expects_continue,
+        authority=authority,
+        protocol=protocol,
+    )
+
+
+def _pseudo_refusal(
+    method: bytes, path: bytes, protocol: bytes | None, scheme: bytes | None, version: str
+) -> BadRequest | None:
+    if protocol is not None:
+        if method != b"CONNECT":
+            return BadRequest(400, ":protocol without CONNECT")
+        if not path or not scheme:
+            return BadRequest(400, "extended CONNECT without :path or :scheme")
+        if protocol != b"websocket":
+            return BadRequest(501, f"unsupported :protocol {protocol.decode('latin-1')!r}")
+        return check_request(b"GET", path, version)  # the target rules still apply
+    if method == b"CONNECT":
+        return BadRequest(405, "CONNECT (tunnels) is not served")
+    if not method or not path or scheme not in (b"https", b"http"):
+        return BadRequest(400, "request without :method, :scheme or :path")
+    return check_request(method, path, version)
+
+
+class StreamAnswer:
+    """A WebSocket's HTTP side on an HTTP/2 or HTTP/3 stream (RFC 8441, RFC 9220), as the
+    shared WebSocket code uses the HTTP/1.1 protocol: a response head becomes a HEADERS
+    frame here, body bytes are returned for the caller to write as DATA, and the stream's
+    close ends it. ``on_output`` wakes the connection's sender."""
+
+    __slots__ = ("framer", "on_output", "stream_id")
+
+    def __init__(
+        self, framer: StreamFramer, stream_id: int, on_output: Callable[[], None]
+    ) -> None:
+        self.framer = framer
+        self.stream_id = stream_id
+        self.on_output = on_output
+
+    def send(self, event: OutboundEvent) -> bytes:
+        cls = type(event)
+        if cls is Response or cls is InformationalResponse:
+            if self.framer.is_open(self.stream_id):
+                self.framer.send_headers(self.stream_id, event.status, event.headers, False)  # type: ignore[union-attr]
+                self.on_output()
+            return b""
+        if cls is Data:
+            return event.data  # type: ignore[union-attr]
+        return b""  # EndData: the stream's close ends it
+
+    def error_response(self, status: int, extra: Headers) -> bytes:
+        """A plain-text refusal: HEADERS now, the body returned (as ``send`` does)."""
+        headers, body = plain_error(status, extra)
+        return self.send(Response(status, headers)) + body
+
+    def take_trailing_data(self) -> bytes:
+        return b""
+
+    def close_after_response(self) -> None:
+        """One stream ends; the connection carries on."""
