@@ -602,6 +602,12 @@ class Config:
         cli=("--ws-ping-timeout",),
         help="Seconds to wait for a pong before closing the WebSocket (1011).",
     )
+    websocket_max_buffered_bytes: int = _opt(
+        16 * 1024 * 1024,
+        cli=("--ws-max-buffered",),
+        help="Bytes of received WebSocket messages (inflated) read ahead for apps away from "
+        "receive(), all connections together; over it, reading ahead stops until apps drain.",
+    )
     websocket_per_message_deflate: bool = _opt(
         True,
         cli=("--ws-per-message-deflate",),

@@ -46,3 +46,17 @@ async def echo(scope: dict[str, Any], receive: Any, send: Any) -> None:
             await send({"type": "websocket.send", "text": message["text"]})
         else:
             await send({"type": "websocket.send", "bytes": message.get("bytes") or b""})
+
+
+async def ws_sender(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """WebSocket: accept, then only send (a tick a second) and never receive(): the server
+    reads ahead for it (the permessage-deflate bomb's target). HTTP: as hello."""
+    if scope["type"] == "http":
+        return await hello(scope, receive, send)
+    if scope["type"] != "websocket":
+        return None
+    await receive()  # websocket.connect
+    await send({"type": "websocket.accept"})
+    while True:
+        await send({"type": "websocket.send", "text": "tick"})
+        await trio.sleep(1.0)

@@ -421,11 +421,11 @@ def test_server_close_and_ping_after_close() -> None:
 # -- permessage-deflate ---------------------------------------------------------------------
 def test_deflate_negotiation() -> None:
     offer = [(b"sec-websocket-extensions", b"permessage-deflate; client_max_window_bits")]
-    negotiated = negotiate_deflate(offer)
+    negotiated = negotiate_deflate(offer, 1 << 20)
     assert negotiated is not None
     assert negotiated[1].startswith(b"permessage-deflate")
-    assert negotiate_deflate([(b"sec-websocket-extensions", b"x-foo")]) is None
-    assert negotiate_deflate([]) is None
+    assert negotiate_deflate([(b"sec-websocket-extensions", b"x-foo")], 1 << 20) is None
+    assert negotiate_deflate([], 1 << 20) is None
 
 
 def test_deflate_off_by_config() -> None:

@@ -8,8 +8,8 @@ the internet needs on top (each is a known way to take down HTTP/2 servers):
   the whole connection, so h2 is told a limit it never reaches and we enforce ours);
 - resets, by the client and by us, share one rate budget (rapid reset, CVE-2023-44487;
   MadeYouReset, CVE-2025-8671), and frames that make no progress (PING, SETTINGS,
-  PRIORITY, WINDOW_UPDATE, empty DATA or CONTINUATION) another; over either, GOAWAY
-  ENHANCE_YOUR_CALM;
+  PRIORITY, WINDOW_UPDATE, empty DATA or CONTINUATION) another, and DATA frames far smaller
+  than a full one (h2limits.small_data_cost) a third; over any, GOAWAY ENHANCE_YOUR_CALM;
 - header blocks are bounded while they arrive (CONTINUATION floods) and once decoded
   (HPACK bombs: the advertised header list size is enforced by the decoder);
 - received DATA is acknowledged (WINDOW_UPDATE) only as the app consumes it, so a stream's
@@ -74,6 +74,12 @@ class H2Limits:
     reset_burst: int = 200  # ... after a burst of this many
     control_rate: float = 500.0  # frames that make no progress, per second ...
     control_burst: int = 1000  # ... after this many
+    # Small DATA frames (not ending their stream), charged by h2limits.small_data_cost:
+    # a 2-byte frame costs ~1 token, a 1 KiB one none. A chat over a WebSocket on HTTP/2
+    # sends far fewer; a flood filling the 1 MiB window with 2-byte frames is cut after
+    # about the burst (a few ms of CPU) instead of costing seconds.
+    small_data_rate: float = 1000.0
+    small_data_burst: int = 4000
     enable_connect_protocol: bool = True  # RFC 8441 (WebSockets over HTTP/2)
 
 
@@ -135,6 +141,7 @@ class H2Protocol:
         self._scanner = FrameScanner()
         self._resets = TokenBucket(limits.reset_rate, limits.reset_burst)
         self._control = TokenBucket(limits.control_rate, limits.control_burst)
+        self._small_data = TokenBucket(limits.small_data_rate, limits.small_data_burst)
         self.running = 0  # handlers started and not finished (reset ones included)
         self.last_stream_id: int | None = None  # set by a graceful GOAWAY
         self.closed = False  # no more frames will be read or written
@@ -199,6 +206,9 @@ class H2Protocol:
         resets, scanner.resets = scanner.resets, 0
         if resets and not self._resets.take(now, resets):
             return "too many stream resets"
+        small, scanner.small_data = scanner.small_data, 0.0
+        if small and not self._small_data.take(now, small):
+            return "too many small DATA frames"
         return None
 
     def _translate(self, event: h2.events.Event, events: list[H2Event]) -> bool:

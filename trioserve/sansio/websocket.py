@@ -23,6 +23,7 @@ The same session serves a WebSocket over an HTTP/2 stream (RFC 8441) or an HTTP/
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from wsproto.connection import Connection, ConnectionState, ConnectionType
@@ -34,13 +35,13 @@ from wsproto.events import (
     Pong,
     TextMessage,
 )
-from wsproto.extensions import PerMessageDeflate
 from wsproto.utilities import LocalProtocolError, generate_accept_token
 
 from .asgi import HTTPResponseCycle, UnexpectedMessage
 from .events import Data, EndData, Headers, Request, Response
 from .headers import InvalidHeader, validate_response_headers
-from .wsframes import lighten, server_frame, simple_frames, wsproto_idle
+from .wsdeflate import negotiate_deflate
+from .wsframes import lighten, message_bytes, server_frame, simple_frames, wsproto_idle
 from .wshandshake import (
     EXTENDED_CONNECT_VERSIONS,
     HandshakeAnswer,
@@ -62,6 +63,7 @@ __all__ = [
     "WebSocketSession",
     "build_websocket_scope",
     "check_handshake",
+    "message_bytes",
     "negotiate_deflate",
     "wants_websocket",
     "wants_websocket_h2",
@@ -88,24 +90,8 @@ class SessionClosed(Exception):
     """The WebSocket is closed (by either side); the I/O layer raises ClientDisconnected."""
 
 
-def negotiate_deflate(headers: Headers) -> tuple[PerMessageDeflate, bytes] | None:
-    """Accept the first acceptable permessage-deflate offer: (extension, response value)."""
-    for key, value in headers:
-        if key != b"sec-websocket-extensions":
-            continue
-        for offer in value.decode("latin-1").split(","):
-            name = offer.split(";", 1)[0].strip().lower()
-            if name != PerMessageDeflate.name:
-                continue
-            ext = PerMessageDeflate()
-            accepted = ext.accept(offer.strip())
-            if accepted is None or accepted is False:
-                continue
-            response = PerMessageDeflate.name
-            if isinstance(accepted, str) and accepted:
-                response += "; " + accepted
-            return ext, response.encode("latin-1")
-    return None
+# No limit on what app_messages() parses.
+_UNLIMITED = sys.maxsize
 
 
 def _close_code(message: Any) -> tuple[int, str]:
@@ -139,6 +125,7 @@ class WebSocketSession:
         "_size",
         "_text",
         "awaiting_pong",
+        "backlog",
         "bytes_sent",
         "close_sent",
         "conn",
@@ -174,6 +161,9 @@ class WebSocketSession:
         self.close_sent = False
         self.disconnect: dict[str, Any] | None = None  # set once: the final app message
         self.awaiting_pong: bytes | None = None
+        # app_messages() stopped at its limit: frames may wait unparsed in wsproto's buffer
+        # (parse them before reading more; see app_messages).
+        self.backlog = False
         self._out = bytearray()
         # No extension negotiated: data frames are plain and may skip wsproto (see
         # simple_frames / server_frame).
@@ -268,7 +258,7 @@ class WebSocketSession:
         ]
         extensions: list[Any] = []
         if self.deflate:
-            negotiated = negotiate_deflate(self.request.headers)
+            negotiated = negotiate_deflate(self.request.headers, self._max_size)
             if negotiated is not None:
                 extensions.append(negotiated[0])
                 headers.append((b"sec-websocket-extensions", negotiated[1]))
@@ -373,8 +363,12 @@ class WebSocketSession:
         return self.disconnect
 
     # -- peer -> app ------------------------------------------------------------------------
-    def receive_data(self, data: bytes | bytearray | None) -> None:
-        """Feed bytes from the peer; ``None`` means the connection ended."""
+    def receive_data(self, data: bytes | bytearray | None, limit: int = _UNLIMITED) -> None:
+        """Feed bytes from the peer; ``None`` means the connection ended.
+
+        At most ``limit`` plain messages are parsed here; the rest waits in wsproto's
+        buffer for :meth:`app_messages`, which applies the same limit.
+        """
         conn = self.conn
         if conn is None or self.disconnect is not None:
             return
@@ -384,7 +378,7 @@ class WebSocketSession:
             ready = self._ready
             if ready is None:
                 ready = self._ready = []
-            used = simple_frames(data, self._max_size, ready)
+            used = simple_frames(data, self._max_size, ready, limit)
             if used == len(data):
                 return
             if used:
@@ -399,9 +393,19 @@ class WebSocketSession:
         self._out.clear()
         return out
 
-    def app_messages(self) -> list[dict[str, Any]]:
-        """Turn what was received into ASGI messages; the last one may be the disconnect."""
+    def app_messages(
+        self, limit: int = _UNLIMITED, byte_limit: int = _UNLIMITED
+    ) -> list[dict[str, Any]]:
+        """Turn what was received into ASGI messages; the last one may be the disconnect.
+
+        Parsing stops once ``limit`` messages or ``byte_limit`` bytes of payload (inflated:
+        what the app will hold) are out; the frames not parsed yet stay compressed in
+        wsproto's buffer and :attr:`backlog` is set, so the caller parses them (calling
+        this again) before it reads more. That is what bounds a read-ahead: one read may
+        carry many deflated messages, each up to ``websocket_max_message_size`` inflated.
+        """
         conn = self.conn
+        self.backlog = False
         if conn is None or self.disconnect is not None:
             return []
         messages = self._ready
@@ -409,6 +413,10 @@ class WebSocketSession:
             self._ready = None
         else:
             messages = []
+        size = 0
+        if len(messages) >= limit or byte_limit <= 0:  # no room: all of it waits
+            self.backlog = True
+            return messages
         for event in conn.events():
             cls = type(event)
             if cls is TextMessage or cls is BytesMessage:
@@ -416,6 +424,10 @@ class WebSocketSession:
                 if message is not None:
                     messages.append(message)
                     if self.disconnect is not None:
+                        break
+                    size += message_bytes(message)
+                    if len(messages) >= limit or size >= byte_limit:
+                        self.backlog = True
                         break
             elif cls is Ping:
                 if conn.state is ConnectionState.OPEN:

@@ -61,7 +61,9 @@ def wsproto_idle(conn: Connection) -> bool:
         return False
 
 
-def simple_frames(data: bytes | bytearray, max_size: int, out: list[dict[str, Any]]) -> int:
+def simple_frames(
+    data: bytes | bytearray, max_size: int, out: list[dict[str, Any]], limit: int = 1 << 62
+) -> int:
     """Parse the leading run of *simple* client frames in ``data`` into ASGI messages.
 
     Simple: a whole, unfragmented (FIN), masked text or binary frame, no RSV bits,
@@ -70,11 +72,12 @@ def simple_frames(data: bytes | bytearray, max_size: int, out: list[dict[str, An
     few operations instead of wsproto's generator, header objects, masker and
     incremental decoder. Everything else (control frames, fragments, partial frames,
     errors) is left to wsproto: returns how many bytes were used, always on a frame
-    boundary.
+    boundary. Stops once ``out`` holds ``limit`` messages (a read-ahead's queue limit).
     """
     pos = 0
     end = len(data)
-    while end - pos >= 6:
+    room = limit - len(out)
+    while end - pos >= 6 and room > 0:
         first = data[pos]
         if first != 0x81 and first != 0x82:  # FIN + text / binary, no RSV bits
             break
@@ -111,6 +114,7 @@ def simple_frames(data: bytes | bytearray, max_size: int, out: list[dict[str, An
         else:
             out.append({"type": "websocket.receive", "bytes": payload})
         pos = stop
+        room -= 1
     return pos
 
 
@@ -123,3 +127,11 @@ def server_frame(opcode_byte: int, payload: bytes) -> bytes:
     if size < 65536:
         return bytes((opcode_byte, 126)) + size.to_bytes(2, "big") + payload
     return bytes((opcode_byte, 127)) + size.to_bytes(8, "big") + payload
+
+
+def message_bytes(message: dict[str, Any]) -> int:
+    """What a ``websocket.receive`` message holds, roughly (text counts characters)."""
+    payload = message.get("bytes")
+    if payload is None:
+        payload = message.get("text") or ""
+    return len(payload)

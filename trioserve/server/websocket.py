@@ -171,7 +171,7 @@ class WebSocketHandler(WebSocketReader):
         self._calls += 1
         pending = self._pending
         if pending:
-            return pending.pop()
+            return self._pop()
         if not self._connected:
             self._connected = True
             return dict(_CONNECT)
@@ -188,12 +188,12 @@ class WebSocketHandler(WebSocketReader):
         try:
             while True:
                 if pending:  # the pump, or the reader before us, got some
-                    return pending.pop()
+                    return self._pop()
                 if session.disconnect is not None:
                     return session.disconnect
                 if peer.broken:
                     return session.connection_lost() or dict(_GONE)
-                if self._next_ping == math.inf:
+                if self._next_ping == math.inf and not session.backlog:
                     # _fill() and PeerStream.receive_in_turn() inlined for the usual case
                     # (no pings): no coroutine frame of theirs per idle WebSocket (~0.5 KiB
                     # each) or per message. STREAM_ERRORS is still PeerStream's definition.
@@ -210,8 +210,7 @@ class WebSocketHandler(WebSocketReader):
                 if messages:
                     if len(messages) == 1:
                         return messages[0]
-                    messages.reverse()
-                    pending[:0] = messages
+                    self._hold(messages)
         finally:
             peer.end_read_turn()
 
@@ -269,6 +268,7 @@ class WebSocketHandler(WebSocketReader):
             await self._await_close()
         finally:
             state.shutdown_hooks.discard(self._shutdown_started)
+            self._release_all(final=True)
             if self._watched:
                 watchdog_for(state).discard(self)
             if self._accepted is not None:
@@ -298,8 +298,7 @@ class WebSocketHandler(WebSocketReader):
         if out and not self.peer.broken:
             await self.peer.send_quietly(out)
         if messages:
-            messages.reverse()
-            self._pending[:0] = messages
+            self._hold(messages)
         state = self.state
         config = state.config
         if config.websocket_ping_interval:
@@ -350,7 +349,7 @@ class WebSocketHandler(WebSocketReader):
         session = self.session
         if session.conn is None or self.peer.broken or session.disconnect is not None:
             return
-        self._pending.clear()
+        self._release_all()
         with trio.move_on_after(CLOSE_TIMEOUT):
             await self._take_read_turn()
             while session.disconnect is None and not self.peer.broken:

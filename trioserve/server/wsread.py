@@ -17,11 +17,13 @@ from trio.lowlevel import checkpoint_if_cancelled
 
 from ..logs import error_log
 from ..sansio.websocket import WebSocketSession
+from ..sansio.wsframes import message_bytes
 from .exchange import Exchange
 from .peer import READ_SIZE, STREAM_ERRORS, PeerStream
 from .sockstream import SocketStream
 from .state import ServerState
 from .transport import ConnectionInfo
+from .wsreadahead import budget_for
 
 # Bound on writing our close frame to a peer that stopped answering pings.
 _ABORT_WRITE_TIMEOUT = 1.0
@@ -37,7 +39,9 @@ class WebSocketReader(Exchange):
     # Up to thousands of these sit idle: no per-instance __dict__.
     __slots__ = (
         "__weakref__",
+        "_budget",
         "_calls",
+        "_held",
         "_next_ping",
         "_nursery",
         "_pending",
@@ -68,6 +72,9 @@ class WebSocketReader(Exchange):
         # Messages parsed but not yet given to the app, in reverse order (pop() is next).
         self._pending: list[dict[str, Any]] = []
         self._queue_limit = max(1, state.config.max_app_queue_size)
+        # Inflated bytes in _pending, and the server-wide budget they count against.
+        self._held = 0
+        self._budget = budget_for(state)
         # receive() calls so far, and as the watchdog last saw them.
         self._calls = 0
         self._seen_calls = -1
@@ -78,14 +85,17 @@ class WebSocketReader(Exchange):
         self._pong_due = math.inf
         self._ping_count = 0
 
-    async def _fill(self) -> list[dict[str, Any]]:
+    async def _fill(self, ahead: bool = False) -> list[dict[str, Any]]:
         """Read once (or until a keep-alive deadline) and parse: messages for the app.
 
-        The caller holds the read turn. Replies the protocol owes the peer are written
-        here, in one write per read.
+        The caller holds the read turn; ``ahead``: it is a pump (see ``_feed``). Frames
+        a parse left for later (``session.backlog``) are parsed before anything is read.
+        Replies the protocol owes the peer are written here, in one write per read.
         """
         session = self.session
         peer = self.peer
+        if session.backlog:
+            return await self._parse_backlog(ahead)
         # PeerStream.receive_in_turn() inlined: no frame of its own per idle WebSocket.
         data: bytes | bytearray = b""
         try:
@@ -106,18 +116,40 @@ class WebSocketReader(Exchange):
                     return await self._on_timer()
         except STREAM_ERRORS:
             data = b""
-        messages = self._feed(data if data else None)
+        messages = self._feed(data if data else None, ahead)
         out = session.data_to_send()
         if out and not peer.broken:
             await peer.send_quietly(out)
         return messages
 
-    def _feed(self, data: bytes | bytearray | None) -> list[dict[str, Any]]:
-        """Give wsproto what was read (None: the peer is gone); the messages for the app."""
+    async def _parse_backlog(self, ahead: bool) -> list[dict[str, Any]]:
+        """Parse frames already read (a parse stopped at its limit) instead of reading."""
+        await trio.lowlevel.checkpoint()
+        messages = self._feed(b"", ahead)
+        out = self.session.data_to_send()
+        if out and not self.peer.broken:
+            await self.peer.send_quietly(out)
+        return messages
+
+    def _feed(self, data: bytes | bytearray | None, ahead: bool = False) -> list[dict[str, Any]]:
+        """Give wsproto what was read (None: the peer is gone); the messages for the app.
+
+        A parse produces at most what the queue and the server-wide read-ahead budget
+        have room for, counted inflated (a pump, ``ahead``, may get nothing); an app
+        waiting in ``receive()`` always gets at least one message.
+        """
         session = self.session
+        budget = self._budget
+        limit = self._queue_limit - len(self._pending)
+        byte_limit = budget.limit - budget.used
+        if not ahead:
+            if limit < 1:
+                limit = 1
+            if byte_limit < 1:
+                byte_limit = 1
         try:
-            session.receive_data(data)
-            return session.app_messages()
+            session.receive_data(data, limit)
+            return session.app_messages(limit, byte_limit)
         except Exception:
             error_log.exception("Unexpected error reading WebSocket %s", self.scope["path"])
             self.peer.give_up()
@@ -187,6 +219,7 @@ class WebSocketReader(Exchange):
             or self.peer.broken
             or self.session.disconnect is not None
             or len(self._pending) >= self._queue_limit
+            or self._budget.used >= self._budget.limit
         ):
             return
         self._pump_scope = trio.CancelScope()
@@ -209,11 +242,11 @@ class WebSocketReader(Exchange):
                         and session.disconnect is None
                         and not self.peer.broken
                         and len(pending) < self._queue_limit
+                        and self._budget.used < self._budget.limit
                     ):
-                        messages = await self._fill()
+                        messages = await self._fill(ahead=True)
                         if messages:
-                            messages.reverse()
-                            pending[:0] = messages
+                            self._hold(messages)
                 finally:
                     peer.end_read_turn()
         except Exception:  # never take the server's connections nursery down
@@ -222,6 +255,31 @@ class WebSocketReader(Exchange):
         finally:
             if self._pump_scope is scope:
                 self._pump_scope = None
+
+    # -- the read-ahead queue and its budget ------------------------------------------------
+    def _hold(self, messages: list[dict[str, Any]]) -> None:
+        """Queue parsed messages for the app (next first), counted against the budget."""
+        if self._held < 0:  # the app has returned: a pump still winding down read these
+            return
+        self._held += self._budget.hold(messages)
+        messages.reverse()
+        self._pending[:0] = messages
+
+    def _pop(self) -> dict[str, Any]:
+        message = self._pending.pop()
+        if self._held > 0:
+            size = message_bytes(message)
+            self._held -= size
+            self._budget.used -= size
+        return message
+
+    def _release_all(self, final: bool = False) -> None:
+        """The app will take no more messages: drop the queue and give its bytes back
+        (``final``: the app has returned, nothing is queued from now on)."""
+        self._pending.clear()
+        if self._held > 0:
+            self._budget.used -= self._held
+        self._held = -1 if final else 0
 
 
 async def _ready(stream: SocketStream) -> bytes | None:
