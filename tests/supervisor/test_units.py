@@ -15,7 +15,7 @@ from trioserve.config import Config
 from trioserve.importer import Receive, Scope, Send
 from trioserve.run import make_config, pid_file
 from trioserve.server.serve import serve
-from trioserve.supervisor.manager import backoff_delay, describe_exit
+from trioserve.supervisor.policy import backoff_delay, describe_exit
 from trioserve.supervisor.reload import (
     FileFilter,
     StatWatcher,

@@ -8,9 +8,6 @@ a stop, a back-off). Nothing is polled on a fixed tick.
 Every worker owns a *slot*. A worker that must be replaced (SIGHUP, reload, max_requests)
 gets a *successor*; the successor takes over the slot once it reports READY, and only then
 is the old worker asked to drain. If the successor dies first, the old one keeps serving.
-
-Why just over 500 lines: the slots, the event loop and the restart policy share one state
-(the slots and their deadlines); split, every handler would pass that state across modules.
 """
 
 from __future__ import annotations
@@ -29,6 +26,7 @@ from ..config import Config
 from ..exit_codes import EXIT_ERROR, EXIT_OK, EXIT_STARTUP_FAILED, EXIT_USAGE
 from ..logs import error_log
 from .observe import SupervisorObserver
+from .policy import backoff_delay, describe_exit
 from .protocol import FORCE, READY, RETIRE, STOP, Payload, send_payload, set_process_title
 from .reload import Watcher
 
@@ -42,24 +40,6 @@ HANDLED_SIGNALS = (
 )
 # Exit codes that mean "this app cannot start": before any worker ever served, give up.
 FATAL_STARTUP_CODES = (EXIT_ERROR, EXIT_USAGE, EXIT_STARTUP_FAILED)
-BACKOFF_FIRST = 0.5
-BACKOFF_MAX = 10.0
-
-
-def backoff_delay(failures: int) -> float:
-    """Seconds to wait before the next start after ``failures`` start-up failures in a row."""
-    if failures <= 0:
-        return 0.0
-    return float(min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** (failures - 1)))
-
-
-def describe_exit(returncode: int) -> str:
-    if returncode < 0:
-        try:
-            return f"killed by {signal.Signals(-returncode).name}"
-        except ValueError:
-            return f"killed by signal {-returncode}"
-    return f"exit code {returncode}"
 
 
 @dataclass(eq=False)
