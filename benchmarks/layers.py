@@ -61,7 +61,7 @@ async def serve_h11(stream: trio.SocketStream) -> None:
 def sansio_handler(http: str) -> Any:
     from trioserve.sansio.asgi import HTTPResponseCycle, build_http_scope
     from trioserve.sansio.events import NEED_DATA, EndData, Request
-    from trioserve.sansio.http11_fast import make_http11_protocol
+    from trioserve.sansio.http11_choice import make_http11_protocol
 
     def make_protocol() -> Any:
         return make_http11_protocol(http, max_head_size=16 * 1024)

@@ -30,10 +30,10 @@ if TEST_HTTP:
 
     @pytest.fixture(autouse=True)
     def _force_http_parser(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-        from trioserve.sansio import http11_fast
+        from trioserve.sansio import http11_choice
 
-        cls = http11_fast.protocol_class(TEST_HTTP)
-        monkeypatch.setattr(http11_fast, "protocol_class", lambda kind: cls)
+        cls = http11_choice.protocol_class(TEST_HTTP)
+        monkeypatch.setattr(http11_choice, "protocol_class", lambda kind: cls)
         yield
 
 

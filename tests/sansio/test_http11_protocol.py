@@ -529,7 +529,7 @@ def _force_http_parser() -> None:
 def test_http_setting_picks_the_class() -> None:
     from trioserve.config import ConfigError
     from trioserve.run import make_config
-    from trioserve.sansio.http11_fast import make_http11_protocol, protocol_class
+    from trioserve.sansio.http11_choice import make_http11_protocol, protocol_class
 
     assert make_config(environ={}).http == "auto"  # httptools when installed, as in Uvicorn
     assert protocol_class("h11") is HTTP11Protocol

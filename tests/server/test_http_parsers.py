@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import trio
 
-from trioserve.sansio import http11_fast
+from trioserve.sansio import http11_choice
 from trioserve.testing import open_server
 
 from ..rawhttp import read_response, read_until_close
@@ -104,7 +104,7 @@ def _force_http_parser() -> None:
 
 
 def test_the_two_parsers_are_different_classes() -> None:
-    assert http11_fast.protocol_class("h11") is not http11_fast.protocol_class("httptools")
+    assert http11_choice.protocol_class("h11") is not http11_choice.protocol_class("httptools")
 
 
 @pytest.mark.parametrize("name", list(EXCHANGES))

@@ -12,10 +12,6 @@ accepted or refused the same way whichever class reads it; the plain case never 
 
 Both implement :class:`~.http11_rules.HTTP11Interface`, with the rules they share from
 :mod:`.http11_rules`. No ``h11.Connection`` is built for the connection itself.
-
-Why over 500 lines: the class is the whole hot path of an HTTP/1.1 connection (heads, both
-body framings, the response writer), and its methods call each other per event; split across
-modules, each event would cost attribute look-ups through a second object.
 """
 
 from __future__ import annotations
@@ -37,7 +33,6 @@ from .events import (
     Request,
     Response,
 )
-from .http11 import HTTP11Protocol
 from .http11_head import HAVE_HTTPTOOLS, RequestHead, parse_head
 from .http11_rules import (
     CHUNK_DATA_NOT_CRLF,
@@ -45,7 +40,6 @@ from .http11_rules import (
     HEAD_TOO_LARGE,
     MAX_CHUNK_LINE,
     MAX_LEADING_EMPTY_LINES,
-    HTTP11Interface,
     check_request,
     chunk_line_error,
     chunk_size,
@@ -53,27 +47,6 @@ from .http11_rules import (
     refusal_bytes,  # (the error_response method)
 )
 from .http11_writer import ResponseHead, scan_response_headers, status_line
-
-
-def protocol_class(kind: str) -> type[HTTP11Protocol | FastHTTP11Protocol]:
-    """The class for the ``http`` setting: ``auto`` is httptools when it is installed."""
-    if kind == "httptools" or (kind == "auto" and HAVE_HTTPTOOLS):
-        if not HAVE_HTTPTOOLS:
-            raise RuntimeError(
-                "http = 'httptools' needs httptools: pip install 'trioserve[speed]'"
-            )
-        return FastHTTP11Protocol
-    return HTTP11Protocol
-
-
-def parser_name(kind: str) -> str:
-    """What the ``http`` setting resolves to ("h11" or "httptools"), for the start-up log."""
-    return "httptools" if protocol_class(kind) is FastHTTP11Protocol else "h11"
-
-
-def make_http11_protocol(kind: str, *, max_head_size: int) -> HTTP11Interface:
-    return protocol_class(kind)(max_head_size=max_head_size)
-
 
 # -- reading --------------------------------------------------------------------------------
 

@@ -28,7 +28,7 @@ from ..sansio.events import (
     Sentinel,
 )
 from ..sansio.h2c import H2C_SWITCHING, H2Switch, h2c_settings, is_h2_preface, upgraded_request
-from ..sansio.http11_fast import make_http11_protocol
+from ..sansio.http11_choice import make_http11_protocol
 from ..sansio.http11_rules import HTTP11Interface, error_response
 from ..sansio.websocket import wants_websocket
 from .context import RequestContexts

@@ -27,7 +27,7 @@ from ..binds import (
 )
 from ..config import Config, ConfigError, verify_flags_value
 from ..logs import error_log
-from ..sansio.http11_fast import parser_name
+from ..sansio.http11_choice import parser_name
 from ..sansio.proxy import ProxyProtocolError, trusted_peers
 from .connection import handle_stream
 from .lifecycle import running
