@@ -29,9 +29,10 @@ from typing import Any
 
 from ..importer import ASGIApp
 from ..logs import error_log
+from .faults import exception_tree
 
 if sys.version_info < (3, 11):  # pragma: no cover
-    from exceptiongroup import BaseExceptionGroup
+    pass
 
 __all__ = ["app_runner", "needs_asyncio", "report_needs_asyncio"]
 
@@ -87,23 +88,16 @@ _hinted: dict[str, str] = {}
 def needs_asyncio(exc: BaseException) -> bool:
     """Whether ``exc`` (or its causes, or an exception group's members) says the app
     needs a running asyncio loop."""
-    seen: set[int] = set()
-    stack: list[BaseException | None] = [exc]
-    while stack:
-        current = stack.pop()
-        if current is None or id(current) in seen:
-            continue
-        seen.add(id(current))
-        if isinstance(current, (RuntimeError, TypeError, NotImplementedError)):
-            text = str(current).lower()
-            if any(sign in text for sign in _ASYNCIO_SIGNS):
-                return True
-            if "asyncio" in text and "trio" in text:  # "only asyncio is supported, not trio"
-                return True
-        if isinstance(current, BaseExceptionGroup):
-            stack.extend(current.exceptions)
-        stack.extend((current.__cause__, current.__context__))
-    return False
+    return any(_says_asyncio(each) for each in exception_tree(exc))
+
+
+def _says_asyncio(exc: BaseException) -> bool:
+    if not isinstance(exc, (RuntimeError, TypeError, NotImplementedError)):
+        return False
+    text = str(exc).lower()
+    if any(sign in text for sign in _ASYNCIO_SIGNS):
+        return True
+    return "asyncio" in text and "trio" in text  # "only asyncio is supported, not trio"
 
 
 def report_needs_asyncio(failure: BaseException | str) -> None:

@@ -30,10 +30,11 @@ from ..sansio.asgi import UnexpectedMessage
 from ..sansio.events import Headers, Request
 from ..sansio.proxy import host_allowed
 from .asyncio_bridge import report_needs_asyncio
+from .faults import exception_tree
 from .state import ServerState
 
 if sys.version_info < (3, 11):  # pragma: no cover
-    from exceptiongroup import BaseExceptionGroup
+    pass
 
 # Why a gate refused, for the error log.
 REFUSAL_REASONS = {
@@ -129,16 +130,4 @@ def caused_by_disconnect(exc: BaseException) -> bool:
     Frameworks catch our ``OSError`` from ``send()`` and raise their own exception
     (Starlette's ``ClientDisconnect``), sometimes inside an exception group.
     """
-    seen: set[int] = set()
-    stack: list[BaseException | None] = [exc]
-    while stack:
-        current = stack.pop()
-        if current is None or id(current) in seen:
-            continue
-        seen.add(id(current))
-        if isinstance(current, ClientDisconnected):
-            return True
-        if isinstance(current, BaseExceptionGroup):
-            stack.extend(current.exceptions)
-        stack.extend((current.__cause__, current.__context__))
-    return False
+    return any(isinstance(each, ClientDisconnected) for each in exception_tree(exc))

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator
 from types import TracebackType
 
 import trio
@@ -51,3 +52,19 @@ def _from_signal(exc: KeyboardInterrupt) -> bool:
     # handler never runs in a trio thread: trio replaces it, and signals reach only the
     # main thread.
     return tb.tb_frame.f_code.co_filename.startswith(_TRIO_CORE)
+
+
+def exception_tree(exc: BaseException) -> Iterator[BaseException]:
+    """``exc``, its causes and contexts, and the members of any exception group among them,
+    each once: where a framework may have wrapped what really happened."""
+    seen: set[int] = set()
+    stack: list[BaseException | None] = [exc]
+    while stack:
+        current = stack.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        yield current
+        if isinstance(current, BaseExceptionGroup):
+            stack.extend(current.exceptions)
+        stack.extend((current.__cause__, current.__context__))
