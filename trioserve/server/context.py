@@ -8,7 +8,7 @@ connection: behind a proxy that reuses upstream connections, another user's requ
 
 A task per request would cost more than the rest of the request path, so the app's coroutine is
 driven in a context of its own instead, as an asyncio task created with ``context=`` is: each
-step of it runs inside ``Context.run`` (``request.drive_app``, which also releases a held
+step of it runs inside ``Context.run`` (``appcall.drive_app``, which also releases a held
 response head when the app waits). The first request on a connection
 needs no wrapper: the connection's task started from a fresh copy of the accept loop's context.
 Later ones run in a copy of that starting context (:class:`RequestContexts`), so nothing an
