@@ -78,3 +78,23 @@ async def h3_session(
         server = await stack.enter_async_context(h3_server(app, certs, **options))
         client = await stack.enter_async_context(h3_client(server.port, str(certs.ca_file)))
         yield server, client
+
+
+def sansio_server_config(
+    tmp_path_factory: pytest.TempPathFactory, *, stream_window: int = 64 * 1024
+) -> Any:
+    """A server QuicConfiguration with a throwaway certificate, for the sans-IO tests."""
+    from trioserve.sansio.quic import quic_configuration
+
+    tmp = tmp_path_factory.mktemp("sansio-quic")
+    cert = trustme.CA().issue_cert("localhost")
+    cert.cert_chain_pems[0].write_to_path(str(tmp / "cert.pem"))
+    cert.private_key_pem.write_to_path(str(tmp / "key.pem"))
+    return quic_configuration(
+        certfile=str(tmp / "cert.pem"),
+        keyfile=str(tmp / "key.pem"),
+        password=None,
+        idle_timeout=30,
+        stream_window=stream_window,
+        max_data=1 << 20,
+    )

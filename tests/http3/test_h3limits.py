@@ -7,7 +7,6 @@ from typing import Any
 
 import pylsqpack
 import pytest
-import trustme
 from aioquic.buffer import encode_uint_var
 from aioquic.h3 import connection as h3_connection
 from aioquic.h3.events import DataReceived, HeadersReceived
@@ -17,8 +16,8 @@ from aioquic.quic.packet import QuicStreamFrame
 
 from trioserve.sansio.h3limits import HeadersRefused, LimitedH3Connection
 from trioserve.sansio.quic import UNI_STREAMS, UNI_WINDOW, BoundedQuicConnection
-from trioserve.sansio.quic import quic_configuration as make_config
 
+from .conftest import sansio_server_config
 from .test_sansio_quic import handshake, pump
 
 LIMIT = 16 * 1024
@@ -32,18 +31,7 @@ HEAD = [
 
 @pytest.fixture(scope="module")
 def server_config(tmp_path_factory: pytest.TempPathFactory) -> QuicConfiguration:
-    tmp = tmp_path_factory.mktemp("h3limits")
-    cert = trustme.CA().issue_cert("localhost")
-    cert.cert_chain_pems[0].write_to_path(str(tmp / "cert.pem"))
-    cert.private_key_pem.write_to_path(str(tmp / "key.pem"))
-    return make_config(
-        certfile=str(tmp / "cert.pem"),
-        keyfile=str(tmp / "key.pem"),
-        password=None,
-        idle_timeout=30,
-        stream_window=256 * 1024,
-        max_data=1 << 20,
-    )
+    return sansio_server_config(tmp_path_factory, stream_window=256 * 1024)
 
 
 def h3(server_config: QuicConfiguration) -> tuple[LimitedH3Connection, BoundedQuicConnection]:

@@ -8,7 +8,6 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-import trustme
 from aioquic.h3.connection import ErrorCode, H3Connection
 from aioquic.h3.events import DataReceived, HeadersReceived
 from aioquic.quic.configuration import QuicConfiguration
@@ -18,7 +17,8 @@ from aioquic.quic.events import StreamReset as QuicStreamReset
 from trioserve.sansio.events import BadRequest, Data, EndData, Request, StreamReset
 from trioserve.sansio.h3protocol import Established, H3Protocol
 from trioserve.sansio.quic import Accept, QuicRouter
-from trioserve.sansio.quic import quic_configuration as make_config
+
+from .conftest import sansio_server_config
 
 CLIENT = ("10.0.0.1", 5000)
 SERVER = ("10.0.0.2", 443)
@@ -26,18 +26,7 @@ SERVER = ("10.0.0.2", 443)
 
 @pytest.fixture(scope="module")
 def server_config(tmp_path_factory: pytest.TempPathFactory) -> QuicConfiguration:
-    tmp = tmp_path_factory.mktemp("h3proto")
-    cert = trustme.CA().issue_cert("localhost")
-    cert.cert_chain_pems[0].write_to_path(str(tmp / "cert.pem"))
-    cert.private_key_pem.write_to_path(str(tmp / "key.pem"))
-    return make_config(
-        certfile=str(tmp / "cert.pem"),
-        keyfile=str(tmp / "key.pem"),
-        password=None,
-        idle_timeout=30,
-        stream_window=64 * 1024,
-        max_data=1 << 20,
-    )
+    return sansio_server_config(tmp_path_factory)
 
 
 class Pair:

@@ -4,7 +4,6 @@ the half-open cap, Retry, and the request-stream window that follows what the ap
 from __future__ import annotations
 
 import pytest
-import trustme
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnection
 from aioquic.quic.events import StreamDataReceived
@@ -14,8 +13,9 @@ from hypothesis import strategies as st
 from trioserve.sansio.events import BadRequest, Request
 from trioserve.sansio.http3 import ServerH3Connection
 from trioserve.sansio.quic import Accept, BoundedQuicConnection, Deliver, QuicRouter, Reply
-from trioserve.sansio.quic import quic_configuration as make_config
 from trioserve.sansio.streams import request_from_fields as shared_request_from_fields
+
+from .conftest import sansio_server_config
 
 CLIENT = ("10.0.0.1", 5000)
 SERVER = ("10.0.0.2", 443)
@@ -23,18 +23,7 @@ SERVER = ("10.0.0.2", 443)
 
 @pytest.fixture(scope="module")
 def server_config(tmp_path_factory: pytest.TempPathFactory) -> QuicConfiguration:
-    tmp = tmp_path_factory.mktemp("quic")
-    cert = trustme.CA().issue_cert("localhost")
-    cert.cert_chain_pems[0].write_to_path(str(tmp / "cert.pem"))
-    cert.private_key_pem.write_to_path(str(tmp / "key.pem"))
-    return make_config(
-        certfile=str(tmp / "cert.pem"),
-        keyfile=str(tmp / "key.pem"),
-        password=None,
-        idle_timeout=30,
-        stream_window=64 * 1024,
-        max_data=1 << 20,
-    )
+    return sansio_server_config(tmp_path_factory)
 
 
 def client_initial(now: float = 0.0, token: bytes = b"") -> tuple[QuicConnection, bytes]:
