@@ -43,6 +43,7 @@ from .events import (
     Request,
     StreamReset,
 )
+from .h2lean import RepeatDecoder, StaticEncoder, compact_settings
 from .h2limits import GOAWAY, RST_STREAM, FrameScanner, TokenBucket, count_frames
 from .streams import CONNECTION_FIELDS, request_from_fields
 
@@ -115,6 +116,9 @@ class H2Protocol:
             normalize_outbound_headers=False,
         )
         conn = self._conn = h2.connection.H2Connection(config)
+        # HPACK that makes repeated header blocks cheap (sansio/h2hpack.py).
+        conn.encoder = StaticEncoder()  # type: ignore[assignment]
+        conn.decoder = RepeatDecoder()
         advertised = {
             h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: limits.max_concurrent_streams,
             h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: limits.max_header_list_size,
@@ -132,6 +136,8 @@ class H2Protocol:
         # Same values as advertised, except the one we enforce ourselves (see module doc).
         advertised[h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS] = _H2_STREAM_LIMIT
         conn.local_settings = h2.settings.Settings(client=False, initial_values=advertised)
+        compact_settings(conn.local_settings)
+        compact_settings(conn.remote_settings)
         conn.decoder.max_header_list_size = limits.max_header_list_size
         conn.max_inbound_frame_size = limits.max_inbound_frame_size
         if limits.connection_window > _DEFAULT_WINDOW:
