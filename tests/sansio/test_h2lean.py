@@ -12,6 +12,7 @@ from h2.settings import SettingCodes
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from trioserve.sansio import h2lean
 from trioserve.sansio.h2lean import RepeatDecoder, StaticEncoder
 from trioserve.sansio.http2 import H2Limits, H2Protocol, SendCredit
 
@@ -154,3 +155,14 @@ def test_repeat_decoder_replays(blocks: list[bytes]) -> None:
             except hpack.HPACKError as exc:
                 outcomes.append(type(exc))
         assert outcomes[0] == outcomes[1]
+
+
+def test_the_encoding_cache_stays_bounded() -> None:
+    """Unique values (IDs, dates) must not grow the process-wide cache without end, and
+    credentials and long values are never kept."""
+    encoder = StaticEncoder()
+    for i in range(3000):
+        encoder.encode([(b"x-request-id", b"%d" % i)])
+    encoder.encode([(b"set-cookie", b"secret"), (b"location", b"/" * 300)])
+    assert 0 < len(h2lean._cache) <= h2lean._CACHE_LIMIT
+    assert not [field for field in h2lean._cache if field[0] in (b"set-cookie", b"location")]

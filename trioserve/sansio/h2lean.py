@@ -57,7 +57,10 @@ for _index, _field in enumerate(HeaderTable.STATIC_TABLE, 1):
     _STATIC_NAMES.setdefault(_field[0], _index)
 # Credentials are sent "never indexed" (RFC 7541 7.1.3) and kept out of the cache.
 _SENSITIVE = frozenset((b"authorization", b"proxy-authorization", b"set-cookie"))
-_CACHE_LIMIT = 4096  # fields; the cache is emptied when it reaches this
+# The cache is emptied when it reaches this many fields; longer values are not kept (a
+# unique ID or URL per response would only fill it). At most about 1.5 MiB per process.
+_CACHE_LIMIT = 2048
+_CACHE_VALUE_LIMIT = 256
 _TABLE_SIZE_ZERO = b"\x20"  # dynamic table size update to 0 (001 prefix, value 0)
 _cache: dict[tuple[bytes, bytes], bytes] = {}
 
@@ -126,7 +129,7 @@ class StaticEncoder:
             if coded is None:
                 name, value = field
                 coded = encode_field(name, value)
-                if name not in _SENSITIVE:
+                if name not in _SENSITIVE and len(value) <= _CACHE_VALUE_LIMIT:
                     if len(cache) >= _CACHE_LIMIT:
                         cache.clear()
                     cache[(name, value)] = coded
