@@ -105,29 +105,18 @@ def request_from_fields(
     """
     if max_size is not None and field_section_size(fields) > max_size:
         return BadRequest(431, "request head over the field section limit")
-    method = path = b""
-    authority = protocol = scheme = host = None
+    host = None
+    pseudo: dict[bytes, bytes] = {}
     headers: Headers = []
     cookies: list[bytes] = []
     expects_continue = False
-    seen: set[bytes] = set()
     for name, value in fields:
         if _BAD_VALUE(value) is not None:
             return _malformed(f"field {_text(name)} has an illegal value")
         if name[:1] == b":":
-            if headers or cookies or name not in _REQUEST_PSEUDO or name in seen:
+            if headers or cookies or name not in _REQUEST_PSEUDO or name in pseudo:
                 return _malformed(f"pseudo-header {_text(name)} is unknown, repeated or late")
-            seen.add(name)
-            if name == b":method":
-                method = value
-            elif name == b":path":
-                path = value
-            elif name == b":authority":
-                authority = value
-            elif name == b":scheme":
-                scheme = value
-            else:
-                protocol = value
+            pseudo[name] = value
         elif not name or _BAD_NAME(name) is not None:
             return _malformed(f"illegal field name {_text(name)}")
         elif name == b"cookie":
@@ -141,14 +130,12 @@ def request_from_fields(
             elif name == b"expect" and value.lower() == b"100-continue":
                 expects_continue = True
             headers.append((name, value))
-    refusal = _pseudo_set_refusal(seen, method == b"CONNECT" and protocol is None)
-    if refusal is not None:
-        return refusal
-    if b":path" in seen and not path:
-        return _malformed("empty :path")
-    if scheme in (b"http", b"https") and not (authority or host):
-        return _malformed("neither :authority nor Host")  # RFC 9113 8.3.1, RFC 9114 4.3.1
-    refusal = _pseudo_refusal(method, path, protocol, scheme, http_version)
+    method, path = pseudo.get(b":method", b""), pseudo.get(b":path", b"")
+    authority, scheme = pseudo.get(b":authority"), pseudo.get(b":scheme")
+    protocol = pseudo.get(b":protocol")
+    refusal = _pseudo_set_refusal(pseudo, host) or _pseudo_refusal(
+        method, path, protocol, scheme, http_version
+    )
     if refusal is not None:
         return refusal
     if authority is not None:
@@ -196,16 +183,22 @@ def _field_refusal(name: bytes, value: bytes, host: bytes | None) -> BadRequest 
     return None
 
 
-def _pseudo_set_refusal(seen: set[bytes], tunnel: bool) -> BadRequest | None:
+def _pseudo_set_refusal(pseudo: dict[bytes, bytes], host: bytes | None) -> BadRequest | None:
     """RFC 9113 8.3.1-2 / RFC 9114 4.3.1: :method always; :scheme and :path unless the
-    request is a plain CONNECT (a tunnel), which must have neither."""
-    if b":method" not in seen:
+    request is a plain CONNECT (a tunnel), which must have neither; a :path not empty;
+    an http(s) request names its authority (:authority or Host)."""
+    method = pseudo.get(b":method")
+    if method is None:
         return _malformed("no :method")
-    has_target = (b":scheme" in seen, b":path" in seen)
-    if tunnel and any(has_target):
-        return _malformed("CONNECT with :scheme or :path")
-    if not tunnel and not all(has_target):
+    has_target = (b":scheme" in pseudo, b":path" in pseudo)
+    if method == b"CONNECT" and b":protocol" not in pseudo:
+        return _malformed("CONNECT with :scheme or :path") if any(has_target) else None
+    if not all(has_target):
         return _malformed("no :scheme or :path")
+    if not pseudo[b":path"]:
+        return _malformed("empty :path")
+    if pseudo[b":scheme"] in (b"http", b"https") and not (pseudo.get(b":authority") or host):
+        return _malformed("neither :authority nor Host")
     return None
 
 
