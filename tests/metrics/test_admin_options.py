@@ -12,6 +12,7 @@ import pytest
 
 from ..conftest import ROOT
 from ..supervisor.procs import Server
+from .test_admin_listener import _closed_within
 
 pytest.importorskip("prometheus_client")
 
@@ -27,16 +28,6 @@ def admin_port() -> Iterator[int]:
         yield int(url.group(1))
     finally:
         proc.stop()
-
-
-def _closed_within(sock: socket.socket, seconds: float) -> bool:
-    sock.settimeout(seconds)
-    try:
-        return sock.recv(1) == b""
-    except TimeoutError:
-        return False
-    except ConnectionResetError:
-        return True
 
 
 def test_connection_cap_and_deadline_are_options(admin_port: int) -> None:
