@@ -253,6 +253,8 @@ class Stream:
             raise_gone()
         await self._send_data(data, False)
         await self.conn.wait_space()
+        if self._gone:
+            raise_gone()
 
     def end(self) -> None:
         """End our side now (a WebSocket's close), unless the stream is already gone."""
