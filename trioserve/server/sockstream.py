@@ -125,6 +125,13 @@ class SocketStream(trio.abc.HalfCloseableStream):
                 self._unyielded = 0
                 await cancel_shielded_checkpoint()
             return data
+        return await self.receive_when_readable(max_bytes)
+
+    async def receive_when_readable(self, max_bytes: int) -> bytes:
+        """Wait until the socket is readable, then read: for a caller that has just seen a
+        read fail with nothing there (``receive_ready``), so it does not try again first.
+        The wait is the checkpoint."""
+        sock = self.socket
         while True:
             await wait_readable(sock)
             self._unyielded = 0
