@@ -471,6 +471,38 @@ def test_httptools_class_writes_what_h11_writes(
     assert outputs[0] == outputs[1]
 
 
+@pytest.mark.parametrize("status", [200, 204, 304])
+@pytest.mark.parametrize("close", [False, True], ids=["keep", "close"])
+@pytest.mark.parametrize("version", [b"1.1", b"1.0"])
+@pytest.mark.parametrize("method", [b"GET", b"HEAD"])
+def test_a_head_written_before_is_framed_for_the_request_at_hand(
+    method: bytes, version: bytes, close: bool, status: int
+) -> None:
+    """The httptools class remembers the heads it wrote (for every connection): the same
+    fields again, on a request that is framed differently, are still written as h11 would."""
+    headers = [
+        (b"content-length", b"5"),
+        (b"x-case", b"%s-%s-%d-%d" % (method, version, close, status)),
+    ]
+    first = FastHTTP11Protocol()  # a keep-alive GET writes the head first
+    first.receive_data(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    drain(first)
+    first.send(Response(status, list(headers)))
+    outputs = []
+    for cls in (HTTP11Protocol, FastHTTP11Protocol):
+        proto = cls()
+        proto.receive_data(b"%s / HTTP/%s\r\nHost: x\r\n\r\n" % (method, version))
+        drain(proto)
+        if close:
+            proto.close_after_response()
+        raw = proto.send(Response(status, list(headers)))
+        if method == b"GET" and status == 200:
+            raw += proto.send(Data(b"hello"))
+        raw += proto.send(EndData())
+        outputs.append((response_parts(raw), proto.keep_alive, proto.response_complete))
+    assert outputs[0] == outputs[1]
+
+
 @pytest.mark.parametrize(
     ("headers", "body"),
     [

@@ -67,6 +67,12 @@ _WAIT, _SEND_RESPONSE, _SEND_BODY, _SENT = 0, 1, 2, 3
 # response body writers
 _LENGTH, _CHUNKED, _RAW = 0, 1, 2
 
+# Response heads written before, by (status, header list): an app sends the same few heads
+# over and over. Only a head framed by its Content-Length alone, on a connection that stays
+# open, is kept (its bytes and that length); shared by all connections, and bounded.
+_KNOWN_HEADS: dict[tuple[int, tuple[tuple[bytes, bytes], ...]], tuple[bytes, int]] = {}
+_KNOWN_HEADS_MAX = 64
+
 
 class FastHTTP11Protocol:
     """:class:`~.http11_rules.HTTP11Interface` with llhttp; see the module docstring."""
@@ -407,6 +413,16 @@ class FastHTTP11Protocol:
             raise ProtocolError("can't send a response now")
         if not 200 <= status < 1000:
             raise ProtocolError(f"invalid response status {status}")
+        key = None
+        if self._keep and not self.must_close:  # no Connection field of ours to add
+            key = (status, tuple(headers))
+            known = _KNOWN_HEADS.get(key)
+            if known is not None:  # the same head as before: scanned and framed already
+                self._writer = _LENGTH
+                self._left = 0 if self._is_head else known[1]
+                self._our = _SEND_BODY
+                self._upgrade = False
+                return known[0]
         head = scan_response_headers(status, headers)
         # Like h11: a connection the request already ends gets one rewritten Connection
         # field; otherwise the app's fields stay and our own close is added after them.
@@ -422,7 +438,12 @@ class FastHTTP11Protocol:
         head.lines.append(b"\r\n")
         self._our = _SEND_BODY
         self._upgrade = False  # not switching: this response answers the proposal
-        return b"".join(head.lines)
+        data = b"".join(head.lines)
+        if key is not None and head.plain and status != 204 and status != 304:
+            if len(_KNOWN_HEADS) >= _KNOWN_HEADS_MAX:
+                _KNOWN_HEADS.clear()  # (the Date field makes a new head every second)
+            _KNOWN_HEADS[key] = (data, int(head.length))  # type: ignore[arg-type]
+        return data
 
     def _body_framing(self, head: ResponseHead, status: int) -> bool:
         """Pick the body writer; True when the body can only end with the connection."""

@@ -55,6 +55,12 @@ class ResponseHead:
         tokens.discard(b"")
         return tokens
 
+    @property
+    def plain(self) -> bool:
+        """Framed by one Content-Length and nothing else (no Transfer-Encoding, no
+        Connection field): the same fields always make the same head."""
+        return self.length is not None and not self.chunked and self.connection is None
+
     def asks_to_close(self) -> bool:
         """The app's Connection field says close (call only when it gave one)."""
         return b"close" in self._tokens()
