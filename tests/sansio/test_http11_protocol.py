@@ -211,6 +211,60 @@ def test_push_back_returns_the_peeked_event_first(cls: type[HTTP11Protocol]) -> 
     assert isinstance(proto.next_event(), EndData)
 
 
+def answer(proto: HTTP11Protocol) -> None:
+    proto.send(Response(200, [(b"content-length", b"0")]))
+    proto.send(EndData())
+
+
+@PROTOCOLS
+def test_next_cycle_drops_a_buffered_body_and_starts_the_next_request(
+    cls: type[HTTP11Protocol],
+) -> None:
+    proto = cls()
+    proto.receive_data(
+        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc"
+        b"GET /2 HTTP/1.1\r\nHost: x\r\n\r\n"
+    )
+    assert isinstance(proto.next_event(), Request)
+    assert not proto.next_cycle()  # no response yet
+    answer(proto)
+    assert proto.next_cycle()
+    [request, end] = drain(proto)
+    assert request.target == b"/2" and isinstance(end, EndData)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 9\r\n\r\nabc",  # body not here
+        b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        b"GET / HTTP/1.0\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+    ],
+    ids=["unread-body", "close", "http10", "bad-chunk"],
+)
+@PROTOCOLS
+def test_next_cycle_leaves_what_keep_alive_cannot_carry(
+    cls: type[HTTP11Protocol], raw: bytes
+) -> None:
+    proto = cls()
+    proto.receive_data(raw)
+    assert isinstance(proto.next_event(), Request)
+    answer(proto)
+    assert not proto.next_cycle()
+    assert not proto.keep_alive
+
+
+@PROTOCOLS
+def test_next_cycle_after_close_after_response(cls: type[HTTP11Protocol]) -> None:
+    proto = cls()
+    proto.receive_data(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert isinstance(proto.next_event(), Request)
+    proto.close_after_response()
+    answer(proto)
+    assert not proto.next_cycle()
+
+
 @PROTOCOLS
 def test_http10_closes_after_response(cls: type[HTTP11Protocol]) -> None:
     proto = cls()

@@ -285,6 +285,17 @@ class HTTP11Protocol:
         self._h11.start_next_cycle()
         self._empty_lines = 0
 
+    def next_cycle(self) -> bool:
+        conn = self._h11
+        if conn.our_state is not h11.DONE or self.must_close:
+            return False
+        while conn.their_state is not h11.DONE:  # a bodiless request's EndOfMessage too
+            event = self.next_event()
+            if type(event) is not Data and type(event) is not EndData:
+                return False
+        self.start_next_cycle()
+        return True
+
     def take_trailing_data(self) -> bytes:
         """The bytes received after the current request that h11 has not parsed.
 

@@ -498,6 +498,16 @@ class FastHTTP11Protocol:
             raise ProtocolError("not in a reusable state")
         self._reset()
 
+    def next_cycle(self) -> bool:
+        if self._our != _SENT or not self._keep or self.must_close:
+            return False
+        while self._their != _DONE:  # a bodiless request still has its EndData to give
+            event = self.next_event()
+            if type(event) is not Data and type(event) is not EndData:
+                return False
+        self._reset()
+        return True
+
     def take_trailing_data(self) -> bytes:
         return bytes(self._buf[self._pos :])
 

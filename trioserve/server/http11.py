@@ -177,16 +177,22 @@ class HTTP11Connection:
                 return
             runner = RequestRunner(self, state, request, self.info, context)
             outcome = await runner.run()
+            if (
+                outcome == DONE_NORMALLY
+                and self.refusal is None
+                and not self.peer.broken
+                and self.proto.next_cycle()
+            ):
+                # The usual case, in one call (else the checks below decide). While the
+                # connection waits for its next request it holds no request state (scope,
+                # headers, response cycle): thousands of idle connections add up.
+                del runner, request
+                continue
             started = runner.cycle.started
-            # While the connection waits for its next request it holds no request state
-            # (scope, headers, response cycle): thousands of idle connections add up.
             del runner, request
             if outcome != DONE_NORMALLY or self.refusal is not None or not self._reusable():
                 await self._end(outcome, started)
-                return
-            if not self.proto.keep_alive:
-                return
-            self.proto.start_next_cycle()
+            return  # (else the response was complete, but keep-alive ends here)
 
     def _upgrade_to_h2c(self, request: Request) -> bool:
         """Accept ``Upgrade: h2c`` on a first, cleartext, bodiless request (RFC 7540 3.2)."""
