@@ -85,12 +85,15 @@ class PeerStream:
             if self.eof:
                 await checkpoint()
                 return b""
+            stream = self.stream
             try:
                 if timeout is None:
-                    data = await self.stream.receive_some(size)
+                    data = await stream.receive_some(size)
+                elif type(stream) is SocketStream:  # a deadline only if the read must wait
+                    data = await stream.receive_some(size, timeout)
                 else:
                     with trio.fail_after(timeout):
-                        data = await self.stream.receive_some(size)
+                        data = await stream.receive_some(size)
             except STREAM_ERRORS:
                 data = b""
             if not data:
