@@ -164,7 +164,11 @@ class HTTP11Protocol:
         headers: Headers = []
         has_length = chunked = False
         expects_continue = False
-        for name, value in event.headers:
+        # (h11's names are the wire names lowercased; its raw list is a plain list, where
+        # iterating h11.Headers itself costs a Python call per field)
+        raw = event.headers.raw_items()
+        for raw_name, value in raw:
+            name = raw_name.lower()
             if name == b"content-length":
                 has_length = True
             elif name == b"transfer-encoding":
@@ -185,13 +189,12 @@ class HTTP11Protocol:
                     self._pending_error = BadRequest(400, error)
                 if self._chunks.done:
                     self._chunks = None
-        raw = event.headers.raw_items()
         return Request(
             method=method,
             target=target,
             headers=headers,
             http_version=version,
-            raw_headers=list(raw),
+            raw_headers=raw,  # (a new list already)
             expects_continue=expects_continue and version == "1.1",
         )
 
