@@ -1,6 +1,10 @@
 """HTTP/1.1 over h11, with the checks h11 leaves to the server.
 
-h11 does the framing and the state machine. It is deliberately lenient in a few places
+h11 reads requests: heads, body framing, its state machine for the client's side.
+Responses are written by :class:`~.http11_writer.ResponseSide`, the writer the httptools
+class uses too, with h11's framing rules and the same bytes: h11's own send path would
+validate the fields again (the ASGI layer has, as strictly) for about a quarter of a
+request's cost. h11 is deliberately lenient in a few places
 where a server in front of other servers must not be (request smuggling shapes), so this
 module adds, before an event reaches the ASGI layer:
 
