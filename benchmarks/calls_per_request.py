@@ -68,6 +68,17 @@ async def h2_client(port: int, count: int) -> None:
                     await stream.send_all(pending)
 
 
+async def uncounted(http: str, count: int) -> None:
+    """The same requests with no profiler, for a counter outside Python: under
+    ``valgrind --tool=callgrind`` the difference between two ``-n`` divided by their
+    difference is the instructions per request (see docs/benchmarks.md)."""
+    run_client = h2_client if http == "h2" else client
+    options = {"http": "httptools" if http == "h2" else http, "access_log": False}
+    async with open_server(app, keep_alive_max_requests=count + 1000, **options) as server:
+        await run_client(server.port, 200)  # warm up
+        await run_client(server.port, count)
+
+
 async def measure(http: str, count: int, loop: str = "trio") -> float:
     run_client = h2_client if http == "h2" else client
     if http == "h2":
@@ -131,9 +142,15 @@ def main() -> None:
     parser.add_argument("-n", type=int, default=3000, help="requests measured")
     parser.add_argument("--loop", default="trio", choices=["trio", "asyncio"])
     parser.add_argument("--check", action="store_true", help="compare with calls_budget.json")
+    parser.add_argument(
+        "--uncounted", action="store_true", help="only run the requests (for callgrind)"
+    )
     args = parser.parse_args()
     if args.check:
         sys.exit(check(args.n))
+    if args.uncounted:
+        trio.run(uncounted, args.http, args.n)
+        return
     calls = trio.run(measure, args.http, args.n, args.loop)
     where = trioserve.__file__.rsplit("/trioserve/", 1)[0]
     mode = "" if args.loop == "trio" else f" --loop {args.loop}"

@@ -21,6 +21,13 @@ async def test_calls_per_request_measures(http: str) -> None:
     assert 100 < calls < 2000
 
 
+@pytest.mark.parametrize("http", ["h11", "h2"])
+async def test_uncounted_runs_the_requests_without_a_profiler(http: str) -> None:
+    """--uncounted (for callgrind): the same requests, and no profile function left set."""
+    await calls_per_request.uncounted(http, 20)
+    assert sys.getprofile() is None
+
+
 async def test_calls_per_request_counts_the_asyncio_loop_thread() -> None:
     """--loop asyncio: the app's thread is counted too, so the bridge shows up."""
     trio_calls = await calls_per_request.measure("httptools", 50)
