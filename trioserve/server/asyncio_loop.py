@@ -85,6 +85,12 @@ class AsyncioLoop(trio.abc.Instrument):
 
     def _wake_all(self) -> None:
         self._wake_pending = False
+        self.after_io_wait(0)
+
+    def after_io_wait(self, timeout: float) -> None:
+        """trio's instrument hook: the calls woken meanwhile are rescheduled now, before
+        trio picks this round's batch, so they run in it. Woken from the entry queue's
+        task instead (``_wake_all``), they would wait a round (another poll) for the next."""
         to_wake = self._to_wake
         while to_wake:
             to_wake.popleft()._wake()
