@@ -5,7 +5,8 @@ plain thread for as long as the server serves (lifespan included), so asyncio li
 (asyncpg, redis.asyncio, aiohttp) wait on their sockets in that loop's own selector, at
 native speed, while trio keeps the HTTP side. Only public asyncio APIs are used: a new loop,
 ``run_until_complete``, ``call_soon_threadsafe``, ``shutdown_asyncgens`` and
-``shutdown_default_executor``; on trio's side, ``TrioToken.run_sync_soon`` and an instrument.
+``shutdown_default_executor``; on trio's side, an instrument and ``wait_readable`` on a socket
+pair of ours (the loop's wake-ups for trio).
 
 Every app call gets its own asyncio task, created in a fresh copy of the context the loop
 started with (a copy of ``serve()``'s own, as under ``asyncio.run()``), or in an empty
@@ -18,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import socket
 import threading
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Coroutine
@@ -45,6 +47,8 @@ class AsyncioLoop(trio.abc.Instrument):
     """An asyncio loop running in its own thread while :meth:`open` is entered (and an
     instrument of trio's run meanwhile: see :meth:`before_io_wait`)."""
 
+    _wake_send: socket.socket  # the loop thread's end of the wake-up socket pair (open())
+
     def __init__(self, *, reset_contextvars: bool = False) -> None:
         self.reset_contextvars = reset_contextvars
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -54,7 +58,7 @@ class AsyncioLoop(trio.abc.Instrument):
         # asyncio -> trio: app calls whose trio task has something to do.
         self._to_wake: deque[Any] = deque()
         self._flush_scheduled = False  # loop thread: _flush_wakes is on the loop's queue
-        self._wake_pending = False  # _wake_all is on trio's queue
+        self._wake_pending = False  # a byte is on its way to _waker
         # trio -> asyncio: callbacks for the loop's thread, sent when trio goes idle.
         self._to_asyncio: deque[tuple[Callable[..., Any], tuple[Any, ...]]] = deque()
         self._drain_pending = False  # _drain is on the loop's queue
@@ -77,20 +81,26 @@ class AsyncioLoop(trio.abc.Instrument):
         self._flush_scheduled = False
         if self._to_wake and not self._wake_pending:
             self._wake_pending = True
-            assert self.token is not None
-            try:
-                self.token.run_sync_soon(self._wake_all)
-            except trio.RunFinishedError:  # pragma: no cover - the server is gone
-                pass
+            # One byte on our own socket pair, which trio's poll watches (see _waker): what
+            # TrioToken.run_sync_soon does, without its lock, its queue and its task's
+            # second recv.
+            with contextlib.suppress(OSError):  # full (a byte is there), or closed
+                self._wake_send.send(b"\0")
 
-    def _wake_all(self) -> None:
-        self._wake_pending = False
-        self.after_io_wait(0)
+    async def _waker(self, wake_recv: socket.socket, scope: trio.CancelScope) -> None:
+        """trio's end of the wake-ups: clears the socket, then wakes what is left to wake."""
+        with scope, wake_recv:
+            while True:
+                await trio.lowlevel.wait_readable(wake_recv)
+                with contextlib.suppress(BlockingIOError):
+                    wake_recv.recv(4096)
+                self._wake_pending = False
+                self.after_io_wait(0)
 
     def after_io_wait(self, timeout: float) -> None:
         """trio's instrument hook: the calls woken meanwhile are rescheduled now, before
-        trio picks this round's batch, so they run in it. Woken from the entry queue's
-        task instead (``_wake_all``), they would wait a round (another poll) for the next."""
+        trio picks this round's batch, so they run in it. Woken from the task that clears
+        the wake-up socket instead (``_waker``), they would wait a round (another poll)."""
         to_wake = self._to_wake
         while to_wake:
             to_wake.popleft()._wake()
@@ -145,6 +155,11 @@ class AsyncioLoop(trio.abc.Instrument):
             await ready.wait()
         if failure:
             raise failure[0]
+        wake_recv, self._wake_send = socket.socketpair()
+        for sock in (wake_recv, self._wake_send):
+            sock.setblocking(False)
+        waker = trio.CancelScope()
+        trio.lowlevel.spawn_system_task(self._waker, wake_recv, waker, name="asyncio wake-ups")
         trio.lowlevel.add_instrument(self)
         try:
             yield
@@ -160,6 +175,8 @@ class AsyncioLoop(trio.abc.Instrument):
             with trio.CancelScope(shield=True):
                 await ended.wait()
             self.loop = None
+            waker.cancel()
+            self._wake_send.close()
 
     def _thread_main(
         self, ready: trio.Event, ended: trio.Event, failure: list[BaseException]
