@@ -3,10 +3,9 @@
 The app's task runs on the worker's asyncio loop (another thread, see ``asyncio_loop``); its
 ``receive()``/``send()`` cross back to the connection's trio task, which runs them, so
 disconnects, deadlines and HTTP state stay trio's. Each crossing is one item in a queue the
-trio task drains (woken with ``TrioToken.run_sync_soon``); answers go back with
-``loop.call_soon_threadsafe`` (both batched by :class:`~.asyncio_loop.AsyncioLoop`). A
-thread hand-off costs a wake-up and a GIL hand-over, so a plain request makes as few as
-possible:
+trio task drains; answers go back in a queue the loop drains; each side wakes the other once
+per stretch of its work (:class:`~.asyncio_loop.AsyncioLoop`). A thread hand-off costs a
+wake-up and a GIL hand-over, so a plain request makes as few as possible:
 
 - the first ``receive()`` of an HTTP request is answered before the task starts when the
   body is already in hand (every GET, most small POSTs): no crossing;
