@@ -160,6 +160,29 @@ class AsyncioLoop(trio.abc.Instrument):
         self._to_loop_recv, self._to_loop_send = socket.socketpair()
         for sock in (wake_recv, self._wake_send, self._to_loop_recv, self._to_loop_send):
             sock.setblocking(False)
+        waker = trio.CancelScope()
+        trio.lowlevel.spawn_system_task(self._waker, wake_recv, waker, name="asyncio wake-ups")
+        try:
+            await self._start_thread(ready, ended)
+            trio.lowlevel.add_instrument(self)
+            try:
+                yield
+            finally:
+                trio.lowlevel.remove_instrument(self)
+                if self._stop is not None:  # after what trio still had for the loop, in order
+                    self.post_to_asyncio(self._stop.set)
+                self.before_io_wait(0)
+                # Leaked tasks unwind now; one that ignores cancellation keeps us waiting, as
+                # it would keep asyncio.run() waiting.
+                with trio.CancelScope(shield=True):
+                    await ended.wait()
+                self.loop = None
+        finally:
+            waker.cancel()  # (it closes wake_recv)
+            for sock in (self._wake_send, self._to_loop_recv, self._to_loop_send):
+                sock.close()
+
+    async def _start_thread(self, ready: trio.Event, ended: trio.Event) -> None:
         failure: list[BaseException] = []
         # The loop starts in a copy of the context serve() was called in, as asyncio.run()
         # would (what a request sees of it is a copy again: see start_task).
@@ -174,24 +197,6 @@ class AsyncioLoop(trio.abc.Instrument):
             await ready.wait()
         if failure:
             raise failure[0]
-        waker = trio.CancelScope()
-        trio.lowlevel.spawn_system_task(self._waker, wake_recv, waker, name="asyncio wake-ups")
-        trio.lowlevel.add_instrument(self)
-        try:
-            yield
-        finally:
-            trio.lowlevel.remove_instrument(self)
-            if self._stop is not None:  # after what trio still had for the loop, in order
-                self.post_to_asyncio(self._stop.set)
-            self.before_io_wait(0)
-            # Leaked tasks unwind now; one that ignores cancellation keeps us waiting, as it
-            # would keep asyncio.run() waiting.
-            with trio.CancelScope(shield=True):
-                await ended.wait()
-            self.loop = None
-            waker.cancel()
-            for sock in (self._wake_send, self._to_loop_recv, self._to_loop_send):
-                sock.close()
 
     def _thread_main(
         self, ready: trio.Event, ended: trio.Event, failure: list[BaseException]
