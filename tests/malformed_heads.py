@@ -36,6 +36,11 @@ def cases(scheme: bytes) -> dict[str, Fields]:
         "unknown-pseudo": [(b":foo", b"1"), *base],
         "late-pseudo": [*without[b":path"], (b"x", b"1"), (b":path", b"/")],
         "response-pseudo": [(b":status", b"200"), *base],
+        "informational-status": [(b":status", b"100"), *base],
+        "content-length-not-a-number": head(scheme, (b"content-length", b"abc")),
+        "content-lengths-disagree": head(
+            scheme, (b"content-length", b"1"), (b"content-length", b"2")
+        ),
         "no-method": without[b":method"],
         "no-scheme": without[b":scheme"],
         "no-path": without[b":path"],
@@ -58,6 +63,7 @@ BAD_TRAILERS: dict[str, Fields] = {
     "pseudo-in-trailers": [(b":path", b"/")],
     "uppercase-trailer": [(b"X-Upper", b"1")],
     "connection-trailer": [(b"connection", b"close")],
+    "content-length-trailer": [(b"content-length", b"x")],
 }
 
 

@@ -165,3 +165,29 @@ def test_the_encoding_cache_stays_bounded() -> None:
     encoder.encode([(b"set-cookie", b"secret"), (b"location", b"/" * 300)])
     assert 0 < len(h2lean._cache) <= h2lean._CACHE_LIMIT
     assert not [field for field in h2lean._cache if field[0] in (b"set-cookie", b"location")]
+
+
+@pytest.mark.parametrize(
+    ("fields", "reason"),
+    [
+        ([(b"content-length", b"abc")], "content-length is not a number"),
+        ([(b"content-length", b"1"), (b"content-length", b"2")], "two disagree"),
+        ([(b":status", b"103")], ":status in a request"),
+    ],
+)
+def test_fields_h2_would_end_the_connection_for_are_refused_on_their_stream(
+    fields: list[tuple[bytes, bytes]], reason: str
+) -> None:
+    """h2 checks content-length and takes a request's 1xx :status for an informational
+    response even with its validation off, and either ends the whole connection: the
+    decoder renames them, and the stream's own rules give the head a 400 that says why."""
+    from trioserve.sansio.events import BadRequest
+    from trioserve.sansio.streams import DEFUSED_FIELDS, request_from_fields
+
+    base = [(b":method", b"GET"), (b":scheme", b"http"), (b":authority", b"a"), (b":path", b"/")]
+    base = fields + base if fields[0][0] == b":status" else base + fields
+    decoded = h2lean.RepeatDecoder().decode(hpack.Encoder().encode(base), raw=True)
+    assert any(name in DEFUSED_FIELDS for name, _ in decoded)
+    refusal = request_from_fields(decoded, http_version="2")
+    assert isinstance(refusal, BadRequest) and refusal.status == 400
+    assert reason in refusal.reason

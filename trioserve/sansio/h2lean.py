@@ -161,7 +161,7 @@ class RepeatDecoder(Decoder):
             and raw
         ):
             return list(last[5])
-        headers = list(super().decode(data, raw))
+        headers = _defused(list(super().decode(data, raw)))
         # Kept only if the table did not change (and no size update, which may change
         # the table's limit without touching its entries, started the block).
         unchanged = (entries[0] if entries else None) is newest and len(entries) == size
@@ -169,6 +169,26 @@ class RepeatDecoder(Decoder):
             limits = (self.max_allowed_table_size, self.max_header_list_size)
             self._last = (bytes(data), newest, size, *limits, headers)
         return headers
+
+
+_CONTENT_LENGTH, _STATUS = b"content-length", b":status"  # DEFUSED_FIELDS without the NUL
+
+
+def _defused(headers: list[HeaderTuple]) -> list[HeaderTuple]:
+    """The block with the fields h2 would end the whole connection for renamed (see
+    ``streams.DEFUSED_FIELDS``), so that the stream's own rules refuse it with a 400 and
+    the other streams carry on: h2 checks content-length (digits, and all of one value) and
+    takes a leading 1xx ``:status`` for an informational response whatever its settings."""
+    length: int | None = None
+    for index, (name, value) in enumerate(headers):
+        if name == _CONTENT_LENGTH:
+            if value.isdigit() and (length is None or int(value) == length):
+                length = int(value)
+                continue
+        elif name != _STATUS:
+            continue
+        headers[index] = HeaderTuple(b"\x00" + name, value)
+    return headers
 
 
 class _Values(list[int]):

@@ -148,9 +148,12 @@ class LimitedH3Connection(ServerH3Connection):
                 self._refused.append(HeadersRefused(stream_id, True, malformed=True))
         else:
             self._heads[stream_id] = headers
-            # aioquic checks the body against the length it would have read from the head.
-            length = next((v for k, v in headers if k == b"content-length"), b"")
-            stream.expected_content_length = int(length) if length.isdigit() else None
+            # aioquic checks the body against the length it would have read from the head
+            # (none when the head is refused for its content-length: not a number, or two).
+            values = [v for k, v in headers if k == b"content-length"]
+            lengths = {int(v) for v in values if v.isdigit()}
+            agreed = len(lengths) == 1 and len(values) == sum(v.isdigit() for v in values)
+            stream.expected_content_length = lengths.pop() if agreed else None
         return [] if trailers else list(_STAND_IN)
 
     def _receive_request_or_push_data(

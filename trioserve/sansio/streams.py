@@ -42,6 +42,13 @@ __all__ = [
 CONNECTION_FIELDS = frozenset(
     (b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade")
 )
+# Fields renamed by a decoder before a library that would end the whole connection for them
+# sees them (h2 checks content-length and takes a request's 1xx :status for an informational
+# response even with its validation off); the NUL makes each an illegal name, and this is why.
+DEFUSED_FIELDS: dict[bytes, str] = {
+    b"\x00content-length": "content-length is not a number, or two disagree",
+    b"\x00:status": "a response's :status in a request",
+}
 _REQUEST_PSEUDO = frozenset((b":method", b":scheme", b":authority", b":path", b":protocol"))
 # RFC 9113 8.2.1 / RFC 9114 4.2: a field name is lower case, with no controls, space,
 # non-ASCII or (past a pseudo-header's first byte) colon; a value has no NUL, CR or LF and
@@ -105,7 +112,7 @@ def request_from_fields(
     """
     if max_size is not None and field_section_size(fields) > max_size:
         return BadRequest(431, "request head over the field section limit")
-    host = None
+    host = length = None
     pseudo: dict[bytes, bytes] = {}
     headers: Headers = []
     cookies: list[bytes] = []
@@ -118,15 +125,17 @@ def request_from_fields(
                 return _malformed(f"pseudo-header {_text(name)} is unknown, repeated or late")
             pseudo[name] = value
         elif not name or _BAD_NAME(name) is not None:
-            return _malformed(f"illegal field name {_text(name)}")
+            return _malformed(DEFUSED_FIELDS.get(name) or f"illegal field name {_text(name)}")
         elif name == b"cookie":
             cookies.append(value)
         else:
-            refusal = _field_refusal(name, value, host)
+            refusal = _field_refusal(name, value, host, length)
             if refusal is not None:
                 return refusal
             if name == b"host":
                 host = value
+            elif name == b"content-length":
+                length = value
             elif name == b"expect" and value.lower() == b"100-continue":
                 expects_continue = True
             headers.append((name, value))
@@ -162,24 +171,32 @@ def malformed_trailers(fields: Headers) -> str | None:
     stream rather than answering; the fields themselves are dropped (ASGI has none)."""
     for name, value in fields:
         if not name or _BAD_NAME(name) is not None:
-            return f"illegal trailer name {_text(name)}"
+            return DEFUSED_FIELDS.get(name) or f"illegal trailer name {_text(name)}"
         if _BAD_VALUE(value) is not None:
             return f"trailer {_text(name)} has an illegal value"
         if name in CONNECTION_FIELDS or name == b"te":
             return f"connection-specific trailer {_text(name)}"
+        if name == b"content-length":  # RFC 9110 6.5.1: framing is the head's alone
+            return "content-length in trailers"
     return None
 
 
-def _field_refusal(name: bytes, value: bytes, host: bytes | None) -> BadRequest | None:
-    """The rules on one regular field's meaning (not its bytes)."""
+def _field_refusal(
+    name: bytes, value: bytes, host: bytes | None, length: bytes | None
+) -> BadRequest | None:
+    """The rules on one regular field's meaning (not its bytes), given the Host and
+    content-length seen before it."""
     if name in CONNECTION_FIELDS:
         return _malformed(f"connection-specific field {_text(name)}")
     if name == b"te" and value.lower() != b"trailers":
         return _malformed("te other than trailers")
     if name == b"host" and host is not None:
         return _malformed("more than one Host")
-    if name == b"content-length" and not value.isdigit():
-        return _malformed("content-length is not a number")
+    if name == b"content-length":
+        if not value.isdigit():
+            return _malformed("content-length is not a number")
+        if length is not None and int(value) != int(length):
+            return _malformed("two content-lengths disagree")
     return None
 
 
