@@ -514,6 +514,15 @@ class Config:
         "us (rapid reset, MadeYouReset); over it and h2_reset_burst: GOAWAY.",
     )
     h2_reset_burst: int = _opt(200, help="HTTP/2 stream resets allowed at once.")
+    h2_small_data_rate: float = _opt(
+        1000.0,
+        help="HTTP/2 small DATA frames per second a connection may send, each charged for "
+        "the part of 1 KiB it leaves empty (a 2-byte frame ~1, a full or last frame 0); "
+        "over it and h2_small_data_burst: GOAWAY ENHANCE_YOUR_CALM.",
+    )
+    h2_small_data_burst: int = _opt(
+        4000, normalize=_positive, help="HTTP/2 small DATA frames allowed at once."
+    )
     h2_reset_grace: float = _opt(
         1.0, help="Seconds a reset HTTP/2 stream's app may run on before it is cancelled."
     )
@@ -792,6 +801,18 @@ class Config:
         cli=("--metrics-linger",),
         help="Seconds the metrics listener keeps answering after the server stopped, so a "
         "last scrape sees the final counts.",
+    )
+    metrics_max_connections: int = _opt(
+        64,
+        cli=("--metrics-max-connections",),
+        normalize=_positive,
+        help="Connections the metrics listener holds at once; a new one over it closes the "
+        "oldest (a flood of idle connections cannot keep a scrape out).",
+    )
+    metrics_request_timeout: float = _opt(
+        5.0,
+        cli=("--metrics-request-timeout",),
+        help="Seconds the metrics listener allows one whole exchange, request and answer.",
     )
     statsd_host: str | None = _opt(
         None,

@@ -4,11 +4,16 @@ the ones HTTP/1.1's request line gets."""
 
 from __future__ import annotations
 
-import pytest
+from typing import Any
 
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tests.malformed_heads import cases
 from trioserve.sansio.events import BadRequest, Request
 from trioserve.sansio.http11_rules import check_request
-from trioserve.sansio.streams import request_from_fields
+from trioserve.sansio.streams import malformed_trailers, request_from_fields
 
 
 def head(method: bytes, path: bytes, *extra: tuple[bytes, bytes]) -> list[tuple[bytes, bytes]]:
@@ -77,3 +82,26 @@ def test_expect_continue_and_connection_fields(version: str) -> None:
     assert isinstance(request, Request) and request.expects_continue
     refused = request_from_fields(head(b"GET", b"/", (b"connection", b"close")), version)
     assert isinstance(refused, BadRequest) and refused.status == 400
+
+
+@pytest.mark.parametrize("name", list(cases(b"https")))
+def test_every_malformed_head_is_a_400(name: str) -> None:
+    result = request_from_fields(cases(b"https")[name], "2")
+    assert isinstance(result, BadRequest) and result.status == 400, result
+
+
+_field = st.tuples(
+    st.sampled_from([b":method", b":path", b":scheme", b":authority", b":protocol", b"host"])
+    | st.binary(max_size=8),
+    st.sampled_from([b"GET", b"CONNECT", b"/", b"", b"https", b"websocket"])
+    | st.binary(max_size=8),
+)
+
+
+@given(st.lists(_field, max_size=8))
+@settings(max_examples=500, deadline=None)
+def test_any_head_is_a_request_or_a_refusal_never_an_exception(fields: Any) -> None:
+    """What h2 and aioquic no longer check must not raise here either (a traceback, and
+    on HTTP/2 a dead connection): every head is served or refused."""
+    assert isinstance(request_from_fields(fields, "3"), (Request, BadRequest))
+    malformed_trailers(fields)

@@ -9,10 +9,11 @@ the loop).
 
 One thread, not one per connection: the thread waits on all sockets at once (selectors),
 so a client that trickles its request a byte at a time costs a socket, not a thread.
-Each connection has :data:`MAX_CONNECTIONS` companions at most (over it, the oldest one is
-closed to make room, so a flood of idle connections cannot keep a scrape out) and
-:data:`REQUEST_DEADLINE` seconds for the whole exchange, request and answer, however the
-bytes trickle in.
+Each connection has ``metrics_max_connections`` companions at most (default
+:data:`MAX_CONNECTIONS`; over it, the oldest one is closed to make room, so a flood of idle
+connections cannot keep a scrape out) and ``metrics_request_timeout`` seconds (default
+:data:`REQUEST_DEADLINE`) for the whole exchange, request and answer, however the bytes
+trickle in.
 """
 
 from __future__ import annotations

@@ -22,6 +22,13 @@ all proportion to what it sent:
   is checked right after decoding, before aioquic validates the fields byte by byte, so a
   section over the limit never costs its validation either.
 
+A request head is also kept from aioquic's own validation, which answers a malformed field
+(an upper-case name, an empty ``:path``, a head with ``Host`` but no ``:authority``) with a
+connection error. :func:`~.streams.request_from_fields` judges heads on HTTP/2 and HTTP/3
+alike and refuses one stream: aioquic is shown a stand-in head that passes its checks, and
+the real fields are put back into its event. Malformed trailers
+(:func:`~.streams.malformed_trailers`) reset the stream with H3_MESSAGE_ERROR.
+
 The hooks (``_check_request_or_push_frame_type``, ``_decode_headers``,
 ``_receive_request_or_push_data``, the ``_decoder``) are aioquic internals, pinned by
 pyproject's ``aioquic < 2`` and by ``tests/http3/test_h3limits.py``.
@@ -37,7 +44,9 @@ from aioquic.h3.connection import FrameError, FrameType, HeadersState, Setting
 from aioquic.h3.events import H3Event, HeadersReceived
 from aioquic.quic.connection import QuicConnection
 
+from .events import Headers
 from .http3 import ServerH3Connection, field_section_size
+from .streams import malformed_trailers
 
 __all__ = ["QPACK_TABLE_CAPACITY", "HeadersRefused", "LimitedH3Connection"]
 
@@ -50,8 +59,9 @@ QPACK_TABLE_CAPACITY = 0
 # a frame it does not know as it arrives, which is what a refused HEADERS frame needs.
 _DISCARD = 0x21
 
-# Fields that pass aioquic's request validation, standing in for a section whose decoded
-# size is over the limit; the event that carries them is replaced by HeadersRefused.
+# Fields that pass aioquic's request validation, standing in for every request head: the
+# event that carries them gets the real fields back, or is replaced by HeadersRefused when
+# the section's decoded size is over the limit.
 _STAND_IN = [(b":method", b"GET"), (b":authority", b"-")]
 
 # aioquic buffers a SETTINGS or MAX_PUSH_ID frame whole, whatever its declared length; a
@@ -64,11 +74,13 @@ class HeadersRefused(H3Event):
     """A header section on ``stream_id`` was over the limit and was not (fully) decoded.
 
     ``trailers`` is False for a request head (answer 431) and True for trailers (end the
-    request with a stream error: the body it followed may be incomplete).
+    request with a stream error: the body it followed may be incomplete). ``malformed``:
+    trailers were refused for their content, not their size.
     """
 
     stream_id: int
     trailers: bool
+    malformed: bool = False
 
 
 class LimitedH3Connection(ServerH3Connection):
@@ -87,6 +99,8 @@ class LimitedH3Connection(ServerH3Connection):
         self._refused: list[HeadersRefused] = []
         # Streams whose decoded section was over the limit: True for trailers.
         self._oversized: dict[int, bool] = {}
+        # Request heads as decoded, put back into the events aioquic made of stand-ins.
+        self._heads: dict[int, Headers] = {}
 
     def _get_local_settings(self) -> dict[int, int]:
         settings = super()._get_local_settings()
@@ -122,13 +136,21 @@ class LimitedH3Connection(ServerH3Connection):
         self._refused.append(HeadersRefused(stream.stream_id, trailers))
 
     def _decode_headers(self, stream_id: int, frame_data: bytes | None) -> Any:
-        """Decode, then refuse a section over the limit before aioquic validates it."""
+        """Decode, then refuse a section over the limit before aioquic validates it; what
+        aioquic validates is a stand-in (see the module docstring)."""
         headers = super()._decode_headers(stream_id, frame_data)
-        if field_section_size(headers) <= self.max_field_section_size:
-            return headers
-        stream = self._stream.get(stream_id)
-        trailers = stream is not None and stream.headers_recv_state != HeadersState.INITIAL
-        self._oversized[stream_id] = trailers
+        stream = self._stream[stream_id]
+        trailers = stream.headers_recv_state != HeadersState.INITIAL
+        if field_section_size(headers) > self.max_field_section_size:
+            self._oversized[stream_id] = trailers
+        elif trailers:
+            if malformed_trailers(headers) is not None:
+                self._refused.append(HeadersRefused(stream_id, True, malformed=True))
+        else:
+            self._heads[stream_id] = headers
+            # aioquic checks the body against the length it would have read from the head.
+            length = next((v for k, v in headers if k == b"content-length"), b"")
+            stream.expected_content_length = int(length) if length.isdigit() else None
         return [] if trailers else list(_STAND_IN)
 
     def _receive_request_or_push_data(
@@ -136,7 +158,7 @@ class LimitedH3Connection(ServerH3Connection):
     ) -> list[H3Event]:
         self._refused = []
         events: list[H3Event] = super()._receive_request_or_push_data(stream, data, stream_ended)
-        if self._oversized:
+        if self._oversized or self._heads:
             events = [self._stand_in_refused(event) for event in events]
         if not self._refused:
             return events
@@ -147,6 +169,11 @@ class LimitedH3Connection(ServerH3Connection):
         return heads + events + trailers
 
     def _stand_in_refused(self, event: H3Event) -> H3Event:
-        if type(event) is HeadersReceived and event.stream_id in self._oversized:
+        if type(event) is not HeadersReceived:
+            return event
+        if event.stream_id in self._oversized:
             return HeadersRefused(event.stream_id, self._oversized.pop(event.stream_id))
+        head = self._heads.pop(event.stream_id, None)
+        if head is not None:
+            event.headers = head
         return event

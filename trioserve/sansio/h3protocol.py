@@ -168,25 +168,30 @@ class H3Protocol:
         elif kind is quic_events.StreamReset or kind is quic_events.StopSendingReceived:
             self._peer_reset(event.stream_id, out)  # type: ignore[attr-defined]
 
-    def _peer_reset(self, stream_id: int, out: list[H3Event]) -> None:
-        """The client reset or stopped the stream: both directions end (nothing more goes
-        out whatever the app does, and the client stops a body nobody will read)."""
+    def _peer_reset(
+        self, stream_id: int, out: list[H3Event], code: int = ErrorCode.H3_REQUEST_CANCELLED
+    ) -> None:
+        """The client reset or stopped the stream, or sent trailers we refuse: both
+        directions end (nothing more goes out whatever the app does, and the client stops
+        a body nobody will read)."""
         stream = self.streams.get(stream_id)
         if stream is None or stream.reset:
             return
         stream.reset = True
-        self.quic.reset_stream(stream_id, ErrorCode.H3_REQUEST_CANCELLED)
+        self.quic.reset_stream(stream_id, code)
         if not stream.request_done:
-            self.quic.stop_receiving(stream_id, ErrorCode.H3_REQUEST_CANCELLED)
-        out.append((stream_id, StreamReset(ErrorCode.H3_REQUEST_CANCELLED)))
+            self.quic.stop_receiving(stream_id, code)
+        out.append((stream_id, StreamReset(code)))
 
     def _h3_event(self, event: Any, out: list[H3Event]) -> None:
         kind = type(event)
         if kind is HeadersRefused:
             # A section over h3_max_field_section_size, refused undecoded: a head is
-            # answered 431, trailers end the request (the app sees http.disconnect).
+            # answered 431, trailers end the request (the app sees http.disconnect), as
+            # malformed trailers do (RFC 9114 4.1.2: H3_MESSAGE_ERROR).
             if event.stream_id in self.streams:
-                self._peer_reset(event.stream_id, out)
+                code = ErrorCode.H3_MESSAGE_ERROR if event.malformed else None
+                self._peer_reset(event.stream_id, out, code or ErrorCode.H3_REQUEST_CANCELLED)
             elif not event.trailers:
                 self._new_request(event, out)
             return

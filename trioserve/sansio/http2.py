@@ -44,7 +44,7 @@ from .events import (
     StreamReset,
 )
 from .h2limits import GOAWAY, RST_STREAM, FrameScanner, TokenBucket, count_frames
-from .streams import CONNECTION_FIELDS, request_from_fields
+from .streams import CONNECTION_FIELDS, malformed_trailers, request_from_fields
 
 __all__ = [
     "CONNECTION_FIELDS",
@@ -108,11 +108,15 @@ class H2Protocol:
         self.limits = limits
         # Response heads are validated by the ASGI layer (sansio/headers.py), lowercased and
         # stripped of connection fields in send_headers: h2 need not check them again.
+        # Request heads and trailers are checked by streams.request_from_fields and
+        # malformed_trailers, which refuse one stream where h2 would end the connection.
         config = h2.config.H2Configuration(
             client_side=False,
             header_encoding=None,
             validate_outbound_headers=False,
             normalize_outbound_headers=False,
+            validate_inbound_headers=False,
+            normalize_inbound_headers=False,
         )
         conn = self._conn = h2.connection.H2Connection(config)
         advertised = {
@@ -217,6 +221,9 @@ class H2Protocol:
             self._on_data(event, events)
         elif isinstance(event, h2.events.RequestReceived):
             self._on_request(event, events)
+        elif isinstance(event, h2.events.TrailersReceived):
+            if malformed_trailers(event.headers or []) is not None:
+                self._malformed(event.stream_id, events)
         elif isinstance(event, h2.events.StreamEnded):
             stream = self._streams.get(event.stream_id)
             if stream is not None and not stream.reset:
@@ -249,6 +256,17 @@ class H2Protocol:
         self._streams[stream_id] = _Stream()
         self.running += 1
         events.append((stream_id, request_from_fields(event.headers or [], "2")))
+
+    def _malformed(self, stream_id: int, events: list[H2Event]) -> None:
+        """RFC 9113 8.1.1: malformed trailers are a stream error; the app sees a reset.
+        (The RST_STREAM counts toward the reset budget when the output is taken.)"""
+        stream = self._streams.get(stream_id)
+        if stream is None or stream.reset:
+            return
+        stream.reset = True
+        self._forget_body(stream_id, stream)
+        self._conn.reset_stream(stream_id, ErrorCodes.PROTOCOL_ERROR)
+        events.append((stream_id, StreamReset(int(ErrorCodes.PROTOCOL_ERROR), remote=False)))
 
     def _on_data(self, event: h2.events.DataReceived, events: list[H2Event]) -> None:
         stream_id = event.stream_id

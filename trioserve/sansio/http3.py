@@ -1,11 +1,12 @@
 """HTTP/3 heads without I/O: aioquic's H3 connection with our SETTINGS, and the response
 fields a QUIC stream carries.
 
-aioquic's ``H3Connection`` frames and QPACK-decodes; it already rejects malformed fields
-(upper case, bad pseudo-header order) as a connection error. :class:`ServerH3Connection`
+aioquic's ``H3Connection`` frames and QPACK-decodes. :class:`ServerH3Connection`
 advertises our SETTINGS (:class:`~.h3limits.LimitedH3Connection` adds the bounds on header
-sections); the connection's events become trioserve's in :mod:`.h3protocol`, and the
-request rules are :func:`~.streams.request_from_fields`, shared with HTTP/2.
+sections, and keeps request heads from aioquic's validation, which would end the
+connection for a malformed field); the connection's events become trioserve's in
+:mod:`.h3protocol`, and the request rules are :func:`~.streams.request_from_fields`,
+shared with HTTP/2.
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ with :func:`request_from_fields`, so a request gets the same answer on either ve
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Protocol
 
@@ -32,6 +33,7 @@ __all__ = [
     "StreamAnswer",
     "StreamFramer",
     "field_section_size",
+    "malformed_trailers",
     "request_from_fields",
 ]
 
@@ -40,6 +42,12 @@ __all__ = [
 CONNECTION_FIELDS = frozenset(
     (b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade")
 )
+_REQUEST_PSEUDO = frozenset((b":method", b":scheme", b":authority", b":path", b":protocol"))
+# RFC 9113 8.2.1 / RFC 9114 4.2: a field name is lower case, with no controls, space,
+# non-ASCII or (past a pseudo-header's first byte) colon; a value has no NUL, CR or LF and
+# no whitespace at either end. One regex call per name and per value.
+_BAD_NAME = re.compile(rb"[\x00-\x20:A-Z\x7f-\xff]").search
+_BAD_VALUE = re.compile(rb"[\x00\r\n]|\A[ \t]|[ \t]\Z").search
 
 
 class StreamFramer(Protocol):
@@ -86,42 +94,48 @@ def request_from_fields(
     with on this stream alone (never a connection error).
 
     The rules, the same for HTTP/2 and HTTP/3 (docs/architecture.md has them beside
-    HTTP/1.1's): ``:authority`` wins and a ``Host`` that disagrees is malformed (RFC 9113
-    8.3.1, RFC 9114 4.3.1); connection-specific fields are malformed; 100-continue is
-    honoured; CONNECT is 405 unless it is a WebSocket's (RFC 8441, RFC 9220; another
-    ``:protocol`` is 501); ``:method`` and ``:path`` follow
+    HTTP/1.1's): a malformed head (RFC 9113 8.1.1 / RFC 9114 4.1.2: a bad field name or
+    value, a pseudo-header unknown, repeated, late or missing, an empty ``:path``, ``te``
+    other than ``trailers``) is a 400 here, since neither h2 nor aioquic is let check it
+    (either would end the whole connection); ``:authority`` wins and a ``Host`` that
+    disagrees is malformed (RFC 9113 8.3.1, RFC 9114 4.3.1); connection-specific fields are
+    malformed; 100-continue is honoured; CONNECT is 405 unless it is a WebSocket's (RFC
+    8441, RFC 9220; another ``:protocol`` is 501); ``:method`` and ``:path`` follow
     :func:`~.http11_rules.check_request`; split cookies are joined.
     """
     if max_size is not None and field_section_size(fields) > max_size:
         return BadRequest(431, "request head over the field section limit")
-    method = path = b""
-    authority = protocol = scheme = host = None
+    host = None
+    pseudo: dict[bytes, bytes] = {}
     headers: Headers = []
     cookies: list[bytes] = []
     expects_continue = False
     for name, value in fields:
+        if _BAD_VALUE(value) is not None:
+            return _malformed(f"field {_text(name)} has an illegal value")
         if name[:1] == b":":
-            if name == b":method":
-                method = value
-            elif name == b":path":
-                path = value
-            elif name == b":authority":
-                authority = value
-            elif name == b":scheme":
-                scheme = value
-            elif name == b":protocol":
-                protocol = value
+            if headers or cookies or name not in _REQUEST_PSEUDO or name in pseudo:
+                return _malformed(f"pseudo-header {_text(name)} is unknown, repeated or late")
+            pseudo[name] = value
+        elif not name or _BAD_NAME(name) is not None:
+            return _malformed(f"illegal field name {_text(name)}")
         elif name == b"cookie":
             cookies.append(value)
-        elif name in CONNECTION_FIELDS:
-            return BadRequest(400, f"connection-specific field {name.decode('latin-1')!r}")
         else:
+            refusal = _field_refusal(name, value, host)
+            if refusal is not None:
+                return refusal
             if name == b"host":
                 host = value
             elif name == b"expect" and value.lower() == b"100-continue":
                 expects_continue = True
             headers.append((name, value))
-    refusal = _pseudo_refusal(method, path, protocol, scheme, http_version)
+    method, path = pseudo.get(b":method", b""), pseudo.get(b":path", b"")
+    authority, scheme = pseudo.get(b":authority"), pseudo.get(b":scheme")
+    protocol = pseudo.get(b":protocol")
+    refusal = _pseudo_set_refusal(pseudo, host) or _pseudo_refusal(
+        method, path, protocol, scheme, http_version
+    )
     if refusal is not None:
         return refusal
     if authority is not None:
@@ -139,6 +153,61 @@ def request_from_fields(
         authority=authority,
         protocol=protocol,
     )
+
+
+def malformed_trailers(fields: Headers) -> str | None:
+    """Why a request's trailers are malformed (RFC 9113 8.1, RFC 9114 4.1.2), or None.
+
+    Trailers arrive after the request was handed to the app, so the caller resets the
+    stream rather than answering; the fields themselves are dropped (ASGI has none)."""
+    for name, value in fields:
+        if not name or _BAD_NAME(name) is not None:
+            return f"illegal trailer name {_text(name)}"
+        if _BAD_VALUE(value) is not None:
+            return f"trailer {_text(name)} has an illegal value"
+        if name in CONNECTION_FIELDS or name == b"te":
+            return f"connection-specific trailer {_text(name)}"
+    return None
+
+
+def _field_refusal(name: bytes, value: bytes, host: bytes | None) -> BadRequest | None:
+    """The rules on one regular field's meaning (not its bytes)."""
+    if name in CONNECTION_FIELDS:
+        return _malformed(f"connection-specific field {_text(name)}")
+    if name == b"te" and value.lower() != b"trailers":
+        return _malformed("te other than trailers")
+    if name == b"host" and host is not None:
+        return _malformed("more than one Host")
+    if name == b"content-length" and not value.isdigit():
+        return _malformed("content-length is not a number")
+    return None
+
+
+def _pseudo_set_refusal(pseudo: dict[bytes, bytes], host: bytes | None) -> BadRequest | None:
+    """RFC 9113 8.3.1-2 / RFC 9114 4.3.1: :method always; :scheme and :path unless the
+    request is a plain CONNECT (a tunnel), which must have neither; a :path not empty;
+    an http(s) request names its authority (:authority or Host)."""
+    method = pseudo.get(b":method")
+    if method is None:
+        return _malformed("no :method")
+    has_target = (b":scheme" in pseudo, b":path" in pseudo)
+    if method == b"CONNECT" and b":protocol" not in pseudo:
+        return _malformed("CONNECT with :scheme or :path") if any(has_target) else None
+    if not all(has_target):
+        return _malformed("no :scheme or :path")
+    if not pseudo[b":path"]:
+        return _malformed("empty :path")
+    if pseudo[b":scheme"] in (b"http", b"https") and not (pseudo.get(b":authority") or host):
+        return _malformed("neither :authority nor Host")
+    return None
+
+
+def _malformed(reason: str) -> BadRequest:
+    return BadRequest(400, f"malformed request head: {reason}")
+
+
+def _text(name: bytes) -> str:
+    return repr(name.decode("latin-1"))
 
 
 def _pseudo_refusal(

@@ -64,6 +64,8 @@ def h2_limits(state: ServerState) -> H2Limits:
         connection_window=config.h2_connection_window,
         reset_rate=config.h2_reset_rate,
         reset_burst=config.h2_reset_burst,
+        small_data_rate=config.h2_small_data_rate,
+        small_data_burst=config.h2_small_data_burst,
     )
 
 

@@ -55,7 +55,12 @@ class Observer:
         if config.metrics_bind and metrics_path is None:
             # Not supervised: this process answers the admin listener itself.
             sock = create_socket(parse_bind(config.metrics_bind), backlog=64)
-            self.admin = AdminServer(sock, self)
+            self.admin = AdminServer(
+                sock,
+                self,
+                max_connections=config.metrics_max_connections,
+                deadline=config.metrics_request_timeout,
+            )
             self.admin.start()
 
     async def run(self) -> None:

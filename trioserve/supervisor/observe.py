@@ -83,7 +83,12 @@ class SupervisorObserver:
         except BaseException:
             shutil.rmtree(self.directory, ignore_errors=True)
             raise
-        self.admin = AdminServer(sock, self)
+        self.admin = AdminServer(
+            sock,
+            self,
+            max_connections=config.metrics_max_connections,
+            deadline=config.metrics_request_timeout,
+        )
         self.admin.start()
         error_log.info("Workers count into %s", self.directory)
 
