@@ -14,7 +14,9 @@ instead of the bare hello app: minus ``fastapi_driver.py --calls`` (the route wi
 server), what the server adds to a FastAPI request.
 
 ``--loop asyncio`` counts both threads (the server's and the app's asyncio loop): the
-Python cost of the bridge. uvloop's own loop is C, so its internals are not counted.
+Python cost of the bridge. uvloop's own loop is C, so its internals are not counted (the
+budget's ``asyncio`` mode assumes uvloop, which the test extra installs: asyncio's own loop
+is Python, and counts far more).
 """
 
 from __future__ import annotations
@@ -86,6 +88,17 @@ async def h2_client(port: int, count: int, route: str = "hello") -> None:
                     await stream.send_all(pending)
 
 
+async def uncounted(http: str, count: int) -> None:
+    """The same requests with no profiler, for a counter outside Python: under
+    ``valgrind --tool=callgrind`` the difference between two ``-n`` divided by their
+    difference is the instructions per request (see docs/benchmarks.md)."""
+    run_client = h2_client if http == "h2" else client
+    options = {"http": "httptools" if http == "h2" else http, "access_log": False}
+    async with open_server(app, keep_alive_max_requests=count + 1000, **options) as server:
+        await run_client(server.port, 200)  # warm up
+        await run_client(server.port, count)
+
+
 async def measure(http: str, count: int, loop: str = "trio", route: str = "hello") -> float:
     if route not in ROUTES:
         ROUTES[route] = _json_route()
@@ -134,7 +147,9 @@ def check(count: int) -> int:
     margin = budget["margin"]
     failed = 0
     for mode, entry in budget["calls"].items():
-        calls = trio.run(measure, mode, count)
+        # A mode is its HTTP parser ("http", else the mode's own name) and its loop.
+        http, loop = entry.get("http", mode), entry.get("loop", "trio")
+        calls = trio.run(measure, http, count, loop)
         limit = entry["calls"] * (1 + margin)
         verdict = "ok" if calls <= limit else "OVER BUDGET"
         print(
@@ -152,9 +167,15 @@ def main() -> None:
     parser.add_argument("--loop", default="trio", choices=["trio", "asyncio"])
     parser.add_argument("--route", default="hello", choices=["hello", "json"])
     parser.add_argument("--check", action="store_true", help="compare with calls_budget.json")
+    parser.add_argument(
+        "--uncounted", action="store_true", help="only run the requests (for callgrind)"
+    )
     args = parser.parse_args()
     if args.check:
         sys.exit(check(args.n))
+    if args.uncounted:
+        trio.run(uncounted, args.http, args.n)
+        return
     calls = trio.run(measure, args.http, args.n, args.loop, args.route)
     where = trioserve.__file__.rsplit("/trioserve/", 1)[0]
     mode = "" if args.loop == "trio" else f" --loop {args.loop}"

@@ -17,6 +17,7 @@ import httpx
 import pytest
 import sniffio
 import trio
+import trio.testing
 from fastapi import FastAPI, Request, WebSocket
 
 from trioserve.config import ConfigError
@@ -72,6 +73,26 @@ def test_trio_mode_serves_the_app_itself() -> None:
     served, context = app_runner(app, "trio")
     assert served is app
     assert isinstance(context, contextlib.nullcontext)
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="counts /proc/self/fd")
+async def test_loop_that_cannot_start_leaves_no_socket_behind(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The loop's wake-up socket pairs are made before its thread starts: a loop that fails
+    to start (a broken uvloop) closes them all, and ends the trio task that waits on one."""
+    from trioserve.server import asyncio_loop
+
+    def broken_loop() -> asyncio.AbstractEventLoop:
+        raise RuntimeError("no loop here")
+
+    monkeypatch.setattr(asyncio_loop, "new_event_loop", broken_loop)
+    before = sorted(Path("/proc/self/fd").iterdir())
+    with pytest.raises(RuntimeError, match="no loop here"):
+        async with asyncio_loop.AsyncioLoop().open():
+            pass  # pragma: no cover - never reached
+    await trio.testing.wait_all_tasks_blocked()
+    assert sorted(Path("/proc/self/fd").iterdir()) == before
 
 
 def test_trio_mode_never_starts_an_asyncio_loop() -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import h11
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -25,7 +26,7 @@ from trioserve.sansio.events import (
 )
 from trioserve.sansio.http11 import ChunkValidator, HTTP11Protocol
 from trioserve.sansio.http11_fast import FastHTTP11Protocol
-from trioserve.sansio.http11_rules import error_response
+from trioserve.sansio.http11_rules import REASONS, error_response
 
 PROTOCOLS = pytest.mark.parametrize(
     "cls", [HTTP11Protocol, FastHTTP11Protocol], ids=["h11", "httptools"]
@@ -209,6 +210,60 @@ def test_push_back_returns_the_peeked_event_first(cls: type[HTTP11Protocol]) -> 
     proto.push_back(data)
     assert proto.next_event() is data
     assert isinstance(proto.next_event(), EndData)
+
+
+def answer(proto: HTTP11Protocol) -> None:
+    proto.send(Response(200, [(b"content-length", b"0")]))
+    proto.send(EndData())
+
+
+@PROTOCOLS
+def test_next_cycle_drops_a_buffered_body_and_starts_the_next_request(
+    cls: type[HTTP11Protocol],
+) -> None:
+    proto = cls()
+    proto.receive_data(
+        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc"
+        b"GET /2 HTTP/1.1\r\nHost: x\r\n\r\n"
+    )
+    assert isinstance(proto.next_event(), Request)
+    assert not proto.next_cycle()  # no response yet
+    answer(proto)
+    assert proto.next_cycle()
+    [request, end] = drain(proto)
+    assert request.target == b"/2" and isinstance(end, EndData)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 9\r\n\r\nabc",  # body not here
+        b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        b"GET / HTTP/1.0\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+    ],
+    ids=["unread-body", "close", "http10", "bad-chunk"],
+)
+@PROTOCOLS
+def test_next_cycle_leaves_what_keep_alive_cannot_carry(
+    cls: type[HTTP11Protocol], raw: bytes
+) -> None:
+    proto = cls()
+    proto.receive_data(raw)
+    assert isinstance(proto.next_event(), Request)
+    answer(proto)
+    assert not proto.next_cycle()
+    assert not proto.keep_alive
+
+
+@PROTOCOLS
+def test_next_cycle_after_close_after_response(cls: type[HTTP11Protocol]) -> None:
+    proto = cls()
+    proto.receive_data(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert isinstance(proto.next_event(), Request)
+    proto.close_after_response()
+    answer(proto)
+    assert not proto.next_cycle()
 
 
 @PROTOCOLS
@@ -454,21 +509,76 @@ def response_parts(raw: bytes) -> tuple[bytes, set[tuple[bytes, bytes]], bytes]:
     return status, fields, body
 
 
+def h11_writes(
+    request: bytes, status: int, headers: list[Any], body: list[bytes], close: bool = False
+) -> tuple[Any, bool, bool]:
+    """What h11 itself writes (both our classes write responses with ResponseSide), and
+    whether it would keep the connection and call the response complete."""
+    conn = h11.Connection(h11.SERVER)
+    conn.receive_data(request)
+    while type(conn.next_event()) is not h11.EndOfMessage:
+        pass
+    if close:  # as close_after_response(): our own close after the app's fields
+        headers = [*headers, (b"connection", b"close")]
+    reason = REASONS.get(status, b"")
+    raw = conn.send(h11.Response(status_code=status, headers=headers, reason=reason)) or b""
+    raw += b"".join(conn.send(h11.Data(data=piece)) or b"" for piece in body)
+    raw += conn.send(h11.EndOfMessage()) or b""
+    done = conn.our_state is h11.DONE
+    return response_parts(raw), done and conn.their_state is h11.DONE, done
+
+
 @pytest.mark.parametrize("version", [b"1.1", b"1.0"])
 @pytest.mark.parametrize(("method", "status", "headers", "body"), RESPONSES)
-def test_httptools_class_writes_what_h11_writes(
-    version: bytes, method: bytes, status: int, headers: list[Any], body: list[bytes]
+@PROTOCOLS
+def test_responses_are_what_h11_writes(
+    cls: type[HTTP11Protocol],
+    version: bytes,
+    method: bytes,
+    status: int,
+    headers: list[Any],
+    body: list[bytes],
 ) -> None:
-    outputs = []
-    for cls in (HTTP11Protocol, FastHTTP11Protocol):
-        proto = cls()
-        proto.receive_data(b"%s / HTTP/%s\r\nHost: x\r\n\r\n" % (method, version))
-        drain(proto)
-        raw = proto.send(Response(status, list(headers)))
-        raw += b"".join(proto.send(Data(piece)) for piece in body)
-        raw += proto.send(EndData())
-        outputs.append((response_parts(raw), proto.keep_alive, proto.response_complete))
-    assert outputs[0] == outputs[1]
+    request = b"%s / HTTP/%s\r\nHost: x\r\n\r\n" % (method, version)
+    proto = cls()
+    proto.receive_data(request)
+    drain(proto)
+    raw = proto.send(Response(status, list(headers)))
+    raw += b"".join(proto.send(Data(piece)) for piece in body)
+    raw += proto.send(EndData())
+    ours = (response_parts(raw), proto.keep_alive, proto.response_complete)
+    assert ours == h11_writes(request, status, list(headers), body)
+
+
+@pytest.mark.parametrize("status", [200, 204, 304])
+@pytest.mark.parametrize("close", [False, True], ids=["keep", "close"])
+@pytest.mark.parametrize("version", [b"1.1", b"1.0"])
+@pytest.mark.parametrize("method", [b"GET", b"HEAD"])
+def test_a_head_written_before_is_framed_for_the_request_at_hand(
+    method: bytes, version: bytes, close: bool, status: int
+) -> None:
+    """The httptools class remembers the heads it wrote (for every connection): the same
+    fields again, on a request that is framed differently, are still written as h11 would."""
+    headers = [
+        (b"content-length", b"5"),
+        (b"x-case", b"%s-%s-%d-%d" % (method, version, close, status)),
+    ]
+    first = FastHTTP11Protocol()  # a keep-alive GET writes the head first
+    first.receive_data(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    drain(first)
+    first.send(Response(status, list(headers)))
+    request = b"%s / HTTP/%s\r\nHost: x\r\n\r\n" % (method, version)
+    body = [b"hello"] if method == b"GET" and status == 200 else []
+    proto = FastHTTP11Protocol()
+    proto.receive_data(request)
+    drain(proto)
+    if close:
+        proto.close_after_response()
+    raw = proto.send(Response(status, list(headers)))
+    raw += b"".join(proto.send(Data(piece)) for piece in body)
+    raw += proto.send(EndData())
+    ours = (response_parts(raw), proto.keep_alive, proto.response_complete)
+    assert ours == h11_writes(request, status, list(headers), body, close)
 
 
 @pytest.mark.parametrize(

@@ -58,6 +58,17 @@ async def test_receive_and_send_round_trip() -> None:
         assert got == b"pong-view"
 
 
+async def test_a_receive_timeout_bounds_only_the_wait() -> None:
+    with tcp_pair() as (stream, client):
+        client.sendall(b"here")
+        await trio.sleep(0.05)  # (in the kernel's buffer by now)
+        assert await stream.receive_some(100, timeout=0) == b"here"
+        with pytest.raises(trio.TooSlowError):
+            await stream.receive_some(100, timeout=0.05)
+        client.sendall(b"later")  # the stream is still usable after a timeout
+        assert await stream.receive_some(100, timeout=5) == b"later"
+
+
 async def test_receive_some_rejects_a_zero_size() -> None:
     with tcp_pair() as (stream, _), pytest.raises(ValueError):
         await stream.receive_some(0)

@@ -1,6 +1,10 @@
 """HTTP/1.1 over h11, with the checks h11 leaves to the server.
 
-h11 does the framing and the state machine. It is deliberately lenient in a few places
+h11 reads requests: heads, body framing, its state machine for the client's side.
+Responses are written by :class:`~.http11_writer.ResponseSide`, the writer the httptools
+class uses too, with h11's framing rules and the same bytes: h11's own send path would
+validate the fields again (the ASGI layer has, as strictly) for about a quarter of a
+request's cost. h11 is deliberately lenient in a few places
 where a server in front of other servers must not be (request smuggling shapes), so this
 module adds, before an event reaches the ASGI layer:
 
@@ -29,11 +33,8 @@ from .events import (
     EndData,
     Headers,
     InboundEvent,
-    InformationalResponse,
-    OutboundEvent,
     ProtocolError,
     Request,
-    Response,
 )
 from .http11_rules import (
     CHUNK_DATA_NOT_CRLF,
@@ -41,27 +42,28 @@ from .http11_rules import (
     HEAD_TOO_LARGE,
     MAX_CHUNK_LINE,
     MAX_LEADING_EMPTY_LINES,
-    REASONS,
     check_request,
     chunk_line_error,
     chunk_size,
     empty_line_length,
     refusal_bytes,
 )
+from .http11_writer import _SEND_RESPONSE, _SENT, ResponseSide
+
+# h11 documents this state and imports it at its top level, but leaves it out of __all__.
+_MIGHT_SWITCH_PROTOCOL = h11.MIGHT_SWITCH_PROTOCOL  # type: ignore[attr-defined]
 
 
-class HTTP11Protocol:
+class HTTP11Protocol(ResponseSide):
     """:class:`~.http11_rules.HTTP11Interface` over h11."""
 
     __slots__ = (
-        "_chunked",
         "_chunks",
         "_empty_lines",
         "_h11",
         "_max_head",
         "_pending_error",
         "_pushed",
-        "must_close",
         "requests_seen",
     )
 
@@ -69,12 +71,12 @@ class HTTP11Protocol:
         self._h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=max_head_size)
         self._max_head = max_head_size
         self._chunks: ChunkValidator | None = None
-        self._chunked = False  # the response being sent is chunked (h11's choice, restated)
         self._pending_error: BadRequest | None = None
         self._pushed: InboundEvent | None = None
         self._empty_lines = 0  # ignored before this request's line
         self.must_close = False
         self.requests_seen = 0
+        self.reset_response_side()
 
     # -- input ---------------------------------------------------------------------------
     def receive_data(self, data: bytes) -> None:
@@ -145,12 +147,8 @@ class HTTP11Protocol:
                 return -1  # h11 would refuse the CR before its LF arrives
             if length > 0:
                 self._empty_lines += 1
+                self._fresh_h11(skip=length)
                 waiting = waiting[length:]
-                self._h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=self._max_head)
-                if waiting:
-                    self._h11.receive_data(waiting)
-                if closed:
-                    self._h11.receive_data(b"")
         return len(waiting)
 
     def _request(self, event: h11.Request, head_size: int) -> InboundEvent:
@@ -164,14 +162,25 @@ class HTTP11Protocol:
         headers: Headers = []
         has_length = chunked = False
         expects_continue = False
-        for name, value in event.headers:
+        keep = version == "1.1"  # (h11's rule: HTTP/1.0 always closes)
+        # (h11's names are the wire names lowercased; its raw list is a plain list, where
+        # iterating h11.Headers itself costs a Python call per field)
+        raw = event.headers.raw_items()
+        for raw_name, value in raw:
+            name = raw_name.lower()
             if name == b"content-length":
                 has_length = True
             elif name == b"transfer-encoding":
                 chunked = True
             elif name == b"expect" and value.lower() == b"100-continue":
                 expects_continue = True
+            elif name == b"connection" and b"close" in value.lower():
+                keep = keep and b"close" not in [t.strip() for t in value.lower().split(b",")]
             headers.append((name, value))
+        self._our = _SEND_RESPONSE
+        self._is_head = method == b"HEAD"
+        self._old_client = version == "1.0"
+        self._keep = keep
         if chunked:
             if has_length:
                 self.must_close = True
@@ -185,83 +194,21 @@ class HTTP11Protocol:
                     self._pending_error = BadRequest(400, error)
                 if self._chunks.done:
                     self._chunks = None
-        raw = event.headers.raw_items()
         return Request(
             method=method,
             target=target,
             headers=headers,
             http_version=version,
-            raw_headers=list(raw),
+            raw_headers=raw,  # (a new list already)
             expects_continue=expects_continue and version == "1.1",
         )
 
-    # -- output --------------------------------------------------------------------------
-    def send(self, event: OutboundEvent) -> bytes:
-        """Serialise one outbound event; raises :class:`ProtocolError` on misuse."""
-        try:
-            return self._send(event)
-        except h11.LocalProtocolError as exc:
-            raise ProtocolError(str(exc)) from None
-
-    def frame_file(self, size: int) -> tuple[bytes, bytes]:
-        # h11 passes a Data payload through untouched; a sized stand-in gets the framing.
-        stand_in = _Sized(size)
-        try:
-            # (h11 documents the pass-through of any object with a length: for sendfile.)
-            data = h11.Data(data=stand_in)  # type: ignore[arg-type]
-            sent = self._h11.send_with_data_passthrough(data)
-        except h11.LocalProtocolError as exc:
-            raise ProtocolError(str(exc)) from None
-        pieces: list[object] = list(sent or [])
-        at = next((i for i, piece in enumerate(pieces) if piece is stand_in), len(pieces))
-        before = b"".join(p for p in pieces[:at] if isinstance(p, bytes))
-        after = b"".join(p for p in pieces[at + 1 :] if isinstance(p, bytes))
-        return before, after
-
-    def _send(self, event: OutboundEvent) -> bytes:
-        cls = type(event)
-        if cls is Data:
-            out = self._h11.send(h11.Data(data=event.data))  # type: ignore[union-attr]
-        elif cls is EndData:
-            trailers = event.headers  # type: ignore[union-attr]
-            if trailers and self._chunked:
-                out = self._h11.send(h11.EndOfMessage(headers=trailers))
-            else:  # trailers need chunked framing; otherwise they are dropped
-                out = self._h11.send(h11.EndOfMessage())
-        elif cls is Response:
-            headers = event.headers  # type: ignore[union-attr]
-            if self.must_close:
-                headers = [*headers, (b"connection", b"close")]
-            status = event.status  # type: ignore[union-attr]
-            # h11 frames a body with chunks when the app gave no length (HTTP/1.1 client).
-            self._chunked = (
-                status not in (204, 304)
-                and self._h11.their_http_version == b"1.1"
-                and all(name != b"content-length" for name, _ in headers)
-            )
-            out = self._h11.send(
-                h11.Response(status_code=status, headers=headers, reason=REASONS.get(status, b""))
-            )
-        elif cls is InformationalResponse:
-            status = event.status  # type: ignore[union-attr]
-            out = self._h11.send(
-                h11.InformationalResponse(
-                    status_code=status,
-                    headers=event.headers,  # type: ignore[union-attr]
-                    reason=REASONS.get(status, b""),
-                )
-            )
-        else:  # pragma: no cover
-            raise TypeError(f"cannot send {event!r}")
-        return out or b""
-
-    @property
-    def response_started(self) -> bool:
-        return self._h11.our_state is not h11.IDLE and self._h11.our_state is not h11.SEND_RESPONSE
-
-    @property
-    def response_complete(self) -> bool:
-        return self._h11.our_state is h11.DONE
+    # -- state ---------------------------------------------------------------------------
+    # (responses are written by ResponseSide: h11 parses, it never sees our side)
+    def _their_done(self) -> bool:
+        """The request is read (an answered upgrade proposal counts: no 101 goes out here)."""
+        state = self._h11.their_state
+        return state is h11.DONE or state is _MIGHT_SWITCH_PROTOCOL
 
     @property
     def request_complete(self) -> bool:
@@ -270,11 +217,7 @@ class HTTP11Protocol:
     @property
     def keep_alive(self) -> bool:
         """Whether the connection can serve another request after this response."""
-        return (
-            self._h11.our_state is h11.DONE
-            and self._h11.their_state is h11.DONE
-            and not self.must_close
-        )
+        return self._our == _SENT and self._keep and not self.must_close and self._their_done()
 
     @property
     def idle(self) -> bool:
@@ -282,8 +225,32 @@ class HTTP11Protocol:
         return self._h11.their_state is h11.IDLE and not self._h11.trailing_data[0]
 
     def start_next_cycle(self) -> None:
-        self._h11.start_next_cycle()
+        if not (self._our == _SENT and self._keep and self._their_done()):
+            raise ProtocolError("not in a reusable state")
+        self._fresh_h11()
+        self.reset_response_side()
         self._empty_lines = 0
+
+    def _fresh_h11(self, skip: int = 0) -> None:
+        """A new ``h11.Connection`` for the next request, given the bytes the old one had
+        not parsed (after ``skip`` of them): between requests h11 holds no other state, and
+        ours never went through it."""
+        waiting, closed = self._h11.trailing_data
+        self._h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=self._max_head)
+        if len(waiting) > skip:
+            self._h11.receive_data(waiting[skip:])
+        if closed:
+            self._h11.receive_data(b"")
+
+    def next_cycle(self) -> bool:
+        if self._our != _SENT or not self._keep or self.must_close:
+            return False
+        while not self._their_done():  # a bodiless request's EndOfMessage too
+            event = self.next_event()
+            if type(event) is not Data and type(event) is not EndData:
+                return False
+        self.start_next_cycle()
+        return True
 
     def take_trailing_data(self) -> bytes:
         """The bytes received after the current request that h11 has not parsed.
@@ -357,15 +324,3 @@ class ChunkValidator:
                 if not line:
                     self.done = True
         return None
-
-
-class _Sized:
-    """A body of ``size`` bytes that h11 frames but never sees (they go by sendfile)."""
-
-    __slots__ = ("size",)
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-
-    def __len__(self) -> int:
-        return self.size

@@ -25,13 +25,9 @@ from .events import (
     ConnectionClosed,
     Data,
     EndData,
-    Headers,
     InboundEvent,
-    InformationalResponse,
-    OutboundEvent,
     ProtocolError,
     Request,
-    Response,
 )
 from .http11_head import HAVE_HTTPTOOLS, RequestHead, parse_head
 from .http11_rules import (
@@ -46,7 +42,7 @@ from .http11_rules import (
     empty_line_length,
     refusal_bytes,  # (the error_response method)
 )
-from .http11_writer import ResponseHead, scan_response_headers, status_line
+from .http11_writer import _SEND_RESPONSE, _SENT, ResponseSide
 
 # -- reading --------------------------------------------------------------------------------
 
@@ -62,13 +58,9 @@ _IDLE, _BODY, _DONE = 0, 1, 2
 # chunked body
 _SIZE, _CDATA, _CRLF, _TRAILER = 0, 1, 2, 3
 _ENDED, _FAILED = 4, 5  # what _framing_line may also answer
-# our side: no request yet, may send a response, sending the body, done
-_WAIT, _SEND_RESPONSE, _SEND_BODY, _SENT = 0, 1, 2, 3
-# response body writers
-_LENGTH, _CHUNKED, _RAW = 0, 1, 2
 
 
-class FastHTTP11Protocol:
+class FastHTTP11Protocol(ResponseSide):
     """:class:`~.http11_rules.HTTP11Interface` with llhttp; see the module docstring."""
 
     error_response = staticmethod(refusal_bytes)
@@ -77,21 +69,13 @@ class FastHTTP11Protocol:
         "_chunk_state",
         "_empty_lines",
         "_eof",
-        "_is_head",
-        "_keep",
-        "_left",
         "_max_head",
-        "_old_client",
-        "_our",
         "_pending_error",
         "_pos",
         "_pushed",
         "_remaining",
         "_scan_from",
         "_their",
-        "_upgrade",
-        "_writer",
-        "must_close",
         "requests_seen",
     )
 
@@ -112,16 +96,10 @@ class FastHTTP11Protocol:
         self._reset()
 
     def _reset(self) -> None:
+        self.reset_response_side()
         self._their = _IDLE
-        self._our = _WAIT
-        self._keep = True
         self._chunk_state = -1  # -1: a Content-Length body
         self._remaining = 0
-        self._is_head = False
-        self._old_client = False
-        self._upgrade = False
-        self._writer = _LENGTH
-        self._left = 0
         self._empty_lines = 0  # ignored before this request's line
 
     # -- input ---------------------------------------------------------------------------
@@ -345,121 +323,7 @@ class FastHTTP11Protocol:
         self._fail(400, error)
         return _FAILED
 
-    # -- output --------------------------------------------------------------------------
-    def frame_file(self, size: int) -> tuple[bytes, bytes]:
-        if self._our != _SEND_BODY:
-            raise ProtocolError("can't send data before a response head")
-        writer = self._writer
-        if writer == _LENGTH:
-            if size > self._left:
-                raise ProtocolError("Too much data for declared Content-Length")
-            self._left -= size
-        elif writer == _CHUNKED and size:
-            return b"%x\r\n" % size, b"\r\n"
-        return b"", b""
-
-    def send(self, event: OutboundEvent) -> bytes:
-        """Serialise one outbound event; raises :class:`ProtocolError` on misuse."""
-        cls = type(event)
-        if cls is Data:
-            if self._our != _SEND_BODY:
-                raise ProtocolError("can't send data before a response head")
-            data: bytes = event.data  # type: ignore[union-attr]
-            writer = self._writer
-            if writer == _LENGTH:
-                left = self._left - len(data)
-                if left < 0:
-                    raise ProtocolError("Too much data for declared Content-Length")
-                self._left = left
-                return data
-            if writer == _CHUNKED:
-                return b"%x\r\n%s\r\n" % (len(data), data) if data else b""
-            return data
-        if cls is EndData:
-            if self._our != _SEND_BODY:
-                raise ProtocolError("can't end a response that was not started")
-            if self._writer == _LENGTH and self._left:
-                raise ProtocolError("Too little data for declared Content-Length")
-            self._our = _SENT
-            if self._writer != _CHUNKED:
-                return b""  # (trailers need chunked framing; otherwise they are dropped)
-            trailers = event.headers  # type: ignore[union-attr]
-            if trailers:
-                lines = [name + b": " + value + b"\r\n" for name, value in trailers]
-                return b"0\r\n" + b"".join(lines) + b"\r\n"
-            return b"0\r\n\r\n"
-        if cls is Response:
-            return self._response(event.status, event.headers)  # type: ignore[union-attr]
-        if cls is InformationalResponse:
-            status = event.status  # type: ignore[union-attr]
-            if self._our != _SEND_RESPONSE or not 100 <= status < 200:
-                raise ProtocolError("can't send an informational response now")
-            lines = [status_line(status)]
-            lines.extend(
-                [name + b": " + value + b"\r\n" for name, value in event.headers]  # type: ignore[union-attr]
-            )
-            lines.append(b"\r\n")
-            return b"".join(lines)
-        raise TypeError(f"cannot send {event!r}")  # pragma: no cover
-
-    def _response(self, status: int, headers: Headers) -> bytes:
-        if self._our != _SEND_RESPONSE:
-            raise ProtocolError("can't send a response now")
-        if not 200 <= status < 1000:
-            raise ProtocolError(f"invalid response status {status}")
-        head = scan_response_headers(status, headers)
-        # Like h11: a connection the request already ends gets one rewritten Connection
-        # field; otherwise the app's fields stay and our own close is added after them.
-        ends = self._body_framing(head, status)
-        if ends or not self._keep:
-            self._keep = False
-            head.rewrite_connection()
-        elif self.must_close:
-            self._keep = False
-            head.lines.append(b"connection: close\r\n")
-        elif head.connection is not None and head.asks_to_close():
-            self._keep = False
-        head.lines.append(b"\r\n")
-        self._our = _SEND_BODY
-        self._upgrade = False  # not switching: this response answers the proposal
-        return b"".join(head.lines)
-
-    def _body_framing(self, head: ResponseHead, status: int) -> bool:
-        """Pick the body writer; True when the body can only end with the connection."""
-        ends = False
-        if status == 204 or status == 304:  # no body whatever the headers say
-            writer, left = _LENGTH, 0
-            if head.chunked:
-                head.lines.append(b"Transfer-Encoding: chunked\r\n")
-        else:
-            length = head.length
-            if head.chunked or length is None:
-                if length is not None:  # Transfer-Encoding wins: drop the length
-                    head.drop(b"content-length:")
-                if self._old_client:  # no chunked for HTTP/1.0: the body ends at the close
-                    writer, left = _RAW, 0
-                    ends = not self._is_head
-                else:
-                    writer, left = _CHUNKED, 0
-                    head.lines.append(b"Transfer-Encoding: chunked\r\n")
-            else:
-                writer, left = _LENGTH, int(length)
-            if self._is_head:
-                writer, left = _LENGTH, 0
-        self._writer = writer
-        self._left = left
-        return ends
-
     # -- state -----------------------------------------------------------------------------
-    @property
-    def response_started(self) -> bool:
-        return self._our >= _SEND_BODY
-
-    @property
-    def response_complete(self) -> bool:
-        # As with h11: a response that ends the connection is not "done", it "must close".
-        return self._our == _SENT and self._keep
-
     @property
     def request_complete(self) -> bool:
         return self._their == _DONE and self._keep
@@ -476,6 +340,16 @@ class FastHTTP11Protocol:
         if not (self._our == _SENT and self._their == _DONE and self._keep):
             raise ProtocolError("not in a reusable state")
         self._reset()
+
+    def next_cycle(self) -> bool:
+        if self._our != _SENT or not self._keep or self.must_close:
+            return False
+        while self._their != _DONE:  # a bodiless request still has its EndData to give
+            event = self.next_event()
+            if type(event) is not Data and type(event) is not EndData:
+                return False
+        self._reset()
+        return True
 
     def take_trailing_data(self) -> bytes:
         return bytes(self._buf[self._pos :])

@@ -87,6 +87,12 @@ class HTTP11Interface(Protocol):
 
     def start_next_cycle(self) -> None: ...
 
+    def next_cycle(self) -> bool:
+        """The exchange is over: if the response is complete, the request body is read or
+        already here (the rest is dropped) and keep-alive goes on, start the next cycle.
+        False: the connection's own checks decide (nothing they look at has changed but
+        body pieces already dropped)."""
+
     def take_trailing_data(self) -> bytes:
         """Bytes received after the current request (after a protocol switch: the new one's)."""
 

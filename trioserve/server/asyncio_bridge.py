@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from collections.abc import MutableMapping
+from collections.abc import Awaitable, MutableMapping
 from typing import Any
 
 from ..importer import ASGIApp
@@ -59,6 +59,10 @@ def app_runner(
 class _AsyncioApp:
     """The app, called as an asyncio task on the loop its runner keeps open."""
 
+    # ASGI 3 although __call__ is not a coroutine function (see __call__): importer.as_asgi3
+    # must not take it for an ASGI 2 app when it is served as it is (tests, the fixtures).
+    _trioserve_adapted = True
+
     def __init__(self, app: ASGIApp, runner: Any) -> None:
         from .asyncio_call import AppCall
 
@@ -66,10 +70,12 @@ class _AsyncioApp:
         self.runner = runner
         self._call = AppCall
 
-    async def __call__(self, scope: Message, receive: Any, send: Any) -> None:
+    def __call__(self, scope: Message, receive: Any, send: Any) -> Awaitable[None]:
+        # Not a coroutine function: the call's own coroutine is awaited directly, one frame
+        # fewer for every resumption of the connection's task while the app runs.
         if self.runner.loop is None:
             raise RuntimeError("the asyncio loop is not open (serve the app with serve())")
-        await self._call(self.runner, scope, receive, send).run(self.app)
+        return self._call(self.runner, scope, receive, send).run(self.app)
 
 
 # What asyncio-bound code raises when it finds trio instead of a running asyncio loop.

@@ -3,10 +3,9 @@
 The app's task runs on the worker's asyncio loop (another thread, see ``asyncio_loop``); its
 ``receive()``/``send()`` cross back to the connection's trio task, which runs them, so
 disconnects, deadlines and HTTP state stay trio's. Each crossing is one item in a queue the
-trio task drains (woken with ``TrioToken.run_sync_soon``); answers go back with
-``loop.call_soon_threadsafe`` (both batched by :class:`~.asyncio_loop.AsyncioLoop`). A
-thread hand-off costs a wake-up and a GIL hand-over, so a plain request makes as few as
-possible:
+trio task drains; answers go back in a queue the loop drains; each side wakes the other once
+per stretch of its work (:class:`~.asyncio_loop.AsyncioLoop`). A thread hand-off costs a
+wake-up and a GIL hand-over, so a plain request makes as few as possible:
 
 - the first ``receive()`` of an HTTP request is answered before the task starts when the
   body is already in hand (every GET, most small POSTs): no crossing;
@@ -54,10 +53,35 @@ _Outcome = tuple[Any, "BaseException | None"]
 class AppCall:
     """Both halves of one app call; the trio half is :meth:`run`."""
 
+    __slots__ = (
+        "answers",
+        "cancelled",
+        "closed",
+        "ending",
+        "http",
+        "inbox",
+        "lanes",
+        "loop",
+        "parked",
+        "pending_failure",
+        "raise_cancel",
+        "receiving",
+        "runner",
+        "saw_disconnect",
+        "scope",
+        "send_failure",
+        "task",
+        "trio_receive",
+        "trio_send",
+        "trio_task",
+        "waiters",
+        "wake_pending",
+    )
+
     def __init__(self, runner: AsyncioLoop, scope: Message, receive: Any, send: Any) -> None:
-        loop, token = runner.loop, runner.token
-        assert loop is not None and token is not None
-        self.runner, self.loop, self.token = runner, loop, token
+        loop = runner.loop
+        assert loop is not None
+        self.runner, self.loop = runner, loop
         self.scope = scope
         self.http = scope["type"] == "http"
         self.trio_receive, self.trio_send = receive, send
@@ -297,17 +321,29 @@ class AppCall:
 
     async def _serve(self, nursery: trio.Nursery | None) -> BaseException | None:
         """Run crossings until the app's task ends; return what it raised. Without a
-        nursery, a receive() crossing is put back and :data:`_NEEDS_NURSERY` returned."""
+        nursery, a receive() crossing is put back and :data:`_NEEDS_NURSERY` returned.
+        Sends run here, inline: a frame of their own would be resumed at every wait of
+        the connection's task."""
         inbox = self.inbox
         while True:
             while inbox:
                 item = inbox.popleft()
                 kind, payload, future = item
                 if kind == _SEND:
-                    await self._run_send(payload, future)
+                    error: BaseException | None = None
+                    try:
+                        await self.trio_send(payload)
+                    except trio.Cancelled:
+                        self._cancel_app()
+                        error = asyncio.CancelledError()
+                    except Exception as exc:
+                        error = exc
+                        if future is None and self.send_failure is None:
+                            self.send_failure = exc
+                    if future is not None or error is not None:  # else nobody waits: no news
+                        self.runner.post_to_asyncio(self._sent, future, error)
                 elif kind == _DONE:
-                    error: BaseException | None = payload
-                    return error
+                    return payload  # type: ignore[no-any-return]
                 elif nursery is None:
                     inbox.appendleft(item)
                     return _NEEDS_NURSERY
@@ -316,20 +352,6 @@ class AppCall:
                     nursery.start_soon(self._run_receive)
             self.parked = True
             await trio.lowlevel.wait_task_rescheduled(self._abort)
-
-    async def _run_send(self, message: Message, future: asyncio.Future[Any] | None) -> None:
-        error: BaseException | None = None
-        try:
-            await self.trio_send(message)
-        except trio.Cancelled:
-            self._cancel_app()
-            error = asyncio.CancelledError()
-        except Exception as exc:
-            error = exc
-            if future is None and self.send_failure is None:
-                self.send_failure = exc
-        if future is not None or error is not None:  # a send nobody waits for: no news
-            self._answer(self._sent, future, error)
 
     async def _run_receive(self) -> None:
         outcome: _Outcome

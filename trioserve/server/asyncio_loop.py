@@ -4,8 +4,10 @@ One loop per ``serve()``: uvloop's when uvloop is installed, else asyncio's own.
 plain thread for as long as the server serves (lifespan included), so asyncio libraries
 (asyncpg, redis.asyncio, aiohttp) wait on their sockets in that loop's own selector, at
 native speed, while trio keeps the HTTP side. Only public asyncio APIs are used: a new loop,
-``run_until_complete``, ``call_soon_threadsafe``, ``shutdown_asyncgens`` and
-``shutdown_default_executor``; on trio's side, ``TrioToken.run_sync_soon`` and an instrument.
+``run_until_complete``, ``add_reader``, ``shutdown_asyncgens`` and
+``shutdown_default_executor``; on trio's side, an instrument and ``wait_readable``. The two
+threads wake each other with one byte on a socket pair of ours each way, sent with the GIL
+let go, once per stretch of work.
 
 Every app call gets its own asyncio task, created in a fresh copy of the context the loop
 started with (a copy of ``serve()``'s own, as under ``asyncio.run()``), or in an empty
@@ -18,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import socket
 import threading
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Coroutine
@@ -45,6 +48,11 @@ class AsyncioLoop(trio.abc.Instrument):
     """An asyncio loop running in its own thread while :meth:`open` is entered (and an
     instrument of trio's run meanwhile: see :meth:`before_io_wait`)."""
 
+    # The wake-up socket pairs (made by open()): the loop's end for trio, trio's for the loop.
+    _wake_send: socket.socket
+    _to_loop_recv: socket.socket
+    _to_loop_send: socket.socket
+
     def __init__(self, *, reset_contextvars: bool = False) -> None:
         self.reset_contextvars = reset_contextvars
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -54,7 +62,7 @@ class AsyncioLoop(trio.abc.Instrument):
         # asyncio -> trio: app calls whose trio task has something to do.
         self._to_wake: deque[Any] = deque()
         self._flush_scheduled = False  # loop thread: _flush_wakes is on the loop's queue
-        self._wake_pending = False  # _wake_all is on trio's queue
+        self._wake_pending = False  # a byte is on its way to _waker
         # trio -> asyncio: callbacks for the loop's thread, sent when trio goes idle.
         self._to_asyncio: deque[tuple[Callable[..., Any], tuple[Any, ...]]] = deque()
         self._drain_pending = False  # _drain is on the loop's queue
@@ -77,14 +85,30 @@ class AsyncioLoop(trio.abc.Instrument):
         self._flush_scheduled = False
         if self._to_wake and not self._wake_pending:
             self._wake_pending = True
-            assert self.token is not None
-            try:
-                self.token.run_sync_soon(self._wake_all)
-            except trio.RunFinishedError:  # pragma: no cover - the server is gone
+            # One byte on our own socket pair, which trio's poll watches (see _waker): what
+            # TrioToken.run_sync_soon does, without its lock, its queue and its task's
+            # second recv.
+            try:  # (not contextlib.suppress: three calls fewer)
+                self._wake_send.send(b"\0")
+            except OSError:  # full (a byte is there), or closed
                 pass
 
-    def _wake_all(self) -> None:
-        self._wake_pending = False
+    async def _waker(self, wake_recv: socket.socket, scope: trio.CancelScope) -> None:
+        """trio's end of the wake-ups: clears the socket, then wakes what is left to wake."""
+        with scope, wake_recv:
+            while True:
+                await trio.lowlevel.wait_readable(wake_recv)
+                try:
+                    wake_recv.recv(4096)
+                except BlockingIOError:
+                    pass
+                self._wake_pending = False
+                self.after_io_wait(0)
+
+    def after_io_wait(self, timeout: float) -> None:
+        """trio's instrument hook: the calls woken meanwhile are rescheduled now, before
+        trio picks this round's batch, so they run in it. Woken from the task that clears
+        the wake-up socket instead (``_waker``), they would wait a round (another poll)."""
         to_wake = self._to_wake
         while to_wake:
             to_wake.popleft()._wake()
@@ -97,13 +121,20 @@ class AsyncioLoop(trio.abc.Instrument):
         """trio's instrument hook: trio is about to wait, so the loop gets its work now."""
         if self._to_asyncio and not self._drain_pending:
             self._drain_pending = True
-            assert self.loop is not None
+            # A byte on the loop's wake-up socket (see _drain), sent with the GIL let go
+            # (socket.send does), so the loop's thread, woken, finds it free; uvloop's
+            # call_soon_threadsafe wakes it while we hold the GIL, to wait for it.
             try:
-                self.loop.call_soon_threadsafe(self._drain)
-            except RuntimeError:  # pragma: no cover - the loop closed
+                self._to_loop_send.send(b"\0")
+            except OSError:  # full (a byte is there), or closed
                 pass
 
     def _drain(self) -> None:
+        """The loop's end of trio's wake-ups: clear the socket, run what trio sent."""
+        try:
+            self._to_loop_recv.recv(4096)
+        except BlockingIOError:
+            pass
         self._drain_pending = False
         work = self._to_asyncio
         while work:
@@ -125,6 +156,33 @@ class AsyncioLoop(trio.abc.Instrument):
         """Start the loop's thread, serve, then stop the loop and wait for the thread."""
         self.token = trio.lowlevel.current_trio_token()
         ready, ended = trio.Event(), trio.Event()
+        wake_recv, self._wake_send = socket.socketpair()
+        self._to_loop_recv, self._to_loop_send = socket.socketpair()
+        for sock in (wake_recv, self._wake_send, self._to_loop_recv, self._to_loop_send):
+            sock.setblocking(False)
+        waker = trio.CancelScope()
+        trio.lowlevel.spawn_system_task(self._waker, wake_recv, waker, name="asyncio wake-ups")
+        try:
+            await self._start_thread(ready, ended)
+            trio.lowlevel.add_instrument(self)
+            try:
+                yield
+            finally:
+                trio.lowlevel.remove_instrument(self)
+                if self._stop is not None:  # after what trio still had for the loop, in order
+                    self.post_to_asyncio(self._stop.set)
+                self.before_io_wait(0)
+                # Leaked tasks unwind now; one that ignores cancellation keeps us waiting, as
+                # it would keep asyncio.run() waiting.
+                with trio.CancelScope(shield=True):
+                    await ended.wait()
+                self.loop = None
+        finally:
+            waker.cancel()  # (it closes wake_recv)
+            for sock in (self._wake_send, self._to_loop_recv, self._to_loop_send):
+                sock.close()
+
+    async def _start_thread(self, ready: trio.Event, ended: trio.Event) -> None:
         failure: list[BaseException] = []
         # The loop starts in a copy of the context serve() was called in, as asyncio.run()
         # would (what a request sees of it is a copy again: see start_task).
@@ -139,21 +197,6 @@ class AsyncioLoop(trio.abc.Instrument):
             await ready.wait()
         if failure:
             raise failure[0]
-        trio.lowlevel.add_instrument(self)
-        try:
-            yield
-        finally:
-            trio.lowlevel.remove_instrument(self)
-            self.before_io_wait(0)  # what trio still had for the loop
-            loop, stop = self.loop, self._stop
-            if loop is not None and stop is not None:
-                with contextlib.suppress(RuntimeError):  # the loop already closed
-                    loop.call_soon_threadsafe(stop.set)
-            # Leaked tasks unwind now; one that ignores cancellation keeps us waiting, as it
-            # would keep asyncio.run() waiting.
-            with trio.CancelScope(shield=True):
-                await ended.wait()
-            self.loop = None
 
     def _thread_main(
         self, ready: trio.Event, ended: trio.Event, failure: list[BaseException]
@@ -182,9 +225,11 @@ class AsyncioLoop(trio.abc.Instrument):
     async def _main(self, loop: asyncio.AbstractEventLoop, started: Callable[[], None]) -> None:
         """Runs while the server serves; at the end, names and cancels leaked tasks."""
         self._stop = asyncio.Event()
+        loop.add_reader(self._to_loop_recv, self._drain)
         self.loop = loop
         started()
         await self._stop.wait()
+        loop.remove_reader(self._to_loop_recv)
         await cancel_leaked_tasks()
 
 

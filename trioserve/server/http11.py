@@ -82,30 +82,34 @@ class HTTP11Connection:
         peer = self.peer
         head_deadline = math.inf
         while True:
+            if proto.idle and not peer.eof:
+                # Between requests (inline, not a helper coroutine: every keep-alive
+                # request passes here). A request already here is taken as it is; else
+                # wait for as long as keep-alive allows.
+                fresh = not proto.requests_seen
+                data = peer.receive_ready()
+                if data is None:
+                    idle_timeout = self._idle_timeout(fresh)
+                    scopes = self.state.fresh_scopes if fresh else self.state.idle_scopes
+                    with trio.move_on_after(idle_timeout) as scope:
+                        scopes.add(scope)
+                        try:
+                            data = await peer.receive_waiting()
+                        finally:
+                            scopes.discard(scope)
+                    if data is None:  # (scope.cancelled_caught)
+                        return None
+                if fresh and is_h2_preface(data):  # h2c, prior knowledge (RFC 9113 3.3)
+                    self.switch = H2Switch(received=data)
+                    return None
+                proto.receive_data(data)
             event = proto.next_event()
             if type(event) is Request:
                 return event
             if event is NEED_DATA:
                 if peer.eof:
                     return None
-                if proto.idle:
-                    # Between requests, for as long as keep-alive allows (inline, not a
-                    # helper coroutine: every keep-alive request passes here).
-                    fresh = not proto.requests_seen
-                    idle_timeout = self._idle_timeout(fresh)
-                    scopes = self.state.fresh_scopes if fresh else self.state.idle_scopes
-                    with trio.move_on_after(idle_timeout) as scope:
-                        scopes.add(scope)
-                        try:
-                            data = await peer.receive()
-                        finally:
-                            scopes.discard(scope)
-                        if fresh and is_h2_preface(data):  # h2c, prior knowledge (RFC 9113 3.3)
-                            self.switch = H2Switch(received=data)
-                            return None
-                        proto.receive_data(data)
-                    if scope.cancelled_caught:
-                        return None
+                if proto.idle:  # (only empty lines came): the keep-alive wait again
                     continue
                 # Part of a head has arrived: it must complete by a fixed deadline that
                 # trickling bytes do not extend (slowloris), answered with 408.
@@ -179,16 +183,22 @@ class HTTP11Connection:
                 # connection takes it here, one per request as before, outside the app.
                 self.peer.defer_schedule_point = False
                 await cancel_shielded_checkpoint()
+            if (
+                outcome == DONE_NORMALLY
+                and self.refusal is None
+                and not self.peer.broken
+                and self.proto.next_cycle()
+            ):
+                # The usual case, in one call (else the checks below decide). While the
+                # connection waits for its next request it holds no request state (scope,
+                # headers, response cycle): thousands of idle connections add up.
+                del runner, request
+                continue
             started = runner.cycle.started
-            # While the connection waits for its next request it holds no request state
-            # (scope, headers, response cycle): thousands of idle connections add up.
             del runner, request
             if outcome != DONE_NORMALLY or self.refusal is not None or not self._reusable():
                 await self._end(outcome, started)
-                return
-            if not self.proto.keep_alive:
-                return
-            self.proto.start_next_cycle()
+            return  # (else the response was complete, but keep-alive ends here)
 
     def _upgrade_to_h2c(self, request: Request) -> bool:
         """Accept ``Upgrade: h2c`` on a first, cleartext, bodiless request (RFC 7540 3.2)."""

@@ -91,17 +91,58 @@ class PeerStream:
             if self.eof:
                 await checkpoint()
                 return b""
+            stream = self.stream
             try:
                 if timeout is None:
-                    data = await self.stream.receive_some(size)
+                    data = await stream.receive_some(size)
+                elif type(stream) is SocketStream:  # a deadline only if the read must wait
+                    data = await stream.receive_some(size, timeout)
                 else:
                     with trio.fail_after(timeout):
-                        data = await self.stream.receive_some(size)
+                        data = await stream.receive_some(size)
             except STREAM_ERRORS:
                 data = b""
             if not data:
                 self.eof = True
             return bytes(data)
+        finally:
+            self.end_read_turn()
+
+    def receive_ready(self) -> bytes | None:
+        """What the peer has already sent (``b""``: it closed), read without waiting and
+        without a checkpoint; None when a read would wait, while another task reads, or on
+        a stream whose buffer is not the kernel's (TLS, in memory).
+
+        For the wait between keep-alive requests: when the next request is already here
+        (most of them under load) no deadline needs arming for it, and the response's
+        write is the request's checkpoint.
+        """
+        stream = self.stream
+        if self._reading or self.eof or type(stream) is not SocketStream:
+            return None
+        try:
+            data = stream.receive_ready(READ_SIZE)
+        except STREAM_ERRORS:
+            data = b""
+        if data == b"":
+            self.eof = True
+        return data
+
+    async def receive_waiting(self) -> bytes:
+        """``receive()`` right after ``receive_ready()`` found nothing: a plain socket goes
+        straight to waiting for readability instead of failing a read first."""
+        stream = self.stream
+        if self._reading or type(stream) is not SocketStream:
+            return await self.receive()
+        self._reading = True
+        try:
+            try:
+                data = await stream.receive_when_readable(READ_SIZE)
+            except STREAM_ERRORS:
+                data = b""
+            if not data:
+                self.eof = True
+            return data
         finally:
             self.end_read_turn()
 

@@ -109,7 +109,12 @@ class SocketStream(trio.abc.HalfCloseableStream):
             self._unyielded = 0
             await cancel_shielded_checkpoint()
 
-    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+    async def receive_some(
+        self, max_bytes: int | None = None, timeout: float | None = None
+    ) -> bytes:
+        """As trio's; a ``timeout`` bounds the wait for readability (``trio.TooSlowError``
+        past it): bytes already there are returned whatever the timeout, and only a read
+        that has to wait pays for the deadline's cancel scope."""
         if max_bytes is None:
             max_bytes = DEFAULT_RECEIVE_SIZE
         elif max_bytes < 1:
@@ -128,6 +133,16 @@ class SocketStream(trio.abc.HalfCloseableStream):
                 self._unyielded = 0
                 await cancel_shielded_checkpoint()
             return data
+        if timeout is None:
+            return await self.receive_when_readable(max_bytes)
+        with trio.fail_after(timeout):
+            return await self.receive_when_readable(max_bytes)
+
+    async def receive_when_readable(self, max_bytes: int) -> bytes:
+        """Wait until the socket is readable, then read: for a caller that has just seen a
+        read fail with nothing there (``receive_ready``), so it does not try again first.
+        The wait is the checkpoint."""
+        sock = self.socket
         while True:
             await wait_readable(sock)
             self._unyielded = 0
