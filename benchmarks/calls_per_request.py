@@ -9,6 +9,10 @@ so a difference between two checkouts is the server's.
 knowledge; the server's HTTP/1.1 parser is httptools): the client is h2 too, the same for
 every checkout. ``--check`` compares with the budget committed in calls_budget.json (CI).
 
+``--route json`` sends ``GET /json`` to the benchmark app's FastAPI route (``bench_apps``)
+instead of the bare hello app: minus ``fastapi_driver.py --calls`` (the route without a
+server), what the server adds to a FastAPI request.
+
 ``--loop asyncio`` counts both threads (the server's and the app's asyncio loop): the
 Python cost of the bridge. uvloop's own loop is C, so its internals are not counted (the
 budget's ``asyncio`` mode assumes uvloop, which the test extra installs: asyncio's own loop
@@ -39,17 +43,30 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": b"hi"})
 
 
-async def client(port: int, count: int) -> None:
+# What each route is asked and how its response ends: (path, the app, the body's last bytes).
+ROUTES: dict[str, tuple[str, Any, bytes]] = {"hello": ("/", app, b"hi")}
+
+
+def _json_route() -> tuple[str, Any, bytes]:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import bench_apps
+
+    return "/json", bench_apps.app, b"}"
+
+
+async def client(port: int, count: int, route: str = "hello") -> None:
+    path, _, end = ROUTES[route]
+    request = b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % path.encode()
     stream = await trio.open_tcp_stream("127.0.0.1", port)
     async with stream:
         for _ in range(count):
-            await stream.send_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            await stream.send_all(request)
             buf = b""
-            while not buf.endswith(b"hi"):
+            while not buf.endswith(end):
                 buf += await stream.receive_some(65536)
 
 
-async def h2_client(port: int, count: int) -> None:
+async def h2_client(port: int, count: int, route: str = "hello") -> None:
     import h2.config
     import h2.connection
     import h2.events
@@ -57,7 +74,8 @@ async def h2_client(port: int, count: int) -> None:
     stream = await trio.open_tcp_stream("127.0.0.1", port)
     conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
     conn.initiate_connection()
-    headers = [(":method", "GET"), (":path", "/"), (":scheme", "http"), (":authority", "x")]
+    path = ROUTES[route][0]
+    headers = [(":method", "GET"), (":path", path), (":scheme", "http"), (":authority", "x")]
     async with stream:
         for _ in range(count):
             conn.send_headers(conn.get_next_available_stream_id(), headers, end_stream=True)
@@ -81,7 +99,9 @@ async def uncounted(http: str, count: int) -> None:
         await run_client(server.port, count)
 
 
-async def measure(http: str, count: int, loop: str = "trio") -> float:
+async def measure(http: str, count: int, loop: str = "trio", route: str = "hello") -> float:
+    if route not in ROUTES:
+        ROUTES[route] = _json_route()
     run_client = h2_client if http == "h2" else client
     if http == "h2":
         http = "httptools"
@@ -98,14 +118,14 @@ async def measure(http: str, count: int, loop: str = "trio") -> float:
         options["loop"] = loop
         threading.setprofile(count_calls)
     try:
-        async with open_server(app, **options) as server:
-            await run_client(server.port, 200)  # warm up
+        async with open_server(ROUTES[route][1], **options) as server:
+            await run_client(server.port, 200, route)  # warm up
             # (sys.setprofile, not cProfile: benchmarks/profile.py shadows the stdlib's
             # profile module that cProfile imports when this runs from benchmarks/.)
             counting = True
             sys.setprofile(count_calls)
             try:
-                await run_client(server.port, count)
+                await run_client(server.port, count, route)
             finally:
                 sys.setprofile(None)
                 counting = False
@@ -145,6 +165,7 @@ def main() -> None:
     parser.add_argument("--http", default="httptools", choices=["h11", "httptools", "h2"])
     parser.add_argument("-n", type=int, default=3000, help="requests measured")
     parser.add_argument("--loop", default="trio", choices=["trio", "asyncio"])
+    parser.add_argument("--route", default="hello", choices=["hello", "json"])
     parser.add_argument("--check", action="store_true", help="compare with calls_budget.json")
     parser.add_argument(
         "--uncounted", action="store_true", help="only run the requests (for callgrind)"
@@ -155,9 +176,10 @@ def main() -> None:
     if args.uncounted:
         trio.run(uncounted, args.http, args.n)
         return
-    calls = trio.run(measure, args.http, args.n, args.loop)
+    calls = trio.run(measure, args.http, args.n, args.loop, args.route)
     where = trioserve.__file__.rsplit("/trioserve/", 1)[0]
     mode = "" if args.loop == "trio" else f" --loop {args.loop}"
+    mode += "" if args.route == "hello" else f" --route {args.route}"
     print(f"{where} {args.http}{mode}: {calls:.1f} calls per request")
 
 

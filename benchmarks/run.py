@@ -283,7 +283,49 @@ def run_all(args: Any) -> dict[str, Any]:
                 f"(base {rec['base_rss_kib'] / 1024:.1f}), peak {rec['hwm_kib'] / 1024:.1f} MiB"
             )
             print(f"{scenario} {name}: {status}", file=sys.stderr, flush=True)
-    return {"runs": runs, "discarded": discarded, "logdir": str(logdir), "python": ph.python}
+    framework = fastapi_alone(ph.python, args) if "json" in args.scenario else None
+    return {
+        "runs": runs,
+        "discarded": discarded,
+        "logdir": str(logdir),
+        "python": ph.python,
+        "framework": framework,
+    }
+
+
+def fastapi_alone(python: str, args: Any) -> dict[str, Any]:
+    """The json route without a server (fastapi_driver.py), on the server's core: what of
+    the json scenario's CPU per request is FastAPI's own, on each event loop."""
+    count = 500 if args.quick else 5000
+    argv = [python, str(HERE / "fastapi_driver.py"), "--json", "-n", str(count)]
+    argv = harness.pinned(args.server_cpu, [*argv, "--rounds", str(max(args.rounds, 3))])
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=600)
+    if done.returncode != 0:
+        return {"error": done.stderr[-500:]}
+    result: dict[str, Any] = json.loads(done.stdout)
+    print(f"fastapi without a server: {result['per_request']}", file=sys.stderr, flush=True)
+    return result
+
+
+def framework_table(data: dict[str, Any]) -> list[str]:
+    """FastAPI alone (µs per request on each loop) next to the json scenario's server CPU
+    per request: the rest is the server's share."""
+    framework = data.get("framework")
+    if not framework:
+        return []
+    if "error" in framework:
+        return ["## FastAPI without a server", "", f"failed: {framework['error']}", ""]
+    rows = ["| event loop | µs per request |", "|---|---:|"]
+    rows += [f"| {loop} | {us:.1f} |" for loop, us in framework["per_request"].items()]
+    return [
+        "## FastAPI without a server (`fastapi_driver.py`)",
+        "",
+        "The json scenario's route driven in a loop, no sockets: the framework's own cost. "
+        "A server's CPU per json request minus this is what the server adds.",
+        "",
+        *rows,
+        "",
+    ]
 
 
 # -- report -------------------------------------------------------------------------------
@@ -538,6 +580,7 @@ def render(data: dict[str, Any]) -> str:
             loads.report(ws_runs, ws_names, groups, "msgs_per_s", BASELINE),
         ]
         out += [""]
+    out += framework_table(data)
     if any(r["scenario"].startswith("idle-") for r in runs):
         out += ["## Idle connections: resident memory", "", idle_table(runs), ""]
     out += ["![chart](chart.png)", ""]

@@ -188,3 +188,30 @@ async def test_upload_scenarios_answer_with_the_whole_body(scenario: str) -> Non
     assert elapsed > 0
     if scenario != "multipart":
         assert result["pieces"] >= 1
+
+
+def test_fastapi_driver_runs_the_json_route_on_each_loop() -> None:
+    """benchmarks/fastapi_driver.py: the json route without a server, on trio and asyncio
+    (uvloop where installed), a figure per loop, and run.py's table of them."""
+    argv = [sys.executable, str(BENCH / "fastapi_driver.py"), "--json", "-n", "50"]
+    done = subprocess.run([*argv, "--rounds", "1"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout)
+    assert result["unit"] == "us"
+    assert {"trio", "asyncio"} <= set(result["per_request"])
+    assert all(us > 0 for us in result["per_request"].values())
+    import run  # type: ignore[import-not-found]
+
+    table = "\n".join(run.framework_table({"framework": result}))
+    assert "| trio |" in table and "| asyncio |" in table
+
+
+def test_fastapi_driver_counts_the_same_framework_calls_on_trio_and_asyncio() -> None:
+    """The route checks its response (a broken route would measure an error page), and
+    without a server nothing yields, so FastAPI's calls per request do not depend on the
+    loop: a difference under load is the server's."""
+    import fastapi_driver  # type: ignore[import-not-found]
+
+    on_trio = fastapi_driver.count_calls("trio", 20)
+    on_asyncio = fastapi_driver.count_calls("asyncio", 20)
+    assert 50 < on_trio == on_asyncio < 2000

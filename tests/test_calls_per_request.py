@@ -77,3 +77,10 @@ def test_committed_budget_names_every_mode_with_a_reason() -> None:
     assert set(budget["calls"]) == {"httptools", "h11", "h2", "asyncio"}
     assert budget["calls"]["asyncio"]["loop"] == "asyncio"
     assert all(len(entry["reason"]) > 10 for entry in budget["calls"].values())
+
+
+async def test_calls_per_request_json_route_counts_fastapi_too() -> None:
+    """--route json: the benchmark's FastAPI route, so the framework's calls are in it."""
+    hello = await calls_per_request.measure("httptools", 50)
+    json_route = await calls_per_request.measure("httptools", 50, route="json")
+    assert hello + 100 < json_route < 3000

@@ -14,6 +14,7 @@ from trioserve.sansio.asgi import (
     HTTPResponseCycle,
     UnexpectedMessage,
     build_http_scope,
+    checked_headers,
     split_target,
 )
 from trioserve.sansio.events import Data, EndData, Request, Response
@@ -170,6 +171,47 @@ def test_header_validation_never_lets_line_breaks_through(name: bytes, value: by
     for byte in (b"\r", b"\n", b"\x00"):
         assert byte not in checked_name and byte not in checked_value
     assert checked_name and b" " not in checked_name and b":" not in checked_name
+
+
+_PAIRS = st.lists(
+    st.tuples(
+        st.sampled_from([b"Content-Type", b"x-a", b"bad name", b"", b"Set-Cookie"]),
+        st.sampled_from([b"text/plain", b" padded ", b"a\r\nb", b"", b"x" * 150, b"\x00"]),
+    ),
+    max_size=4,
+)
+
+
+@given(_PAIRS)
+def test_remembered_headers_check_as_the_first_time(pairs: list[tuple[bytes, bytes]]) -> None:
+    """The second (and third) time a header block comes, the remembered pairs give what
+    the full check gives, and a block it refuses is still refused."""
+    try:
+        expected: Any = validate_response_headers(pairs)
+    except InvalidHeader:
+        expected = InvalidHeader
+    for _ in range(3):
+        try:
+            got: Any = checked_headers(list(pairs))
+        except UnexpectedMessage:
+            got = InvalidHeader
+        assert got == expected
+
+
+def test_remembered_pair_does_not_pass_a_different_value() -> None:
+    cycle = HTTPResponseCycle(is_head=False, default_headers=[])
+    cycle.on_message(start(200, [(b"X-Tag", b"ok")]))
+    [response, _] = cycle.on_message(body())
+    assert isinstance(response, Response) and response.headers == [(b"x-tag", b"ok")]
+    for bad in ([(b"X-Tag", b"ok\r\nx: y")], [(b"X-Tag", b"ok"), (b"x tag", b"ok")]):
+        with pytest.raises(UnexpectedMessage):
+            HTTPResponseCycle(is_head=False, default_headers=[]).on_message(start(200, bad))
+    # Pairs that are not tuples of bytes are checked (and converted) every time.
+    for _ in range(2):
+        cycle = HTTPResponseCycle(is_head=False, default_headers=[])
+        cycle.on_message(start(200, [[b"X-Tag", bytearray(b"ok")]]))
+        [response, _] = cycle.on_message(body())
+        assert isinstance(response, Response) and response.headers == [(b"x-tag", b"ok")]
 
 
 def test_date_header_is_formatted_once_per_second() -> None:

@@ -84,6 +84,57 @@ def build_http_scope(
     return scope
 
 
+# Header pairs that passed validate_response_headers, as the app gave them -> as checked.
+# Apps send the same few pairs again and again (content-type, cache-control, ...): the
+# second time a pair costs one lookup instead of two regular expressions and a lower().
+_CHECKED: dict[tuple[bytes, bytes], tuple[bytes, bytes]] = {}
+_CHECKED_MAX = 512  # pairs remembered before starting afresh (changing values churn it)
+_CHECKED_VALUE_MAX = 100  # longer values (cookies, tokens) are checked every time
+
+
+def checked_headers(raw: object) -> Headers:
+    """:func:`~.headers.validate_response_headers`, remembering the pairs that passed.
+
+    Only a pair that is exactly a tuple of two ``bytes`` is remembered (and looked up): the
+    key is immutable, so a hit is the very pair that passed. Anything else, or any pair not
+    seen yet, sends the whole list through the full check. Raises :class:`UnexpectedMessage`.
+    """
+    if type(raw) is list or type(raw) is tuple:
+        out: Headers = []
+        append = out.append
+        seen = _CHECKED
+        for item in raw:
+            try:
+                pair = seen.get(item)
+            except TypeError:  # unhashable (a list, a bytearray): the full check says
+                break
+            if pair is None:
+                break
+            append(pair)
+        else:
+            return out
+    try:
+        out = validate_response_headers(raw)
+    except InvalidHeader as exc:
+        raise UnexpectedMessage(str(exc)) from None
+    _remember(raw, out)  # type: ignore[arg-type]
+    return out
+
+
+def _remember(raw: list[Any] | tuple[Any, ...], checked: Headers) -> None:
+    seen = _CHECKED
+    for item, pair in zip(raw, checked, strict=True):
+        if (
+            type(item) is tuple
+            and type(item[0]) is bytes
+            and type(item[1]) is bytes
+            and len(item[1]) <= _CHECKED_VALUE_MAX
+        ):
+            if len(seen) >= _CHECKED_MAX:
+                seen.clear()
+            seen[item] = pair
+
+
 # Response progress, as small ints for speed on the hot path.
 START, BODY, DONE, TRAILERS = 0, 1, 2, 3
 
@@ -205,13 +256,17 @@ class HTTPResponseCycle:
                 raise UnexpectedMessage(f"invalid response status {status!r}")
             if status < 200:
                 raise UnexpectedMessage("informational responses cannot be sent by the app")
-            try:
-                headers = validate_response_headers(message.get("headers", []))
-            except InvalidHeader as exc:
-                raise UnexpectedMessage(str(exc)) from None
-            if self.default_headers:
-                present = {name for name, _ in headers}
-                headers.extend(h for h in self.default_headers if h[0] not in present)
+            headers = checked_headers(message.get("headers", []))
+            if defaults := self.default_headers:
+                # (loops, not a set and a generator: no calls for the usual few headers)
+                given = headers[:]
+                for default in defaults:
+                    name = default[0]
+                    for other, _ in given:
+                        if other == name:
+                            break
+                    else:
+                        headers.append(default)
             self.status = status
             if status == 204 or status == 304:  # no body, whatever the app sends (RFC 9110)
                 self._no_body = True
@@ -249,10 +304,7 @@ class HTTPResponseCycle:
                 return
 
     def _on_trailers(self, message: Any) -> list[OutboundEvent]:
-        try:
-            headers = validate_response_headers(message.get("headers", []))
-        except InvalidHeader as exc:
-            raise UnexpectedMessage(str(exc)) from None
+        headers = checked_headers(message.get("headers", []))
         trailers = self._trailers
         assert trailers is not None
         trailers.extend(headers)

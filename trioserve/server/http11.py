@@ -14,6 +14,7 @@ import math
 from collections.abc import Awaitable
 
 import trio
+from trio.lowlevel import cancel_shielded_checkpoint
 
 from ..logs import error_log
 from ..sansio.body import NOT_YET, BodyPiece
@@ -177,6 +178,11 @@ class HTTP11Connection:
                 return
             runner = RequestRunner(self, state, request, self.info, context)
             outcome = await runner.run()
+            if self.peer.defer_schedule_point:
+                # The response's last write skipped its schedule point (peer.send): the
+                # connection takes it here, one per request as before, outside the app.
+                self.peer.defer_schedule_point = False
+                await cancel_shielded_checkpoint()
             if (
                 outcome == DONE_NORMALLY
                 and self.refusal is None
@@ -314,6 +320,8 @@ class HTTP11Connection:
             chunks.insert(0, self.unsent)
             self.unsent = b""
         if len(chunks) == 1 or sum(map(len, chunks)) < _JOIN_LIMIT:
+            if type(events[-1]) is EndData:
+                self.peer.defer_schedule_point = True
             return self.peer.send(b"".join(chunks))
         # A large body goes out as it is: joining it to the head would copy it.
         return self._send_each(chunks)

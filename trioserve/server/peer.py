@@ -53,6 +53,7 @@ class PeerStream:
         "_write_waiters",
         "_writing",
         "broken",
+        "defer_schedule_point",
         "eof",
         "stream",
     )
@@ -70,6 +71,11 @@ class PeerStream:
         self._read_waiters: ParkingLot | None = None
         self._writing = False
         self._write_waiters: ParkingLot | None = None
+        # Set by the caller before a response's last write: on a plain socket, a write the
+        # kernel takes whole then skips the stream's schedule point, so an app's last
+        # send() does not suspend its whole stack, and this stays set until the caller
+        # takes the schedule point itself once the request is done (HTTP11Connection.run).
+        self.defer_schedule_point = False
 
     # -- reading -----------------------------------------------------------------------------
     async def receive(self, timeout: float | None = None, size: int = READ_SIZE) -> bytes:
@@ -193,8 +199,13 @@ class PeerStream:
             await waiters.park()  # the writer that finishes hands the turn over
         else:
             self._writing = True  # send_all() below is this call's checkpoint
+        stream = self.stream
         try:
-            await self.stream.send_all(data)
+            if self.defer_schedule_point and type(stream) is SocketStream:
+                await stream.send_all(data, schedule=False)
+            else:
+                self.defer_schedule_point = False
+                await stream.send_all(data)
         except STREAM_ERRORS:
             self.broken = True
             if self.send_timed_out:

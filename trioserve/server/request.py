@@ -377,10 +377,10 @@ class RequestRunner(Exchange):
                 status = self.cycle.status if self.written else NO_RESPONSE
                 self._done(duration, status, cut=True)
         cycle = self.cycle
-        too_large = self.body.too_large
+        too_large = (body_state := self.body.state) == TOO_LARGE  # (2 calls fewer than .too_large)
         if too_large and not cycle.started:
             cycle.status = 413
-        timed_out = self.body.timed_out
+        timed_out = body_state == TIMED_OUT
         if timed_out and not cycle.started:
             cycle.status = 408
         # 499 (nginx's "client closed request"): the client left before the response was

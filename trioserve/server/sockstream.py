@@ -8,9 +8,12 @@ wrapper socket object, two setsockopt calls and a yield per connection. This mod
 keeps trio's semantics where the server relies on them and drops the rest:
 
 - every call is a cancellation point (``checkpoint_if_cancelled`` first);
-- ``send_all`` always yields to the scheduler (as trio's does); ``receive_some`` and
-  ``accept`` yield when they had to wait, and otherwise every ``_YIELD_EVERY`` calls, so
-  a client whose bytes are always there already cannot starve the other connections;
+- ``send_all`` always yields to the scheduler (as trio's does), unless its caller takes
+  that schedule point itself (``schedule=False``: a response's last write, taken by the
+  connection once the request is done: ``PeerStream.defer_schedule_point``);
+  ``receive_some`` and ``accept`` yield when they had to wait, and otherwise every
+  ``_YIELD_EVERY`` calls, so a client whose bytes are always there already cannot starve
+  the other connections;
 - OS errors become ``trio.BrokenResourceError``, a closed socket
   ``trio.ClosedResourceError``; closing wakes a task blocked on the socket with
   ``ClosedResourceError`` (``notify_closing``), as trio does;
@@ -177,7 +180,11 @@ class SocketStream(trio.abc.HalfCloseableStream):
             await self._maybe_yield()
             return data
 
-    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+    async def send_all(
+        self, data: bytes | bytearray | memoryview, *, schedule: bool = True
+    ) -> None:
+        """``schedule=False``: a write taken whole returns without the schedule point; the
+        caller takes it later (``PeerStream.defer_schedule_point``)."""
         if self._send_waiting:
             raise trio.BusyResourceError("another task is sending on this stream")
         await checkpoint_if_cancelled()
@@ -193,7 +200,8 @@ class SocketStream(trio.abc.HalfCloseableStream):
             # task goes straight on to its next read, and tail latency under load suffers
             # (hello, 64 connections: p99 ~90 ms instead of ~21 ms).
             self._unyielded = 0
-            await cancel_shielded_checkpoint()
+            if schedule:
+                await cancel_shielded_checkpoint()
             return
         await self._send_rest(data, sent)
 
