@@ -14,6 +14,10 @@ interleaved (trioserve, hypercorn-trio, trioserve, ...):
     $VENV/bin/python benchmarks/h2bench.py                  # 3 rounds, 10 s per run
     $VENV/bin/python benchmarks/h2bench.py --quick          # smoke: 1 round, 1 s runs
     $VENV/bin/python benchmarks/h2bench.py --scenario idle --connections 1000
+    $VENV/bin/python benchmarks/h2bench.py --tls            # h2 over TLS (ALPN), not h2c
+
+``--tls`` serves both with a throwaway certificate (trustme, from the test extra) and points
+h2load at ``https://``; the idle scenario stays on h2c (its client is a raw socket).
 
 Self-contained: needs h2load (Debian ``nghttp2-client``) and, for the comparison, Hypercorn
 in the same environment. Prints a Markdown table and writes it with the raw figures as JSON
@@ -33,6 +37,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -84,11 +89,22 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def tls_arguments(directory: Path) -> list[str]:
+    """A certificate for 127.0.0.1 (trustme), as both servers' command-line options."""
+    import trustme
+
+    cert = trustme.CA().issue_cert("127.0.0.1")
+    certfile, keyfile = directory / "cert.pem", directory / "key.pem"
+    cert.private_key_and_cert_chain_pem.write_to_path(str(certfile))
+    cert.private_key_pem.write_to_path(str(keyfile))
+    return ["--certfile", str(certfile), "--keyfile", str(keyfile)]
+
+
 class Server:
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, extra: list[str] | None = None) -> None:
         self.name = name
         self.port = free_port()
-        argv = [part.format(port=self.port) for part in SERVERS[name]]
+        argv = [part.format(port=self.port) for part in SERVERS[name]] + (extra or [])
         taskset = ["taskset", "-c", "0"] if shutil.which("taskset") else []
         self.proc = subprocess.Popen(
             taskset + argv, cwd=HERE, start_new_session=True, stdout=subprocess.DEVNULL
@@ -138,7 +154,9 @@ class Server:
                 self.proc.wait()
 
 
-def h2load(port: int, path: str, seconds: float, h1: bool = False) -> dict[str, float]:
+def h2load(
+    port: int, path: str, seconds: float, h1: bool = False, tls: bool = False
+) -> dict[str, float]:
     """``h1``: the same load over HTTP/1.1 keep-alive (one request at a time per
     connection), for trioserve's own HTTP/1.1 figure beside its HTTP/2 one."""
     taskset = ["taskset", "-c", "1"] if shutil.which("taskset") else []
@@ -154,7 +172,7 @@ def h2load(port: int, path: str, seconds: float, h1: bool = False) -> dict[str, 
         str(max(1, round(seconds))),
         "--warm-up-time",
         "1",
-        f"http://127.0.0.1:{port}{path}",
+        f"{'https' if tls else 'http'}://127.0.0.1:{port}{path}",
     ]
     out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60).stdout
     rps = re.search(r"finished in [\d.]+\w+, ([\d.]+) req/s, ([\d.]+)(\w+)/s", out)
@@ -220,30 +238,37 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=500)
     parser.add_argument("--scenario", nargs="*", default=["hello", "big", "idle", "hello-h1"])
     parser.add_argument("--only", nargs="*", default=list(SERVERS))
+    parser.add_argument("--tls", action="store_true", help="h2 over TLS instead of h2c")
     args = parser.parse_args()
     if args.quick:
         args.rounds, args.seconds, args.connections = 1, 1.0, 50
     if shutil.which("h2load") is None:
         raise SystemExit("h2load not installed (Debian package nghttp2-client)")
     results: dict[str, dict[str, list[Any]]] = {name: {} for name in args.only}
-    for _ in range(args.rounds):
-        for scenario in args.scenario:
-            for name in args.only:
-                if scenario == "hello-h1" and name != "trioserve":
-                    continue
-                server = Server(name)
-                try:
-                    if scenario == "idle":
-                        figure: Any = idle_memory(server, args.connections)
-                    else:
-                        path = "/big" if scenario == "big" else "/"
-                        h1 = scenario == "hello-h1"
-                        figure = h2load(server.port, path, args.seconds, h1)
-                        figure["survived"] = server.alive()
-                finally:
-                    server.stop()
-                results[name].setdefault(scenario, []).append(figure)
+    with tempfile.TemporaryDirectory() as directory:
+        tls = tls_arguments(Path(directory)) if args.tls else []
+        for _ in range(args.rounds):
+            run_round(args, results, tls)
     report(results, args)
+
+
+def run_round(args: argparse.Namespace, results: dict[str, Any], tls: list[str]) -> None:
+    for scenario in args.scenario:
+        for name in args.only:
+            if scenario == "hello-h1" and name != "trioserve":
+                continue
+            server = Server(name, [] if scenario == "idle" else tls)
+            try:
+                if scenario == "idle":
+                    figure: Any = idle_memory(server, args.connections)
+                else:
+                    path = "/big" if scenario == "big" else "/"
+                    h1 = scenario == "hello-h1"
+                    figure = h2load(server.port, path, args.seconds, h1, bool(tls))
+                    figure["survived"] = server.alive()
+            finally:
+                server.stop()
+            results[name].setdefault(scenario, []).append(figure)
 
 
 def _median(figures: dict[str, list[Any]], scenario: str, key: str | None) -> str:
@@ -276,7 +301,8 @@ def report(results: dict[str, dict[str, list[Any]]], args: argparse.Namespace) -
     print(table)
     if args.quick:
         return
-    out = HERE / "results" / f"{datetime.date.today().isoformat()}-h2"
+    suffix = "-h2-tls" if args.tls else "-h2"
+    out = HERE / "results" / f"{datetime.date.today().isoformat()}{suffix}"
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.md").write_text(table + "\n")
     (out / "results.json").write_text(json.dumps(results, indent=2))

@@ -164,17 +164,26 @@ class HTTP2Connection:
                 if timeout <= 0 and not self.requests:
                     # Keep-alive off: a new connection still gets time for its request.
                     timeout = config.request_head_timeout
-            with trio.move_on_after(timeout) as idle_scope:
-                try:
-                    data = bytes(await self.stream.receive_some(READ_SIZE))
-                except STREAM_ERRORS:
-                    data = b""
-                if not data:
-                    self._broken = True
+            if timeout == math.inf:  # (streams running: no cancel scope per read)
+                data = await self._read()
+            else:
+                idle: bytes | None = None
+                with trio.move_on_after(timeout):
+                    idle = await self._read()
+                if idle is None:
+                    self._goaway()
                     return
-            if idle_scope.cancelled_caught:
-                self._goaway()
+                data = idle
+            if not data:
+                self._broken = True
                 return
+
+    async def _read(self) -> bytes:
+        """The next bytes; ``b""`` at EOF or when the socket broke."""
+        try:
+            return bytes(await self.stream.receive_some(READ_SIZE))
+        except STREAM_ERRORS:
+            return b""
 
     def _drained(self) -> bool:
         """GOAWAY was sent and every stream has finished: the connection is done."""

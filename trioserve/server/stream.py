@@ -212,6 +212,7 @@ class Stream:
                 else:
                     framer.send_data(sid, b"", True)
                 self.conn.kick()
+        # One wait per send (a checkpoint at least): _send_data waits only between pieces.
         await self.conn.wait_space()
 
     async def _send_data(self, data: bytes, end: bool) -> None:
@@ -236,9 +237,10 @@ class Stream:
             pos += len(chunk)
             framer.send_data(sid, chunk, end and pos == size)
             conn.kick()
-            await conn.wait_space()
-            if self._gone:
-                raise_gone()
+            if pos < size:
+                await conn.wait_space()
+                if self._gone:
+                    raise_gone()
 
     async def wait_for_body(self) -> None:
         """Wait until more body arrives, it ends, or the stream is gone."""
@@ -250,6 +252,9 @@ class Stream:
         if self._gone:
             raise_gone()
         await self._send_data(data, False)
+        await self.conn.wait_space()
+        if self._gone:
+            raise_gone()
 
     def end(self) -> None:
         """End our side now (a WebSocket's close), unless the stream is already gone."""
