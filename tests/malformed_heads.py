@@ -75,3 +75,23 @@ def good(scheme: bytes) -> dict[str, Fields]:
         "host-only": host_only,
         "host-agrees": head(scheme, (b"host", b"localhost")),
     }
+
+
+def request_line_cases(scheme: bytes) -> dict[str, Fields]:
+    """Pseudo-header values HTTP/1.1 would refuse in its request line (issues 22 and 23),
+    answered 400 on their stream by HTTP/2 and HTTP/3 alike."""
+
+    def request(method: bytes, path: bytes) -> Fields:
+        return [(b":method", method), *head(scheme, path=path)[1:]]
+
+    return {
+        "path-without-slash": request(b"GET", b"admin"),
+        "non-ascii-method": request(b"G\xc3\x89T", b"/"),
+        "space-in-path": request(b"GET", b"/a b"),
+        "control-in-path": request(b"GET", b"/a\x01b"),
+        "del-in-path": request(b"GET", b"/a\x7fb"),
+        "request-line-as-method": request(b"GET /admin HTTP/1.1", b"/"),
+        "asterisk-not-options": request(b"GET", b"*"),
+        "absolute-form-path": request(b"GET", b"http://example.com/"),  # HTTP/1.x only
+        "host-not-authority": head(scheme, (b"host", b"other.example")),
+    }

@@ -1,6 +1,6 @@
-"""``loop = "asyncio"``: Starlette's ``is_disconnected()`` (the SSE and long-poll loops of trio
-mode's tests), per-request contextvars, and the in-memory transport running a FastAPI +
-asyncpg app."""
+"""``loop = "asyncio"``: per-request contextvars, and the in-memory transport running a
+FastAPI + asyncpg app. Starlette's ``is_disconnected()`` (SSE and long-poll) and the drain's
+http.disconnect are tested in both loops by tests/server/test_request_disconnect.py."""
 
 from __future__ import annotations
 
@@ -18,90 +18,7 @@ from fastapi import FastAPI, Request
 from trioserve.server.asyncio_bridge import app_runner
 from trioserve.testing import open_memory_client, open_server
 
-from ..rawhttp import read_until_close
-from ..server.test_request_disconnect import _read_until, starlette_polling_app
 from .services import Postgres
-
-
-# -- is_disconnected() ------------------------------------------------------------------------
-class CrossThreadEvent:
-    """A trio.Event the app sets from the asyncio loop's thread."""
-
-    def __init__(self) -> None:
-        self.event = trio.Event()
-        self.token = trio.lowlevel.current_trio_token()
-
-    def set(self) -> None:
-        self.token.run_sync_soon(self.event.set)
-
-    async def wait(self) -> None:
-        await self.event.wait()
-
-
-@pytest.mark.parametrize("path", [b"/sse", b"/longpoll"])
-async def test_starlette_is_disconnected_sees_the_client_leave(path: bytes) -> None:
-    """The SSE loop never writes after its first event: only is_disconnected() ends it."""
-    ended = CrossThreadEvent()
-    seen: list[str] = []
-    app = starlette_polling_app(ended, seen)  # type: ignore[arg-type]
-    async with open_server(app, loop="asyncio", raise_app_exceptions=False) as server:
-        stream = await trio.open_tcp_stream(server.host, server.port)
-        await stream.send_all(b"GET " + path + b" HTTP/1.1\r\nHost: x\r\n\r\n")
-        if path == b"/sse":
-            await _read_until(stream, b"data: hello")
-        else:
-            await trio.sleep(0.1)  # the loop is polling
-        await stream.aclose()
-        with trio.fail_after(5):
-            await ended.wait()
-    assert len(seen) == 1
-
-
-async def test_is_disconnected_is_false_while_the_client_is_there() -> None:
-    ended = CrossThreadEvent()
-    seen: list[str] = []
-    app = starlette_polling_app(ended, seen)  # type: ignore[arg-type]
-    async with open_server(app, loop="asyncio", raise_app_exceptions=False) as server:
-        stream = await trio.open_tcp_stream(server.host, server.port)
-        async with stream:
-            await stream.send_all(b"GET /sse HTTP/1.1\r\nHost: x\r\n\r\n")
-            await _read_until(stream, b"data: hello")
-            await trio.sleep(0.3)
-            assert not seen  # still polling: the client is connected
-
-
-async def test_drain_ends_a_streaming_receive_cleanly_in_asyncio_mode() -> None:
-    """The drain's http.disconnect reaches the asyncio app, whose last send still goes out
-    (a send after http.disconnect waits for trio's answer, and trio's answer is "sent")."""
-    got: list[Any] = []
-
-    async def app(scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            return
-        await receive()
-        await send({"type": "http.response.start", "status": 200, "headers": []})
-        await send({"type": "http.response.body", "body": b"data: one\n\n", "more_body": True})
-        got.append(await receive())  # pending until the client leaves, or the drain
-        await send({"type": "http.response.body", "body": b"data: bye\n\n"})
-
-    answer = b""
-
-    async def read_rest(stream: trio.SocketStream) -> None:
-        nonlocal answer
-        async with stream:
-            answer = await read_until_close(stream)
-
-    async with trio.open_nursery() as nursery:
-        async with open_server(app, loop="asyncio", graceful_timeout=5) as server:
-            stream = await trio.open_tcp_stream(server.host, server.port)
-            await stream.send_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-            await _read_until(stream, b"data: one")
-            nursery.start_soon(read_rest, stream)
-            start = trio.current_time()
-        assert trio.current_time() - start < 3  # not held until graceful_timeout
-    assert got == [{"type": "http.disconnect"}]
-    assert answer.endswith(b"data: bye\n\n\r\n0\r\n\r\n")
-
 
 # -- contextvars ------------------------------------------------------------------------------
 REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar("request_id")

@@ -5,19 +5,56 @@ from __future__ import annotations
 import os
 import socket
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+from hypothesis import HealthCheck, settings
 
 from ..conftest import ROOT
 from ..supervisor.procs import Server
 
 
-def start_fuzz_server(parser: str) -> Server:
-    args = ["tests.faults.apps:echo", "--bind", "127.0.0.1:0", "--http", parser]
-    args += ["--no-access-log", "--timeout-request-head", "2", "--timeout-request-body", "2"]
-    server = Server(ROOT, args)
+def start_fuzz_server(*args: str) -> Server:
+    """The echo app in a subprocess on a free TCP port (``server.port``), ``args`` added to
+    its command line."""
+    argv = ["tests.faults.apps:echo", "--bind", "127.0.0.1:0", "--no-access-log"]
+    server = Server(ROOT, [*argv, "--timeout-request-head", "2", *args])
     match = server.wait_for(r"Running on http://127\.0\.0\.1:(\d+)")[0]
     server.port = int(match.group(1))
     return server
+
+
+@contextmanager
+def fuzz_server_running(*args: str) -> Iterator[Server]:
+    """:func:`start_fuzz_server`, stopped on the way out (a module-scoped fixture's body)."""
+    server = start_fuzz_server(*args)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def fuzz_settings(examples: int) -> settings:
+    """One fuzzer test's hypothesis settings: ``examples`` examples (FAULTS_FUZZ_EXAMPLES),
+    no deadline (a loaded machine is not a bug), the same examples every run unless
+    FAULTS_FUZZ_RANDOM is set, and the module-scoped server allowed."""
+    return settings(
+        max_examples=examples,
+        deadline=None,
+        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+        derandomize=not os.environ.get("FAULTS_FUZZ_RANDOM"),
+    )
+
+
+def assert_serving_without_traceback(server: Server) -> None:
+    """After a fuzzer's examples (module-scoped server, file order): a plain GET is still
+    answered and closed cleanly, and nothing in the server's log is a traceback or an error."""
+    answer, ending = exchange(server.port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 200 "), answer
+    assert ending == "eof"
+    assert "Traceback" not in server.output, server.output[-3000:]
+    assert "ERROR" not in server.output, server.output[-3000:]
 
 
 def start_h3_server(cert_dir: Path, *args: str, env: dict[str, str] | None = None) -> Server:

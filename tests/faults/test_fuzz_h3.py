@@ -16,13 +16,13 @@ from pathlib import Path
 
 import pytest
 import trio
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from trioserve.config import aioquic_usable
 
 from ..supervisor.procs import Server
-from .fuzzserver import start_h3_server
+from .fuzzserver import fuzz_settings, start_h3_server
 
 if not aioquic_usable():  # pragma: no cover - Python 3.10: aioquic 1.7 needs 3.11
     pytest.skip("HTTP/3 needs aioquic 1.7 (Python 3.11)", allow_module_level=True)
@@ -153,12 +153,7 @@ async def still_serving(client: H3Client) -> None:
 
 
 @pytest.mark.timeout(60 + EXAMPLES)  # one connection per example, ~0.3 s each
-@settings(
-    max_examples=EXAMPLES,
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-    derandomize=not os.environ.get("FAULTS_FUZZ_RANDOM"),
-)
+@fuzz_settings(EXAMPLES)
 @given(
     stream=request_stream,
     fin=st.booleans(),

@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator
 
-import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from ..supervisor.procs import Server
-from .fuzzserver import exchange, start_fuzz_server
+from .fuzzserver import assert_serving_without_traceback, exchange, fuzz_settings
 
 EXAMPLES = int(os.environ.get("FAULTS_FUZZ_EXAMPLES", "250"))
 
@@ -83,15 +81,6 @@ streams = st.one_of(
 )
 
 
-@pytest.fixture(scope="module", params=["h11", "httptools"])
-def fuzz_server(request: pytest.FixtureRequest) -> Iterator[Server]:
-    server = start_fuzz_server(request.param)
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
 def check(server: Server, data: bytes) -> None:
     answer, ending = exchange(server.port, data)
     assert ending != "timeout", f"hang on {data!r}"
@@ -104,12 +93,7 @@ def check(server: Server, data: bytes) -> None:
     assert server.proc.poll() is None, "the server died"
 
 
-@settings(
-    max_examples=EXAMPLES,
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-    derandomize=not os.environ.get("FAULTS_FUZZ_RANDOM"),
-)
+@fuzz_settings(EXAMPLES)
 @given(data=streams)
 def test_every_request_stream_gets_a_response_or_a_clean_close(
     fuzz_server: Server, data: bytes
@@ -119,8 +103,4 @@ def test_every_request_stream_gets_a_response_or_a_clean_close(
 
 def test_no_traceback_and_still_serving(fuzz_server: Server) -> None:
     """Runs after the fuzzer on the same server (module-scoped, in file order)."""
-    answer, ending = exchange(fuzz_server.port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-    assert answer.startswith(b"HTTP/1.1 200 "), answer
-    assert ending == "eof"
-    assert "Traceback" not in fuzz_server.output, fuzz_server.output[-3000:]
-    assert "ERROR" not in fuzz_server.output, fuzz_server.output[-3000:]
+    assert_serving_without_traceback(fuzz_server)

@@ -17,13 +17,17 @@ from collections.abc import Iterator
 from functools import cache
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
-from ..conftest import ROOT
 from ..supervisor.procs import Server
-from .fuzzserver import exchange
-from .test_fuzz_websocket import VALID_CLOSE_CODES
+from .fuzzserver import (
+    assert_serving_without_traceback,
+    exchange,
+    fuzz_server_running,
+    fuzz_settings,
+)
+from .test_fuzz_websocket import assert_one_valid_close
 
 EXAMPLES = int(os.environ.get("FAULTS_FUZZ_EXAMPLES", "150"))
 MAX_SIZE = 64 * 1024
@@ -109,22 +113,13 @@ def server_frames(data: bytes) -> list[tuple[int, bytes]]:
 
 @pytest.fixture(scope="module")
 def fuzz_server() -> Iterator[Server]:
-    args = ["tests.faults.apps:echo", "--bind", "127.0.0.1:0", "--no-access-log"]
-    server = Server(ROOT, [*args, "--ws-max-size", str(MAX_SIZE), "--timeout-request-head", "2"])
-    try:
-        match = server.wait_for(r"Running on http://127\.0\.0\.1:(\d+)")[0]
-        server.port = int(match.group(1))
+    """Overrides tests/faults/conftest.py's: the default parser only (the fuzzing starts
+    after the handshake), and a 64 KiB message limit for the bombs."""
+    with fuzz_server_running("--ws-max-size", str(MAX_SIZE)) as server:
         yield server
-    finally:
-        server.stop()
 
 
-@settings(
-    max_examples=EXAMPLES,
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-    derandomize=not os.environ.get("FAULTS_FUZZ_RANDOM"),
-)
+@fuzz_settings(EXAMPLES)
 @given(data=streams, params=st.sampled_from(OFFER_PARAMS))
 def test_every_deflated_stream_gets_well_formed_frames_and_a_clean_close(
     fuzz_server: Server, data: bytes, params: bytes
@@ -134,11 +129,7 @@ def test_every_deflated_stream_gets_well_formed_frames_and_a_clean_close(
     head, _, rest = answer.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 101 "), answer[:200]
     assert b"permessage-deflate" in head
-    frames = server_frames(rest)
-    closes = [payload for opcode, payload in frames if opcode == 8]
-    assert len(closes) <= 1
-    if closes and len(closes[0]) >= 2:
-        assert struct.unpack("!H", closes[0][:2])[0] in VALID_CLOSE_CODES
+    assert_one_valid_close(server_frames(rest))
     assert fuzz_server.proc.poll() is None, "the server died"
 
 
@@ -151,8 +142,5 @@ def test_a_bomb_alone_is_closed_1009(fuzz_server: Server) -> None:
 
 def test_no_traceback_and_others_still_served(fuzz_server: Server) -> None:
     start = time.monotonic()
-    answer, ending = exchange(fuzz_server.port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-    assert answer.startswith(b"HTTP/1.1 200 "), answer
-    assert ending == "eof" and time.monotonic() - start < 2.0
-    assert "Traceback" not in fuzz_server.output, fuzz_server.output[-3000:]
-    assert "ERROR" not in fuzz_server.output, fuzz_server.output[-3000:]
+    assert_serving_without_traceback(fuzz_server)
+    assert time.monotonic() - start < 2.0

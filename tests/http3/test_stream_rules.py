@@ -10,37 +10,12 @@ from typing import Any
 
 import httpx
 import pytest
-import trio
+
+from tests.malformed_heads import request_line_cases
+from tests.stream_apps import Recorder, started_then_reads
 
 from ..metrics.helpers import admin_url, parse, total, value
 from .conftest import Certs, h3_session
-
-
-class Recorder:
-    """Answers 200 with the body it read; records each path and each body message."""
-
-    def __init__(self, pause: float = 0.0) -> None:
-        self.paths: list[str] = []
-        self.bodies: list[bytes] = []
-        self.pause = pause
-
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            return
-        self.paths.append(scope["path"])
-        if self.pause:
-            await trio.sleep(self.pause)
-        body = b""
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":
-                return
-            self.bodies.append(message.get("body", b""))
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
-        await send({"type": "http.response.start", "status": 200, "headers": []})
-        await send({"type": "http.response.body", "body": b"ok " + body})
 
 
 def fields(method: bytes, path: bytes, *extra: tuple[bytes, bytes]) -> list[tuple[bytes, bytes]]:
@@ -53,19 +28,10 @@ def fields(method: bytes, path: bytes, *extra: tuple[bytes, bytes]) -> list[tupl
     ]
 
 
-MALFORMED = [
-    pytest.param(fields(b"GET", b"admin"), id="path-without-slash"),
-    pytest.param(fields(b"G\xc3\x89T", b"/"), id="non-ascii-method"),
-    pytest.param(fields(b"GET", b"/a b"), id="space-in-path"),
-    pytest.param(fields(b"GET", b"/a\x01b"), id="control-in-path"),
-    pytest.param(fields(b"GET", b"/a\x7fb"), id="del-in-path"),
-    pytest.param(fields(b"GET /admin HTTP/1.1", b"/"), id="request-line-as-method"),
-    pytest.param(fields(b"GET", b"*"), id="asterisk-not-options"),
-    pytest.param(fields(b"GET", b"/", (b"host", b"other.example")), id="host-not-authority"),
-]
+MALFORMED = request_line_cases(b"https")
 
 
-@pytest.mark.parametrize("head", MALFORMED)
+@pytest.mark.parametrize("head", MALFORMED.values(), ids=MALFORMED.keys())
 async def test_malformed_pseudo_headers_get_400_on_their_stream_only(
     certs: Certs, head: list[tuple[bytes, bytes]], caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -140,19 +106,6 @@ async def test_metrics_count_http3_and_quic_connections(
     assert value(samples, requests, method="GET", status_class="2xx", http_version="3") == 3
     assert total(samples, requests, http_version="1.1") == 0
     assert value(samples, "trioserve_connections_open") == 1  # the QUIC connection
-
-
-async def started_then_reads(scope: dict[str, Any], receive: Any, send: Any) -> None:
-    """Starts its response, then waits for a body that never ends."""
-    if scope["type"] != "http":
-        return
-    await send({"type": "http.response.start", "status": 200, "headers": []})
-    if scope["path"] != "/up":
-        await send({"type": "http.response.body", "body": b"done"})
-        return
-    await send({"type": "http.response.body", "body": b"partial", "more_body": True})
-    while (await receive())["type"] == "http.request":
-        pass
 
 
 async def test_stalled_body_after_the_response_started_resets_the_stream(

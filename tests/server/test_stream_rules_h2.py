@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
-from typing import Any
 
 import pytest
-import trio
 
 from tests.h2raw import RawH2, close_all, get, post
+from tests.malformed_heads import Fields, request_line_cases
+from tests.stream_apps import Recorder, started_then_reads
 from trioserve.testing import open_server
 
 
@@ -19,33 +19,6 @@ from trioserve.testing import open_server
 async def _close_clients() -> AsyncIterator[None]:
     yield
     await close_all()
-
-
-class Recorder:
-    """Answers 200 with the body it read; records each scope and each body message."""
-
-    def __init__(self, pause: float = 0.0) -> None:
-        self.paths: list[str] = []
-        self.bodies: list[bytes] = []
-        self.pause = pause
-
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            return
-        self.paths.append(scope["path"])
-        if self.pause:
-            await trio.sleep(self.pause)
-        body = b""
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":
-                return
-            self.bodies.append(message.get("body", b""))
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
-        await send({"type": "http.response.start", "status": 200, "headers": []})
-        await send({"type": "http.response.body", "body": b"ok " + body})
 
 
 def fields(method: bytes, path: bytes) -> list[tuple[bytes, bytes]]:
@@ -57,27 +30,18 @@ def fields(method: bytes, path: bytes) -> list[tuple[bytes, bytes]]:
     ]
 
 
-MALFORMED = [
-    pytest.param(b"GET", b"admin", id="path-without-slash"),
-    pytest.param(b"G\xc3\x89T", b"/", id="non-ascii-method"),
-    pytest.param(b"GET", b"/a b", id="space-in-path"),
-    pytest.param(b"GET", b"/a\x01b", id="control-in-path"),
-    pytest.param(b"GET", b"/a\x7fb", id="del-in-path"),
-    pytest.param(b"GET /admin HTTP/1.1", b"/", id="request-line-as-method"),
-    pytest.param(b"GET", b"*", id="asterisk-not-options"),
-    pytest.param(b"GET", b"http://example.com/", id="absolute-form-path"),
-]
+MALFORMED = request_line_cases(b"http")
 
 
-@pytest.mark.parametrize(("method", "path"), MALFORMED)
+@pytest.mark.parametrize("head", MALFORMED.values(), ids=MALFORMED.keys())
 async def test_malformed_pseudo_headers_get_400_on_their_stream_only(
-    method: bytes, path: bytes, caplog: pytest.LogCaptureFixture
+    head: Fields, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, "trioserve")
     app = Recorder()
     async with open_server(app) as server:
         client = await RawH2.open(server.port)
-        await client.send(client.headers(1, fields(method, path)), client.headers(3, get("/ok")))
+        await client.send(client.headers(1, head), client.headers(3, get("/ok")))
         bad = await client.response(1)
         good = await client.response(3)
     assert bad["headers"][b":status"] == b"400"
@@ -138,19 +102,6 @@ async def test_expect_100_continue_over_http2() -> None:
         await client.send(client.data(1, b"body", end_stream=True))
         response = await client.response(1)
     assert response["headers"][b":status"] == b"200" and response["body"] == b"ok body"
-
-
-async def started_then_reads(scope: dict[str, Any], receive: Any, send: Any) -> None:
-    """Starts its response, then waits for a body that never ends."""
-    if scope["type"] != "http":
-        return
-    await send({"type": "http.response.start", "status": 200, "headers": []})
-    if scope["path"] != "/up":
-        await send({"type": "http.response.body", "body": b"done"})
-        return
-    await send({"type": "http.response.body", "body": b"partial", "more_body": True})
-    while (await receive())["type"] == "http.request":
-        pass
 
 
 async def test_stalled_body_after_the_response_started_resets_the_stream(
