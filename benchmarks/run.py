@@ -474,15 +474,7 @@ def cpu_table(runs: list[dict[str, Any]], names: list[str]) -> str:
     for scenario in HTTP_SCENARIOS:
         cells = []
         for name in names:
-            vals = [
-                r["server_cpu_pct"] / 100 * r["wall_s"] / r["requests"] * 1e6
-                for r in runs
-                if r["scenario"] == scenario
-                and r["server"] == name
-                and not r.get("error")
-                and r.get("requests")
-            ]
-            med = harness.summarize(vals)["median"]
+            med = _cpu_us(runs, scenario, name)
             cells.append("-" if med is None else f"{med:,.0f}")
         if any(c != "-" for c in cells):
             lines.append(f"| {scenario} | " + " | ".join(cells) + " |")
