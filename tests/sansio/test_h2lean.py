@@ -191,3 +191,18 @@ def test_fields_h2_would_end_the_connection_for_are_refused_on_their_stream(
     refusal = request_from_fields(decoded, http_version="2")
     assert isinstance(refusal, BadRequest) and refusal.status == 400
     assert reason in refusal.reason
+
+
+def test_a_repeat_after_a_table_size_update_decodes_as_hpack_does() -> None:
+    """Found by the property above: a block that inserted, then evicted all (the table
+    looked unchanged), sent again after a size update to 0. Its second field names the
+    first one's entry, which no longer fits: hpack fails the block, and so must we (the
+    answer from memory was for a table that could hold that entry)."""
+    encoder, plain, repeat = hpack.Encoder(), hpack.Decoder(), RepeatDecoder()
+    encoder.header_table_size = 64
+    decode_alike(plain, repeat, encoder.encode([(b":path", b"/")]))
+    inserting = encoder.encode([(b"x-a", b"/"), (b"x-a", b"w" * 40)])
+    decode_alike(plain, repeat, inserting)
+    encoder.header_table_size = 0
+    decode_alike(plain, repeat, encoder.encode([(b":path", b"/")]))
+    assert decode_alike(plain, repeat, inserting) is hpack.InvalidTableIndex

@@ -143,31 +143,40 @@ class RepeatDecoder(Decoder):
 
     def __init__(self) -> None:
         super().__init__()
-        # (block, the table's newest entry, its length, the limits in force, the headers)
-        self._last: tuple[bytes, object, int, int, int, list[HeaderTuple]] | None = None
+        # (block, the table's newest entry, its length, its size limit now, the limits in
+        # force, the headers): what a block decodes to is a function of all of these (the
+        # table's size limit decides what a block's insertions evict, and so which indices
+        # it may then use).
+        self._last: tuple[bytes, object, int, int, int, int, list[HeaderTuple]] | None = None
 
     def decode(self, data: bytes, raw: bool = False) -> list[HeaderTuple]:
-        entries = self.header_table.dynamic_entries
+        table = self.header_table
+        entries = table.dynamic_entries
         newest = entries[0] if entries else None
-        size = len(entries)
+        size, maxsize = len(entries), table.maxsize
         last = self._last
         if (
             last is not None
             and last[0] == data
             and last[1] is newest
             and last[2] == size
-            and last[3] == self.max_allowed_table_size
-            and last[4] == self.max_header_list_size
+            and last[3] == maxsize
+            and last[4] == self.max_allowed_table_size
+            and last[5] == self.max_header_list_size
             and raw
         ):
-            return list(last[5])
+            return list(last[6])
         headers = _defused(list(super().decode(data, raw)))
-        # Kept only if the table did not change (and no size update, which may change
-        # the table's limit without touching its entries, started the block).
-        unchanged = (entries[0] if entries else None) is newest and len(entries) == size
+        # Kept only if the table did not change: the same entries and the same size limit
+        # (and no size update started the block, which may change that limit).
+        unchanged = (
+            (entries[0] if entries else None) is newest
+            and len(entries) == size
+            and table.maxsize == maxsize
+        )
         if raw and unchanged and data and data[0] & 0xE0 != 0x20:
             limits = (self.max_allowed_table_size, self.max_header_list_size)
-            self._last = (bytes(data), newest, size, *limits, headers)
+            self._last = (bytes(data), newest, size, maxsize, *limits, headers)
         return headers
 
 
