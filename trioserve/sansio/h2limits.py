@@ -47,11 +47,11 @@ class TokenBucket:
 
     rate: float
     burst: float
-    tokens: float = -1.0
-    last: float = 0.0
+    tokens: float = 0.0
+    last: float | None = None  # None until the first take, which starts full
 
     def take(self, now: float, cost: float = 1.0) -> bool:
-        if self.tokens < 0:  # first use: full
+        if self.last is None:
             self.tokens = self.burst
             self.last = now
         elapsed = now - self.last
@@ -63,7 +63,7 @@ class TokenBucket:
 
     def refund(self, amount: float) -> None:
         """Useful work done (a DATA frame sent) buys back a little of the budget."""
-        if self.tokens >= 0:
+        if self.last is not None:
             self.tokens = min(self.burst, self.tokens + amount)
 
 
