@@ -111,7 +111,13 @@ class WebSocketReader(Exchange):
                 if session.awaiting_pong is not None and self._pong_due != math.inf:
                     deadline = self._pong_due
                 with trio.CancelScope(deadline=deadline) as timer:
-                    data = await peer.stream.receive_some(READ_SIZE)
+                    if type(stream) is SocketStream:
+                        # _ready() found nothing: wait for bytes without receive_some()'s
+                        # frame (and the frame object its failed read leaves) on the stack
+                        # of every idle WebSocket.
+                        data = await stream.receive_when_readable(READ_SIZE)
+                    else:
+                        data = await stream.receive_some(READ_SIZE)
                 if timer.cancelled_caught:
                     return await self._on_timer()
         except STREAM_ERRORS:
