@@ -13,7 +13,7 @@ import math
 from typing import Any
 
 import trio
-from trio.lowlevel import checkpoint_if_cancelled
+from trio.lowlevel import checkpoint_if_cancelled, wait_readable
 
 from ..logs import error_log
 from ..sansio.websocket import WebSocketSession
@@ -112,10 +112,14 @@ class WebSocketReader(Exchange):
                     deadline = self._pong_due
                 with trio.CancelScope(deadline=deadline) as timer:
                     if type(stream) is SocketStream:
-                        # _ready() found nothing: wait for bytes without receive_some()'s
-                        # frame (and the frame object its failed read leaves) on the stack
-                        # of every idle WebSocket.
-                        data = await stream.receive_when_readable(READ_SIZE)
+                        # _ready() found nothing: wait for the socket itself. No frame of
+                        # SocketStream's (nor the frame object a failed read would leave)
+                        # sits on the stack of every idle WebSocket.
+                        while True:
+                            await wait_readable(stream.socket)
+                            if (ready := stream.receive_ready(READ_SIZE)) is not None:
+                                break
+                        data = ready
                     else:
                         data = await stream.receive_some(READ_SIZE)
                 if timer.cancelled_caught:
