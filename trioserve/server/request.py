@@ -37,8 +37,6 @@ from ..sansio.asgi import (
     DONE,
     HTTPResponseCycle,
     UnexpectedMessage,
-    build_http_scope,
-    response_extensions,
 )
 from ..sansio.body import (
     CONTINUE,
@@ -163,12 +161,13 @@ class RequestRunner(Exchange):
         self.port = port
         self.context = context  # where the app runs (server/context.py); None: this task
         self.state = state
-        self.scope = scope = state.scope_for(build_http_scope, request, info)
-        extensions = response_extensions(request)
-        scope["extensions"].update(extensions)
+        scope, extensions = state.http_scope(request, info)
+        self.scope = scope
+        # (response_headers() only to echo the id: one call fewer per request without it)
+        defaults = state.response_headers(scope) if state.echo_id else state.default_headers()
         self.cycle = HTTPResponseCycle(
             is_head=request.method == b"HEAD",
-            default_headers=state.response_headers(scope),
+            default_headers=defaults,
             extensions=extensions,
         )
         # Refusals (server_names, limit_concurrency, an announced body over the limit) go
