@@ -482,10 +482,12 @@ class RequestRunner(Exchange):
         """The request is finalised: count it (no status if it was cut) and log it."""
         scope = self.scope
         cycle = self.cycle
-        self.state.metrics.request_done(
-            scope["method"], 0 if cut else status, scope["http_version"], duration,
-            self.body.received, cycle.bytes_sent,
-        )  # fmt: skip
+        metrics = self.state.metrics
+        if metrics.enabled:  # (off: not even a call to the no-op)
+            metrics.request_done(
+                scope["method"], 0 if cut else status, scope["http_version"], duration,
+                self.body.received, cycle.bytes_sent,
+            )  # fmt: skip
         if access_log.isEnabledFor(20):
             complete = cycle.state == DONE and not self.cut_by and not self.port.gone
             self.log_access(
