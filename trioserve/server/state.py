@@ -16,7 +16,7 @@ from ..metrics.counters import Metrics
 from ..sansio.asgi import EXTENSIONS_WITHOUT_TE, build_http_scope, response_extensions
 from ..sansio.events import Headers, Request
 from ..sansio.headers import DateHeader, parse_default_headers
-from ..sansio.proxy import honoured_headers, prepare_scope
+from ..sansio.proxy import honoured_headers, prepare_scope, trusted_peers
 from ..sansio.requestid import RequestIds
 from .transport import ConnectionInfo
 
@@ -77,7 +77,7 @@ class ServerState:
             static.insert(0, SERVER_HEADER)
         self._static_headers = static
         watched = {b"te"}  # (TE: trailers changes the response extensions)
-        if self.config.proxy_headers:
+        if self.config.proxy_headers and _trusts_anyone(self.config.forwarded_allow_ips):
             watched |= honoured_headers(tuple(self.config.forwarded_headers))
         if self.config.request_id_header:
             self.request_ids = RequestIds(self.config.request_id_header)
@@ -213,3 +213,9 @@ class ServerState:
                 scope.deadline = min(scope.deadline, grace_end)
         for hook in list(self.shutdown_hooks):
             hook()
+
+
+def _trusts_anyone(forwarded_allow_ips: list[str]) -> bool:
+    """Whether any peer's proxy headers can be believed (else they need no look at all)."""
+    peers = trusted_peers(tuple(forwarded_allow_ips))
+    return peers.all or peers.unix or bool(peers.networks or peers.hosts)
