@@ -108,7 +108,7 @@ class PeerStream:
         finally:
             self.end_read_turn()
 
-    def receive_ready(self) -> bytes | None:
+    def receive_ready(self, size: int = READ_SIZE) -> bytes | None:
         """What the peer has already sent (``b""``: it closed), read without waiting and
         without a checkpoint; None when a read would wait, while another task reads, or on
         a stream whose buffer is not the kernel's (TLS, in memory).
@@ -121,7 +121,7 @@ class PeerStream:
         if self._reading or self.eof or type(stream) is not SocketStream:
             return None
         try:
-            data = stream.receive_ready(READ_SIZE)
+            data = stream.receive_ready(size)
         except STREAM_ERRORS:
             data = b""
         if data == b"":
