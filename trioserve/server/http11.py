@@ -338,12 +338,13 @@ class HTTP11Connection:
         if self.unsent:  # a head send_soon() framed goes first
             chunks.insert(0, self.unsent)
             self.unsent = b""
+        if type(events[-1]) is EndData:
+            self.peer.defer_schedule_point = True
         if len(chunks) == 1 or sum(map(len, chunks)) < _JOIN_LIMIT:
-            if type(events[-1]) is EndData:
-                self.peer.defer_schedule_point = True
             return self.peer.send(b"".join(chunks))
-        # A large body goes out as it is: joining it to the head would copy it.
-        return self._send_each(chunks)
+        # A large body goes out as it is (joining it to the head would copy it), in the
+        # same write as the head (a gather write on a plain socket).
+        return self.peer.send(chunks)
 
     def send_soon(self, events: list[OutboundEvent]) -> None:
         """Frame ``events`` (a held response head) now and have a helper task write them:
@@ -364,11 +365,6 @@ class HTTP11Connection:
             except Exception:  # a task of the connections nursery: never take it down
                 error_log.exception("Unexpected error writing a response head")
                 peer.give_up()
-
-    async def _send_each(self, chunks: list[bytes]) -> None:
-        for chunk in chunks:
-            if chunk:
-                await self.peer.send(chunk)
 
     async def wait_disconnected(self) -> None:
         """Block until the client goes away, buffering what it pipelines meanwhile."""
