@@ -269,6 +269,11 @@ class HTTP11Connection:
         """``top_up=False``: the caller has just drained the kernel (``receive_body``), so
         no read without waiting is tried for more."""
         proto = self.proto
+        if top_up and (wanted := proto.body_to_read(BODY_READ_SIZE)):
+            more = self.peer.receive_ready(wanted)
+            if more:
+                proto.receive_data(more)
+                top_up = False
         event = proto.next_event()
         cls = type(event)
         if cls is Data:
