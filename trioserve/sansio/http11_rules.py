@@ -62,6 +62,10 @@ class HTTP11Interface(Protocol):
     def push_back(self, event: InboundEvent) -> None:
         """Return a peeked-at event so the next ``next_event()`` gives it again."""
 
+    def body_to_read(self, piece: int) -> int:
+        """Bytes to read before taking the body, so that one piece of up to ``piece`` bytes
+        needs no joining (0: none, or the protocol cannot tell)."""
+
     def send(self, event: OutboundEvent) -> bytes: ...
 
     def frame_file(self, size: int) -> tuple[bytes, bytes]:

@@ -266,27 +266,19 @@ class HTTP11Connection:
     def can_inform(self) -> bool:
         return not self.peer.broken and not self.proto.response_started
 
-    def body_piece(self) -> BodyPiece | Sentinel:
+    def body_piece(self, top_up: bool = True) -> BodyPiece | Sentinel:
+        """``top_up=False``: the caller has just drained the kernel (``receive_body``), so
+        no read without waiting is tried for more."""
         proto = self.proto
+        if top_up and (wanted := proto.body_to_read(BODY_READ_SIZE)):
+            more = self.peer.receive_ready(wanted)
+            if more:
+                proto.receive_data(more)
+                top_up = False
         event = proto.next_event()
         cls = type(event)
         if cls is Data:
-            # Every body byte already parsed goes out as one piece (a chunked body in small
-            # chunks parses into many Data events): a framework pays per piece, not per
-            # byte. Bounded by the buffer, that is by one read. Looking one event past the
-            # data also lets the last piece carry more_body=False.
-            data: bytes = event.data  # type: ignore[union-attr]
-            nxt = proto.next_event()
-            if type(nxt) is Data:
-                parts = [data]
-                while type(nxt) is Data:
-                    parts.append(nxt.data)
-                    nxt = proto.next_event()
-                data = b"".join(parts)
-            if type(nxt) is EndData:
-                return data, False
-            proto.push_back(nxt)
-            return data, True
+            return self._gather(event.data, top_up)  # type: ignore[union-attr]
         if cls is EndData:
             return b"", False
         if event is NEED_DATA:
@@ -302,6 +294,38 @@ class HTTP11Connection:
         self.peer.give_up()
         return None
 
+    def _gather(self, data: bytes, top_up: bool) -> BodyPiece:
+        """``data`` and every body byte behind it as one piece: a framework pays per piece,
+        not per byte. What is parsed already (a chunked body in small chunks parses into
+        many Data events), then, if the body goes on, what the kernel already holds, read
+        without waiting: a body sent in one write but longer than the head's read (issue
+        25's 64 KiB POST) comes as one piece, not as two with a wait for the last bytes.
+        Bounded by one read (``BODY_READ_SIZE``). Looking one event past the data also
+        lets the last piece carry more_body=False."""
+        proto = self.proto
+        parts = [data]
+        size = len(data)
+        topped_up = not top_up
+        while True:
+            nxt = proto.next_event()
+            if type(nxt) is Data:
+                parts.append(nxt.data)
+                size += len(nxt.data)
+                continue
+            if nxt is NEED_DATA and not topped_up and size < BODY_READ_SIZE:
+                topped_up = True
+                more = self.peer.receive_ready(BODY_READ_SIZE - size)
+                if more:  # (None: it would wait; b"": the peer left, seen by the next piece)
+                    proto.receive_data(more)
+                    continue
+            break
+        if len(parts) > 1:
+            data = b"".join(parts)
+        if type(nxt) is EndData:
+            return data, False
+        proto.push_back(nxt)
+        return data, True
+
     async def receive_body(self, timeout: float | None) -> BodyPiece:
         peer = self.peer
         # One deadline for the piece, however many reads it takes (a trickle of chunk-size
@@ -310,7 +334,7 @@ class HTTP11Connection:
         while True:
             left = None if deadline is None else max(deadline - trio.current_time(), 0.0)
             self.proto.receive_data(await peer.receive(left, BODY_READ_SIZE))
-            piece = self.body_piece()
+            piece = self.body_piece(top_up=False)  # (one read is one piece's worth)
             if piece is not NOT_YET:
                 return piece  # type: ignore[return-value]
 
@@ -320,12 +344,13 @@ class HTTP11Connection:
         if self.unsent:  # a head send_soon() framed goes first
             chunks.insert(0, self.unsent)
             self.unsent = b""
+        if type(events[-1]) is EndData:
+            self.peer.defer_schedule_point = True
         if len(chunks) == 1 or sum(map(len, chunks)) < _JOIN_LIMIT:
-            if type(events[-1]) is EndData:
-                self.peer.defer_schedule_point = True
             return self.peer.send(b"".join(chunks))
-        # A large body goes out as it is: joining it to the head would copy it.
-        return self._send_each(chunks)
+        # A large body goes out as it is (joining it to the head would copy it), in the
+        # same write as the head (a gather write on a plain socket).
+        return self.peer.send(chunks)
 
     def send_soon(self, events: list[OutboundEvent]) -> None:
         """Frame ``events`` (a held response head) now and have a helper task write them:
@@ -346,11 +371,6 @@ class HTTP11Connection:
             except Exception:  # a task of the connections nursery: never take it down
                 error_log.exception("Unexpected error writing a response head")
                 peer.give_up()
-
-    async def _send_each(self, chunks: list[bytes]) -> None:
-        for chunk in chunks:
-            if chunk:
-                await self.peer.send(chunk)
 
     async def wait_disconnected(self) -> None:
         """Block until the client goes away, buffering what it pipelines meanwhile."""
