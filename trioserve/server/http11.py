@@ -314,17 +314,19 @@ class HTTP11Connection:
                 return piece  # type: ignore[return-value]
 
     def send_events(self, events: list[OutboundEvent]) -> Awaitable[None]:
-        proto = self.proto
-        chunks = [proto.send(event) for event in events]
-        if self.unsent:  # a head send_soon() framed goes first
-            chunks.insert(0, self.unsent)
-            self.unsent = b""
-        if len(chunks) == 1 or sum(map(len, chunks)) < _JOIN_LIMIT:
+        data = self.proto.frame(events, _JOIN_LIMIT)
+        if type(data) is bytes:
+            if self.unsent:  # a head send_soon() framed goes first
+                data = self.unsent + data
+                self.unsent = b""
             if type(events[-1]) is EndData:
                 self.peer.defer_schedule_point = True
-            return self.peer.send(b"".join(chunks))
+            return self.peer.send(data)
         # A large body goes out as it is: joining it to the head would copy it.
-        return self._send_each(chunks)
+        if self.unsent:
+            data.insert(0, self.unsent)  # type: ignore[union-attr]
+            self.unsent = b""
+        return self._send_each(data)  # type: ignore[arg-type]
 
     def send_soon(self, events: list[OutboundEvent]) -> None:
         """Frame ``events`` (a held response head) now and have a helper task write them:
