@@ -96,7 +96,8 @@ class KeepAliveWaits:
                 if deadline > now:
                     break
                 del group[sock]
-                notify_closing(sock)  # its task's wait raises ClosedResourceError
+                if sock.fileno() != -1:  # (closed meanwhile: its task is already awake)
+                    notify_closing(sock)  # its task's wait raises ClosedResourceError
             else:
                 deadline = now + timeout
             wake = min(wake, deadline)
