@@ -68,6 +68,10 @@ class HTTP11Interface(Protocol):
 
     def send(self, event: OutboundEvent) -> bytes: ...
 
+    def frame(self, events: list[OutboundEvent], join_limit: int) -> bytes | list[bytes]:
+        """``send()`` for each event, joined (a list when a body piece reaches
+        ``join_limit`` bytes: not copied)."""
+
     def frame_file(self, size: int) -> tuple[bytes, bytes]:
         """Account ``size`` body bytes that go out by ``sendfile`` (not through ``send``):
         the framing to write before and after them. Raises ProtocolError as ``send``."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Awaitable
+from operator import attrgetter
 
 import trio
 from trio.lowlevel import cancel_shielded_checkpoint
@@ -35,6 +36,7 @@ from ..sansio.websocket import wants_websocket
 from .context import RequestContexts
 from .peer import BODY_READ_SIZE, PeerStream
 from .request import DONE_NORMALLY, LEAVE_BODY_UNREAD, RequestRunner, drive_app
+from .sockstream import SocketStream
 from .state import FIRST_REQUEST_GRACE, ServerState
 from .transport import ConnectionInfo
 from .websocket import serve_websocket
@@ -89,15 +91,8 @@ class HTTP11Connection:
                 fresh = not proto.requests_seen
                 data = peer.receive_ready()
                 if data is None:
-                    idle_timeout = self._idle_timeout(fresh)
-                    scopes = self.state.fresh_scopes if fresh else self.state.idle_scopes
-                    with trio.move_on_after(idle_timeout) as scope:
-                        scopes.add(scope)
-                        try:
-                            data = await peer.receive_waiting()
-                        finally:
-                            scopes.discard(scope)
-                    if data is None:  # (scope.cancelled_caught)
+                    data = await self._wait_for_request(fresh)
+                    if not data:  # the keep-alive wait ran out, or the client left
                         return None
                 if fresh and is_h2_preface(data):  # h2c, prior knowledge (RFC 9113 3.3)
                     self.switch = H2Switch(received=data)
@@ -128,6 +123,31 @@ class HTTP11Connection:
             if type(event) is ConnectionClosed:
                 return None
             raise AssertionError(f"unexpected event before a request: {event!r}")
+
+    async def _wait_for_request(self, fresh: bool) -> bytes | None:
+        """The keep-alive wait on an empty socket: the next bytes, or None (b"") when the
+        wait ran out. A plain socket's deadline is kept by the server's KeepAliveWaits
+        (no cancel scope per wait); another stream's by a scope that shutdown can shorten."""
+        peer = self.peer
+        idle_timeout = self._idle_timeout(fresh)
+        stream = peer.stream
+        if type(stream) is SocketStream:
+            waits = self.state.keep_alive_waits
+            sock = stream.socket
+            group = waits.add(sock, idle_timeout, self.nursery)
+            try:
+                return await peer.receive_waiting()  # (b"" once the wait was ended)
+            finally:
+                waits.remove(group, sock)
+        scopes = self.state.fresh_scopes if fresh else self.state.idle_scopes
+        data = None
+        with trio.move_on_after(idle_timeout) as scope:
+            scopes.add(scope)
+            try:
+                data = await peer.receive_waiting()
+            finally:
+                scopes.discard(scope)
+        return data
 
     def _idle_timeout(self, fresh: bool) -> float:
         """How long to wait for the next request head to start."""
@@ -258,9 +278,9 @@ class HTTP11Connection:
             return type(event) is EndData
 
     # -- the RequestPort -------------------------------------------------------------------
-    @property
-    def gone(self) -> bool:
-        return self.peer.broken
+    # ``peer.broken``, read by a C getter: the runner asks before every send(), and a
+    # Python property would cost a frame each time.
+    gone = property(attrgetter("peer.broken"))
 
     @property
     def can_inform(self) -> bool:
@@ -339,18 +359,18 @@ class HTTP11Connection:
                 return piece  # type: ignore[return-value]
 
     def send_events(self, events: list[OutboundEvent]) -> Awaitable[None]:
-        proto = self.proto
-        chunks = [proto.send(event) for event in events]
+        data = self.proto.frame(events, _JOIN_LIMIT)
         if self.unsent:  # a head send_soon() framed goes first
-            chunks.insert(0, self.unsent)
+            if type(data) is bytes:
+                data = self.unsent + data
+            else:
+                data.insert(0, self.unsent)  # type: ignore[union-attr]
             self.unsent = b""
         if type(events[-1]) is EndData:
             self.peer.defer_schedule_point = True
-        if len(chunks) == 1 or sum(map(len, chunks)) < _JOIN_LIMIT:
-            return self.peer.send(b"".join(chunks))
-        # A large body goes out as it is (joining it to the head would copy it), in the
-        # same write as the head (a gather write on a plain socket).
-        return self.peer.send(chunks)
+        # A large body comes as a list of pieces (joining it to the head would copy it):
+        # one gather write on a plain socket.
+        return self.peer.send(data)
 
     def send_soon(self, events: list[OutboundEvent]) -> None:
         """Frame ``events`` (a held response head) now and have a helper task write them:
