@@ -7,6 +7,8 @@ closed once its own wait runs out.
 
 from __future__ import annotations
 
+import contextvars
+import socket
 from typing import Any
 
 import trio
@@ -73,3 +75,66 @@ async def test_waits_of_two_timeouts_end_in_their_own_time() -> None:
             assert await read_until_close(stream) == b""
             await stream.aclose()
         assert trio.current_time() - start < 2.0
+
+
+class ReaperSteps(trio.abc.Instrument):
+    """How often the server's keep-alive task ran, and the contexts it ran in."""
+
+    def __init__(self) -> None:
+        self.steps = 0
+        self.tasks: list[trio.lowlevel.Task] = []
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        if task.name == "trioserve.keep_alive_waits":
+            self.steps += 1
+            if task not in self.tasks:
+                self.tasks.append(task)
+
+
+async def test_an_idle_server_does_not_wake_its_keep_alive_task() -> None:
+    """Once no connection waits, the task sleeps until a wait is added (it used to look
+    again every timeout: with a timeout of 0 it spun at 100 % CPU)."""
+    steps = ReaperSteps()
+    trio.lowlevel.add_instrument(steps)
+    try:
+        async with open_server(hello, keep_alive_timeout=0.02) as server:
+            stream = await trio.open_tcp_stream(server.host, server.port)
+            async with stream:
+                await stream.send_all(REQUEST)
+                await one_response(stream)
+                assert await read_until_close(stream) == b""  # its wait ran out
+            before = steps.steps
+            await trio.sleep(0.5)  # 25 timeouts
+            assert steps.steps - before <= 1
+    finally:
+        trio.lowlevel.remove_instrument(steps)
+
+
+MARK: contextvars.ContextVar[str] = contextvars.ContextVar("mark")
+
+
+async def marking(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    MARK.set("set by the first request's app")
+    await hello(scope, receive, send)
+
+
+async def test_the_keep_alive_task_keeps_nothing_an_app_set() -> None:
+    steps = ReaperSteps()
+    trio.lowlevel.add_instrument(steps)
+    try:
+        async with open_server(marking, keep_alive_timeout=5) as server:
+            # Connected and sent before the server runs again: its first request is served
+            # before the connection ever waits, so the first wait (which starts the task)
+            # comes after the app set its variable in the connection's own context.
+            sock = socket.create_connection((server.host, server.port))
+            sock.sendall(REQUEST)
+            sock.setblocking(False)
+            stream = trio.SocketStream(trio.socket.from_stdlib_socket(sock))
+            async with stream:
+                await one_response(stream)
+                with trio.fail_after(5):
+                    while not steps.tasks:
+                        await trio.sleep(0.01)
+                assert MARK not in steps.tasks[0].context
+    finally:
+        trio.lowlevel.remove_instrument(steps)
