@@ -188,6 +188,14 @@ class ResponseSide:
                 self._left -= size
                 large = large or size >= join_limit
                 pieces.append(data)
+            elif (
+                cls is Data and self._our == _SEND_BODY and len(event.data) >= join_limit  # type: ignore[union-attr]
+            ):
+                # A large piece of a chunked (or close-delimited) body: framed around, so
+                # neither send()'s chunk nor the join copies it.
+                before, after = self.frame_file(len(event.data))  # type: ignore[union-attr]
+                pieces += (before, event.data, after)  # type: ignore[union-attr]
+                large = True
             elif cls is EndData and self._writer == _LENGTH and self._our == _SEND_BODY:
                 if self._left:
                     raise ProtocolError("Too little data for declared Content-Length")
