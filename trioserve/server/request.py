@@ -74,10 +74,8 @@ REFUSED = 2  # the port's refuse() answered and closed: nothing left to do
 
 _INTERNAL_ERROR_BODY = b"Internal Server Error\n"
 NO_RESPONSE = 444  # the access-log status of a request cut before any response was sent
-# The body states in which the app was told the client is gone (413 or 408 follows).
-_CUT_SHORT = (TOO_LARGE, TIMED_OUT)
-# http.response.pathsend reads the file in pieces of this size.
-_FILE_PIECE = 256 * 1024
+_CUT_SHORT = (TOO_LARGE, TIMED_OUT)  # body states in which the app heard the client left
+_FILE_PIECE = 256 * 1024  # http.response.pathsend reads the file in pieces of this size
 
 
 class RequestPort(Protocol):
