@@ -67,6 +67,31 @@ def test_http_scope() -> None:
     assert scope["state"] == state and scope["state"] is not state
 
 
+@pytest.mark.parametrize(
+    ("method", "target", "path", "query"),
+    [
+        (b"GET", "/café?q=é".encode(), "/café", "q=é".encode()),  # raw UTF-8, unescaped
+        (b"PROPFIND", b"/\xff/a?b", "/\ufffd/a", b"b"),  # not UTF-8: replaced
+        (b"M-SEARCH", b"http://h/%41/x?y", "/A/x", b"y"),  # absolute-form, escaped
+        (b"OPTIONS", b"*", "*", b""),
+    ],
+)
+def test_scope_path_and_method_text(method: bytes, target: bytes, path: str, query: bytes) -> None:
+    scope = build_http_scope(
+        request(target, method),
+        scheme="http",
+        client=None,
+        server=None,
+        root_path="",
+        state=None,
+    )
+    assert (scope["method"], scope["path"], scope["query_string"]) == (
+        method.decode(),
+        path,
+        query,
+    )
+
+
 def test_root_path_prefixes_path_and_raw_path() -> None:
     scope = build_http_scope(
         request(b"/items"),

@@ -325,6 +325,17 @@ def test_ping_gets_a_pong_and_our_ping_is_matched() -> None:
     assert session.awaiting_pong is None
 
 
+def test_an_accepted_session_keeps_nothing_of_the_handshake() -> None:
+    # Thousands of idle WebSockets: the upgrade request, its key and the HTTP/1.1 side
+    # were only needed to answer it, and no reply buffer is held between replies.
+    session, _ = accepted()
+    assert session.request is None and session.proto is None
+    session.receive_data(client().send(Ping(b"hi")))
+    assert session.app_messages() == []
+    assert session.data_to_send() == Connection(ConnectionType.SERVER).send(Pong(b"hi"))
+    assert session.data_to_send() == b""
+
+
 def test_fragmented_messages_are_joined() -> None:
     session, _ = accepted()
     peer = client()

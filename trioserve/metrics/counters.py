@@ -88,6 +88,8 @@ class Metrics:
     ``if``; :class:`Counters` is the one that counts.
     """
 
+    # False: nothing is counted, and the request runner does not even call request_done()
+    # (one call per request); a subclass that counts sets it True.
     enabled = False
 
     def request_done(

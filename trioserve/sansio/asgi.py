@@ -21,6 +21,11 @@ from .events import (
 from .headers import InvalidHeader, validate_response_headers
 
 ASGI_VERSION = {"version": "3.0", "spec_version": "2.4"}
+# The scope's method text for the usual methods, without decoding it per request.
+_METHODS = {
+    name.encode("ascii"): name
+    for name in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE")
+}
 
 
 class UnexpectedMessage(RuntimeError):
@@ -53,13 +58,25 @@ def build_http_scope(
     raw_header_case: bool = False,
     extensions: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    raw_path, query = split_target(request.target)
+    target = request.target
+    if target[:1] == b"/":  # origin-form, nearly every request: split_target's first case
+        raw_path, _, query = target.partition(b"?")
+    else:
+        raw_path, query = split_target(target)
     # ASGI's path is UTF-8 text: percent-decode the bytes first, so raw UTF-8 in the target
     # ("/café" sent unescaped) reads the same as its escaped form.
-    if raw_path.isascii() and b"%" not in raw_path:
-        path = raw_path.decode("ascii")
-    else:
+    if b"%" in raw_path:
         path = unquote_to_bytes(raw_path).decode("utf-8", "replace")
+    else:
+        try:  # (one call for the usual ASCII path, where isascii() then decode() were two)
+            path = raw_path.decode("ascii")
+        except UnicodeDecodeError:
+            path = raw_path.decode("utf-8", "replace")
+    method = request.method
+    try:
+        method_text = _METHODS[method]
+    except KeyError:
+        method_text = method.decode("ascii")
     if root_path:
         path = root_path + path
         raw_path = root_path.encode("utf-8") + raw_path
@@ -68,7 +85,7 @@ def build_http_scope(
         "type": "http",
         "asgi": ASGI_VERSION,
         "http_version": request.http_version,
-        "method": request.method.decode("ascii"),
+        "method": method_text,
         "scheme": scheme,
         "path": path,
         "raw_path": raw_path,
@@ -147,6 +164,13 @@ PATHSEND_EXT = "http.response.pathsend"
 _EXTENSIONS_2: dict[str, Any] = {TRAILERS_EXT: {}, EARLY_HINT_EXT: {}, PATHSEND_EXT: {}}
 _EXTENSIONS_11: dict[str, Any] = {EARLY_HINT_EXT: {}, PATHSEND_EXT: {}}
 _EXTENSIONS_10: dict[str, Any] = {PATHSEND_EXT: {}}
+# What response_extensions() says for a request without a TE header, by HTTP version.
+EXTENSIONS_WITHOUT_TE: dict[str, dict[str, Any]] = {
+    "1.0": _EXTENSIONS_10,
+    "1.1": _EXTENSIONS_11,
+    "2": _EXTENSIONS_2,
+    "3": _EXTENSIONS_2,
+}
 
 
 def response_extensions(request: Request) -> dict[str, Any]:

@@ -146,9 +146,9 @@ class WebSocketSession:
         max_message_size: int,
         per_message_deflate: bool = True,
     ) -> None:
-        self.request = request
-        # The HTTP/1.1 side, for a refusal or a denial response; dropped once accepted
-        # (an idle WebSocket need not keep h11's state and buffers).
+        # The request and the HTTP/1.1 side (for a refusal or a denial response): dropped
+        # once accepted (an idle WebSocket need not keep them, nor h11's state and buffers).
+        self.request: Request | None = request
         self.proto: HandshakeAnswer | None = proto
         self._key = key
         self._max_size = max_message_size
@@ -164,12 +164,12 @@ class WebSocketSession:
         # app_messages() stopped at its limit: frames may wait unparsed in wsproto's buffer
         # (parse them before reading more; see app_messages).
         self.backlog = False
-        self._out = bytearray()
+        self._out = b""  # (bytes: an idle WebSocket holds no buffer of its own)
         # No extension negotiated: data frames are plain and may skip wsproto (see
         # simple_frames / server_frame).
         self._plain = False
         self._ready: list[dict[str, Any]] | None = None  # messages parsed without wsproto
-        self._parts: list[Any] = []
+        self._parts: list[Any] | None = None  # a fragmented message's pieces so far
         self._size = 0
         self._text = False
 
@@ -257,8 +257,10 @@ class WebSocketSession:
             (b"sec-websocket-accept", generate_accept_token(self._key)),
         ]
         extensions: list[Any] = []
+        request = self.request
+        assert request is not None  # (state is HANDSHAKE)
         if self.deflate:
-            negotiated = negotiate_deflate(self.request.headers, self._max_size)
+            negotiated = negotiate_deflate(request.headers, self._max_size)
             if negotiated is not None:
                 extensions.append(negotiated[0])
                 headers.append((b"sec-websocket-extensions", negotiated[1]))
@@ -270,7 +272,7 @@ class WebSocketSession:
                 headers.append((name, value))
                 present.add(name)
         headers.extend(h for h in default_headers if h[0] not in present)
-        if self.request.http_version in EXTENDED_CONNECT_VERSIONS:
+        if request.http_version in EXTENDED_CONNECT_VERSIONS:
             # RFC 8441 5 / RFC 9220 3: a 200 on the stream, without the HTTP/1.1 handshake
             # fields.
             out = self._http().send(Response(200, headers[3:]))
@@ -287,7 +289,8 @@ class WebSocketSession:
             )
         )
         self._plain = not extensions
-        self.proto = None
+        self.proto = self.request = None
+        self._key = b""
         self.state = OPEN
         return b"".join(head)
 
@@ -387,10 +390,9 @@ class WebSocketSession:
 
     def data_to_send(self) -> bytes:
         """Replies the protocol owes the peer (pongs, close frames), in one piece."""
-        if not self._out:
-            return b""
-        out = bytes(self._out)
-        self._out.clear()
+        out = self._out
+        if out:
+            self._out = b""
         return out
 
     def app_messages(
@@ -466,12 +468,15 @@ class WebSocketSession:
         size = self._measure(data, self._size)
         if size > self._max_size:
             return self._oversize()
-        self._parts.append(data)
+        if self._parts is None:
+            self._parts = [data]
+        else:
+            self._parts.append(data)
         self._size = size
         self._text = type(data) is str
         if not event.message_finished:
             return None
-        parts, self._parts, self._size = self._parts, [], 0
+        parts, self._parts, self._size = self._parts, None, 0
         if self._text:
             return {"type": "websocket.receive", "text": "".join(parts)}
         return {"type": "websocket.receive", "bytes": b"".join(parts)}
@@ -484,7 +489,7 @@ class WebSocketSession:
         return size
 
     def _oversize(self) -> dict[str, Any]:
-        self._parts, self._size = [], 0
+        self._parts, self._size = None, 0
         conn = self.conn
         assert conn is not None
         if conn.state is ConnectionState.OPEN:

@@ -174,6 +174,7 @@ class HTTP11Connection:
                 websocket = serve_websocket(
                     self.peer, state, self.info, self._hand_over_proto(), request, self.nursery
                 )
+                del request, contexts  # not kept alive by this frame for the WebSocket's life
                 await (websocket if context is None else drive_app(websocket, context, None))
                 return
             runner = RequestRunner(self, state, request, self.info, context)

@@ -37,8 +37,6 @@ from ..sansio.asgi import (
     DONE,
     HTTPResponseCycle,
     UnexpectedMessage,
-    build_http_scope,
-    response_extensions,
 )
 from ..sansio.body import (
     CONTINUE,
@@ -163,12 +161,13 @@ class RequestRunner(Exchange):
         self.port = port
         self.context = context  # where the app runs (server/context.py); None: this task
         self.state = state
-        self.scope = scope = state.scope_for(build_http_scope, request, info)
-        extensions = response_extensions(request)
-        scope["extensions"].update(extensions)
+        scope, extensions = state.http_scope(request, info)
+        self.scope = scope
+        # (response_headers() only to echo the id: one call fewer per request without it)
+        defaults = state.response_headers(scope) if state.echo_id else state.default_headers()
         self.cycle = HTTPResponseCycle(
             is_head=request.method == b"HEAD",
-            default_headers=state.response_headers(scope),
+            default_headers=defaults,
             extensions=extensions,
         )
         # Refusals (server_names, limit_concurrency, an announced body over the limit) go
@@ -483,10 +482,12 @@ class RequestRunner(Exchange):
         """The request is finalised: count it (no status if it was cut) and log it."""
         scope = self.scope
         cycle = self.cycle
-        self.state.metrics.request_done(
-            scope["method"], 0 if cut else status, scope["http_version"], duration,
-            self.body.received, cycle.bytes_sent,
-        )  # fmt: skip
+        metrics = self.state.metrics
+        if metrics.enabled:  # (off: not even a call to the no-op)
+            metrics.request_done(
+                scope["method"], 0 if cut else status, scope["http_version"], duration,
+                self.body.received, cycle.bytes_sent,
+            )  # fmt: skip
         if access_log.isEnabledFor(20):
             complete = cycle.state == DONE and not self.cut_by and not self.port.gone
             self.log_access(

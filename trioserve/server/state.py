@@ -13,9 +13,10 @@ import trio
 from ..config import Config
 from ..importer import ASGIApp
 from ..metrics.counters import Metrics
+from ..sansio.asgi import EXTENSIONS_WITHOUT_TE, build_http_scope, response_extensions
 from ..sansio.events import Headers, Request
 from ..sansio.headers import DateHeader, parse_default_headers
-from ..sansio.proxy import prepare_scope
+from ..sansio.proxy import honoured_headers, prepare_scope, trusted_peers
 from ..sansio.requestid import RequestIds
 from .transport import ConnectionInfo
 
@@ -58,13 +59,16 @@ class ServerState:
     connections: int = 0
     websockets: int = 0
     request_ids: RequestIds | None = None
-    _echo_id: bytes = b""
+    # The request-id header's name when ids are echoed in responses, else empty.
+    echo_id: bytes = b""
     # Alt-Svc fields advertising HTTP/3 (quic_bind) on HTTP/1.1 responses; not on HTTP/3.
     alt_svc: Headers = field(default_factory=list)
     _date: DateHeader = field(default_factory=DateHeader)
     _static_headers: Headers = field(default_factory=list)
     _headers_second: int = -1
     _headers: Headers = field(default_factory=list)
+    # Request header names that need more than the usual scope (see http_scope).
+    _watched: frozenset[bytes] = frozenset()
 
     def __post_init__(self) -> None:
         static: Headers = parse_default_headers(self.config.headers)
@@ -72,10 +76,65 @@ class ServerState:
         if self.config.include_server_header and all(n != b"server" for n, _ in static):
             static.insert(0, SERVER_HEADER)
         self._static_headers = static
+        watched = {b"te"}  # (TE: trailers changes the response extensions)
+        if self.config.proxy_headers and _trusts_anyone(self.config.forwarded_allow_ips):
+            watched |= honoured_headers(tuple(self.config.forwarded_headers))
         if self.config.request_id_header:
             self.request_ids = RequestIds(self.config.request_id_header)
+            watched.add(self.request_ids.header)
             if self.config.request_id_response:
-                self._echo_id = self.request_ids.header
+                self.echo_id = self.request_ids.header
+        self._watched = frozenset(watched)
+
+    def http_scope(
+        self, request: Request, info: ConnectionInfo
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """:meth:`scope_for` an HTTP request, and the response extensions its scope
+        advertises (:func:`~..sansio.asgi.response_extensions`: a shared dict).
+
+        Proxy headers, the request id and ``TE: trailers`` each looked for a header of their
+        own. Most requests carry none of those, so one pass over the names decides:
+        without one of them the scope gets a new id and the extensions of its version
+        directly; with one, each part is settled as :meth:`scope_for` settles it.
+        """
+        config = self.config
+        watched = self._watched
+        for name, _ in request.headers:
+            if name in watched:
+                plain = False
+                break
+        else:
+            plain = True
+        tls = info.tls
+        if plain:
+            try:
+                advertised = EXTENSIONS_WITHOUT_TE[request.http_version]
+            except KeyError:
+                advertised = response_extensions(request)
+            extensions: dict[str, Any] = {} if tls is not None else {**advertised}
+        else:
+            advertised = response_extensions(request)
+            extensions = {}
+        scope = build_http_scope(
+            request,
+            scheme=info.scheme,
+            client=info.client,
+            server=info.server,
+            root_path=config.root_path,
+            state=self.lifespan_state,
+            raw_header_case=config.h11_pass_raw_headers,
+            extensions=extensions,
+        )
+        if not plain:
+            self._settle(scope, request, info)
+            extensions.update(advertised)
+            return scope, advertised
+        if tls is not None:  # (the tls extension first, as _settle() orders them)
+            prepare_scope(scope, proxy_headers=False, forwarded_allow_ips=(), tls=tls)
+            extensions.update(advertised)
+        if self.request_ids is not None:
+            scope["request_id"] = self.request_ids.new()
+        return scope, advertised
 
     def scope_for(
         self, build: ScopeBuilder, request: Request, info: ConnectionInfo
@@ -94,6 +153,12 @@ class ServerState:
             state=self.lifespan_state,
             raw_header_case=config.h11_pass_raw_headers,
         )
+        self._settle(scope, request, info)
+        return scope
+
+    def _settle(self, scope: dict[str, Any], request: Request, info: ConnectionInfo) -> None:
+        """Proxy headers, TLS and the request id, applied to a new scope."""
+        config = self.config
         prepare_scope(
             scope,
             proxy_headers=config.proxy_headers,
@@ -103,7 +168,6 @@ class ServerState:
         )
         if self.request_ids is not None:
             scope["request_id"] = self.request_ids.pick(request.headers)
-        return scope
 
     def default_headers(self) -> Headers:
         """Server, Date and ``--header`` defaults, rebuilt at most once a second."""
@@ -119,9 +183,9 @@ class ServerState:
 
     def response_headers(self, scope: dict[str, Any]) -> Headers:
         """:meth:`default_headers`, plus the request id when it is echoed."""
-        if not self._echo_id:
+        if not self.echo_id:
             return self.default_headers()
-        rid = (self._echo_id, scope["request_id"].encode("ascii"))
+        rid = (self.echo_id, scope["request_id"].encode("ascii"))
         return [*self.default_headers(), rid]
 
     def count_request(self, *, served: bool = False) -> None:
@@ -149,3 +213,9 @@ class ServerState:
                 scope.deadline = min(scope.deadline, grace_end)
         for hook in list(self.shutdown_hooks):
             hook()
+
+
+def _trusts_anyone(forwarded_allow_ips: list[str]) -> bool:
+    """Whether any peer's proxy headers can be believed (else they need no look at all)."""
+    peers = trusted_peers(tuple(forwarded_allow_ips))
+    return peers.all or peers.unix or bool(peers.networks or peers.hosts)

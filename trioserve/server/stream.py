@@ -161,9 +161,13 @@ class Stream:
         runner then answers 408, or resets the stream once its response has started)."""
         deadline = math.inf if timeout is None else trio.current_time() + timeout
         while True:
+            # A cancelled read must leave the body where it was (trio's rule: cancelled
+            # means nothing happened), so the check comes before the piece is taken and
+            # the schedule point after it cannot raise.
+            await trio.lowlevel.checkpoint_if_cancelled()
             piece = self.body_piece()
             if piece is not NOT_YET:
-                await trio.lowlevel.checkpoint()
+                await trio.lowlevel.cancel_shielded_checkpoint()
                 return piece  # type: ignore[return-value]
             with trio.move_on_at(deadline):
                 await self._wait()
@@ -310,11 +314,14 @@ class StreamIO(trio.abc.Stream):
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
         stream = self.stream
         while True:
+            # As in Stream.receive_body: a read cancelled by the WebSocket's keep-alive
+            # deadline must not take the bytes with it (they were the peer's close frame).
+            await trio.lowlevel.checkpoint_if_cancelled()
             piece = stream.body_piece()
             if piece is NOT_YET:
                 await stream.wait_for_body()
                 continue
-            await trio.lowlevel.checkpoint()
+            await trio.lowlevel.cancel_shielded_checkpoint()
             if piece is None:
                 return b""
             data, more = piece  # type: ignore[misc]

@@ -13,7 +13,7 @@ import math
 from typing import Any
 
 import trio
-from trio.lowlevel import checkpoint_if_cancelled
+from trio.lowlevel import checkpoint_if_cancelled, wait_readable
 
 from ..logs import error_log
 from ..sansio.websocket import WebSocketSession
@@ -111,7 +111,17 @@ class WebSocketReader(Exchange):
                 if session.awaiting_pong is not None and self._pong_due != math.inf:
                     deadline = self._pong_due
                 with trio.CancelScope(deadline=deadline) as timer:
-                    data = await peer.stream.receive_some(READ_SIZE)
+                    if type(stream) is SocketStream:
+                        # _ready() found nothing: wait for the socket itself. No frame of
+                        # SocketStream's (nor the frame object a failed read would leave)
+                        # sits on the stack of every idle WebSocket.
+                        while True:
+                            await wait_readable(stream.socket)
+                            if (ready := stream.receive_ready(READ_SIZE)) is not None:
+                                break
+                        data = ready
+                    else:
+                        data = await stream.receive_some(READ_SIZE)
                 if timer.cancelled_caught:
                     return await self._on_timer()
         except STREAM_ERRORS:
