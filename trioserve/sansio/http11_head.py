@@ -8,7 +8,10 @@ refuses exactly the heads :mod:`.http11` does.
 A client sends the same field lines with every request of a connection (and every client
 of a kind the same ones), while the request line changes. So what a field block gave is
 remembered (:data:`_KNOWN`): the next head with that block costs the request line's match
-and a lookup, not llhttp, a Python call per field and the framing checks again.
+and a lookup, not llhttp, a Python call per field and the framing checks again. A block is
+remembered only once llhttp and the strict checks took it, and the line is held to h11's
+grammar here: so a line llhttp would refuse (``FOO``, ``get``) meeting a known block gets
+the fields h11 would give it, and a block's verdict does not depend on its request line.
 """
 
 from __future__ import annotations
