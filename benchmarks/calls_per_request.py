@@ -13,6 +13,9 @@ every checkout. ``--check`` compares with the budget committed in calls_budget.j
 instead of the bare hello app: minus ``fastapi_driver.py --calls`` (the route without a
 server), what the server adds to a FastAPI request.
 
+``--route post`` posts a 64 KiB body to the benchmark app's echo route (``POST /echo``, the
+"post" scenario of run.py), which reads it with ``receive()`` and sends it back.
+
 ``--loop asyncio`` counts both threads (the server's and the app's asyncio loop): the
 Python cost of the bridge. uvloop's own loop is C, so its internals are not counted (the
 budget's ``asyncio`` mode assumes uvloop, which the test extra installs: asyncio's own loop
@@ -47,22 +50,36 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
 ROUTES: dict[str, tuple[str, Any, bytes]] = {"hello": ("/", app, b"hi")}
 
 
-def _json_route() -> tuple[str, Any, bytes]:
+# The post route's body (post.lua's): 64 KiB, echoed back.
+POST_BODY = b"x" * 65536
+
+
+def _bench_route(route: str) -> tuple[str, Any, bytes]:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     import bench_apps
 
+    if route == "post":
+        return "/echo", bench_apps.app, POST_BODY
     return "/json", bench_apps.app, b"}"
+
+
+def _request(route: str, path: str) -> bytes:
+    if route == "post":
+        head = b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\n"
+        return head % path.encode() + b"Content-Length: 65536\r\n\r\n" + POST_BODY
+    return b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % path.encode()
 
 
 async def client(port: int, count: int, route: str = "hello") -> None:
     path, _, end = ROUTES[route]
-    request = b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % path.encode()
+    request = _request(route, path)
     stream = await trio.open_tcp_stream("127.0.0.1", port)
     async with stream:
         for _ in range(count):
             await stream.send_all(request)
             buf = b""
-            while not buf.endswith(end):
+            # (the echo's body is its own end: the head before it ends in CRLF CRLF)
+            while not buf.endswith(end) or len(buf) < len(end):
                 buf += await stream.receive_some(65536)
 
 
@@ -88,20 +105,24 @@ async def h2_client(port: int, count: int, route: str = "hello") -> None:
                     await stream.send_all(pending)
 
 
-async def uncounted(http: str, count: int) -> None:
+async def uncounted(http: str, count: int, route: str = "hello") -> None:
     """The same requests with no profiler, for a counter outside Python: under
     ``valgrind --tool=callgrind`` the difference between two ``-n`` divided by their
     difference is the instructions per request (see docs/benchmarks.md)."""
+    if route not in ROUTES:
+        ROUTES[route] = _bench_route(route)
     run_client = h2_client if http == "h2" else client
     options = {"http": "httptools" if http == "h2" else http, "access_log": False}
-    async with open_server(app, keep_alive_max_requests=count + 1000, **options) as server:
-        await run_client(server.port, 200)  # warm up
-        await run_client(server.port, count)
+    async with open_server(
+        ROUTES[route][1], keep_alive_max_requests=count + 1000, **options
+    ) as server:
+        await run_client(server.port, 200, route)  # warm up
+        await run_client(server.port, count, route)
 
 
 async def measure(http: str, count: int, loop: str = "trio", route: str = "hello") -> float:
     if route not in ROUTES:
-        ROUTES[route] = _json_route()
+        ROUTES[route] = _bench_route(route)
     run_client = h2_client if http == "h2" else client
     if http == "h2":
         http = "httptools"
@@ -165,7 +186,7 @@ def main() -> None:
     parser.add_argument("--http", default="httptools", choices=["h11", "httptools", "h2"])
     parser.add_argument("-n", type=int, default=3000, help="requests measured")
     parser.add_argument("--loop", default="trio", choices=["trio", "asyncio"])
-    parser.add_argument("--route", default="hello", choices=["hello", "json"])
+    parser.add_argument("--route", default="hello", choices=["hello", "json", "post"])
     parser.add_argument("--check", action="store_true", help="compare with calls_budget.json")
     parser.add_argument(
         "--uncounted", action="store_true", help="only run the requests (for callgrind)"
@@ -174,7 +195,7 @@ def main() -> None:
     if args.check:
         sys.exit(check(args.n))
     if args.uncounted:
-        trio.run(uncounted, args.http, args.n)
+        trio.run(uncounted, args.http, args.n, args.route)
         return
     calls = trio.run(measure, args.http, args.n, args.loop, args.route)
     where = trioserve.__file__.rsplit("/trioserve/", 1)[0]

@@ -183,6 +183,12 @@ def test_type_errors_name_key_and_file(tmp_path: Path) -> None:
         build_config(config_file=str(path), environ={})
     assert "'keep_alive_timeout'" in str(info.value)
     assert str(path) in str(info.value)
+    for nan in ("nan", "NaN"):  # float() takes it; a deadline of NaN never passes
+        path.write_text(f'keep_alive_timeout = "{nan}"\n')
+        with pytest.raises(ConfigError, match="'keep_alive_timeout'.*must be a number"):
+            build_config(config_file=str(path), environ={})
+    with pytest.raises(ConfigError, match="'keep_alive_timeout'.*must be a number"):
+        build_config(environ={"TRIOSERVE_KEEP_ALIVE_TIMEOUT": "nan"})
     path.write_text("workers = [1]\n")
     with pytest.raises(ConfigError, match=r"'workers' \(from .*bad.toml\)"):
         build_config(config_file=str(path), environ={})

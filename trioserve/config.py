@@ -970,7 +970,10 @@ def _coerce_type(name: str, value: Any, *, source: str) -> Any:
         if tp is float:
             if isinstance(value, bool):
                 raise ConfigError(f"{where} must be a number, got {value!r}")
-            return float(value)
+            number = float(value)
+            if number != number:  # NaN: every comparison with it is False (no deadline)
+                raise ConfigError(f"{where} must be a number, got {value!r}")
+            return number
         if tp is str:
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 return str(value)

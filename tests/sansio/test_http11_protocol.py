@@ -725,6 +725,35 @@ def test_httptools_class_matches_h11_on_random_heads(
     assert results[0] == results[1]
 
 
+@pytest.mark.parametrize("framing", ["length", "chunked"])
+@pytest.mark.parametrize("size", [10, 70_000], ids=["small", "large"])
+@PROTOCOLS
+def test_frame_writes_what_send_writes_and_never_copies_a_large_body(
+    cls: type[HTTP11Protocol], framing: str, size: int
+) -> None:
+    """``frame()`` is ``send()`` per event in one call; a large body piece stays the app's
+    own object in the list it returns (a gather write), on either framing."""
+    body = b"x" * size
+    headers = [(b"content-length", b"%d" % size)] if framing == "length" else []
+    written = {}
+    for how in ("send", "frame"):
+        proto = cls()
+        proto.receive_data(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        drain(proto)
+        events = [Response(200, list(headers)), Data(body), EndData()]
+        if how == "send":
+            written[how] = b"".join(proto.send(event) for event in events)
+            continue
+        framed = proto.frame(events, 64 * 1024)
+        if size < 64 * 1024:
+            assert type(framed) is bytes
+        else:
+            assert type(framed) is list and any(piece is body for piece in framed)
+        written[how] = framed if type(framed) is bytes else b"".join(framed)
+        assert proto.response_complete
+    assert written["frame"] == written["send"]
+
+
 # -- a field block read once is remembered (http11_head._KNOWN) ----------------------------
 
 REMEMBERED_BLOCKS = [

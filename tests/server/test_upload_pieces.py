@@ -123,6 +123,23 @@ async def test_a_buffered_body_comes_in_at_most_two_pieces(kind: str, framing: s
 
 
 @PARSERS
+@pytest.mark.parametrize("framing", ["length", "chunked"])
+@pytest.mark.parametrize("size", [65536, 200_000])
+async def test_a_body_already_here_comes_in_one_piece(kind: str, framing: str, size: int) -> None:
+    """A body longer than the head's read but all in the kernel (issue 25's 64 KiB POST
+    echo): one piece, not the head read's share and then a second receive() for the last
+    bytes (which cost the app a join, and the server a wait and a second message)."""
+    body = os.urandom(size)
+    ready = trio.Event()
+    pieces: list[tuple[bytes, bool]] = []
+    async with _server(_recording_app(ready, pieces), kind) as port:
+        answer = await _send_then_release(port, _request(framing, body=body), ready)
+    assert answer.startswith(b"HTTP/1.1 204 ")
+    assert [(len(piece), more) for piece, more in pieces] == [(size, False)]
+    assert pieces[0][0] == body
+
+
+@PARSERS
 async def test_pieces_stay_bounded_by_one_read(kind: str) -> None:
     """A body far larger than a read, in small chunks: each receive() hands over at most
     one read's worth, so memory per connection stays bounded whatever the body."""

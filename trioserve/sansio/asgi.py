@@ -122,12 +122,9 @@ def checked_headers(raw: object) -> Headers:
         seen = _CHECKED
         for item in raw:
             try:
-                pair = seen.get(item)
-            except TypeError:  # unhashable (a list, a bytearray): the full check says
+                append(seen[item])  # (a subscript: no call on the usual hit)
+            except (KeyError, TypeError):  # not seen, or unhashable: the full check says
                 break
-            if pair is None:
-                break
-            append(pair)
         else:
             return out
     try:
@@ -182,6 +179,10 @@ def response_extensions(request: Request) -> dict[str, Any]:
                 return _EXTENSIONS_2
         return _EXTENSIONS_11
     return _EXTENSIONS_10 if version == "1.0" else _EXTENSIONS_2
+
+
+# The end of a body without trailers: read only by every consumer, so one object serves all.
+_END_OF_BODY = EndData()
 
 
 class HTTPResponseCycle:
@@ -251,25 +252,31 @@ class HTTPResponseCycle:
         if self.state == BODY and kind == "http.response.body":
             body = message.get("body", b"")
             more = message.get("more_body", False)
-            events: list[OutboundEvent] = []
-            if body and not self._no_body and not isinstance(body, (bytes, bytearray, memoryview)):
-                raise UnexpectedMessage(f"body must be bytes, got {type(body).__name__}")
-            if self.held_head is not None:
+            if self._no_body:
+                body = b""
+            elif body and type(body) is not bytes:  # (exact bytes, the usual body, as is)
+                if not isinstance(body, (bytes, bytearray, memoryview)):
+                    raise UnexpectedMessage(f"body must be bytes, got {type(body).__name__}")
+                body = bytes(body)
+            head = self.held_head
+            if head is None:
+                events: list[OutboundEvent] = []
+            else:
                 # Checked before the head is released: while it is held, a 500 can still
                 # replace it (the protocol layer would reject these once it is out).
                 if not self._no_body:
-                    self._check_length(self.held_head, len(body), more)
-                events.append(self.held_head)
+                    self._check_length(head, len(body), more)
+                events = [head]
                 self.held_head = None
-            if body and not self._no_body:
+            if body:
                 self.bytes_sent += len(body)
-                events.append(Data(bytes(body)))
+                events.append(Data(body))
             if not more:
                 if self._trailers is not None:
                     self.state = TRAILERS
                 else:
                     self.state = DONE
-                    events.append(EndData())
+                    events.append(_END_OF_BODY)
             return events
         return self._other_message(kind, message)
 

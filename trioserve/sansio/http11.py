@@ -89,6 +89,9 @@ class HTTP11Protocol(ResponseSide):
                 self._chunks = None
         self._h11.receive_data(data)
 
+    def body_to_read(self, piece: int) -> int:
+        return 0  # (h11 slices its buffer itself)
+
     def push_back(self, event: InboundEvent) -> None:
         """Return a peeked-at event so the next ``next_event()`` gives it again.
 

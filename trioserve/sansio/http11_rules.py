@@ -62,7 +62,15 @@ class HTTP11Interface(Protocol):
     def push_back(self, event: InboundEvent) -> None:
         """Return a peeked-at event so the next ``next_event()`` gives it again."""
 
+    def body_to_read(self, piece: int) -> int:
+        """Bytes to read before taking the body, so that one piece of up to ``piece`` bytes
+        needs no joining (0: none, or the protocol cannot tell)."""
+
     def send(self, event: OutboundEvent) -> bytes: ...
+
+    def frame(self, events: list[OutboundEvent], join_limit: int) -> bytes | list[bytes]:
+        """``send()`` for each event, joined (a list when a body piece reaches
+        ``join_limit`` bytes: not copied)."""
 
     def frame_file(self, size: int) -> tuple[bytes, bytes]:
         """Account ``size`` body bytes that go out by ``sendfile`` (not through ``send``):

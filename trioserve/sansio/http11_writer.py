@@ -169,6 +169,41 @@ class ResponseSide:
             return b"%x\r\n" % size, b"\r\n"
         return b"", b""
 
+    def frame(self, events: list[OutboundEvent], join_limit: int) -> bytes | list[bytes]:
+        """``send()`` for each of ``events``, as one write: their bytes joined, or (a body
+        piece of ``join_limit`` bytes or more, which joining would copy) the pieces as a
+        list. One call for what an app's last message usually brings at once (the held
+        head, the body, its end); a body framed by its Content-Length is written here."""
+        pieces = []
+        large = False
+        for event in events:
+            cls = type(event)
+            if cls is Response:
+                pieces.append(self._response(event.status, event.headers))  # type: ignore[union-attr]
+            elif cls is Data and self._writer == _LENGTH and self._our == _SEND_BODY:
+                data: bytes = event.data  # type: ignore[union-attr]
+                size = len(data)
+                if size > self._left:
+                    raise ProtocolError("Too much data for declared Content-Length")
+                self._left -= size
+                large = large or size >= join_limit
+                pieces.append(data)
+            elif (
+                cls is Data and self._our == _SEND_BODY and len(event.data) >= join_limit  # type: ignore[union-attr]
+            ):
+                # A large piece of a chunked (or close-delimited) body: framed around, so
+                # neither send()'s chunk nor the join copies it.
+                before, after = self.frame_file(len(event.data))  # type: ignore[union-attr]
+                pieces += (before, event.data, after)  # type: ignore[union-attr]
+                large = True
+            elif cls is EndData and self._writer == _LENGTH and self._our == _SEND_BODY:
+                if self._left:
+                    raise ProtocolError("Too little data for declared Content-Length")
+                self._our = _SENT  # (no bytes: a length-framed body ends by itself)
+            else:
+                pieces.append(self.send(event))
+        return pieces if large else b"".join(pieces)
+
     def send(self, event: OutboundEvent) -> bytes:
         """Serialise one outbound event; raises :class:`ProtocolError` on misuse."""
         cls = type(event)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Awaitable
+from operator import attrgetter
 
 import trio
 from trio.lowlevel import cancel_shielded_checkpoint
@@ -35,6 +36,7 @@ from ..sansio.websocket import wants_websocket
 from .context import RequestContexts
 from .peer import BODY_READ_SIZE, PeerStream
 from .request import DONE_NORMALLY, LEAVE_BODY_UNREAD, RequestRunner, drive_app
+from .sockstream import SocketStream
 from .state import FIRST_REQUEST_GRACE, ServerState
 from .transport import ConnectionInfo
 from .websocket import serve_websocket
@@ -89,15 +91,8 @@ class HTTP11Connection:
                 fresh = not proto.requests_seen
                 data = peer.receive_ready()
                 if data is None:
-                    idle_timeout = self._idle_timeout(fresh)
-                    scopes = self.state.fresh_scopes if fresh else self.state.idle_scopes
-                    with trio.move_on_after(idle_timeout) as scope:
-                        scopes.add(scope)
-                        try:
-                            data = await peer.receive_waiting()
-                        finally:
-                            scopes.discard(scope)
-                    if data is None:  # (scope.cancelled_caught)
+                    data = await self._wait_for_request(fresh)
+                    if not data:  # the keep-alive wait ran out, or the client left
                         return None
                 if fresh and is_h2_preface(data):  # h2c, prior knowledge (RFC 9113 3.3)
                     self.switch = H2Switch(received=data)
@@ -128,6 +123,31 @@ class HTTP11Connection:
             if type(event) is ConnectionClosed:
                 return None
             raise AssertionError(f"unexpected event before a request: {event!r}")
+
+    async def _wait_for_request(self, fresh: bool) -> bytes | None:
+        """The keep-alive wait on an empty socket: the next bytes, or None (b"") when the
+        wait ran out. A plain socket's deadline is kept by the server's KeepAliveWaits
+        (no cancel scope per wait); another stream's by a scope that shutdown can shorten."""
+        peer = self.peer
+        idle_timeout = self._idle_timeout(fresh)
+        stream = peer.stream
+        if type(stream) is SocketStream:
+            waits = self.state.keep_alive_waits
+            sock = stream.socket
+            group = waits.add(sock, idle_timeout, self.nursery)
+            try:
+                return await peer.receive_waiting()  # (b"" once the wait was ended)
+            finally:
+                waits.remove(group, sock)
+        scopes = self.state.fresh_scopes if fresh else self.state.idle_scopes
+        data = None
+        with trio.move_on_after(idle_timeout) as scope:
+            scopes.add(scope)
+            try:
+                data = await peer.receive_waiting()
+            finally:
+                scopes.discard(scope)
+        return data
 
     def _idle_timeout(self, fresh: bool) -> float:
         """How long to wait for the next request head to start."""
@@ -258,35 +278,27 @@ class HTTP11Connection:
             return type(event) is EndData
 
     # -- the RequestPort -------------------------------------------------------------------
-    @property
-    def gone(self) -> bool:
-        return self.peer.broken
+    # ``peer.broken``, read by a C getter: the runner asks before every send(), and a
+    # Python property would cost a frame each time.
+    gone = property(attrgetter("peer.broken"))
 
     @property
     def can_inform(self) -> bool:
         return not self.peer.broken and not self.proto.response_started
 
-    def body_piece(self) -> BodyPiece | Sentinel:
+    def body_piece(self, top_up: bool = True) -> BodyPiece | Sentinel:
+        """``top_up=False``: the caller has just drained the kernel (``receive_body``), so
+        no read without waiting is tried for more."""
         proto = self.proto
+        if top_up and (wanted := proto.body_to_read(BODY_READ_SIZE)):
+            more = self.peer.receive_ready(wanted)
+            if more:
+                proto.receive_data(more)
+                top_up = False
         event = proto.next_event()
         cls = type(event)
         if cls is Data:
-            # Every body byte already parsed goes out as one piece (a chunked body in small
-            # chunks parses into many Data events): a framework pays per piece, not per
-            # byte. Bounded by the buffer, that is by one read. Looking one event past the
-            # data also lets the last piece carry more_body=False.
-            data: bytes = event.data  # type: ignore[union-attr]
-            nxt = proto.next_event()
-            if type(nxt) is Data:
-                parts = [data]
-                while type(nxt) is Data:
-                    parts.append(nxt.data)
-                    nxt = proto.next_event()
-                data = b"".join(parts)
-            if type(nxt) is EndData:
-                return data, False
-            proto.push_back(nxt)
-            return data, True
+            return self._gather(event.data, top_up)  # type: ignore[union-attr]
         if cls is EndData:
             return b"", False
         if event is NEED_DATA:
@@ -302,6 +314,38 @@ class HTTP11Connection:
         self.peer.give_up()
         return None
 
+    def _gather(self, data: bytes, top_up: bool) -> BodyPiece:
+        """``data`` and every body byte behind it as one piece: a framework pays per piece,
+        not per byte. What is parsed already (a chunked body in small chunks parses into
+        many Data events), then, if the body goes on, what the kernel already holds, read
+        without waiting: a body sent in one write but longer than the head's read (issue
+        25's 64 KiB POST) comes as one piece, not as two with a wait for the last bytes.
+        Bounded by one read (``BODY_READ_SIZE``). Looking one event past the data also
+        lets the last piece carry more_body=False."""
+        proto = self.proto
+        parts = [data]
+        size = len(data)
+        topped_up = not top_up
+        while True:
+            nxt = proto.next_event()
+            if type(nxt) is Data:
+                parts.append(nxt.data)
+                size += len(nxt.data)
+                continue
+            if nxt is NEED_DATA and not topped_up and size < BODY_READ_SIZE:
+                topped_up = True
+                more = self.peer.receive_ready(BODY_READ_SIZE - size)
+                if more:  # (None: it would wait; b"": the peer left, seen by the next piece)
+                    proto.receive_data(more)
+                    continue
+            break
+        if len(parts) > 1:
+            data = b"".join(parts)
+        if type(nxt) is EndData:
+            return data, False
+        proto.push_back(nxt)
+        return data, True
+
     async def receive_body(self, timeout: float | None) -> BodyPiece:
         peer = self.peer
         # One deadline for the piece, however many reads it takes (a trickle of chunk-size
@@ -310,22 +354,23 @@ class HTTP11Connection:
         while True:
             left = None if deadline is None else max(deadline - trio.current_time(), 0.0)
             self.proto.receive_data(await peer.receive(left, BODY_READ_SIZE))
-            piece = self.body_piece()
+            piece = self.body_piece(top_up=False)  # (one read is one piece's worth)
             if piece is not NOT_YET:
                 return piece  # type: ignore[return-value]
 
     def send_events(self, events: list[OutboundEvent]) -> Awaitable[None]:
-        proto = self.proto
-        chunks = [proto.send(event) for event in events]
+        data = self.proto.frame(events, _JOIN_LIMIT)
         if self.unsent:  # a head send_soon() framed goes first
-            chunks.insert(0, self.unsent)
+            if type(data) is bytes:
+                data = self.unsent + data
+            else:
+                data.insert(0, self.unsent)  # type: ignore[union-attr]
             self.unsent = b""
-        if len(chunks) == 1 or sum(map(len, chunks)) < _JOIN_LIMIT:
-            if type(events[-1]) is EndData:
-                self.peer.defer_schedule_point = True
-            return self.peer.send(b"".join(chunks))
-        # A large body goes out as it is: joining it to the head would copy it.
-        return self._send_each(chunks)
+        if type(events[-1]) is EndData:
+            self.peer.defer_schedule_point = True
+        # A large body comes as a list of pieces (joining it to the head would copy it):
+        # one gather write on a plain socket.
+        return self.peer.send(data)
 
     def send_soon(self, events: list[OutboundEvent]) -> None:
         """Frame ``events`` (a held response head) now and have a helper task write them:
@@ -346,11 +391,6 @@ class HTTP11Connection:
             except Exception:  # a task of the connections nursery: never take it down
                 error_log.exception("Unexpected error writing a response head")
                 peer.give_up()
-
-    async def _send_each(self, chunks: list[bytes]) -> None:
-        for chunk in chunks:
-            if chunk:
-                await self.peer.send(chunk)
 
     async def wait_disconnected(self) -> None:
         """Block until the client goes away, buffering what it pipelines meanwhile."""

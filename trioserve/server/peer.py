@@ -108,7 +108,7 @@ class PeerStream:
         finally:
             self.end_read_turn()
 
-    def receive_ready(self) -> bytes | None:
+    def receive_ready(self, size: int = READ_SIZE) -> bytes | None:
         """What the peer has already sent (``b""``: it closed), read without waiting and
         without a checkpoint; None when a read would wait, while another task reads, or on
         a stream whose buffer is not the kernel's (TLS, in memory).
@@ -120,11 +120,15 @@ class PeerStream:
         stream = self.stream
         if self._reading or self.eof or type(stream) is not SocketStream:
             return None
+        # (the socket read inline, not through SocketStream.receive_ready: a call fewer
+        # on every keep-alive request; the errors are as its own)
         try:
-            data = stream.receive_ready(READ_SIZE)
-        except STREAM_ERRORS:
+            data = stream.socket.recv(size)
+        except BlockingIOError:
+            return None
+        except OSError:  # (a reset, or a socket already closed: both end the reading)
             data = b""
-        if data == b"":
+        if not data:
             self.eof = True
         return data
 
@@ -190,8 +194,9 @@ class PeerStream:
         return any(events & _GONE_EVENTS for _, events in poller.poll(0))
 
     # -- writing -----------------------------------------------------------------------------
-    async def send(self, data: bytes) -> None:
-        """Write all of ``data`` in a write turn; ClientDisconnected if the peer is gone."""
+    async def send(self, data: bytes | list[bytes]) -> None:
+        """Write all of ``data`` in a write turn; ClientDisconnected if the peer is gone. A
+        list of pieces is one gather write on a plain socket (joined for other streams)."""
         if self._writing:
             waiters = self._write_waiters
             if waiters is None:
@@ -205,7 +210,9 @@ class PeerStream:
                 await stream.send_all(data, schedule=False)
             else:
                 self.defer_schedule_point = False
-                await stream.send_all(data)
+                if type(data) is list and type(stream) is not SocketStream:
+                    data = b"".join(data)
+                await stream.send_all(data)  # type: ignore[arg-type]
         except STREAM_ERRORS:
             self.broken = True
             if self.send_timed_out:

@@ -18,6 +18,7 @@ from ..sansio.events import Headers, Request
 from ..sansio.headers import DateHeader, parse_default_headers
 from ..sansio.proxy import honoured_headers, prepare_scope, trusted_peers
 from ..sansio.requestid import RequestIds
+from .keepalive import KeepAliveWaits
 from .transport import ConnectionInfo
 
 # build_http_scope or build_websocket_scope: same arguments, different scope types.
@@ -46,6 +47,8 @@ class ServerState:
     idle_scopes: set[trio.CancelScope] = field(default_factory=set)
     # Connections still waiting for their first request: the same grace at shutdown.
     fresh_scopes: set[trio.CancelScope] = field(default_factory=set)
+    # The same waits on plain sockets, without a cancel scope each (server/keepalive.py).
+    keep_alive_waits: KeepAliveWaits = field(default_factory=KeepAliveWaits)
     # Called once when shutdown begins (open WebSockets start their 1001 close from here,
     # rather than each keeping a task parked on shutdown_event).
     shutdown_hooks: set[Callable[[], None]] = field(default_factory=set)
@@ -211,6 +214,7 @@ class ServerState:
         for scopes in (self.idle_scopes, self.fresh_scopes):
             for scope in scopes:
                 scope.deadline = min(scope.deadline, grace_end)
+        self.keep_alive_waits.shorten(grace_end)
         for hook in list(self.shutdown_hooks):
             hook()
 
