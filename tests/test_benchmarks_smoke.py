@@ -215,3 +215,15 @@ def test_fastapi_driver_counts_the_same_framework_calls_on_trio_and_asyncio() ->
     on_trio = fastapi_driver.count_calls("trio", 20)
     on_asyncio = fastapi_driver.count_calls("asyncio", 20)
     assert 50 < on_trio == on_asyncio < 2000
+
+
+@pytest.mark.parametrize("part", ["parse", "fresh", "cycle"])
+def test_parse_cost_runs_each_part_on_each_parser(part: str) -> None:
+    """benchmarks/parse_cost.py: its requests parse as one bodiless request each (it checks)."""
+    for http in ("httptools", "h11"):
+        for request in ("wrk", "browser"):
+            argv = [sys.executable, str(BENCH / "parse_cost.py"), "--http", http]
+            argv += ["--request", request, "--part", part, "-n", "20", "--time"]
+            done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+            assert done.returncode == 0, done.stderr[-2000:]
+            assert done.stdout.endswith("us per request\n")

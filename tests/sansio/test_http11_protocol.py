@@ -752,3 +752,42 @@ def test_frame_writes_what_send_writes_and_never_copies_a_large_body(
         written[how] = framed if type(framed) is bytes else b"".join(framed)
         assert proto.response_complete
     assert written["frame"] == written["send"]
+
+
+# -- a field block read once is remembered (http11_head._KNOWN) ----------------------------
+
+REMEMBERED_BLOCKS = [
+    b"Host: x\r\n\r\n",
+    b"\r\n",
+    b"Host: x\r\nContent-Length: 3\r\n\r\nabc",
+    b"Host: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    b"Host: x\r\nConnection: close\r\n\r\n",
+    b"Host: x\r\nExpect: 100-continue\r\nContent-Length: 0\r\n\r\n",
+    b"Host: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+]
+
+
+@pytest.mark.parametrize("block", REMEMBERED_BLOCKS)
+def test_a_remembered_field_block_gives_h11s_verdict_under_any_request_line(block: bytes) -> None:
+    """The block is remembered under one request line and met again under another, one
+    that llhttp refuses included: the verdict is still h11's for the head at hand."""
+    for first in HEAD_LINES:
+        events_for(FastHTTP11Protocol, first + b"\r\n" + block)
+        for line in HEAD_LINES:
+            raw = line + b"\r\n" + block
+            results = []
+            for cls in (HTTP11Protocol, FastHTTP11Protocol):
+                proto = cls()
+                proto.receive_data(raw)
+                results.append((verdict(normalise(drain(proto))), proto.must_close))
+            assert results[0] == results[1], (first, line)
+
+
+def test_each_request_has_header_lists_of_its_own() -> None:
+    raw = b"GET / HTTP/1.1\r\nHost: x\r\nX: 1\r\n\r\n"
+    first = events_for(FastHTTP11Protocol, raw)[0]
+    first.headers.append((b"x-app", b"added"))
+    first.raw_headers.clear()
+    second = events_for(FastHTTP11Protocol, raw)[0]
+    assert second.headers == [(b"host", b"x"), (b"x", b"1")]
+    assert second.raw_headers == [(b"Host", b"x"), (b"X", b"1")]

@@ -27,9 +27,8 @@ from .events import (
     EndData,
     InboundEvent,
     ProtocolError,
-    Request,
 )
-from .http11_head import HAVE_HTTPTOOLS, RequestHead, parse_head
+from .http11_head import CHUNKED, CLOSE, HAVE_HTTPTOOLS, UPGRADE, Head, parse_head
 from .http11_rules import (
     CHUNK_DATA_NOT_CRLF,
     CHUNK_LINE_TOO_LONG,
@@ -173,7 +172,7 @@ class FastHTTP11Protocol(ResponseSide):
         if type(parsed) is BadRequest:
             self._pending_error = parsed
             return parsed
-        assert isinstance(parsed, RequestHead)
+        assert type(parsed) is tuple
         return self._start_request(parsed, len(head))
 
     def _take(self, end: int) -> None:
@@ -183,37 +182,30 @@ class FastHTTP11Protocol(ResponseSide):
         else:
             self._pos = end
 
-    def _start_request(self, head: RequestHead, head_size: int) -> InboundEvent:
+    def _start_request(self, head: Head, head_size: int) -> InboundEvent:
         self.requests_seen += 1
-        version = head.version
-        method = head.method
-        target = head.target
-        refused = check_request(method, target, version, head_size, self._max_head)
+        request, length, flags = head
+        version = request.http_version
+        method = request.method
+        refused = check_request(method, request.target, version, head_size, self._max_head)
         if refused is not None:
             self._pending_error = refused  # sticky: a refused stream stays refused
             return refused
-        if head.chunked:
-            if head.length != -1:
+        if flags & CHUNKED:
+            if length != -1:
                 self.must_close = True
             self._chunk_state = _SIZE
         else:
             self._chunk_state = -1
-            self._remaining = max(head.length, 0)
+            self._remaining = max(length, 0)
         self._their = _BODY
         self._our = _SEND_RESPONSE
         self._is_head = method == b"HEAD"
         self._old_client = version == "1.0"
-        if head.close:
+        if flags & CLOSE:
             self._keep = False
-        self._upgrade = head.upgrade
-        return Request(
-            method=method,
-            target=target,
-            headers=head.headers,
-            http_version=version,
-            raw_headers=head.raw,
-            expects_continue=head.expects_continue and version == "1.1",
-        )
+        self._upgrade = bool(flags & UPGRADE)
+        return request
 
     def body_to_read(self, piece: int) -> int:
         """A Content-Length body's bytes that are not here yet, up to a ``piece`` in all:

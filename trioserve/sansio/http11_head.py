@@ -4,6 +4,14 @@ A plain head (h11's request-line grammar, one Host, at most one Content-Length o
 ``Transfer-Encoding: chunked``) is split by llhttp in C. Anything else, or anything llhttp
 refuses, is parsed by a throwaway ``h11.Connection``, so :mod:`.http11_fast` accepts and
 refuses exactly the heads :mod:`.http11` does.
+
+A client sends the same field lines with every request of a connection (and every client
+of a kind the same ones), while the request line changes. So what a field block gave is
+remembered (:data:`_KNOWN`): the next head with that block costs the request line's match
+and a lookup, not llhttp, a Python call per field and the framing checks again. A block is
+remembered only once llhttp and the strict checks took it, and the line is held to h11's
+grammar here: so a line llhttp would refuse (``FOO``, ``get``) meeting a known block gets
+the fields h11 would give it, and a block's verdict does not depend on its request line.
 """
 
 from __future__ import annotations
@@ -13,7 +21,7 @@ from typing import Any
 
 import h11
 
-from .events import BadRequest, Headers
+from .events import BadRequest, Headers, Request
 
 try:
     import httptools
@@ -23,10 +31,29 @@ except ImportError:  # pragma: no cover - the optional "speed" extra
 HAVE_HTTPTOOLS = httptools is not None
 CL_MAX_DIGITS = 20  # h11's limit on a Content-Length value
 
-# h11's grammar for the request line, so a line llhttp takes is one h11 would take too.
+# h11's grammar for the request line and the CRLF ending it, so a line llhttp takes is one
+# h11 would take too (no field line holds a CR or LF, so this stops at the first CRLF).
 _REQUEST_LINE = re.compile(
-    rb"([-!#$%&'*+.^_`|~0-9A-Za-z]+) ([\x21-\x7e]+) HTTP/([0-9]\.[0-9])"
-).fullmatch
+    rb"([-!#$%&'*+.^_`|~0-9A-Za-z]+) ([\x21-\x7e]+) HTTP/([0-9]\.[0-9])\r\n"
+).match
+_BLOCK_START = 5  # the block is keyed from the version's digits: "1.1\r\n" + field lines
+
+# A parsed head: the request event, its Content-Length (-1: none) and these flag bits.
+Head = tuple[Request, int, int]
+CHUNKED = 1  # Transfer-Encoding: chunked
+CLOSE = 2  # the client's last request on this connection
+UPGRADE = 4  # a protocol switch proposal (h11: any Upgrade value)
+
+# What a field block gives: the headers (lowercase names), the raw headers (wire names),
+# the Content-Length, the flags, whether it expects 100-continue, and the version.
+Fields = tuple[Headers, Headers, int, int, bool, str]
+
+# Field blocks llhttp read -> what they gave. The key starts at the version's digits, which
+# the framing depends on, and a hit is the very bytes that gave the entry. Bounded: a
+# longer block (cookies, tokens) is read every time, and a full table starts afresh.
+_KNOWN: dict[bytes, Fields] = {}
+_KNOWN_MAX = 128
+_KNOWN_BLOCK_MAX = 2048
 
 
 class _Collector:
@@ -73,44 +100,18 @@ def _llhttp_headers(head: bytes) -> list[tuple[bytes, bytes]] | None:
     return pairs
 
 
-class RequestHead:
-    """A parsed head with the facts the framing needs."""
-
-    __slots__ = (
-        "chunked",
-        "close",
-        "expects_continue",
-        "headers",
-        "length",
-        "method",
-        "raw",
-        "target",
-        "upgrade",
-        "version",
-    )
-
-    def __init__(self, method: bytes, target: bytes, version: str) -> None:
-        self.method = method
-        self.target = target
-        self.version = version
-        self.headers: Headers = []
-        self.raw: Headers = []
-        self.length = -1
-        self.chunked = False
-        self.close = version != "1.1"
-        self.expects_continue = False
-        self.upgrade = False  # a protocol switch proposal (h11: any Upgrade value)
-
-
-def _read_headers(head: RequestHead, pairs: list[tuple[bytes, bytes]], strict: bool) -> bool:
-    """Fill ``head`` from (wire name, value) pairs; False: not plain enough for llhttp's word.
+def _fields(pairs: Headers, version: str, strict: bool) -> Fields | None:
+    """What (wire name, value) pairs give; None: not plain enough for llhttp's word.
 
     ``strict`` (llhttp's pairs) refuses what h11 must judge: several Host or Content-Length
     fields, a Transfer-Encoding other than one ``chunked``, Content-Length next to it.
     h11's pairs are already judged and normalised.
     """
-    headers = head.headers
-    raw = head.raw
+    headers: Headers = []
+    raw: Headers = []
+    length = -1
+    flags = 0 if version == "1.1" else CLOSE
+    expects_continue = False
     hosts = 0
     for name, value in pairs:
         if value and value[-1] in (9, 32):  # llhttp keeps trailing whitespace
@@ -119,33 +120,46 @@ def _read_headers(head: RequestHead, pairs: list[tuple[bytes, bytes]], strict: b
         if lname == b"host":
             hosts += 1
         elif lname == b"content-length":
-            if strict and (head.length != -1 or not value.isdigit() or len(value) > CL_MAX_DIGITS):
-                return False
-            head.length = int(value)
+            if strict and (length != -1 or not value.isdigit() or len(value) > CL_MAX_DIGITS):
+                return None
+            length = int(value)
         elif lname == b"transfer-encoding":
-            if strict and (head.chunked or value.lower() != b"chunked"):
-                return False
-            head.chunked = True
+            if strict and (flags & CHUNKED or value.lower() != b"chunked"):
+                return None
+            flags |= CHUNKED
             value = b"chunked"  # h11 passes it on lowercased
         elif lname == b"connection":
             tokens = [t.strip() for t in value.lower().split(b",")]
             if b"close" in tokens:
-                head.close = True
+                flags |= CLOSE
         elif lname == b"upgrade" and value.strip(b" \t,"):
-            head.upgrade = True
+            flags |= UPGRADE
         elif lname == b"expect" and value.lower() == b"100-continue":
-            head.expects_continue = True
+            expects_continue = version == "1.1"
         headers.append((lname, value))
         raw.append((name, value))
     if strict:
-        if head.chunked and head.length != -1:
-            return False
-        if hosts > 1 or (hosts == 0 and head.version == "1.1"):
-            return False
-    return True
+        if flags & CHUNKED and length != -1:
+            return None
+        if hosts > 1 or (hosts == 0 and version == "1.1"):
+            return None
+    return headers, raw, length, flags, expects_continue, version
 
 
-def _h11_head(head: bytes) -> RequestHead | BadRequest:
+def _read_block(head: bytes, version: bytes, block: bytes) -> Fields | None:
+    """llhttp's reading of a head whose field block is not known yet (then it is)."""
+    pairs = _llhttp_headers(head)
+    if pairs is None:
+        return None
+    fields = _fields(pairs, version.decode("ascii"), strict=True)
+    if fields is not None and len(block) <= _KNOWN_BLOCK_MAX:
+        if len(_KNOWN) >= _KNOWN_MAX:
+            _KNOWN.clear()
+        _KNOWN[block] = fields
+    return fields
+
+
+def _h11_head(head: bytes) -> Head | BadRequest:
     """h11's verdict on a head llhttp refused or that is not plain."""
     conn = h11.Connection(h11.SERVER, max_incomplete_event_size=len(head) + 1)
     conn.receive_data(head)
@@ -155,19 +169,29 @@ def _h11_head(head: bytes) -> RequestHead | BadRequest:
         return BadRequest(exc.error_status_hint, str(exc) or "invalid request")
     if type(event) is not h11.Request:  # pragma: no cover - a whole head was given
         return BadRequest(400, "invalid request head")
-    parsed = RequestHead(event.method, event.target, event.http_version.decode("ascii"))
-    _read_headers(parsed, list(event.headers.raw_items()), strict=False)
-    return parsed
+    version = event.http_version.decode("ascii")
+    fields = _fields(list(event.headers.raw_items()), version, strict=False)
+    assert fields is not None  # (not strict)
+    return _request(event.method, event.target, fields)
 
 
-def parse_head(head: bytes) -> RequestHead | BadRequest:
+def _request(method: bytes, target: bytes, fields: Fields) -> Head:
+    """The request event (with lists of its own: an app may change its headers)."""
+    headers, raw, length, flags, expects_continue, version = fields
+    request = Request(method, target, headers.copy(), version, raw.copy(), expects_continue)
+    return request, length, flags
+
+
+def parse_head(head: bytes) -> Head | BadRequest:
+    """A whole head (up to its empty line): the request and its framing, or h11's refusal."""
     if httptools is not None:
-        line = _REQUEST_LINE(head, 0, head.find(b"\r\n"))
+        line = _REQUEST_LINE(head)
         if line is not None:
-            pairs = _llhttp_headers(head)
-            if pairs is not None:
-                method, target, version = line.groups()
-                parsed = RequestHead(method, target, version.decode("ascii"))
-                if _read_headers(parsed, pairs, strict=True):
-                    return parsed
+            method, target, version = line.groups()
+            block = head[line.end() - _BLOCK_START :]
+            fields = _KNOWN.get(block)
+            if fields is None:
+                fields = _read_block(head, version, block)
+            if fields is not None:
+                return _request(method, target, fields)
     return _h11_head(head)
