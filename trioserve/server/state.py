@@ -100,7 +100,6 @@ class ServerState:
         without one of them the scope gets a new id and the extensions of its version
         directly; with one, each part is settled as :meth:`scope_for` settles it.
         """
-        config = self.config
         watched = self._watched
         for name, _ in request.headers:
             if name in watched:
@@ -118,16 +117,7 @@ class ServerState:
         else:
             advertised = response_extensions(request)
             extensions = {}
-        scope = build_http_scope(
-            request,
-            scheme=info.scheme,
-            client=info.client,
-            server=info.server,
-            root_path=config.root_path,
-            state=self.lifespan_state,
-            raw_header_case=config.h11_pass_raw_headers,
-            extensions=extensions,
-        )
+        scope = self._build(build_http_scope, request, info, extensions=extensions)
         if not plain:
             self._settle(scope, request, info)
             extensions.update(advertised)
@@ -146,8 +136,15 @@ class ServerState:
 
         One place for what HTTP and WebSocket scopes share, so they can't drift apart.
         """
+        scope = self._build(build, request, info)
+        self._settle(scope, request, info)
+        return scope
+
+    def _build(
+        self, build: ScopeBuilder, request: Request, info: ConnectionInfo, **extra: Any
+    ) -> dict[str, Any]:
         config = self.config
-        scope = build(
+        return build(
             request,
             scheme=info.scheme,
             client=info.client,
@@ -155,9 +152,8 @@ class ServerState:
             root_path=config.root_path,
             state=self.lifespan_state,
             raw_header_case=config.h11_pass_raw_headers,
+            **extra,
         )
-        self._settle(scope, request, info)
-        return scope
 
     def _settle(self, scope: dict[str, Any], request: Request, info: ConnectionInfo) -> None:
         """Proxy headers, TLS and the request id, applied to a new scope."""
