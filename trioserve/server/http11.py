@@ -15,7 +15,6 @@ from collections.abc import Awaitable
 from operator import attrgetter
 
 import trio
-from trio.lowlevel import cancel_shielded_checkpoint
 
 from ..logs import error_log
 from ..sansio.body import NOT_YET, BodyPiece
@@ -201,9 +200,9 @@ class HTTP11Connection:
             outcome = await runner.run()
             if self.peer.defer_schedule_point:
                 # The response's last write skipped its schedule point (peer.send): the
-                # connection takes it here, one per request as before, outside the app.
-                self.peer.defer_schedule_point = False
-                await cancel_shielded_checkpoint()
+                # connection takes it here, one per request as before, outside the app,
+                # and settles that write (server/writebatch.py).
+                await self.peer.end_deferred_write()
             if (
                 outcome == DONE_NORMALLY
                 and self.refusal is None

@@ -26,7 +26,7 @@ import select
 import socket
 
 import trio
-from trio.lowlevel import ParkingLot, checkpoint
+from trio.lowlevel import ParkingLot, cancel_shielded_checkpoint, checkpoint
 
 from ..errors import ClientDisconnected, SendTimeout
 from .sockstream import SocketStream
@@ -192,6 +192,21 @@ class PeerStream:
         poller = select.poll()
         poller.register(sock, select.POLLIN | _POLLRDHUP)
         return any(events & _GONE_EVENTS for _, events in poller.poll(0))
+
+    async def end_deferred_write(self) -> None:
+        """The schedule point a response's last write skipped (``defer_schedule_point``),
+        taken by the connection once the request is done. On a plain socket that write
+        may have waited for the end of the scheduler's pass (:mod:`.writebatch`): it went
+        out before this task runs again; here what the kernel did not take is sent, and
+        a failed send makes the peer broken, as in :meth:`send`."""
+        self.defer_schedule_point = False
+        await cancel_shielded_checkpoint()
+        stream = self.stream
+        if type(stream) is SocketStream and (stream.deferred or stream.deferred_error):
+            try:
+                await stream.settle_deferred()
+            except STREAM_ERRORS:
+                self.broken = True
 
     # -- writing -----------------------------------------------------------------------------
     async def send(self, data: bytes | list[bytes]) -> None:

@@ -10,7 +10,9 @@ keeps trio's semantics where the server relies on them and drops the rest:
 - every call is a cancellation point (``checkpoint_if_cancelled`` first);
 - ``send_all`` always yields to the scheduler (as trio's does), unless its caller takes
   that schedule point itself (``schedule=False``: a response's last write, taken by the
-  connection once the request is done: ``PeerStream.defer_schedule_point``);
+  connection once the request is done: ``PeerStream.defer_schedule_point``); such a write,
+  if small, is sent with the others of the scheduler's pass, just before trio waits for
+  I/O (:mod:`.writebatch`), and the connection settles it after its schedule point;
   ``receive_some`` and ``accept`` yield when they had to wait, and otherwise every
   ``_YIELD_EVERY`` calls, so a client whose bytes are always there already cannot starve
   the other connections;
@@ -44,6 +46,8 @@ from trio.lowlevel import (
     wait_readable,
     wait_writable,
 )
+
+from .writebatch import DEFER_LIMIT, WriteBatch, current_write_batch
 
 DEFAULT_RECEIVE_SIZE = 65536
 # Calls that complete without waiting between two forced yields to the scheduler.
@@ -85,16 +89,24 @@ class SocketStream(trio.abc.HalfCloseableStream):
     """
 
     __slots__ = (
+        "_batch",
         "_eof_sent",
         "_send_waiting",
         "_unyielded",
+        "deferred",
+        "deferred_error",
         "send_timed_out",
         "send_timeout",
         "socket",
     )
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, batch: WriteBatch | None = None) -> None:
         self.socket = sock
+        # The run's WriteBatch (None: every write is sent at once), the bytes of a write
+        # waiting in it, and what sending them raised (for settle_deferred()).
+        self._batch = batch
+        self.deferred = b""
+        self.deferred_error: OSError | None = None
         self._unyielded = 0  # calls since this stream last yielded to the scheduler
         self._send_waiting = False  # a send_all is blocked part-way through its data
         self._eof_sent = False
@@ -190,6 +202,20 @@ class SocketStream(trio.abc.HalfCloseableStream):
         if self._send_waiting:
             raise trio.BusyResourceError("another task is sending on this stream")
         await checkpoint_if_cancelled()
+        batch = self._batch
+        if (
+            not schedule
+            and batch is not None
+            and type(data) is bytes
+            and len(data) <= DEFER_LIMIT
+            and not self.deferred
+        ):
+            # Sent with the pass's other writes, before this task runs again.
+            self.deferred = data
+            batch.streams.append(self)
+            return
+        if self.deferred or self.deferred_error is not None:
+            await self.settle_deferred()  # (never skipped: the byte stream stays in order)
         sock = self.socket
         pieces = data if isinstance(data, list) else None
         try:
@@ -213,6 +239,34 @@ class SocketStream(trio.abc.HalfCloseableStream):
             if sent < len(piece):
                 await self._send_rest(piece, sent)
             sent = max(sent - len(piece), 0)
+
+    def send_deferred(self) -> None:
+        """The write batch's send of this stream's waiting write (never waits or raises):
+        what the kernel did not take stays waiting, an error is kept."""
+        data = self.deferred
+        if not data:
+            return
+        try:
+            sent = self.socket.send(data)
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            self.deferred = b""
+            self.deferred_error = exc
+            return
+        self.deferred = data[sent:] if sent < len(data) else b""
+
+    async def settle_deferred(self) -> None:
+        """After the schedule point that follows a deferred write: raise what sending it
+        met, or send (waiting, within the send timeout) what the kernel did not take."""
+        error = self.deferred_error
+        if error is not None:
+            self.deferred_error = None
+            raise self._send_error(error) from error
+        rest = self.deferred
+        if rest:
+            self.deferred = b""
+            await self._send_rest(rest, 0)
 
     async def _send_rest(self, data: bytes | bytearray | memoryview, sent: int) -> None:
         """The slow path of a send the kernel took only part of: wait, send the rest."""
@@ -300,6 +354,8 @@ class SocketStream(trio.abc.HalfCloseableStream):
         await checkpoint()
         if self._eof_sent:
             return
+        if self.deferred or self.deferred_error is not None:
+            await self.settle_deferred()  # before the FIN, not lost behind it
         try:
             self.socket.shutdown(socket.SHUT_WR)
         except OSError as exc:
@@ -307,8 +363,12 @@ class SocketStream(trio.abc.HalfCloseableStream):
         self._eof_sent = True
 
     def close(self) -> None:
-        """Close now (never blocks); tasks blocked on the socket get ClosedResourceError."""
+        """Close now (never blocks); tasks blocked on the socket get ClosedResourceError.
+        A write still waiting in the batch is tried first (what the kernel takes at once)."""
         sock = self.socket
+        if self.deferred:
+            self.send_deferred()
+            self.deferred = b""
         if sock.fileno() != -1:
             notify_closing(sock)
             sock.close()
@@ -325,13 +385,14 @@ class StreamListener:
     response's last segment must not wait for the client's delayed ACK).
     """
 
-    __slots__ = ("_tcp", "_unyielded", "socket")
+    __slots__ = ("_batch", "_tcp", "_unyielded", "socket")
 
     def __init__(self, sock: socket.socket) -> None:
         sock.setblocking(False)
         self.socket = sock
         self._tcp = sock.family in (socket.AF_INET, socket.AF_INET6)
         self._unyielded = 0
+        self._batch: WriteBatch | None = None  # the run's, taken on the first accept()
 
     def close(self) -> None:
         """Stop listening; a task blocked in accept() gets ClosedResourceError."""
@@ -348,6 +409,8 @@ class StreamListener:
         """
         await checkpoint_if_cancelled()
         sock = self.socket
+        if self._batch is None:
+            self._batch = current_write_batch()
         while True:
             try:
                 conn, _ = sock.accept()
@@ -372,4 +435,4 @@ class StreamListener:
         if self._unyielded >= _YIELD_EVERY:
             self._unyielded = 0
             await cancel_shielded_checkpoint()
-        return SocketStream(conn)
+        return SocketStream(conn, self._batch)
