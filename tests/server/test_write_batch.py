@@ -11,14 +11,14 @@ from __future__ import annotations
 import re
 import socket
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 
 import httpx
 import pytest
 import trio
 
 from trioserve.server.sockstream import SocketStream
-from trioserve.server.writebatch import DEFER_LIMIT, WriteBatch, current_write_batch
+from trioserve.server.writebatch import DEFER_LIMIT, FLUSH_AT, WriteBatch, current_write_batch
 from trioserve.testing import open_server
 
 
@@ -82,6 +82,23 @@ async def test_a_deferred_write_leaves_at_the_end_of_the_pass() -> None:
         assert batch.streams == []
         client.settimeout(5)
         assert client.recv(100) == b"response"
+
+
+async def test_a_full_batch_is_sent_at_once() -> None:
+    """The FLUSH_AT-th write of a pass sends the batch then and there: clients get their
+    responses while the pass goes on, not in one burst after it."""
+    with ExitStack() as stack:
+        pairs = [stack.enter_context(batched_pair()) for _ in range(FLUSH_AT)]
+        for i, (stream, _, _) in enumerate(pairs[:-1]):
+            await stream.send_all(b"r%d" % i, schedule=False)
+        assert all(readable_now(client) is None for _, client, _ in pairs)
+        last, _, batch = pairs[-1]
+        await last.send_all(b"last", schedule=False)  # (no schedule point in between)
+        assert batch.streams == []
+        for i, (stream, client, _) in enumerate(pairs):
+            assert stream.deferred == b""
+            client.settimeout(5)
+            assert client.recv(100) == (b"r%d" % i if i < FLUSH_AT - 1 else b"last")
 
 
 async def test_the_run_has_one_batch_installed_once() -> None:

@@ -47,7 +47,7 @@ from trio.lowlevel import (
     wait_writable,
 )
 
-from .writebatch import DEFER_LIMIT, WriteBatch, current_write_batch
+from .writebatch import DEFER_LIMIT, FLUSH_AT, WriteBatch, current_write_batch
 
 DEFAULT_RECEIVE_SIZE = 65536
 # Calls that complete without waiting between two forced yields to the scheduler.
@@ -212,7 +212,10 @@ class SocketStream(trio.abc.HalfCloseableStream):
         ):
             # Sent with the pass's other writes, before this task runs again.
             self.deferred = data
-            batch.streams.append(self)
+            streams = batch.streams
+            streams.append(self)
+            if len(streams) >= FLUSH_AT:
+                batch.flush()
             return
         if self.deferred or self.deferred_error is not None:
             await self.settle_deferred()  # (never skipped: the byte stream stays in order)
