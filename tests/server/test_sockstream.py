@@ -17,11 +17,15 @@ import trio
 import trio.testing
 
 from trioserve.server.sockstream import _YIELD_EVERY, SocketStream, StreamListener
+from trioserve.server.writebatch import WriteBatch
 
 
 @contextmanager
-def tcp_pair(*, small_buffers: bool = False) -> Iterator[tuple[SocketStream, socket.socket]]:
-    """(our stream, the peer's stdlib socket), connected over 127.0.0.1."""
+def tcp_pair(
+    *, small_buffers: bool = False, batch: WriteBatch | None = None
+) -> Iterator[tuple[SocketStream, socket.socket]]:
+    """(our stream, the peer's stdlib socket), connected over 127.0.0.1; ``batch``: the
+    stream's write batch (server/writebatch.py)."""
     with socket.create_server(("127.0.0.1", 0)) as lsock:
         client = socket.socket()
         if small_buffers:
@@ -31,7 +35,7 @@ def tcp_pair(*, small_buffers: bool = False) -> Iterator[tuple[SocketStream, soc
     server.setblocking(False)
     if small_buffers:
         server.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16384)
-    stream = SocketStream(server)
+    stream = SocketStream(server, batch)
     try:
         yield stream, client
     finally:
