@@ -11,8 +11,9 @@ keeps trio's semantics where the server relies on them and drops the rest:
 - ``send_all`` always yields to the scheduler (as trio's does), unless its caller takes
   that schedule point itself (``schedule=False``: a response's last write, taken by the
   connection once the request is done: ``PeerStream.defer_schedule_point``); such a write,
-  if small, is sent with the others of the scheduler's pass, just before trio waits for
-  I/O (:mod:`.writebatch`), and the connection settles it after its schedule point;
+  if small, is sent with the others of the scheduler's pass, once 8 wait or just before
+  trio waits for I/O (:mod:`.writebatch`), and the connection settles it after its
+  schedule point;
   ``receive_some`` and ``accept`` yield when they had to wait, and otherwise every
   ``_YIELD_EVERY`` calls, so a client whose bytes are always there already cannot starve
   the other connections;

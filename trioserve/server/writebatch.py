@@ -1,4 +1,4 @@
-"""Response writes held to the end of the scheduler's pass, then sent together.
+"""Small response writes gathered within a pass of trio's scheduler and sent together.
 
 A keep-alive response's last write does not need to leave the moment it is framed: the
 connection's task yields to the scheduler right after it anyway (the schedule point its
